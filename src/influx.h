@@ -1,0 +1,87 @@
+/*
+ * influx.h — the InfluxDB sink: line protocol batches over libcurl multi, on the libev loop
+ * (the curl "multi_socket" pattern of docs/examples/evhiperfifo.c).
+ *
+ * Lines are appended to the current batch; a batch is sent when it holds batch_lines lines or
+ * `linger` seconds after its first line, whichever comes first. Two APIs:
+ *   v2: POST {url}/api/v2/write?org=ORG&bucket=BUCKET&precision=ns, Authorization: Token T
+ *   v1: POST {url}/write?db=DB&precision=ns (optional u/p via Basic auth, rp=)
+ * Optional gzip (Content-Encoding: gzip). Responses:
+ *   2xx                 done (ack callback per line token)
+ *   429, 503            retry after Retry-After (seconds or HTTP date), else backoff
+ *   other 5xx, timeout, connection error  retry with exponential backoff + jitter
+ *   413                 split the batch in halves and retry each (a single line -> reject)
+ *   400/401/403/404/422 and other 4xx  reject: reject callback with status and server message,
+ *                       no retry
+ * Batches waiting for retry are kept in order, bounded by queue_max_bytes (oldest dropped,
+ * counted, logged). The token is never logged.
+ *
+ * Ownership: influx_sink_new() returns an object owned by the caller (influx_sink_free()). All
+ * config strings are copied. Lines are copied.
+ */
+#ifndef IIOTGW_INFLUX_H
+#define IIOTGW_INFLUX_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <ev.h>
+
+struct influx_config {
+    const char *url;           /* base URL, e.g. http://127.0.0.1:8086 (required) */
+    int api;                   /* 2 (default) or 1 */
+    const char *org;           /* v2 */
+    const char *bucket;        /* v2 */
+    const char *db;            /* v1 */
+    const char *rp;            /* v1, optional */
+    const char *token;         /* v2 token, or v1 "user:password"; never logged */
+    size_t batch_lines;        /* default 5000 */
+    double linger;             /* seconds, default 1.0 */
+    bool gzip;                 /* default false */
+    double timeout;            /* per request, seconds, default 10 */
+    size_t queue_max_bytes;    /* pending batches bound, default 64 MiB */
+    double backoff_base;       /* default 1 s */
+    double backoff_max;        /* default 60 s */
+};
+
+struct influx_stats {
+    uint64_t lines;            /* accepted by influx_sink_write */
+    uint64_t lines_written;    /* acknowledged with 2xx */
+    uint64_t lines_rejected;   /* 4xx: handed to the reject callback */
+    uint64_t lines_dropped;    /* dropped from a full queue */
+    uint64_t batches;          /* requests that got a 2xx */
+    uint64_t retries;
+    uint64_t splits;           /* 413 splits */
+    size_t pending_lines;      /* accepted, not yet acknowledged or rejected */
+    size_t pending_bytes;
+    int last_status;           /* last HTTP status (0 = transport error) */
+};
+
+/* A batch the server refused for good. `lines` is '\n'-separated. */
+typedef void (*influx_reject_cb)(void *ud, const char *lines, size_t len, long status,
+                                 const char *message);
+/* Every line of a 2xx batch, by the token given to influx_sink_write. */
+typedef void (*influx_ack_cb)(void *ud, uint64_t token);
+
+struct influx_sink;
+
+/* Returns 0, -EINVAL (bad config; err set), -ENOMEM. */
+int influx_sink_new(struct influx_sink **out, struct ev_loop *loop, const struct influx_config *cfg,
+                    char *err, size_t errlen);
+void influx_sink_set_callbacks(struct influx_sink *s, influx_ack_cb ack, influx_reject_cb reject,
+                               void *ud);
+
+/* Append one line (no '\n'). Returns 0, -EINVAL (empty or contains '\n'), -ENOMEM. */
+int influx_sink_write(struct influx_sink *s, const char *line, size_t len, uint64_t token);
+
+/* Send the current batch now instead of waiting for the linger timer. */
+void influx_sink_flush(struct influx_sink *s);
+
+/* Lines not yet acknowledged or rejected. */
+size_t influx_sink_pending(const struct influx_sink *s);
+
+void influx_sink_get_stats(const struct influx_sink *s, struct influx_stats *out);
+void influx_sink_free(struct influx_sink *s);
+
+#endif

@@ -1,0 +1,66 @@
+/*
+ * lineproto.h — InfluxDB line protocol encoder with correct escaping.
+ *
+ *   measurement,tag1=v1,tag2=v2 field1=1.5,field2=3i,field3="text",field4=true 1732480290000000000
+ *
+ * Escaping (InfluxDB docs, "Line protocol / special characters"):
+ *   measurement                        : ',' and ' ' are backslash-escaped
+ *   tag keys, tag values, field keys   : ',', '=' and ' ' are backslash-escaped
+ *   string field values                : '"' and '\' are backslash-escaped, value double-quoted;
+ *                                        newlines are kept (allowed inside quoted strings)
+ *   '\n' or '\r' in a measurement, tag key/value or field key cannot be represented in line
+ *   protocol at all: lp_encode() rejects such a point with -EINVAL instead of mangling it.
+ * Tags are written sorted by key (what InfluxDB recommends for write performance); tags with an
+ * empty key or value are rejected (-EINVAL), as InfluxDB would reject the line. Float fields are
+ * written in the shortest form that reads back to the same double; NaN/Inf are rejected.
+ * Integer fields get the 'i' suffix, unsigned the 'u' suffix.
+ *
+ * Pure module. Ownership: the caller owns every input; output is appended to `out`.
+ */
+#ifndef IIOTGW_LINEPROTO_H
+#define IIOTGW_LINEPROTO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+
+enum lp_type { LP_FLOAT, LP_INT, LP_UINT, LP_BOOL, LP_STRING };
+
+struct lp_tag {
+    const char *key;
+    const char *value;
+};
+
+struct lp_field {
+    const char *key;
+    enum lp_type type;
+    union {
+        double f;
+        int64_t i;
+        uint64_t u;
+        bool b;
+        struct {
+            const char *s;
+            size_t len;
+        } s;
+    } v;
+};
+
+/*
+ * Append one line (no trailing '\n') to `out`. `tags` may be reordered (sorted in place).
+ * ts_ns is the timestamp in nanoseconds (always written).
+ * Returns 0; -EINVAL for an empty measurement, no fields, an empty or newline-carrying
+ * name/key/tag value, or a non-finite float (out is left unchanged); -ENOMEM.
+ */
+int lp_encode(struct buf *out, const char *measurement, struct lp_tag *tags, size_t ntags,
+              const struct lp_field *fields, size_t nfields, int64_t ts_ns);
+
+/*
+ * Format a double in the shortest text that round-trips ("27.6", "84190", "1e+300").
+ * Returns the length written (buffer of at least 32 bytes). Used for MQTT payloads too.
+ */
+int lp_format_double(char *dst, size_t dstlen, double v);
+
+#endif

@@ -1,0 +1,105 @@
+/*
+ * mqtt.h — the MQTT sink: libmosquitto driven from the libev loop (no mosquitto thread).
+ *
+ * Publishes are accepted at any time. While connected they go to libmosquitto (which keeps
+ * QoS 1/2 messages until PUBACK/PUBCOMP and resends them after a reconnect); while
+ * disconnected they wait in a bounded FIFO (count and bytes; on overflow the oldest message is
+ * dropped, counted and logged). The sink reconnects with exponential backoff + jitter
+ * (1 s -> 60 s). A retained status topic (cfg.status_topic) carries "online" after connect and
+ * the last will "offline"; mqtt_sink_close() publishes "offline" itself on a clean shutdown.
+ *
+ * Nothing here blocks the loop: connect is asynchronous, and the socket is serviced by ev_io
+ * watchers (read always, write only while mosquitto_want_write()) plus a 1 s misc timer.
+ * TCP_NODELAY is set on the socket (see the brief: Nagle + delayed ACK add ~44 ms to a burst).
+ *
+ * Ownership: mqtt_sink_new() returns an object owned by the caller (mqtt_sink_free()). All
+ * strings in mqtt_config are copied. Payloads passed to mqtt_sink_publish() are copied.
+ */
+#ifndef IIOTGW_MQTT_H
+#define IIOTGW_MQTT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <ev.h>
+
+struct mqtt_config {
+    const char *host;          /* required */
+    int port;                  /* default 1883 (8883 with tls) */
+    bool tls;                  /* mqtts:// */
+    const char *cafile;        /* TLS: CA bundle (NULL = system default) */
+    const char *capath;
+    const char *certfile;      /* TLS client certificate (optional) */
+    const char *keyfile;
+    bool tls_insecure;         /* skip hostname verification (tests only) */
+    const char *username;      /* optional */
+    const char *password;      /* optional; never logged */
+    const char *client_id;     /* default "iiotgw-<hostname>" */
+    int protocol;              /* 3 = MQTT 3.1.1 (default), 5 = MQTT 5 */
+    int keepalive;             /* seconds, default 30 */
+    bool clean_session;        /* default true */
+    unsigned session_expiry;   /* MQTT 5, seconds, with clean_session false */
+    const char *status_topic;  /* retained "online"/"offline" + last will; NULL = none */
+    size_t queue_max_msgs;     /* offline FIFO bound, default 100000 */
+    size_t queue_max_bytes;    /* offline FIFO bound, default 64 MiB */
+    unsigned max_inflight;     /* QoS>0 messages in flight, default 100 */
+    double backoff_base;       /* default 1 s */
+    double backoff_max;        /* default 60 s */
+};
+
+struct mqtt_stats {
+    uint64_t published;        /* handed to the broker */
+    uint64_t acked;            /* PUBACK/PUBCOMP received (QoS 0: written to the socket) */
+    uint64_t dropped;          /* dropped from the full offline FIFO */
+    uint64_t reconnects;
+    uint64_t connect_failures;
+    size_t queued;             /* waiting in the offline FIFO */
+    size_t queued_bytes;
+    size_t inflight;           /* handed to libmosquitto, not yet acknowledged */
+    bool connected;
+};
+
+/* Called for every message once acknowledged (QoS 0: once written). May be NULL. */
+typedef void (*mqtt_ack_cb)(void *ud, uint64_t token);
+
+struct mqtt_sink;
+
+/*
+ * Create the sink and start connecting. Returns 0, -EINVAL (bad config; err set), -ENOMEM.
+ * A broker that is down is not an error: the sink keeps retrying.
+ */
+int mqtt_sink_new(struct mqtt_sink **out, struct ev_loop *loop, const struct mqtt_config *cfg,
+                  char *err, size_t errlen);
+
+/* Optional acknowledgement callback (used by the spool). */
+void mqtt_sink_set_ack_cb(struct mqtt_sink *m, mqtt_ack_cb cb, void *ud);
+
+/*
+ * Queue one message. `token` is an opaque caller value echoed to the ack callback. qos 0..2.
+ * Returns 0, -EINVAL (bad topic/qos), -ENOMEM. Never blocks.
+ */
+int mqtt_sink_publish(struct mqtt_sink *m, const char *topic, const void *payload, size_t len,
+                      int qos, bool retain, uint64_t token);
+
+/* Messages not yet acknowledged (queued + in flight). 0 means everything reached the broker. */
+size_t mqtt_sink_pending(const struct mqtt_sink *m);
+
+void mqtt_sink_get_stats(const struct mqtt_sink *m, struct mqtt_stats *out);
+
+/*
+ * Begin a clean shutdown: publish "offline" on the status topic, then disconnect once
+ * nothing is pending or `timeout` seconds passed. `done` is called once when disconnected.
+ */
+void mqtt_sink_close(struct mqtt_sink *m, double timeout, void (*done)(void *ud), void *ud);
+
+void mqtt_sink_free(struct mqtt_sink *m);
+
+/*
+ * Parse mqtt://[user[:pass]@]host[:port] or mqtts://... into cfg fields (host, port, tls,
+ * username, password point into `storage`, which must outlive cfg). Returns 0 or -EINVAL.
+ */
+int mqtt_parse_url(const char *url, struct mqtt_config *cfg, char *storage, size_t storagelen,
+                   char *err, size_t errlen);
+
+#endif

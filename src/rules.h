@@ -1,0 +1,107 @@
+/*
+ * rules.h — the Lua 5.4 rule engine: sandboxed rule state, the `gw` API, hot reload.
+ *
+ * A rule file is plain Lua defining any of these globals:
+ *   on_packet(pkt, meta)  once per telemetry object; pkt mirrors the JSON (pkt.n1.t), JSON
+ *                         integers are Lua integers and floats stay floats; meta = {source=,
+ *                         line=, rx_ns=}
+ *   on_line(text, meta)   once per non-JSON line (optional)
+ *   on_tick(now)          every tick (default 1 s); `now` = wall-clock seconds (float)
+ *   init()                after load, before the first packet (optional)
+ * and calls gw.publish / gw.point / gw.log / gw.now / gw.state ... (documented in docs/rules.md).
+ *
+ * Every call into Lua runs under a memory cap (custom lua_Alloc) and an instruction budget
+ * enforced by a count hook that yields out of the coroutine, so `pcall` inside the rule cannot
+ * swallow it. A failing call is isolated: the function returns an error and the caller
+ * dead-letters the packet.
+ *
+ * Reload ("build new, swap on success", as Redis functions.c): rules_reload() builds a complete
+ * new state, loads and runs init(); only if all of that succeeds is the new state swapped in,
+ * with gw.state deep-copied over from the old one. Otherwise the old rule keeps running.
+ *
+ * Outputs go to a struct rule_sink so that the daemon can route them to MQTT/InfluxDB and
+ * --dry-run can print them.
+ *
+ * Ownership: rules_open() returns an object owned by the caller (rules_close()). Strings passed
+ * to the sink callbacks are valid only for the duration of the callback.
+ */
+#ifndef IIOTGW_RULES_H
+#define IIOTGW_RULES_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct rule_sink {
+    void *ud;
+    /* A publish decided by the rule. qos 0..2. Return 0, or a negative errno (logged). */
+    int (*publish)(void *ud, const char *topic, const char *payload, size_t len, int qos,
+                   bool retain);
+    /* One encoded line-protocol line (no trailing '\n'). Return 0 or a negative errno. */
+    int (*write)(void *ud, const char *line, size_t len);
+    /* gw.log from the rule (level is enum log_level). May be NULL: then log.h is used. */
+    void (*log)(void *ud, int level, const char *where, const char *msg);
+};
+
+struct rules_config {
+    const char *path;          /* rule file */
+    const char *prefix;        /* topic prefix exposed as gw.prefix (default "iiot") */
+    size_t mem_limit;          /* bytes per Lua state; 0 = default 32 MiB */
+    uint64_t instr_limit;      /* VM instructions per call; 0 = default 10,000,000 */
+};
+
+/* One telemetry object handed to on_packet. */
+struct packet {
+    const char *source;   /* source name */
+    uint64_t line_no;     /* line number within the source */
+    int64_t rx_ns;        /* receive time, ns since epoch (default point timestamp) */
+    const char *json;     /* the extracted object text (not NUL-terminated) */
+    size_t json_len;
+};
+
+struct rules_stats {
+    uint64_t calls;        /* on_packet/on_line/on_tick calls */
+    uint64_t errors;       /* Lua errors (runtime, memory) */
+    uint64_t overruns;     /* instruction budget exceeded */
+    uint64_t decode_errors;/* invalid JSON objects */
+    uint64_t publishes;    /* gw.publish calls that reached the sink */
+    uint64_t points;       /* gw.point calls that reached the sink */
+    uint64_t reloads;      /* successful reloads */
+    uint64_t reload_failures;
+    double time_total;     /* seconds spent inside Lua calls */
+    double time_max;       /* longest single call, seconds */
+    size_t mem_used;       /* bytes currently allocated by the live state */
+};
+
+struct rules;
+
+/*
+ * Create the engine and load cfg->path. On failure returns a negative errno and writes
+ * "file:line: message" into err (errlen bytes). -ENOENT/-EACCES: unreadable file;
+ * -EINVAL: syntax or init() error.
+ */
+int rules_open(struct rules **out, const struct rules_config *cfg, const struct rule_sink *sink,
+               char *err, size_t errlen);
+
+/* Build a new state from the file, swap on success. Returns 0 or negative errno + err. */
+int rules_reload(struct rules *r, char *err, size_t errlen);
+
+/*
+ * Decode pkt->json and call on_packet. Returns 0; -EBADMSG when the JSON is invalid (err says
+ * where); -ECANCELED on a rule error or budget overrun (err has "file:line: message"). Outputs
+ * the rule made before failing have already been handed to the sink.
+ */
+int rules_packet(struct rules *r, const struct packet *pkt, char *err, size_t errlen);
+
+/* Call on_line(text, meta) if defined. Same returns as rules_packet (no -EBADMSG). */
+int rules_line(struct rules *r, const char *source, uint64_t line_no, int64_t rx_ns,
+               const char *text, size_t len, char *err, size_t errlen);
+
+/* Call on_tick(now) if defined. now_ns = wall clock. Same returns as rules_line. */
+int rules_tick(struct rules *r, int64_t now_ns, char *err, size_t errlen);
+
+void rules_get_stats(const struct rules *r, struct rules_stats *out);
+const char *rules_path(const struct rules *r);
+void rules_close(struct rules *r);
+
+#endif

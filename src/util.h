@@ -1,0 +1,33 @@
+/*
+ * util.h — tiny helpers every module uses: container_of, clocks, string copies.
+ *
+ * Kept deliberately small: anything with state lives in its own module.
+ */
+#ifndef IIOTGW_UTIL_H
+#define IIOTGW_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Recover the struct that embeds a libev watcher (see ev.pod, "associating custom data"). */
+#define container_of(ptr, type, member) ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
+
+#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Wall-clock time in nanoseconds since the Unix epoch (CLOCK_REALTIME). */
+int64_t util_now_ns(void);
+
+/* Monotonic time in seconds (CLOCK_MONOTONIC). */
+double util_mono(void);
+
+/*
+ * Copy at most dstlen-1 bytes of src into dst and always NUL-terminate.
+ * Returns strlen(src) like strlcpy, so truncation is (ret >= dstlen).
+ */
+size_t util_strlcpy(char *dst, const char *src, size_t dstlen);
+
+/* xorshift32 step; never returns 0 for a non-zero state. Seed with util_seed(). */
+uint32_t util_rand(uint32_t *state);
+uint32_t util_seed(void);
+
+#endif
