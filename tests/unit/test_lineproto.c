@@ -1,0 +1,385 @@
+/*
+ * test_lineproto.c — unit tests of the line protocol encoder (src/lineproto.c).
+ *
+ * Covers the escaping table of the InfluxDB docs ("Line protocol / special characters"),
+ * tag sorting, every field type, every rejection case (with the output left byte-for-byte
+ * unchanged) and lp_format_double against the reference algorithm over many random doubles.
+ * Owner: pure-modules engineer.
+ */
+#include <errno.h>
+#include <float.h>
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "lineproto.h"
+
+/* ------------------------------------------------------------------------------------ */
+/* Helpers                                                                              */
+/* ------------------------------------------------------------------------------------ */
+
+#define TS 1732480290000000000LL
+
+static struct lp_field ffloat(const char *k, double v)
+{
+    struct lp_field f = {.key = k, .type = LP_FLOAT};
+    f.v.f = v;
+    return f;
+}
+
+static struct lp_field fstr(const char *k, const char *s)
+{
+    struct lp_field f = {.key = k, .type = LP_STRING};
+    f.v.s.s = s;
+    f.v.s.len = strlen(s);
+    return f;
+}
+
+/* Encode one point into a fresh buffer and compare with the expected text. */
+static void expect_line(const char *want, const char *meas, struct lp_tag *tags, size_t ntags,
+                        const struct lp_field *fields, size_t nfields, int64_t ts)
+{
+    struct buf b = BUF_INIT;
+    assert_int_equal(lp_encode(&b, meas, tags, ntags, fields, nfields, ts), 0);
+    assert_string_equal(b.p, want);
+    assert_int_equal(b.len, strlen(want));
+    buf_free(&b);
+}
+
+/* Encoding must fail with -EINVAL and leave a pre-filled buffer exactly as it was. */
+static void expect_einval(const char *meas, struct lp_tag *tags, size_t ntags,
+                          const struct lp_field *fields, size_t nfields)
+{
+    struct buf b = BUF_INIT;
+    const char *prefix = "cpu value=1 1\n";
+    assert_int_equal(buf_append_str(&b, prefix), 0);
+    assert_int_equal(lp_encode(&b, meas, tags, ntags, fields, nfields, TS), -EINVAL);
+    assert_int_equal(b.len, strlen(prefix));
+    assert_memory_equal(b.p, prefix, strlen(prefix) + 1); /* incl. the NUL */
+    buf_free(&b);
+}
+
+/* The algorithm lineproto.h promises, written the slow obvious way. */
+static void ref_format(char *out, size_t n, double v)
+{
+    snprintf(out, n, "%.15g", v);
+    if (strtod(out, NULL) == v)
+        return;
+    snprintf(out, n, "%.16g", v);
+    if (strtod(out, NULL) == v)
+        return;
+    snprintf(out, n, "%.17g", v);
+}
+
+static void check_format(double v)
+{
+    char got[32], want[32];
+    int n = lp_format_double(got, sizeof got, v);
+    ref_format(want, sizeof want, v);
+    if (strcmp(got, want) != 0)
+        fail_msg("lp_format_double(%a): got \"%s\", reference \"%s\"", v, got, want);
+    assert_int_equal(n, (int)strlen(got));
+    assert_true(strtod(got, NULL) == v);
+}
+
+static uint64_t xorshift64(uint64_t *s)
+{
+    uint64_t x = *s;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return *s = x;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* lp_encode: shape, types, sorting                                                     */
+/* ------------------------------------------------------------------------------------ */
+
+static void test_brief_schema(void **state)
+{
+    (void)state;
+    struct lp_tag tags[] = {{"unit", "celsius"}, {"node", "node1"}};
+    struct lp_field f[] = {ffloat("value", 27.6)};
+    expect_line("temperature,node=node1,unit=celsius value=27.6 1732480290000000000",
+                "temperature", tags, 2, f, 1, TS);
+    /* tags were sorted in place, as the header allows */
+    assert_string_equal(tags[0].key, "node");
+
+    struct lp_field g[] = {ffloat("value", 84190.0)};
+    struct lp_tag t2[] = {{"node", "node1"}, {"unit", "ohms"}};
+    expect_line("gas_resistance,node=node1,unit=ohms value=84190 1732480290000000000",
+                "gas_resistance", t2, 2, g, 1, TS);
+}
+
+static void test_no_tags_and_timestamp(void **state)
+{
+    (void)state;
+    struct lp_field f[] = {ffloat("value", -39)};
+    expect_line("rssi value=-39 0", "rssi", NULL, 0, f, 1, 0);
+    expect_line("rssi value=-39 -5", "rssi", NULL, 0, f, 1, -5);
+    expect_line("rssi value=-39 9223372036854775807", "rssi", NULL, 0, f, 1, INT64_MAX);
+    expect_line("rssi value=-39 -9223372036854775808", "rssi", NULL, 0, f, 1, INT64_MIN);
+}
+
+static void test_field_types(void **state)
+{
+    (void)state;
+    struct lp_field f[7];
+    f[0] = ffloat("f", 1.5);
+    f[1] = (struct lp_field){.key = "i", .type = LP_INT, .v.i = -3};
+    f[2] = (struct lp_field){.key = "imin", .type = LP_INT, .v.i = INT64_MIN};
+    f[3] = (struct lp_field){.key = "u", .type = LP_UINT, .v.u = UINT64_MAX};
+    f[4] = (struct lp_field){.key = "t", .type = LP_BOOL, .v.b = true};
+    f[5] = (struct lp_field){.key = "b", .type = LP_BOOL, .v.b = false};
+    f[6] = fstr("s", "text");
+    expect_line("m f=1.5,i=-3i,imin=-9223372036854775808i,u=18446744073709551615u,t=true,"
+                "b=false,s=\"text\" 7",
+                "m", NULL, 0, f, 7, 7);
+
+    struct lp_field z[] = {{.key = "zero", .type = LP_INT, .v.i = 0},
+                           {.key = "uz", .type = LP_UINT, .v.u = 0},
+                           fstr("empty", "")};
+    expect_line("m zero=0i,uz=0u,empty=\"\" 1", "m", NULL, 0, z, 3, 1);
+}
+
+static void test_tag_sorting(void **state)
+{
+    (void)state;
+    struct lp_tag tags[] = {{"z", "1"}, {"b", "2"}, {"a", "3"}, {"ab", "4"}, {"B", "5"},
+                            {"m", "6"}};
+    struct lp_field f[] = {ffloat("v", 1)};
+    expect_line("m,B=5,a=3,ab=4,b=2,m=6,z=1 v=1 1", "m", tags, 6, f, 1, 1);
+    /* already sorted input stays sorted */
+    expect_line("m,B=5,a=3,ab=4,b=2,m=6,z=1 v=1 1", "m", tags, 6, f, 1, 1);
+}
+
+static void test_appends(void **state)
+{
+    (void)state;
+    struct buf b = BUF_INIT;
+    struct lp_field f[] = {ffloat("v", 0.5)};
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(lp_encode(&b, "m", NULL, 0, f, 1, i), 0);
+        assert_int_equal(buf_append_char(&b, '\n'), 0);
+    }
+    assert_string_equal(b.p, "m v=0.5 0\nm v=0.5 1\nm v=0.5 2\n");
+    buf_free(&b);
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Escaping (the InfluxDB docs' special-character table and its examples)              */
+/* ------------------------------------------------------------------------------------ */
+
+static void test_escape_docs_examples(void **state)
+{
+    (void)state;
+    /* "Measurement name with spaces" */
+    struct lp_field f1[] = {fstr("fieldKey", "string value")};
+    expect_line("my\\ Measurement fieldKey=\"string value\" 1", "my Measurement", NULL, 0, f1,
+                1, 1);
+    /* "Double quotes in a string field value" */
+    struct lp_field f2[] = {fstr("fieldKey", "\"string\" within a string")};
+    expect_line("myMeasurement fieldKey=\"\\\"string\\\" within a string\" 1", "myMeasurement",
+                NULL, 0, f2, 1, 1);
+    /* "Tag keys and values with spaces" */
+    struct lp_tag t3[] = {{"tag Key1", "tag Value1"}, {"tag Key2", "tag Value2"}};
+    struct lp_field f3[] = {{.key = "fieldKey", .type = LP_INT, .v.i = 100}};
+    expect_line("myMeasurement,tag\\ Key1=tag\\ Value1,tag\\ Key2=tag\\ Value2 fieldKey=100i 1",
+                "myMeasurement", t3, 2, f3, 1, 1);
+    /* "Emojis" pass through untouched */
+    struct lp_tag t4[] = {{"tagKey", "\xF0\x9F\x8D\xAD"}};
+    struct lp_field f4[] = {fstr("fieldKey", "Launch \xF0\x9F\x9A\x80")};
+    expect_line("myMeasurement,tagKey=\xF0\x9F\x8D\xAD fieldKey=\"Launch \xF0\x9F\x9A\x80\" "
+                "1556813561098000000",
+                "myMeasurement", t4, 1, f4, 1, 1556813561098000000LL);
+    /* "Backslashes" in a string field value */
+    struct lp_field f5[] = {fstr("fieldKey", "C:\\path\\")};
+    expect_line("m fieldKey=\"C:\\\\path\\\\\" 1", "m", NULL, 0, f5, 1, 1);
+}
+
+static void test_escape_table(void **state)
+{
+    (void)state;
+    /* measurement: comma and space escaped; '=' and '"' are not special there */
+    struct lp_field f[] = {ffloat("v", 1)};
+    expect_line("a\\,b\\ c=d\"e v=1 1", "a,b c=d\"e", NULL, 0, f, 1, 1);
+
+    /* tag key and value: comma, equals, space */
+    struct lp_tag t[] = {{"k,=  k", "v,= v\""}};
+    expect_line("m,k\\,\\=\\ \\ k=v\\,\\=\\ v\" v=1 1", "m", t, 1, f, 1, 1);
+
+    /* field key: comma, equals, space */
+    struct lp_field fk[] = {ffloat("f,= k", 2)};
+    expect_line("m f\\,\\=\\ k=2 1", "m", NULL, 0, fk, 1, 1);
+
+    /* string value: only '"' and '\'; comma, equals, space and newlines are kept */
+    struct lp_field fs[] = {fstr("s", "a,b=c d\"e\\f\ng\rh")};
+    expect_line("m s=\"a,b=c d\\\"e\\\\f\ng\rh\" 1", "m", NULL, 0, fs, 1, 1);
+
+    /* string value with embedded NUL: length-delimited, kept as is */
+    struct lp_field fn = {.key = "s", .type = LP_STRING};
+    fn.v.s.s = "a\0b";
+    fn.v.s.len = 3;
+    struct buf b = BUF_INIT;
+    assert_int_equal(lp_encode(&b, "m", NULL, 0, &fn, 1, 1), 0);
+    assert_int_equal(b.len, 11);
+    assert_memory_equal(b.p, "m s=\"a\0b\" 1", 11);
+    buf_free(&b);
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Rejections                                                                           */
+/* ------------------------------------------------------------------------------------ */
+
+static void test_rejections(void **state)
+{
+    (void)state;
+    struct lp_field ok[] = {ffloat("v", 1)};
+    struct lp_tag good = {"node", "n1"};
+
+    expect_einval("", NULL, 0, ok, 1);        /* empty measurement */
+    expect_einval(NULL, NULL, 0, ok, 1);      /* no measurement */
+    expect_einval("m", NULL, 0, ok, 0);       /* no fields */
+    expect_einval("m", NULL, 0, NULL, 1);     /* fields missing */
+    expect_einval("m\n", NULL, 0, ok, 1);     /* LF in measurement */
+    expect_einval("m\rx", NULL, 0, ok, 1);    /* CR in measurement */
+
+    struct lp_tag t[2] = {good, {"", "x"}};
+    expect_einval("m", t, 2, ok, 1); /* empty tag key */
+    t[1] = (struct lp_tag){"k", ""};
+    expect_einval("m", t, 2, ok, 1); /* empty tag value */
+    t[1] = (struct lp_tag){"k\n", "x"};
+    expect_einval("m", t, 2, ok, 1); /* LF in tag key */
+    t[1] = (struct lp_tag){"k", "x\r"};
+    expect_einval("m", t, 2, ok, 1); /* CR in tag value */
+    t[1] = (struct lp_tag){"k", NULL};
+    expect_einval("m", t, 2, ok, 1); /* NULL tag value */
+
+    struct lp_field f[2] = {ffloat("a", 1), ffloat("", 2)};
+    expect_einval("m", NULL, 0, f, 2); /* empty field key */
+    f[1] = ffloat("b\nc", 2);
+    expect_einval("m", NULL, 0, f, 2); /* LF in field key */
+    f[1] = ffloat("b", NAN);
+    expect_einval("m", NULL, 0, f, 2);
+    f[1] = ffloat("b", INFINITY);
+    expect_einval("m", NULL, 0, f, 2);
+    f[1] = ffloat("b", -INFINITY);
+    expect_einval("m", NULL, 0, f, 2);
+    f[1] = (struct lp_field){.key = "b", .type = (enum lp_type)42};
+    expect_einval("m", NULL, 0, f, 2); /* unknown type */
+
+    /* rejection on an empty buffer leaves len 0 */
+    struct buf b = BUF_INIT;
+    assert_int_equal(lp_encode(&b, "m", NULL, 0, f, 2, 1), -EINVAL);
+    assert_int_equal(b.len, 0);
+    buf_free(&b);
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* lp_format_double                                                                     */
+/* ------------------------------------------------------------------------------------ */
+
+static void test_format_known(void **state)
+{
+    (void)state;
+    static const struct {
+        double v;
+        const char *s;
+    } cases[] = {
+        {27.6, "27.6"},
+        {84190.0, "84190"},
+        {-0.5, "-0.5"},
+        {0.0, "0"},
+        {-0.0, "-0"},
+        {1e300, "1e+300"},
+        {0.1, "0.1"},
+        {0.1 + 0.2, "0.30000000000000004"},
+        {1.0 / 3.0, "0.3333333333333333"},
+        {-39, "-39"},
+        {1e15, "1e+15"},
+        {999999999999999.0, "999999999999999"},
+        {0.0001, "0.0001"},
+        {0.00001, "1e-05"},
+        {123456.789, "123456.789"},
+        {9007199254740993.0, "9007199254740992"},
+        {5e-324, "4.94065645841247e-324"},
+        {DBL_MAX, "1.7976931348623157e+308"},
+        {100, "100"},
+        {-1e-4, "-0.0001"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char out[32];
+        int n = lp_format_double(out, sizeof out, cases[i].v);
+        assert_string_equal(out, cases[i].s);
+        assert_int_equal(n, (int)strlen(cases[i].s));
+        check_format(cases[i].v);
+    }
+}
+
+static void test_format_truncation(void **state)
+{
+    (void)state;
+    char out[4];
+    assert_int_equal(lp_format_double(out, sizeof out, 123456.5), 8);
+    assert_string_equal(out, "123");
+    assert_int_equal(lp_format_double(NULL, 0, 27.6), 4);
+}
+
+/* Random bit patterns: every exponent, every mantissa shape. */
+static void test_format_random_bits(void **state)
+{
+    (void)state;
+    uint64_t s = 0x9E3779B97F4A7C15ULL;
+    for (int i = 0; i < 200000; i++) {
+        uint64_t bits = xorshift64(&s);
+        double v;
+        memcpy(&v, &bits, sizeof v);
+        if (!isfinite(v))
+            continue;
+        check_format(v);
+    }
+}
+
+/* Values shaped like telemetry: k / 10^d, integers, and their neighbours one ulp away. */
+static void test_format_random_decimals(void **state)
+{
+    (void)state;
+    uint64_t s = 12345;
+    for (int i = 0; i < 200000; i++) {
+        uint64_t r = xorshift64(&s);
+        int d = (int)(r % 12);
+        int64_t k = (int64_t)(xorshift64(&s) % 2000000000000ULL) - 1000000000000LL;
+        k >>= (r >> 8) % 40; /* vary the magnitude */
+        double v = (double)k / pow(10, d);
+        check_format(v);
+        check_format(nextafter(v, INFINITY));
+        check_format(nextafter(v, -INFINITY));
+        check_format((double)k);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_brief_schema),
+        cmocka_unit_test(test_no_tags_and_timestamp),
+        cmocka_unit_test(test_field_types),
+        cmocka_unit_test(test_tag_sorting),
+        cmocka_unit_test(test_appends),
+        cmocka_unit_test(test_escape_docs_examples),
+        cmocka_unit_test(test_escape_table),
+        cmocka_unit_test(test_rejections),
+        cmocka_unit_test(test_format_known),
+        cmocka_unit_test(test_format_truncation),
+        cmocka_unit_test(test_format_random_bits),
+        cmocka_unit_test(test_format_random_decimals),
+    };
+    return cmocka_run_group_tests_name("unit_lineproto", tests, NULL, NULL);
+}
