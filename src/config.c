@@ -1,0 +1,536 @@
+/*
+ * config.c — option table, Lua config file loader, key=value setter. See config.h.
+ *
+ * Why Lua for the config file: the rules are Lua already, so users know the syntax, and it
+ * spares us a hand-written parser. The file runs in a fresh state with no libraries opened
+ * and a small instruction budget, then its globals are read back through the option table.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+
+#include "log.h"
+#include "util.h"
+
+/* ------------------------------------------------------------------------------------------
+ * The option table
+ * ---------------------------------------------------------------------------------------- */
+
+enum opt_type { OPT_STR, OPT_INT, OPT_NUM, OPT_BOOL };
+
+struct opt {
+    const char *key; /* config-file key, dotted for sub-tables */
+    enum opt_type type;
+    size_t off;
+    const char *def; /* default as text (NULL = unset) */
+    int64_t min, max; /* integer range (OPT_INT) */
+    bool secret;
+};
+
+#define O(k, t, f, d, lo, hi) {k, t, offsetof(struct config, f), d, lo, hi, false}
+
+static const struct opt opts[] = {
+    O("rules", OPT_STR, rules, "rules/default.lua", 0, 0),
+    O("prefix", OPT_STR, prefix, "iiot", 0, 0),
+    O("log_level", OPT_STR, log_level, "info", 0, 0),
+    O("max_line", OPT_INT, max_line, "4096", 64, 16 * 1024 * 1024),
+    O("stats_interval", OPT_NUM, stats_interval, "30", 0, 0),
+    O("tick_interval", OPT_NUM, tick_interval, "1", 0, 0),
+    O("reload_debounce", OPT_NUM, reload_debounce, "0.2", 0, 0),
+    O("rule_mem_limit", OPT_INT, rule_mem_limit, "33554432", 1 << 20, INT64_C(1) << 40),
+    O("rule_instr_limit", OPT_INT, rule_instr_limit, "10000000", 1000, INT64_C(1) << 50),
+    O("deadletter_file", OPT_STR, deadletter_file, "iiotgw-deadletter.jsonl", 0, 0),
+    O("deadletter_topic", OPT_BOOL, deadletter_topic, "true", 0, 0),
+    O("drain_timeout", OPT_NUM, drain_timeout, "30", 0, 0),
+    O("shutdown_timeout", OPT_NUM, shutdown_timeout, "5", 0, 0),
+    O("gateway_id", OPT_STR, gateway_id, NULL, 0, 0),
+    O("mqtt.url", OPT_STR, mqtt_url, "mqtt://localhost:1883", 0, 0),
+    O("mqtt.client_id", OPT_STR, mqtt_client_id, NULL, 0, 0),
+    O("mqtt.protocol", OPT_INT, mqtt_protocol, "3", 3, 5),
+    O("mqtt.keepalive", OPT_INT, mqtt_keepalive, "30", 5, 65535),
+    O("mqtt.cafile", OPT_STR, mqtt_cafile, NULL, 0, 0),
+    O("mqtt.capath", OPT_STR, mqtt_capath, NULL, 0, 0),
+    O("mqtt.certfile", OPT_STR, mqtt_certfile, NULL, 0, 0),
+    O("mqtt.keyfile", OPT_STR, mqtt_keyfile, NULL, 0, 0),
+    O("mqtt.tls_insecure", OPT_BOOL, mqtt_tls_insecure, "false", 0, 0),
+    O("mqtt.password_file", OPT_STR, mqtt_password_file, NULL, 0, 0),
+    O("mqtt.clean_session", OPT_BOOL, mqtt_clean_session, "true", 0, 0),
+    O("mqtt.session_expiry", OPT_INT, mqtt_session_expiry, "0", 0, UINT32_MAX),
+    O("mqtt.queue_max_msgs", OPT_INT, mqtt_queue_max_msgs, "100000", 1, INT64_C(1) << 40),
+    O("mqtt.queue_max_bytes", OPT_INT, mqtt_queue_max_bytes, "67108864", 1024, INT64_C(1) << 40),
+    O("mqtt.max_inflight", OPT_INT, mqtt_max_inflight, "100", 1, 65535),
+    O("influx.url", OPT_STR, influx_url, "none", 0, 0),
+    O("influx.api", OPT_INT, influx_api, "2", 1, 2),
+    O("influx.org", OPT_STR, influx_org, NULL, 0, 0),
+    O("influx.bucket", OPT_STR, influx_bucket, NULL, 0, 0),
+    O("influx.db", OPT_STR, influx_db, NULL, 0, 0),
+    O("influx.rp", OPT_STR, influx_rp, NULL, 0, 0),
+    O("influx.token_file", OPT_STR, influx_token_file, NULL, 0, 0),
+    O("influx.batch_lines", OPT_INT, influx_batch_lines, "5000", 1, 1000000),
+    O("influx.linger", OPT_NUM, influx_linger, "1", 0, 0),
+    O("influx.gzip", OPT_BOOL, influx_gzip, "false", 0, 0),
+    O("influx.timeout", OPT_NUM, influx_timeout, "10", 0, 0),
+    O("influx.queue_max_bytes", OPT_INT, influx_queue_max_bytes, "67108864", 1024,
+      INT64_C(1) << 40),
+};
+
+static const struct opt *opt_find(const char *key)
+{
+    for (size_t i = 0; i < ARRAY_LEN(opts); i++)
+        if (strcmp(opts[i].key, key) == 0)
+            return &opts[i];
+    return NULL;
+}
+
+static void *opt_ptr(struct config *c, const struct opt *o)
+{
+    return (char *)c + o->off;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Typed setters shared by defaults, -o key=value and the Lua loader
+ * ---------------------------------------------------------------------------------------- */
+
+static int set_str(struct config *c, const struct opt *o, const char *v)
+{
+    char **p = opt_ptr(c, o);
+    char *dup = NULL;
+    if (v && !(dup = strdup(v)))
+        return -ENOMEM;
+    free(*p);
+    *p = dup;
+    return 0;
+}
+
+static int set_int(struct config *c, const struct opt *o, int64_t v, char *err, size_t errlen)
+{
+    if (v < o->min || v > o->max) {
+        snprintf(err, errlen, "%s: %" PRId64 " is out of range [%" PRId64 ", %" PRId64 "]",
+                 o->key, v, o->min, o->max);
+        return -EINVAL;
+    }
+    *(int64_t *)opt_ptr(c, o) = v;
+    return 0;
+}
+
+static int set_num(struct config *c, const struct opt *o, double v, char *err, size_t errlen)
+{
+    if (!isfinite(v) || v < 0) {
+        snprintf(err, errlen, "%s: expected a non-negative number", o->key);
+        return -EINVAL;
+    }
+    *(double *)opt_ptr(c, o) = v;
+    return 0;
+}
+
+static int set_text(struct config *c, const struct opt *o, const char *v, char *err, size_t errlen)
+{
+    char *end;
+    switch (o->type) {
+    case OPT_STR:
+        return set_str(c, o, v);
+    case OPT_INT: {
+        errno = 0;
+        long long n = strtoll(v, &end, 0);
+        if (errno || end == v || *end) {
+            snprintf(err, errlen, "%s: expected an integer, got \"%s\"", o->key, v);
+            return -EINVAL;
+        }
+        return set_int(c, o, n, err, errlen);
+    }
+    case OPT_NUM: {
+        double d = strtod(v, &end);
+        if (end == v || *end) {
+            snprintf(err, errlen, "%s: expected a number, got \"%s\"", o->key, v);
+            return -EINVAL;
+        }
+        return set_num(c, o, d, err, errlen);
+    }
+    case OPT_BOOL:
+        if (!strcmp(v, "true") || !strcmp(v, "1") || !strcmp(v, "yes") || !strcmp(v, "on"))
+            *(bool *)opt_ptr(c, o) = true;
+        else if (!strcmp(v, "false") || !strcmp(v, "0") || !strcmp(v, "no") || !strcmp(v, "off"))
+            *(bool *)opt_ptr(c, o) = false;
+        else {
+            snprintf(err, errlen, "%s: expected true or false, got \"%s\"", o->key, v);
+            return -EINVAL;
+        }
+        return 0;
+    }
+    return -EINVAL;
+}
+
+int config_defaults(struct config *c)
+{
+    char err[128];
+    memset(c, 0, sizeof *c);
+    for (size_t i = 0; i < ARRAY_LEN(opts); i++) {
+        if (!opts[i].def)
+            continue;
+        int rc = set_text(c, &opts[i], opts[i].def, err, sizeof err);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+int config_set(struct config *c, const char *key, const char *value, char *err, size_t errlen)
+{
+    if (!strcmp(key, "sources") || !strcmp(key, "source"))
+        return config_add_source(c, value);
+    const struct opt *o = opt_find(key);
+    if (!o) {
+        snprintf(err, errlen, "unknown option \"%s\" (see iiotgw --help and docs/configuration.md)",
+                 key);
+        return -EINVAL;
+    }
+    return set_text(c, o, value, err, errlen);
+}
+
+int config_add_source(struct config *c, const char *spec)
+{
+    char **v = realloc(c->sources, (c->nsources + 1) * sizeof *v);
+    if (!v)
+        return -ENOMEM;
+    c->sources = v;
+    if (!(v[c->nsources] = strdup(spec)))
+        return -ENOMEM;
+    c->nsources++;
+    return 0;
+}
+
+void config_clear_sources(struct config *c)
+{
+    for (size_t i = 0; i < c->nsources; i++)
+        free(c->sources[i]);
+    free(c->sources);
+    c->sources = NULL;
+    c->nsources = 0;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Lua config file
+ * ---------------------------------------------------------------------------------------- */
+
+/* A config file is data: a generous but finite budget stops `while true do end`. */
+static void cfg_hook(lua_State *L, lua_Debug *ar)
+{
+    (void)ar;
+    luaL_error(L, "config file takes too long to evaluate (infinite loop?)");
+}
+
+/* Apply the Lua value at the top of the stack to option `key`. */
+static int apply_value(struct config *c, lua_State *L, const char *path, const char *key,
+                       char *err, size_t errlen)
+{
+    const struct opt *o = opt_find(key);
+    if (!o) {
+        snprintf(err, errlen, "%s: unknown key \"%s\"", path, key);
+        return -EINVAL;
+    }
+    int t = lua_type(L, -1);
+    char sub[256];
+    int rc = 0;
+    switch (o->type) {
+    case OPT_STR:
+        if (t != LUA_TSTRING) {
+            snprintf(err, errlen, "%s: %s: expected a string, got %s", path, key,
+                     lua_typename(L, t));
+            return -EINVAL;
+        }
+        return set_str(c, o, lua_tostring(L, -1));
+    case OPT_INT:
+        if (!lua_isinteger(L, -1)) {
+            snprintf(err, errlen, "%s: %s: expected an integer, got %s", path, key,
+                     lua_typename(L, t));
+            return -EINVAL;
+        }
+        rc = set_int(c, o, lua_tointeger(L, -1), sub, sizeof sub);
+        break;
+    case OPT_NUM:
+        if (t != LUA_TNUMBER) {
+            snprintf(err, errlen, "%s: %s: expected a number, got %s", path, key,
+                     lua_typename(L, t));
+            return -EINVAL;
+        }
+        rc = set_num(c, o, lua_tonumber(L, -1), sub, sizeof sub);
+        break;
+    case OPT_BOOL:
+        if (t != LUA_TBOOLEAN) {
+            snprintf(err, errlen, "%s: %s: expected true or false, got %s", path, key,
+                     lua_typename(L, t));
+            return -EINVAL;
+        }
+        *(bool *)opt_ptr(c, o) = lua_toboolean(L, -1);
+        return 0;
+    }
+    if (rc)
+        snprintf(err, errlen, "%s: %s", path, sub);
+    return rc;
+}
+
+static int load_sources(struct config *c, lua_State *L, const char *path, char *err,
+                        size_t errlen)
+{
+    if (lua_type(L, -1) == LUA_TSTRING) {
+        config_clear_sources(c);
+        return config_add_source(c, lua_tostring(L, -1));
+    }
+    if (!lua_istable(L, -1)) {
+        snprintf(err, errlen, "%s: sources: expected a list of source specs", path);
+        return -EINVAL;
+    }
+    config_clear_sources(c);
+    lua_Integer n = luaL_len(L, -1);
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_rawgeti(L, -1, i);
+        if (lua_type(L, -1) != LUA_TSTRING) {
+            snprintf(err, errlen, "%s: sources[%lld]: expected a string like \"exec:CMD\"", path,
+                     (long long)i);
+            lua_pop(L, 1);
+            return -EINVAL;
+        }
+        int rc = config_add_source(c, lua_tostring(L, -1));
+        lua_pop(L, 1);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+int config_load_file(struct config *c, const char *path, char *err, size_t errlen)
+{
+    int rc = 0;
+    lua_State *L = luaL_newstate();
+    if (!L)
+        return -ENOMEM;
+
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        rc = -errno;
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        goto out;
+    }
+    fclose(f);
+
+    /* Text only, no libraries, a private environment table that collects the globals. */
+    if (luaL_loadfilex(L, path, "t") != LUA_OK) {
+        snprintf(err, errlen, "%s", lua_tostring(L, -1));
+        rc = -EINVAL;
+        goto out;
+    }
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_setupvalue(L, -3, 1); /* _ENV of the main chunk */
+    lua_insert(L, -2);        /* env table below the chunk */
+    lua_sethook(L, cfg_hook, LUA_MASKCOUNT, 10000000);
+    if (lua_pcall(L, 0, 0, 0) != LUA_OK) {
+        snprintf(err, errlen, "%s", lua_tostring(L, -1));
+        rc = -EINVAL;
+        goto out;
+    }
+    lua_sethook(L, NULL, 0, 0);
+
+    /* Walk the collected globals: scalars are top-level keys, tables are sections. */
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+        if (lua_type(L, -2) != LUA_TSTRING) {
+            snprintf(err, errlen, "%s: non-string global key", path);
+            rc = -EINVAL;
+            goto out;
+        }
+        const char *k = lua_tostring(L, -2);
+        if (!strcmp(k, "sources")) {
+            rc = load_sources(c, L, path, err, errlen);
+        } else if (lua_istable(L, -1) && (!strcmp(k, "mqtt") || !strcmp(k, "influx"))) {
+            lua_pushnil(L);
+            while (rc == 0 && lua_next(L, -2)) {
+                char full[128];
+                if (lua_type(L, -2) != LUA_TSTRING) {
+                    snprintf(err, errlen, "%s: %s: non-string key", path, k);
+                    rc = -EINVAL;
+                } else {
+                    snprintf(full, sizeof full, "%s.%s", k, lua_tostring(L, -2));
+                    rc = apply_value(c, L, path, full, err, errlen);
+                }
+                lua_pop(L, 1);
+            }
+            if (rc)
+                lua_pop(L, 1); /* the key lua_next left behind */
+        } else if (lua_type(L, -1) == LUA_TFUNCTION) {
+            rc = 0; /* helper functions in the config file are fine */
+        } else {
+            rc = apply_value(c, L, path, k, err, errlen);
+        }
+        lua_pop(L, 1);
+        if (rc)
+            goto out;
+    }
+out:
+    lua_close(L);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Validation and secrets
+ * ---------------------------------------------------------------------------------------- */
+
+/* Read a one-line secret file; trailing newline/blanks removed. */
+static int read_secret(const char *path, char **out, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        int e = errno;
+        snprintf(err, errlen, "%s: %s", path, strerror(e));
+        return -e;
+    }
+    char line[4096];
+    size_t n = fread(line, 1, sizeof line - 1, f);
+    fclose(f);
+    line[n] = '\0';
+    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r' || line[n - 1] == ' ' ||
+                 line[n - 1] == '\t'))
+        line[--n] = '\0';
+    if (!n) {
+        snprintf(err, errlen, "%s: secret file is empty", path);
+        return -EINVAL;
+    }
+    free(*out);
+    *out = strdup(line);
+    memset(line, 0, sizeof line);
+    return *out ? 0 : -ENOMEM;
+}
+
+static bool is_none(const char *s)
+{
+    return !s || !*s || !strcmp(s, "none");
+}
+
+int config_finish(struct config *c, char *err, size_t errlen)
+{
+    int rc;
+    if (log_level_parse(c->log_level) < 0) {
+        snprintf(err, errlen, "log_level: \"%s\" is not one of error, warn, info, debug",
+                 c->log_level);
+        return -EINVAL;
+    }
+    if (!c->prefix[0] || strpbrk(c->prefix, "+#")) {
+        snprintf(err, errlen, "prefix: \"%s\" must be a non-empty topic without wildcards",
+                 c->prefix);
+        return -EINVAL;
+    }
+    if (c->tick_interval < 0.01) {
+        snprintf(err, errlen, "tick_interval: must be at least 0.01 s");
+        return -EINVAL;
+    }
+    if (!c->gateway_id) {
+        char host[256] = "iiotgw";
+        if (gethostname(host, sizeof host) != 0)
+            strcpy(host, "iiotgw");
+        host[sizeof host - 1] = '\0';
+        if (!(c->gateway_id = strdup(host)))
+            return -ENOMEM;
+    }
+    if (!c->mqtt_client_id) {
+        size_t n = strlen(c->gateway_id) + 8;
+        if (!(c->mqtt_client_id = malloc(n)))
+            return -ENOMEM;
+        snprintf(c->mqtt_client_id, n, "iiotgw-%s", c->gateway_id);
+    }
+
+    if (!is_none(c->influx_url)) {
+        if (strncmp(c->influx_url, "http://", 7) && strncmp(c->influx_url, "https://", 8)) {
+            snprintf(err, errlen, "influx.url: \"%s\" must start with http:// or https://",
+                     c->influx_url);
+            return -EINVAL;
+        }
+        if (c->influx_db && c->influx_api == 2 && !c->influx_bucket)
+            c->influx_api = 1;
+        if (c->influx_api == 1 && !c->influx_db) {
+            snprintf(err, errlen, "influx: the v1 API needs influx.db (--influx-db)");
+            return -EINVAL;
+        }
+        if (c->influx_api == 2 && (!c->influx_bucket || !c->influx_org)) {
+            snprintf(err, errlen,
+                     "influx: the v2 API needs influx.org and influx.bucket (--influx-org, "
+                     "--influx-bucket), or use --influx-db for the v1 API");
+            return -EINVAL;
+        }
+        if (c->influx_token_file) {
+            if ((rc = read_secret(c->influx_token_file, &c->influx_token, err, errlen)))
+                return rc;
+        } else if (getenv("IIOTGW_INFLUX_TOKEN") && *getenv("IIOTGW_INFLUX_TOKEN")) {
+            if (!(c->influx_token = strdup(getenv("IIOTGW_INFLUX_TOKEN"))))
+                return -ENOMEM;
+        }
+    }
+    if (!is_none(c->mqtt_url)) {
+        if (c->mqtt_password_file) {
+            if ((rc = read_secret(c->mqtt_password_file, &c->mqtt_password, err, errlen)))
+                return rc;
+        } else if (getenv("IIOTGW_MQTT_PASSWORD") && *getenv("IIOTGW_MQTT_PASSWORD")) {
+            if (!(c->mqtt_password = strdup(getenv("IIOTGW_MQTT_PASSWORD"))))
+                return -ENOMEM;
+        }
+    }
+    return 0;
+}
+
+void config_print(const struct config *c, void *file)
+{
+    FILE *f = file;
+    for (size_t i = 0; i < c->nsources; i++)
+        fprintf(f, "source[%zu] = %s\n", i, c->sources[i]);
+    for (size_t i = 0; i < ARRAY_LEN(opts); i++) {
+        const struct opt *o = &opts[i];
+        const void *p = (const char *)c + o->off;
+        fprintf(f, "%s = ", o->key);
+        switch (o->type) {
+        case OPT_STR:
+            fprintf(f, "%s", *(char *const *)p ? *(char *const *)p : "(unset)");
+            break;
+        case OPT_INT:
+            fprintf(f, "%" PRId64, *(const int64_t *)p);
+            break;
+        case OPT_NUM:
+            fprintf(f, "%g", *(const double *)p);
+            break;
+        case OPT_BOOL:
+            fprintf(f, "%s", *(const bool *)p ? "true" : "false");
+            break;
+        }
+        if (o->def)
+            fprintf(f, "  (default %s)", o->def);
+        fputc('\n', f);
+    }
+    fprintf(f, "influx token = %s\n", c->influx_token ? "(set)" : "(unset)");
+    fprintf(f, "mqtt password = %s\n", c->mqtt_password ? "(set)" : "(unset)");
+}
+
+void config_free(struct config *c)
+{
+    config_clear_sources(c);
+    for (size_t i = 0; i < ARRAY_LEN(opts); i++)
+        if (opts[i].type == OPT_STR) {
+            char **p = opt_ptr(c, &opts[i]);
+            free(*p);
+            *p = NULL;
+        }
+    if (c->influx_token)
+        memset(c->influx_token, 0, strlen(c->influx_token));
+    free(c->influx_token);
+    if (c->mqtt_password)
+        memset(c->mqtt_password, 0, strlen(c->mqtt_password));
+    free(c->mqtt_password);
+    c->influx_token = c->mqtt_password = NULL;
+}

@@ -1,0 +1,108 @@
+/*
+ * config.h — the gateway's configuration: defaults, a Lua config file, command-line flags.
+ *
+ * One table of option descriptors (config.c) is the single source of truth: it gives every
+ * option its config-file key ("mqtt.keepalive"), its type, its default and its place in
+ * struct config. The config file (-c) is Lua syntax evaluated in an empty sandbox (no
+ * libraries), so comments, arithmetic and local variables work but nothing can touch the
+ * system; unknown keys and wrong types are errors naming the key. Command-line flags are
+ * applied after the file and win; `-o key=value` sets any option by its key.
+ *
+ * Secrets: the InfluxDB token comes from influx.token_file or $IIOTGW_INFLUX_TOKEN, the MQTT
+ * password from the URL, mqtt.password_file or $IIOTGW_MQTT_PASSWORD. They are never logged.
+ *
+ * Ownership: struct config owns every string in it; config_free() releases them.
+ */
+#ifndef IIOTGW_CONFIG_H
+#define IIOTGW_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct config {
+    /* general */
+    char **sources;            /* source specs, see source.h */
+    size_t nsources;
+    char *rules;               /* rule file */
+    char *prefix;              /* topic prefix, default "iiot" */
+    char *log_level;           /* error|warn|info|debug */
+    int64_t max_line;          /* bytes, default 4096 */
+    double stats_interval;     /* seconds, default 30 (0 = off) */
+    double tick_interval;      /* on_tick period, seconds, default 1 */
+    double reload_debounce;    /* seconds, default 0.2 */
+    int64_t rule_mem_limit;    /* bytes, default 32 MiB */
+    int64_t rule_instr_limit;  /* VM instructions per call, default 10M */
+    char *deadletter_file;     /* JSON lines; "none" = off; default iiotgw-deadletter.jsonl */
+    bool deadletter_topic;     /* also publish on <prefix>/gateway/deadletter, default true */
+    double drain_timeout;      /* finite sources: max wait for acks after EOF, default 30 s */
+    double shutdown_timeout;   /* SIGTERM: max wait for acks, default 5 s */
+    char *gateway_id;          /* tag/client-id suffix, default: hostname */
+    bool dry_run;
+    bool check;
+
+    /* MQTT */
+    char *mqtt_url;            /* mqtt://[user[:pass]@]host[:port], mqtts://..., or "none" */
+    char *mqtt_client_id;
+    int64_t mqtt_protocol;     /* 3 (3.1.1) or 5 */
+    int64_t mqtt_keepalive;
+    char *mqtt_cafile;
+    char *mqtt_capath;
+    char *mqtt_certfile;
+    char *mqtt_keyfile;
+    bool mqtt_tls_insecure;
+    char *mqtt_password_file;
+    bool mqtt_clean_session;
+    int64_t mqtt_session_expiry;
+    int64_t mqtt_queue_max_msgs;
+    int64_t mqtt_queue_max_bytes;
+    int64_t mqtt_max_inflight;
+
+    /* InfluxDB */
+    char *influx_url;          /* http(s)://host:port base URL, or "none" */
+    int64_t influx_api;        /* 2 or 1 (set to 1 by --influx-db) */
+    char *influx_org;
+    char *influx_bucket;
+    char *influx_db;
+    char *influx_rp;
+    char *influx_token_file;
+    int64_t influx_batch_lines;
+    double influx_linger;
+    bool influx_gzip;
+    double influx_timeout;
+    int64_t influx_queue_max_bytes;
+
+    /* resolved secrets (never printed) */
+    char *influx_token;
+    char *mqtt_password;
+};
+
+/* Fill every field with its default. Returns 0 or -ENOMEM. */
+int config_defaults(struct config *c);
+
+/*
+ * Load a Lua config file over the current values. Returns 0; -ENOENT/-EACCES when unreadable;
+ * -EINVAL on a syntax error, unknown key or wrong type (err: "file:line: message" or
+ * "file: key: message").
+ */
+int config_load_file(struct config *c, const char *path, char *err, size_t errlen);
+
+/* Set one option by key ("mqtt.keepalive") from text. Returns 0 or -EINVAL (err set). */
+int config_set(struct config *c, const char *key, const char *value, char *err, size_t errlen);
+
+/* Append a source spec. Returns 0 or -ENOMEM. */
+int config_add_source(struct config *c, const char *spec);
+void config_clear_sources(struct config *c);
+
+/*
+ * Final checks and secret resolution (token file / environment, password file). Returns 0 or
+ * -EINVAL with a message.
+ */
+int config_finish(struct config *c, char *err, size_t errlen);
+
+/* Print every option, its value and default ("config dump" for --check -v); secrets masked. */
+void config_print(const struct config *c, void *file);
+
+void config_free(struct config *c);
+
+#endif

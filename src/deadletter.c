@@ -1,0 +1,161 @@
+/*
+ * deadletter.c — JSON-lines dead-letter file + publish hook. See deadletter.h.
+ */
+#include "deadletter.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "log.h"
+
+struct deadletter {
+    int fd; /* -1: no file */
+    char *path;
+    deadletter_publish_cb cb;
+    void *ud;
+    uint64_t counts[DL_REASON_COUNT];
+    uint64_t write_errors;
+    struct buf rec; /* reused record buffer */
+};
+
+static const char *const reason_names[DL_REASON_COUNT] = {
+    "overlong", "unterminated", "invalid_json", "rule_error", "influx_rejected",
+};
+
+const char *deadletter_reason_name(enum dl_reason reason)
+{
+    return (unsigned)reason < DL_REASON_COUNT ? reason_names[reason] : "unknown";
+}
+
+int deadletter_open(struct deadletter **out, const char *path, deadletter_publish_cb cb, void *ud,
+                    char *err, size_t errlen)
+{
+    struct deadletter *d = calloc(1, sizeof *d);
+    if (!d)
+        return -ENOMEM;
+    d->fd = -1;
+    d->cb = cb;
+    d->ud = ud;
+    if (path && *path && strcmp(path, "none") != 0) {
+        d->fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+        if (d->fd < 0) {
+            int e = errno;
+            snprintf(err, errlen, "deadletter file %s: %s", path, strerror(e));
+            free(d);
+            return -e;
+        }
+        d->path = strdup(path);
+    }
+    *out = d;
+    return 0;
+}
+
+/* Append s[0..n) as a JSON string body: escapes, and bytes >= 0x80 that are not valid UTF-8
+ * become \u00XX so the record stays valid JSON whatever the radio sent. */
+static void json_escape(struct buf *b, const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = p[i];
+        if (c == '"' || c == '\\') {
+            buf_append_char(b, '\\');
+            buf_append_char(b, (char)c);
+        } else if (c == '\n') {
+            buf_append_str(b, "\\n");
+        } else if (c == '\r') {
+            buf_append_str(b, "\\r");
+        } else if (c == '\t') {
+            buf_append_str(b, "\\t");
+        } else if (c < 0x20 || c == 0x7f) {
+            buf_printf(b, "\\u%04x", c);
+        } else if (c < 0x80) {
+            buf_append_char(b, (char)c);
+        } else {
+            /* Validate one UTF-8 sequence; copy it if well-formed. */
+            size_t len = c >= 0xf0 && c <= 0xf4 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 && c < 0xe0 ? 2 : 0;
+            bool ok = len && i + len <= n;
+            for (size_t k = 1; ok && k < len; k++)
+                ok = (p[i + k] & 0xc0) == 0x80;
+            if (ok) {
+                buf_append(b, s + i, len);
+                i += len - 1;
+            } else {
+                buf_printf(b, "\\u%04x", c);
+            }
+        }
+    }
+}
+
+void deadletter_put(struct deadletter *d, enum dl_reason reason, const char *source,
+                    uint64_t line_no, const char *error, const char *data, size_t len)
+{
+    if ((unsigned)reason >= DL_REASON_COUNT)
+        return;
+    d->counts[reason]++;
+
+    struct timespec ts;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+
+    struct buf *b = &d->rec;
+    buf_clear(b);
+    buf_printf(b, "{\"time\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ\",\"source\":\"",
+               tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+               ts.tv_nsec / 1000000);
+    json_escape(b, source ? source : "", source ? strlen(source) : 0);
+    buf_printf(b, "\",\"line\":%llu,\"reason\":\"%s\",\"error\":\"", (unsigned long long)line_no,
+               reason_names[reason]);
+    json_escape(b, error ? error : "", error ? strlen(error) : 0);
+    buf_append_str(b, "\",\"data\":\"");
+    json_escape(b, data ? data : "", data ? len : 0);
+    if (buf_append_str(b, "\"}\n") < 0) {
+        log_error("deadletter_oom", "reason=%s", reason_names[reason]);
+        return;
+    }
+
+    if (d->fd >= 0) {
+        ssize_t w = write(d->fd, b->p, b->len);
+        if (w != (ssize_t)b->len) {
+            d->write_errors++;
+            /* Log the first failure and then every 1000th, not every record. */
+            if (d->write_errors == 1 || d->write_errors % 1000 == 0)
+                log_error("deadletter_write_failed", "path=%s err=\"%s\" failures=%llu", d->path,
+                          w < 0 ? strerror(errno) : "short write",
+                          (unsigned long long)d->write_errors);
+        }
+    }
+    if (d->cb)
+        d->cb(d->ud, b->p, b->len - 1); /* without the newline */
+}
+
+uint64_t deadletter_count(const struct deadletter *d, enum dl_reason reason)
+{
+    return (unsigned)reason < DL_REASON_COUNT ? d->counts[reason] : 0;
+}
+
+uint64_t deadletter_total(const struct deadletter *d)
+{
+    uint64_t t = 0;
+    for (int i = 0; i < DL_REASON_COUNT; i++)
+        t += d->counts[i];
+    return t;
+}
+
+void deadletter_close(struct deadletter *d)
+{
+    if (!d)
+        return;
+    if (d->fd >= 0)
+        close(d->fd);
+    free(d->path);
+    buf_free(&d->rec);
+    free(d);
+}

@@ -1,0 +1,54 @@
+/*
+ * deadletter.h — where bad input and refused data is kept instead of being dropped.
+ *
+ * Every line the gateway cannot use (overlong, cut-off JSON, invalid JSON, a rule error or
+ * budget overrun, points the database refused for good) becomes one JSON record:
+ *
+ *   {"time":"2026-11-24T21:51:30.123Z","source":"rx","line":118,"reason":"invalid_json",
+ *    "error":"offset 57: expected ':'","data":"<the raw line or payload>"}
+ *
+ * appended to a JSON-lines file (O_APPEND, one write(2) per record, so a crash never leaves
+ * half a record in the middle) and, optionally, handed to a publish callback that puts it on
+ * <prefix>/gateway/deadletter. Records are counted per reason.
+ *
+ * Ownership: deadletter_open() returns an object owned by the caller (deadletter_close()).
+ * Inputs are copied into the record; nothing is retained after deadletter_put() returns.
+ */
+#ifndef IIOTGW_DEADLETTER_H
+#define IIOTGW_DEADLETTER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum dl_reason {
+    DL_OVERLONG = 0,    /* line longer than max_line (first max_line bytes kept) */
+    DL_UNTERMINATED,    /* JSON object never closes (RTT overflow) */
+    DL_INVALID_JSON,    /* balanced but not valid JSON */
+    DL_RULE_ERROR,      /* rule raised an error or exceeded a budget */
+    DL_INFLUX_REJECTED, /* InfluxDB answered 4xx for good */
+    DL_REASON_COUNT
+};
+
+/* Publish hook: called with the record text; may be NULL. */
+typedef void (*deadletter_publish_cb)(void *ud, const char *json, size_t len);
+
+struct deadletter;
+
+/*
+ * path: JSON-lines file, or NULL/"none" for no file. Returns 0, or a negative errno when the
+ * file cannot be opened (err set) — the caller decides whether that is fatal.
+ */
+int deadletter_open(struct deadletter **out, const char *path, deadletter_publish_cb cb, void *ud,
+                    char *err, size_t errlen);
+
+/* Record one item. `data` need not be NUL-terminated and may contain any bytes (non-UTF-8 bytes
+ * are escaped). Never fails from the caller's point of view: a file error is logged. */
+void deadletter_put(struct deadletter *d, enum dl_reason reason, const char *source,
+                    uint64_t line_no, const char *error, const char *data, size_t len);
+
+uint64_t deadletter_count(const struct deadletter *d, enum dl_reason reason);
+uint64_t deadletter_total(const struct deadletter *d);
+const char *deadletter_reason_name(enum dl_reason reason);
+void deadletter_close(struct deadletter *d);
+
+#endif
