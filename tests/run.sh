@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# tests/run.sh — THE test command: every suite, against real servers, twice (normal build and
+# ASan+UBSan build), plus the firmware cross-build budget check.
+#
+#   bash tests/run.sh            (as root on Debian 12; installs missing packages itself)
+#
+# Servers (mosquitto, victoria-metrics, influxdb 1.6) are started on free loopback ports by
+# tests/servers.sh and always stopped on exit. Build trees: build/ and build-asan/.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+bash tests/setup.sh all
+
+work=$(mktemp -d /tmp/iiotgw-test.XXXXXX)
+cleanup() {
+    bash tests/servers.sh stop "$work/servers" || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+eval "$(bash tests/servers.sh start "$work/servers")"
+
+jobs=${IIOTGW_TEST_JOBS:-2}
+total_pass=0
+total_fail=0
+status=0
+
+# run_suite NAME BUILD_DIR CMAKE_ARGS...
+run_suite() {
+    local name=$1 dir=$2
+    shift 2
+    echo "=== $name: configure + build ($dir)"
+    cmake -S "$root" -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >"$work/$name-cmake.log" 2>&1 ||
+        { cat "$work/$name-cmake.log"; return 1; }
+    cmake --build "$dir" -j"$jobs" >"$work/$name-build.log" 2>&1 ||
+        { tail -60 "$work/$name-build.log"; return 1; }
+    echo "=== $name: ctest"
+    local log="$work/$name-ctest.log" rc=0
+    (cd "$dir" && ctest --output-on-failure -j"$jobs" --timeout 300) 2>&1 | tee "$log" || rc=$?
+    local line pass fail
+    line=$(grep -E '^[0-9]+% tests passed, [0-9]+ tests failed out of [0-9]+' "$log" | tail -1 || true)
+    if [ -n "$line" ]; then
+        fail=$(echo "$line" | sed -E 's/.* ([0-9]+) tests failed out of ([0-9]+).*/\1/')
+        pass=$(( $(echo "$line" | sed -E 's/.* out of ([0-9]+).*/\1/') - fail ))
+        total_pass=$((total_pass + pass))
+        total_fail=$((total_fail + fail))
+    else
+        total_fail=$((total_fail + 1))
+    fi
+    return $rc
+}
+
+run_suite normal "$root/build" || status=1
+# ASan+UBSan: leaks are reported too; halt on the first UB report.
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+run_suite asan "$root/build-asan" -DIIOTGW_SANITIZE=ON || status=1
+unset ASAN_OPTIONS UBSAN_OPTIONS
+
+if [ -x firmware/build-arm.sh ]; then
+    echo "=== firmware: cross build + flash/RAM budget"
+    if bash firmware/build-arm.sh; then
+        total_pass=$((total_pass + 1))
+    else
+        total_fail=$((total_fail + 1)); status=1
+    fi
+fi
+
+echo
+echo "${total_pass} passed, ${total_fail} failed"
+exit $status

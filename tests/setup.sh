@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# tests/setup.sh — install what iiotgw needs to build, test and run its demo (Debian 12, root).
+#
+# Idempotent: only packages that are missing are installed, so a warm machine pays nothing.
+# The build package list is the same one README.md and docker/Dockerfile use.
+set -euo pipefail
+
+# Build dependencies (keep in sync with README.md "deps:build" and docker/Dockerfile).
+build_pkgs="build-essential cmake pkg-config liblua5.4-dev libmosquitto-dev libcurl4-openssl-dev libcjson-dev libev-dev zlib1g-dev"
+# Test and demo: real servers, clients, unit-test framework, firmware cross compiler.
+test_pkgs="libcmocka-dev lua5.4 mosquitto mosquitto-clients victoria-metrics influxdb influxdb-client curl python3 python3-yaml docker-compose gcc-arm-none-eabi libnewlib-arm-none-eabi openssl"
+
+want=${1:-all}
+case "$want" in
+    build) pkgs="$build_pkgs" ;;
+    all) pkgs="$build_pkgs $test_pkgs" ;;
+    *) echo "usage: $0 [build|all]" >&2; exit 2 ;;
+esac
+
+missing=""
+for p in $pkgs; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    echo "setup: installing$missing" >&2
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "setup: missing packages and not root; run: sudo apt-get install$missing" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # The Debian packages of the servers try to start them as services; no init system here,
+    # and the tests start their own instances on free ports anyway.
+    own_policy=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+        own_policy=1
+    fi
+    apt-get install -y -qq --no-install-recommends $missing >/dev/null
+    [ "$own_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d
+fi
