@@ -19,8 +19,17 @@
  * Finite sources can be paused (back-pressure while sinks drain); live ones never pause:
  * a slow sink must never stop the gateway from reading hardware.
  *
+ * Loop: exec sources need the default loop (libev reports child exits only there), so the
+ * daemon runs everything on EV_DEFAULT; source_new() refuses an exec source on another loop.
+ * Nothing in this module blocks the loop, except getaddrinfo() for a tcp HOST that is not
+ * numeric or in /etc/hosts (RTT servers are on localhost).
+ *
+ * Callbacks: on_line may call source_pause/resume/stop (a stop drops the rest of the chunk),
+ * but must not free the source; on_done is the last thing the source does and may free it.
+ *
  * Ownership: source_new() returns an object owned by the caller (source_free()). The `line`
  * handed to the callback is only valid during the call and may be modified in place.
+ * Owner of this contract and source.c: sources engineer.
  */
 #ifndef IIOTGW_SOURCE_H
 #define IIOTGW_SOURCE_H
@@ -30,6 +39,8 @@
 #include <stdint.h>
 
 #include <ev.h>
+
+#define SOURCE_NAME_MAX 64 /* names are at most SOURCE_NAME_MAX - 1 characters */
 
 enum source_kind { SOURCE_EXEC, SOURCE_SERIAL, SOURCE_TCP, SOURCE_FILE, SOURCE_STDIN };
 
@@ -52,22 +63,25 @@ struct source_config {
 };
 
 struct source_stats {
-    uint64_t bytes;
-    uint64_t lines;
-    uint64_t overlong;      /* lines discarded for exceeding max_line */
+    uint64_t bytes;         /* data bytes read (exec: stdout only) */
+    uint64_t lines;         /* lines delivered to on_line, overlong ones included */
+    uint64_t overlong;      /* lines that exceeded max_line (delivered truncated, FRAME_OVERLONG) */
     uint64_t restarts;      /* exec restarts / reconnects / reopens */
     bool up;                /* currently connected / running / open */
 };
 
 /*
- * Validate a spec without creating anything. Returns 0 or -EINVAL with a message in err.
- * (Used by --check and config loading.)
+ * Validate a spec without creating anything. Returns 0 or -EINVAL with a message in err that
+ * quotes the spec. kind and name (the explicit or default name) may be NULL. Uniqueness of
+ * names across sources is the caller's check. (Used by --check and config loading.)
  */
 int source_parse(const char *spec, int index, enum source_kind *kind, char *name, size_t namelen,
                  char *err, size_t errlen);
 
-/* Create and start a source. Returns 0, -EINVAL (bad spec, err set), -ENOMEM, or the errno of a
- * failure that cannot be retried (file: -ENOENT...). Live sources retry instead of failing. */
+/* Create and start a source. Returns 0, -EINVAL (bad spec, or exec on a non-default loop; err
+ * set), -ENOMEM, or the errno of a failure that cannot be retried (file: -ENOENT, -EISDIR...;
+ * err set). Live sources retry instead of failing. Zero fields of cfg take their defaults.
+ * on_done may be NULL. */
 int source_new(struct source **out, struct ev_loop *loop, const struct source_config *cfg,
                source_line_cb on_line, source_done_cb on_done, void *ud, char *err,
                size_t errlen);
@@ -84,10 +98,14 @@ void source_resume(struct source *s);
  * Idempotent. */
 void source_stop(struct source *s);
 
-/* True once the source holds no process/fd any more (after stop, child reaped). */
+/* True once the source holds no process/fd any more (after stop, child reaped, and the
+ * process group gone or SIGKILLed). A shutdown polls this from a timer. */
 bool source_is_stopped(const struct source *s);
 
 void source_get_stats(const struct source *s, struct source_stats *out);
+
+/* Stop (if not yet) and free. An exec group still alive gets SIGKILL; its leader is reaped by
+ * the default loop's SIGCHLD handling as long as the loop keeps running. NULL is a no-op. */
 void source_free(struct source *s);
 
 #endif
