@@ -16,6 +16,7 @@
  * Integer fields get the 'i' suffix, unsigned the 'u' suffix.
  *
  * Pure module. Ownership: the caller owns every input; output is appended to `out`.
+ * Owner of this contract and lineproto.c: pure-modules engineer.
  */
 #ifndef IIOTGW_LINEPROTO_H
 #define IIOTGW_LINEPROTO_H
@@ -49,17 +50,24 @@ struct lp_field {
 };
 
 /*
- * Append one line (no trailing '\n') to `out`. `tags` may be reordered (sorted in place).
+ * Append one line (no trailing '\n') to `out`. `tags` may be reordered (sorted in place,
+ * by strcmp of the unescaped keys). A string field is length-delimited (v.s.len bytes; a
+ * NULL v.s.s is allowed only with len 0). Never allocates except to grow `out`.
  * ts_ns is the timestamp in nanoseconds (always written).
- * Returns 0; -EINVAL for an empty measurement, no fields, an empty or newline-carrying
- * name/key/tag value, or a non-finite float (out is left unchanged); -ENOMEM.
+ * Returns 0; -EINVAL for a NULL/empty measurement, no fields, a NULL, empty or CR/LF-carrying
+ * name/key/tag value, an unknown field type, or a non-finite float; -ENOMEM. On any error
+ * out->len and its content are exactly as before the call (capacity may have grown).
  */
 int lp_encode(struct buf *out, const char *measurement, struct lp_tag *tags, size_t ntags,
               const struct lp_field *fields, size_t nfields, int64_t ts_ns);
 
 /*
- * Format a double in the shortest text that round-trips ("27.6", "84190", "1e+300").
- * Returns the length written (buffer of at least 32 bytes). Used for MQTT payloads too.
+ * Format a double in the shortest text that round-trips ("27.6", "84190", "-0.5", "1e+300"):
+ * exactly the first of "%.15g", "%.16g", "%.17g" that strtod()s back to v (a fast path
+ * produces the same text without snprintf for ordinary values). -0.0 gives "-0"; NaN/Inf
+ * give printf's "nan"/"inf"/"-inf" (lp_encode rejects them before they get here).
+ * Always NUL-terminates when dstlen > 0 (truncating if dstlen is too small) and returns the
+ * full length, like snprintf; 32 bytes always suffice. Used for MQTT payloads too.
  */
 int lp_format_double(char *dst, size_t dstlen, double v);
 

@@ -147,6 +147,10 @@ static void test_field_types(void **state)
                            {.key = "uz", .type = LP_UINT, .v.u = 0},
                            fstr("empty", "")};
     expect_line("m zero=0i,uz=0u,empty=\"\" 1", "m", NULL, 0, z, 3, 1);
+    struct lp_field nul = {.key = "s", .type = LP_STRING}; /* NULL text with length 0 */
+    expect_line("m s=\"\" 1", "m", NULL, 0, &nul, 1, 1);
+    nul.v.s.len = 1;
+    expect_einval("m", NULL, 0, &nul, 1); /* NULL text with a length */
 }
 
 static void test_tag_sorting(void **state)
