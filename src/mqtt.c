@@ -1,0 +1,1247 @@
+/*
+ * mqtt.c — the MQTT sink: libmosquitto driven from the libev loop (no mosquitto thread).
+ *
+ * Why this shape: the gateway is single-threaded on libev, so libmosquitto's own thread
+ * (mosquitto_loop_start) would force locking around every publish. Instead the sink owns the
+ * socket plumbing: an ev_io for read (mosquitto_loop_read), an ev_io for write that is active
+ * only while mosquitto_want_write() (mosquitto_loop_write), and a 1 s ev_timer for
+ * mosquitto_loop_misc (keepalive, retries). Connects are asynchronous
+ * (mosquitto_connect_async / mosquitto_reconnect_async) and retried with backoff.h.
+ *
+ * Message life cycle: mqtt_sink_publish() appends to our own bounded FIFO; pump() hands FIFO
+ * messages to libmosquitto while connected and fewer than max_inflight are unacknowledged;
+ * a handed message sits in the inflight list (keyed by mid) until on_publish, which fires the
+ * ack callback exactly once for its token. On a disconnect libmosquitto keeps QoS 1/2
+ * messages and resends them after the next CONNACK (verified by tests/mqtt "restart");
+ * QoS 0 packets it has not written yet are discarded by libmosquitto, so we put those back
+ * at the head of our FIFO.
+ *
+ * Re-entrancy: libmosquitto calls our callbacks from inside loop_read/loop_write/publish,
+ * and user callbacks (ack, done) may call mqtt_sink_publish/close/free. `depth` counts the
+ * libmosquitto calls on the stack; mqtt_sink_free() inside one only marks the sink doomed and
+ * the outermost caller destroys it once libmosquitto has returned.
+ *
+ * Ownership: owned by the mqtt module (see mqtt.h for the public contract).
+ */
+#include "mqtt.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <mosquitto.h>
+#include <mqtt_protocol.h>
+
+#include "backoff.h"
+#include "log.h"
+#include "util.h"
+
+/* ------------------------------------------------------------------------------------------
+ * Types
+ * ---------------------------------------------------------------------------------------- */
+
+#define MQTT_CONNECT_TIMEOUT 15.0 /* s: an attempt that got no CONNACK by then is abandoned */
+#define MQTT_DROP_LOG_EVERY 10.0  /* s: rate limit of the queue overflow warning */
+
+struct mqtt_msg {
+    struct mqtt_msg *next;
+    struct mqtt_msg *prev; /* inflight list only */
+    uint64_t token;
+    int mid;
+    int qos;
+    bool retain;
+    size_t len;   /* payload bytes */
+    char *topic;  /* points into data */
+    char *payload;
+    char data[];  /* topic NUL payload */
+};
+
+struct msg_list {
+    struct mqtt_msg *head;
+    struct mqtt_msg *tail;
+    size_t count;
+    size_t bytes;
+};
+
+enum mqtt_state {
+    ST_WAIT,       /* not connected, retry timer armed (or about to be) */
+    ST_CONNECTING, /* socket up or pending, waiting for CONNACK */
+    ST_CONNECTED,
+    ST_CLOSED,     /* after close finished: never reconnect */
+};
+
+struct mqtt_sink {
+    struct ev_loop *loop;
+    struct mosquitto *mosq;
+    struct mqtt_config cfg; /* strings point into owned copies below */
+    char *strs[10];         /* owned copies of the cfg strings */
+    bool v5;
+
+    ev_io rio;
+    ev_io wio;
+    int io_fd; /* fd the io watchers are set to, -1 when stopped */
+    ev_timer misc_timer;
+    ev_timer retry_timer;
+    ev_timer conn_timer;
+    ev_timer close_timer;
+
+    struct backoff bo;
+    enum mqtt_state state;
+    bool ever_connected;
+    bool connect_started; /* mosquitto_connect_async done once (then reconnect_async) */
+
+    struct msg_list fifo;     /* not yet handed to libmosquitto */
+    struct msg_list inflight; /* handed, waiting for on_publish */
+    int status_mid;           /* mid of the last status publish, or -1 */
+    /* QoS 0: libmosquitto may write the packet and call on_publish inside mosquitto_publish,
+     * before we know the mid; such an ack is noted here and delivered after the call. */
+    struct mqtt_msg *publishing;
+    bool publishing_acked;
+    bool status_offline_sent;
+
+    mqtt_ack_cb ack_cb;
+    void *ack_ud;
+
+    /* clean shutdown */
+    bool closing;
+    bool disconnect_sent;
+    void (*done_cb)(void *ud);
+    void *done_ud;
+
+    /* re-entrancy guard: libmosquitto calls on the stack; free is deferred while > 0 */
+    int depth;
+    bool doomed;
+
+    /* overflow log rate limit */
+    uint64_t dropped_logged;
+    double drop_log_at;
+
+    struct mqtt_stats st;
+};
+
+static void sync_io(struct mqtt_sink *m);
+static void pump(struct mqtt_sink *m);
+static void start_connect(struct mqtt_sink *m);
+static void destroy(struct mqtt_sink *m);
+
+/* ------------------------------------------------------------------------------------------
+ * Message lists
+ * ---------------------------------------------------------------------------------------- */
+
+static size_t msg_cost(const struct mqtt_msg *msg)
+{
+    return msg->len + strlen(msg->topic);
+}
+
+static void list_push_tail(struct msg_list *l, struct mqtt_msg *msg)
+{
+    msg->next = NULL;
+    msg->prev = l->tail;
+    if (l->tail)
+        l->tail->next = msg;
+    else
+        l->head = msg;
+    l->tail = msg;
+    l->count++;
+    l->bytes += msg_cost(msg);
+}
+
+static void list_push_head(struct msg_list *l, struct mqtt_msg *msg)
+{
+    msg->prev = NULL;
+    msg->next = l->head;
+    if (l->head)
+        l->head->prev = msg;
+    else
+        l->tail = msg;
+    l->head = msg;
+    l->count++;
+    l->bytes += msg_cost(msg);
+}
+
+static void list_unlink(struct msg_list *l, struct mqtt_msg *msg)
+{
+    if (msg->prev)
+        msg->prev->next = msg->next;
+    else
+        l->head = msg->next;
+    if (msg->next)
+        msg->next->prev = msg->prev;
+    else
+        l->tail = msg->prev;
+    msg->next = msg->prev = NULL;
+    l->count--;
+    l->bytes -= msg_cost(msg);
+}
+
+static void list_free(struct msg_list *l)
+{
+    struct mqtt_msg *msg = l->head;
+    while (msg) {
+        struct mqtt_msg *next = msg->next;
+        free(msg);
+        msg = next;
+    }
+    memset(l, 0, sizeof *l);
+}
+
+static struct mqtt_msg *inflight_find(struct msg_list *l, int mid)
+{
+    /* Acks arrive nearly in order, so the match is almost always at the head. */
+    for (struct mqtt_msg *msg = l->head; msg; msg = msg->next)
+        if (msg->mid == mid)
+            return msg;
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Small helpers
+ * ---------------------------------------------------------------------------------------- */
+
+static void io_stop(struct mqtt_sink *m)
+{
+    ev_io_stop(m->loop, &m->rio);
+    ev_io_stop(m->loop, &m->wio);
+    m->io_fd = -1;
+}
+
+/*
+ * Make the io watchers match libmosquitto's socket: read always, write only while
+ * mosquitto_want_write(). Called after every libmosquitto call that may change either.
+ */
+static void sync_io(struct mqtt_sink *m)
+{
+    if (m->doomed || !m->mosq)
+        return;
+    int fd = mosquitto_socket(m->mosq);
+    if (fd != m->io_fd) {
+        io_stop(m);
+        if (fd >= 0) {
+            ev_io_set(&m->rio, fd, EV_READ);
+            ev_io_set(&m->wio, fd, EV_WRITE);
+            ev_io_start(m->loop, &m->rio);
+            m->io_fd = fd;
+        }
+    }
+    if (fd < 0)
+        return;
+    if (mosquitto_want_write(m->mosq))
+        ev_io_start(m->loop, &m->wio);
+    else
+        ev_io_stop(m->loop, &m->wio);
+}
+
+/* Called when the outermost libmosquitto call returned: run a deferred free. Returns true
+ * if the sink is gone. */
+static bool leave(struct mqtt_sink *m)
+{
+    m->depth--;
+    if (m->depth == 0 && m->doomed) {
+        destroy(m);
+        return true;
+    }
+    return false;
+}
+
+/* Call the user's ack callback; it may free the sink. Returns true if the sink is gone. */
+static bool call_ack(struct mqtt_sink *m, uint64_t token)
+{
+    if (!m->ack_cb || m->doomed)
+        return false;
+    m->depth++;
+    m->ack_cb(m->ack_ud, token);
+    return leave(m);
+}
+
+static size_t pending_count(const struct mqtt_sink *m)
+{
+    return m->fifo.count + m->inflight.count;
+}
+
+static void log_drops(struct mqtt_sink *m, bool force)
+{
+    uint64_t n = m->st.dropped - m->dropped_logged;
+    if (n == 0)
+        return;
+    double now = util_mono();
+    if (!force && m->drop_log_at > 0 && now - m->drop_log_at < MQTT_DROP_LOG_EVERY)
+        return;
+    log_warn("mqtt_queue_overflow", "dropped=%llu dropped_total=%llu queued=%zu queued_bytes=%zu",
+             (unsigned long long)n, (unsigned long long)m->st.dropped, m->fifo.count,
+             m->fifo.bytes);
+    m->dropped_logged = m->st.dropped;
+    m->drop_log_at = now;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Close / finish
+ * ---------------------------------------------------------------------------------------- */
+
+/* The close is complete: stop everything and call `done` once. */
+static void finish_close(struct mqtt_sink *m)
+{
+    if (m->state == ST_CLOSED)
+        return;
+    size_t lost = pending_count(m);
+    if (lost)
+        log_warn("mqtt_close_pending_lost", "pending=%zu", lost);
+    m->state = ST_CLOSED;
+    io_stop(m);
+    ev_timer_stop(m->loop, &m->misc_timer);
+    ev_timer_stop(m->loop, &m->retry_timer);
+    ev_timer_stop(m->loop, &m->conn_timer);
+    ev_timer_stop(m->loop, &m->close_timer);
+    m->st.connected = false;
+    log_info("mqtt_closed", "published=%llu acked=%llu dropped=%llu",
+             (unsigned long long)m->st.published, (unsigned long long)m->st.acked,
+             (unsigned long long)m->st.dropped);
+    void (*done)(void *) = m->done_cb;
+    m->done_cb = NULL;
+    if (done && !m->doomed) {
+        /* `done` may free the sink: callers return right after finish_close(). */
+        m->depth++;
+        done(m->done_ud);
+        leave(m);
+    }
+}
+
+/* Disconnect cleanly if everything is acknowledged (or `force`, on timeout). */
+static void close_check(struct mqtt_sink *m, bool force)
+{
+    if (!m->closing || m->state == ST_CLOSED || m->doomed)
+        return;
+    bool status_busy = m->status_mid >= 0 && m->state == ST_CONNECTED;
+    if (!force && (pending_count(m) > 0 || status_busy))
+        return;
+    if (m->state == ST_CONNECTED && !m->disconnect_sent) {
+        m->disconnect_sent = true;
+        m->depth++;
+        /* Reason 0 = normal disconnection: the broker discards the will. */
+        int rc = m->v5 ? mosquitto_disconnect_v5(m->mosq, 0, NULL) : mosquitto_disconnect(m->mosq);
+        sync_io(m);
+        if (leave(m))
+            return;
+        if (rc == MOSQ_ERR_SUCCESS && m->state == ST_CONNECTED && m->io_fd >= 0) {
+            /* on_disconnect finishes once DISCONNECT is written; bound that wait. */
+            ev_timer_stop(m->loop, &m->close_timer);
+            ev_timer_set(&m->close_timer, 1.0, 0.);
+            ev_timer_start(m->loop, &m->close_timer);
+            return;
+        }
+    }
+    finish_close(m);
+}
+
+static void close_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct mqtt_sink *m = container_of(w, struct mqtt_sink, close_timer);
+    if (m->disconnect_sent) {
+        finish_close(m);
+        return;
+    }
+    close_check(m, true);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Connection state changes
+ * ---------------------------------------------------------------------------------------- */
+
+static void schedule_retry(struct mqtt_sink *m)
+{
+    if (m->state == ST_CLOSED || m->doomed)
+        return;
+    m->state = ST_WAIT;
+    double delay = backoff_next(&m->bo, util_mono());
+    ev_timer_stop(m->loop, &m->retry_timer);
+    ev_timer_set(&m->retry_timer, delay, 0.);
+    ev_timer_start(m->loop, &m->retry_timer);
+    log_info("mqtt_reconnect_scheduled", "retry_in=%.2f attempt=%u", delay, m->bo.attempts);
+}
+
+/*
+ * The connection (or the attempt) is gone. Idempotent: libmosquitto may report the same
+ * loss through on_disconnect and through a return code.
+ */
+static void conn_lost(struct mqtt_sink *m, int rc)
+{
+    if (m->state != ST_CONNECTING && m->state != ST_CONNECTED)
+        return;
+    bool was_connected = m->state == ST_CONNECTED;
+    io_stop(m);
+    ev_timer_stop(m->loop, &m->conn_timer);
+    m->st.connected = false;
+    m->status_mid = -1;
+
+    if (m->disconnect_sent) { /* the end of our own clean close */
+        finish_close(m);
+        return;
+    }
+
+    if (was_connected) {
+        log_warn("mqtt_disconnected", "rc=%d reason=\"%s\" inflight=%zu queued=%zu", rc,
+                 mosquitto_strerror(rc), m->inflight.count, m->fifo.count);
+    } else {
+        m->st.connect_failures++;
+        log_warn("mqtt_connect_failed", "host=%s port=%d rc=%d reason=\"%s\"", m->cfg.host,
+                 m->cfg.port, rc, mosquitto_strerror(rc));
+    }
+
+    /*
+     * QoS 0 packets libmosquitto had not written are discarded by it on reconnect: give
+     * them back to our FIFO, in order, ahead of everything not yet handed. QoS 1/2 stay in
+     * libmosquitto, which resends them (DUP) after the next CONNACK.
+     */
+    struct mqtt_msg *msg = m->inflight.tail;
+    while (msg) {
+        struct mqtt_msg *prev = msg->prev;
+        if (msg->qos == 0) {
+            list_unlink(&m->inflight, msg);
+            list_push_head(&m->fifo, msg);
+        }
+        msg = prev;
+    }
+    schedule_retry(m);
+}
+
+static void start_connect(struct mqtt_sink *m)
+{
+    if (m->state == ST_CLOSED || m->doomed)
+        return;
+    io_stop(m); /* reconnect closes the old socket; its fd number may come back */
+    m->state = ST_CONNECTING;
+    m->depth++;
+    int rc;
+    if (!m->connect_started) {
+        rc = mosquitto_connect_async(m->mosq, m->cfg.host, m->cfg.port, m->cfg.keepalive);
+        if (rc != MOSQ_ERR_INVAL && rc != MOSQ_ERR_NOMEM)
+            m->connect_started = true; /* host/port are recorded: reconnect from now on */
+    } else {
+        rc = mosquitto_reconnect_async(m->mosq);
+    }
+    int err = errno;
+    if (rc == MOSQ_ERR_SUCCESS)
+        sync_io(m);
+    if (leave(m))
+        return;
+    if (rc != MOSQ_ERR_SUCCESS) {
+        if (m->state == ST_CONNECTING) {
+            if (rc == MOSQ_ERR_ERRNO)
+                log_debug("mqtt_connect_errno", "errno=%d err=\"%s\"", err, strerror(err));
+            conn_lost(m, rc);
+        }
+        return;
+    }
+    if (m->state == ST_CONNECTING) {
+        ev_timer_stop(m->loop, &m->conn_timer);
+        ev_timer_set(&m->conn_timer, MQTT_CONNECT_TIMEOUT, 0.);
+        ev_timer_start(m->loop, &m->conn_timer);
+    }
+}
+
+static void retry_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    start_connect(container_of(w, struct mqtt_sink, retry_timer));
+}
+
+static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct mqtt_sink *m = container_of(w, struct mqtt_sink, conn_timer);
+    if (m->state != ST_CONNECTING)
+        return;
+    log_warn("mqtt_connect_timeout", "host=%s port=%d after=%.0f", m->cfg.host, m->cfg.port,
+             MQTT_CONNECT_TIMEOUT);
+    /*
+     * libmosquitto has no "abort connect" call; shutting the socket down makes the next
+     * read fail, which closes it through libmosquitto's own error path.
+     */
+    int fd = mosquitto_socket(m->mosq);
+    if (fd >= 0)
+        shutdown(fd, SHUT_RDWR);
+    m->depth++;
+    mosquitto_loop_read(m->mosq, 1);
+    if (leave(m))
+        return;
+    conn_lost(m, MOSQ_ERR_CONN_LOST);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * libmosquitto callbacks
+ * ---------------------------------------------------------------------------------------- */
+
+static void publish_status(struct mqtt_sink *m, const char *value)
+{
+    if (!m->cfg.status_topic || m->state != ST_CONNECTED)
+        return;
+    int mid = -1;
+    int rc = mosquitto_publish(m->mosq, &mid, m->cfg.status_topic, (int)strlen(value), value, 1,
+                               true);
+    if (rc != MOSQ_ERR_SUCCESS && rc != MOSQ_ERR_NO_CONN && rc != MOSQ_ERR_CONN_LOST &&
+        rc != MOSQ_ERR_ERRNO) {
+        log_warn("mqtt_status_failed", "topic=%s rc=%d reason=\"%s\"", m->cfg.status_topic, rc,
+                 mosquitto_strerror(rc));
+        return;
+    }
+    m->status_mid = mid;
+}
+
+static void handle_connect(struct mqtt_sink *m, int rc, int flags)
+{
+    if (m->doomed || m->state == ST_CLOSED)
+        return;
+    ev_timer_stop(m->loop, &m->conn_timer);
+    if (rc != 0) {
+        /* Refused: libmosquitto closes the socket after this callback; on_disconnect or the
+         * socket check in the caller turns that into a retry. */
+        m->st.connect_failures++;
+        log_error("mqtt_connect_refused", "host=%s port=%d rc=%d reason=\"%s\"", m->cfg.host,
+                  m->cfg.port, rc, m->v5 ? mosquitto_reason_string(rc) : mosquitto_connack_string(rc));
+        m->state = ST_WAIT; /* not CONNECTING: conn_lost must not count it twice */
+        io_stop(m);
+        schedule_retry(m);
+        return;
+    }
+    if (m->ever_connected)
+        m->st.reconnects++;
+    m->ever_connected = true;
+    m->state = ST_CONNECTED;
+    m->st.connected = true;
+    backoff_success(&m->bo, util_mono());
+    log_info("mqtt_connected", "host=%s port=%d client_id=%s protocol=%d session_present=%d "
+             "inflight=%zu queued=%zu",
+             m->cfg.host, m->cfg.port, m->cfg.client_id, m->v5 ? 5 : 3, flags & 1,
+             m->inflight.count, m->fifo.count);
+    publish_status(m, m->closing ? "offline" : "online");
+    pump(m);
+    close_check(m, false);
+}
+
+static void on_connect_v3(struct mosquitto *mosq, void *ud, int rc, int flags)
+{
+    (void)mosq;
+    handle_connect(ud, rc, flags);
+}
+
+static void on_connect_v5(struct mosquitto *mosq, void *ud, int rc, int flags,
+                          const mosquitto_property *props)
+{
+    (void)mosq;
+    (void)props;
+    handle_connect(ud, rc, flags);
+}
+
+static void handle_disconnect(struct mqtt_sink *m, int rc)
+{
+    if (m->doomed)
+        return;
+    if (m->state == ST_WAIT && !ev_is_active(&m->retry_timer))
+        schedule_retry(m);
+    conn_lost(m, rc);
+}
+
+static void on_disconnect_v3(struct mosquitto *mosq, void *ud, int rc)
+{
+    (void)mosq;
+    handle_disconnect(ud, rc);
+}
+
+static void on_disconnect_v5(struct mosquitto *mosq, void *ud, int rc,
+                             const mosquitto_property *props)
+{
+    (void)mosq;
+    (void)props;
+    handle_disconnect(ud, rc);
+}
+
+static void handle_publish(struct mqtt_sink *m, int mid, int reason)
+{
+    if (m->doomed)
+        return;
+    if (mid == m->status_mid) {
+        m->status_mid = -1;
+        close_check(m, false);
+        return;
+    }
+    struct mqtt_msg *msg = inflight_find(&m->inflight, mid);
+    if (!msg) {
+        /* Inside mosquitto_publish only QoS 0 writes call back: it is the message in hand. */
+        if (m->publishing)
+            m->publishing_acked = true;
+        return; /* else e.g. a status message from an earlier connection */
+    }
+    if (reason >= 0x80) {
+        /* v5 broker refused this message (e.g. not authorized). Resending cannot help. */
+        log_warn("mqtt_publish_rejected", "topic=%s reason=%d reason_str=\"%s\"", msg->topic,
+                 reason, mosquitto_reason_string(reason));
+    }
+    list_unlink(&m->inflight, msg);
+    m->st.acked++;
+    uint64_t token = msg->token;
+    free(msg);
+    if (call_ack(m, token) || m->doomed)
+        return;
+    pump(m);
+    close_check(m, false);
+}
+
+static void on_publish_v3(struct mosquitto *mosq, void *ud, int mid)
+{
+    (void)mosq;
+    handle_publish(ud, mid, 0);
+}
+
+static void on_publish_v5(struct mosquitto *mosq, void *ud, int mid, int reason,
+                          const mosquitto_property *props)
+{
+    (void)mosq;
+    (void)props;
+    handle_publish(ud, mid, reason);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Publishing
+ * ---------------------------------------------------------------------------------------- */
+
+/* Hand FIFO messages to libmosquitto while connected and below max_inflight. */
+static void pump(struct mqtt_sink *m)
+{
+    while (m->state == ST_CONNECTED && !m->doomed && m->fifo.head &&
+           m->inflight.count < m->cfg.max_inflight && !m->disconnect_sent) {
+        struct mqtt_msg *msg = m->fifo.head;
+        list_unlink(&m->fifo, msg);
+        int mid = -1;
+        m->depth++;
+        m->publishing = msg;
+        m->publishing_acked = false;
+        int rc = mosquitto_publish(m->mosq, &mid, msg->topic, (int)msg->len, msg->payload,
+                                   msg->qos, msg->retain);
+        m->publishing = NULL;
+        if (leave(m)) {
+            free(msg); /* destroy() freed everything else */
+            return;
+        }
+        if (m->publishing_acked) {
+            /* QoS 0 written synchronously: acknowledged already. */
+            m->st.published++;
+            m->st.acked++;
+            uint64_t token = msg->token;
+            free(msg);
+            if (call_ack(m, token))
+                return;
+            continue;
+        }
+        if (rc == MOSQ_ERR_SUCCESS || rc == MOSQ_ERR_NO_CONN || rc == MOSQ_ERR_CONN_LOST ||
+            rc == MOSQ_ERR_ERRNO) {
+            /*
+             * A connection error here still means libmosquitto took the message (QoS>0 are
+             * in its resend list; QoS 0 come back to us through conn_lost).
+             */
+            msg->mid = mid;
+            list_push_tail(&m->inflight, msg);
+            m->st.published++;
+            if (rc != MOSQ_ERR_SUCCESS) {
+                log_debug("mqtt_publish_conn_error", "rc=%d", rc);
+                break;
+            }
+        } else {
+            m->st.dropped++;
+            log_warn("mqtt_publish_failed", "topic=%s rc=%d reason=\"%s\"", msg->topic, rc,
+                     mosquitto_strerror(rc));
+            free(msg);
+        }
+    }
+    /* A publish from inside a libmosquitto callback is only queued: re-arm write now. */
+    sync_io(m);
+}
+
+int mqtt_sink_publish(struct mqtt_sink *m, const char *topic, const void *payload, size_t len,
+                      int qos, bool retain, uint64_t token)
+{
+    if (!m || !topic || (!payload && len) || qos < 0 || qos > 2 || len > 268435455u)
+        return -EINVAL;
+    if (m->doomed || m->state == ST_CLOSED)
+        return -EINVAL;
+    size_t tlen = strlen(topic);
+    if (tlen == 0 || tlen > 65535 || mosquitto_pub_topic_check(topic) != MOSQ_ERR_SUCCESS)
+        return -EINVAL;
+    if (len + tlen > m->cfg.queue_max_bytes)
+        return -EINVAL; /* could never fit in the FIFO */
+
+    struct mqtt_msg *msg = malloc(sizeof *msg + tlen + 1 + len + 1);
+    if (!msg)
+        return -ENOMEM;
+    msg->token = token;
+    msg->mid = -1;
+    msg->qos = qos;
+    msg->retain = retain;
+    msg->len = len;
+    msg->topic = msg->data;
+    memcpy(msg->topic, topic, tlen + 1);
+    msg->payload = msg->data + tlen + 1;
+    if (len)
+        memcpy(msg->payload, payload, len);
+    msg->payload[len] = '\0';
+
+    /* Bounded FIFO: drop the oldest not-yet-handed messages to make room. */
+    while (m->fifo.head && (m->fifo.count + 1 > m->cfg.queue_max_msgs ||
+                            m->fifo.bytes + tlen + len > m->cfg.queue_max_bytes)) {
+        struct mqtt_msg *old = m->fifo.head;
+        list_unlink(&m->fifo, old);
+        free(old);
+        m->st.dropped++;
+    }
+    list_push_tail(&m->fifo, msg);
+    log_drops(m, false);
+    pump(m);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * libev watchers
+ * ---------------------------------------------------------------------------------------- */
+
+/* After a loop_* call: a closed socket with no callback still has to become a retry. */
+static void after_loop_call(struct mqtt_sink *m, int rc)
+{
+    if (m->doomed || m->state == ST_CLOSED)
+        return;
+    if (mosquitto_socket(m->mosq) < 0 &&
+        (m->state == ST_CONNECTING || m->state == ST_CONNECTED))
+        conn_lost(m, rc ? rc : MOSQ_ERR_CONN_LOST);
+    else
+        sync_io(m);
+}
+
+static void rio_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct mqtt_sink *m = container_of(w, struct mqtt_sink, rio);
+    m->depth++;
+    int rc = mosquitto_loop_read(m->mosq, 1);
+    /* Flush at once whatever the callbacks queued (acks -> new publishes, status). */
+    if (rc == MOSQ_ERR_SUCCESS && mosquitto_socket(m->mosq) >= 0 && mosquitto_want_write(m->mosq))
+        rc = mosquitto_loop_write(m->mosq, 1);
+    if (leave(m))
+        return;
+    after_loop_call(m, rc);
+}
+
+static void wio_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct mqtt_sink *m = container_of(w, struct mqtt_sink, wio);
+    m->depth++;
+    int rc = mosquitto_loop_write(m->mosq, 1);
+    if (leave(m))
+        return;
+    after_loop_call(m, rc);
+}
+
+static void misc_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct mqtt_sink *m = container_of(w, struct mqtt_sink, misc_timer);
+    log_drops(m, false);
+    if (m->state != ST_CONNECTING && m->state != ST_CONNECTED)
+        return;
+    m->depth++;
+    int rc = mosquitto_loop_misc(m->mosq);
+    if (leave(m))
+        return;
+    after_loop_call(m, rc == MOSQ_ERR_NO_CONN ? MOSQ_ERR_CONN_LOST : rc);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Lifecycle
+ * ---------------------------------------------------------------------------------------- */
+
+static int dup_str(struct mqtt_sink *m, int slot, const char **field)
+{
+    if (!*field)
+        return 0;
+    m->strs[slot] = strdup(*field);
+    if (!m->strs[slot])
+        return -ENOMEM;
+    *field = m->strs[slot];
+    return 0;
+}
+
+static int setup_mosq(struct mqtt_sink *m, char *err, size_t errlen)
+{
+    const struct mqtt_config *c = &m->cfg;
+    int rc;
+    m->mosq = mosquitto_new(c->client_id, c->clean_session, m);
+    if (!m->mosq) {
+        snprintf(err, errlen, "mosquitto_new failed: %s", strerror(errno));
+        return errno == EINVAL ? -EINVAL : -ENOMEM;
+    }
+    mosquitto_int_option(m->mosq, MOSQ_OPT_PROTOCOL_VERSION,
+                         m->v5 ? MQTT_PROTOCOL_V5 : MQTT_PROTOCOL_V311);
+    mosquitto_int_option(m->mosq, MOSQ_OPT_TCP_NODELAY, 1);
+    /* libmosquitto's own window must not be the bottleneck of ours (+1 for the status). */
+    int window = c->max_inflight + 1 > 65535 ? 65535 : (int)c->max_inflight + 1;
+    mosquitto_int_option(m->mosq, MOSQ_OPT_SEND_MAXIMUM, window);
+    if (m->v5) {
+        mosquitto_connect_v5_callback_set(m->mosq, on_connect_v5);
+        mosquitto_disconnect_v5_callback_set(m->mosq, on_disconnect_v5);
+        mosquitto_publish_v5_callback_set(m->mosq, on_publish_v5);
+    } else {
+        mosquitto_connect_with_flags_callback_set(m->mosq, on_connect_v3);
+        mosquitto_disconnect_callback_set(m->mosq, on_disconnect_v3);
+        mosquitto_publish_callback_set(m->mosq, on_publish_v3);
+    }
+    if (c->username) {
+        rc = mosquitto_username_pw_set(m->mosq, c->username, c->password);
+        if (rc) {
+            snprintf(err, errlen, "username: %s", mosquitto_strerror(rc));
+            return -EINVAL;
+        }
+    }
+    if (c->tls) {
+        if (!c->cafile && !c->capath)
+            mosquitto_int_option(m->mosq, MOSQ_OPT_TLS_USE_OS_CERTS, 1);
+        rc = mosquitto_tls_set(m->mosq, c->cafile, c->capath, c->certfile, c->keyfile, NULL);
+        if (rc) {
+            snprintf(err, errlen, "tls: %s (check cafile/capath/certfile/keyfile)",
+                     mosquitto_strerror(rc));
+            return -EINVAL;
+        }
+        if (c->tls_insecure)
+            mosquitto_tls_insecure_set(m->mosq, true);
+    }
+    if (c->status_topic) {
+        rc = m->v5 ? mosquitto_will_set_v5(m->mosq, c->status_topic, 7, "offline", 1, true, NULL)
+                   : mosquitto_will_set(m->mosq, c->status_topic, 7, "offline", 1, true);
+        if (rc) {
+            snprintf(err, errlen, "status topic %s: %s", c->status_topic, mosquitto_strerror(rc));
+            return -EINVAL;
+        }
+    }
+    if (m->v5 && !c->clean_session && c->session_expiry > 0) {
+        /*
+         * There is no asynchronous connect that takes CONNECT properties. libmosquitto 2.0
+         * stores the properties given to mosquitto_connect_bind_v5() before validating the
+         * host, and every later (re)connect sends them. Calling it with host NULL stores the
+         * session expiry without a blocking connect; it returns MOSQ_ERR_INVAL by design.
+         */
+        mosquitto_property *props = NULL;
+        rc = mosquitto_property_add_int32(&props, MQTT_PROP_SESSION_EXPIRY_INTERVAL,
+                                          c->session_expiry);
+        if (rc) {
+            snprintf(err, errlen, "session expiry: %s", mosquitto_strerror(rc));
+            return -ENOMEM;
+        }
+        mosquitto_connect_bind_v5(m->mosq, NULL, c->port, c->keepalive, NULL, props);
+        mosquitto_property_free_all(&props);
+    }
+    return 0;
+}
+
+int mqtt_sink_new(struct mqtt_sink **out, struct ev_loop *loop, const struct mqtt_config *cfg,
+                  char *err, size_t errlen)
+{
+    char dummy[1];
+    if (!err || errlen == 0) {
+        err = dummy;
+        errlen = sizeof dummy;
+    }
+    err[0] = '\0';
+    *out = NULL;
+    if (!loop || !cfg || !cfg->host || !cfg->host[0]) {
+        snprintf(err, errlen, "mqtt: host is required");
+        return -EINVAL;
+    }
+    if (cfg->protocol != 0 && cfg->protocol != 3 && cfg->protocol != 4 && cfg->protocol != 5) {
+        snprintf(err, errlen, "mqtt: protocol must be 3 (3.1.1) or 5, got %d", cfg->protocol);
+        return -EINVAL;
+    }
+    if (cfg->port < 0 || cfg->port > 65535 || cfg->keepalive < 0 || cfg->keepalive > 65535) {
+        snprintf(err, errlen, "mqtt: port or keepalive out of range");
+        return -EINVAL;
+    }
+    if ((cfg->certfile == NULL) != (cfg->keyfile == NULL)) {
+        snprintf(err, errlen, "mqtt: certfile and keyfile must be given together");
+        return -EINVAL;
+    }
+    if (cfg->password && !cfg->username) {
+        snprintf(err, errlen, "mqtt: password given without username");
+        return -EINVAL;
+    }
+    if (cfg->status_topic && mosquitto_pub_topic_check(cfg->status_topic) != MOSQ_ERR_SUCCESS) {
+        snprintf(err, errlen, "mqtt: invalid status topic");
+        return -EINVAL;
+    }
+
+    struct mqtt_sink *m = calloc(1, sizeof *m);
+    if (!m) {
+        snprintf(err, errlen, "mqtt: out of memory");
+        return -ENOMEM;
+    }
+    int rc = -ENOMEM;
+    mosquitto_lib_init();
+    m->loop = loop;
+    m->cfg = *cfg;
+    m->io_fd = -1;
+    m->status_mid = -1;
+    m->state = ST_WAIT;
+    m->v5 = cfg->protocol == 5;
+
+    /* Defaults. */
+    struct mqtt_config *c = &m->cfg;
+    if (!c->port)
+        c->port = c->tls ? 8883 : 1883;
+    if (!c->keepalive)
+        c->keepalive = 30;
+    if (!c->queue_max_msgs)
+        c->queue_max_msgs = 100000;
+    if (!c->queue_max_bytes)
+        c->queue_max_bytes = 64u << 20;
+    if (!c->max_inflight)
+        c->max_inflight = 100;
+    if (c->backoff_base <= 0)
+        c->backoff_base = 1.0;
+    if (c->backoff_max <= 0)
+        c->backoff_max = 60.0;
+    char idbuf[96];
+    if (!c->client_id) {
+        char host[64];
+        if (gethostname(host, sizeof host) != 0)
+            util_strlcpy(host, "unknown", sizeof host);
+        host[sizeof host - 1] = '\0';
+        snprintf(idbuf, sizeof idbuf, "iiotgw-%s", host);
+        c->client_id = idbuf;
+    }
+
+    if (dup_str(m, 0, &c->host) || dup_str(m, 1, &c->cafile) || dup_str(m, 2, &c->capath) ||
+        dup_str(m, 3, &c->certfile) || dup_str(m, 4, &c->keyfile) ||
+        dup_str(m, 5, &c->username) || dup_str(m, 6, &c->password) ||
+        dup_str(m, 7, &c->client_id) || dup_str(m, 8, &c->status_topic)) {
+        snprintf(err, errlen, "mqtt: out of memory");
+        goto fail;
+    }
+    rc = setup_mosq(m, err, errlen);
+    if (rc)
+        goto fail;
+
+    backoff_init(&m->bo, c->backoff_base, c->backoff_max, 60.0);
+    ev_io_init(&m->rio, rio_cb, 0, EV_READ);
+    ev_io_init(&m->wio, wio_cb, 0, EV_WRITE);
+    ev_timer_init(&m->misc_timer, misc_timer_cb, 1.0, 1.0);
+    ev_timer_init(&m->retry_timer, retry_timer_cb, 0., 0.);
+    ev_timer_init(&m->conn_timer, conn_timer_cb, 0., 0.);
+    ev_timer_init(&m->close_timer, close_timer_cb, 0., 0.);
+    ev_timer_start(loop, &m->misc_timer);
+
+    log_info("mqtt_connecting", "host=%s port=%d tls=%d client_id=%s protocol=%d",
+             c->host, c->port, c->tls ? 1 : 0, c->client_id, m->v5 ? 5 : 3);
+    *out = m;
+    start_connect(m);
+    return 0;
+
+fail:
+    if (m->mosq)
+        mosquitto_destroy(m->mosq);
+    for (size_t i = 0; i < ARRAY_LEN(m->strs); i++)
+        free(m->strs[i]);
+    free(m);
+    mosquitto_lib_cleanup();
+    return rc;
+}
+
+void mqtt_sink_set_ack_cb(struct mqtt_sink *m, mqtt_ack_cb cb, void *ud)
+{
+    m->ack_cb = cb;
+    m->ack_ud = ud;
+}
+
+size_t mqtt_sink_pending(const struct mqtt_sink *m)
+{
+    return pending_count(m);
+}
+
+void mqtt_sink_get_stats(const struct mqtt_sink *m, struct mqtt_stats *out)
+{
+    *out = m->st;
+    out->queued = m->fifo.count;
+    out->queued_bytes = m->fifo.bytes;
+    out->inflight = m->inflight.count;
+    out->connected = m->state == ST_CONNECTED;
+}
+
+void mqtt_sink_close(struct mqtt_sink *m, double timeout, void (*done)(void *ud), void *ud)
+{
+    if (m->closing || m->state == ST_CLOSED || m->doomed)
+        return;
+    m->closing = true;
+    m->done_cb = done;
+    m->done_ud = ud;
+    log_info("mqtt_closing", "pending=%zu timeout=%.1f", pending_count(m), timeout);
+    m->depth++;
+    publish_status(m, "offline");
+    sync_io(m);
+    if (leave(m))
+        return;
+    /*
+     * Always finish from the loop, never inside this call (`done` may free the caller).
+     * With something pending, close_check runs on each ack (and a disconnected sink keeps
+     * reconnecting) until the timeout forces the end.
+     */
+    bool busy = pending_count(m) > 0 || (m->state == ST_CONNECTED && m->status_mid >= 0);
+    ev_timer_set(&m->close_timer, busy && timeout > 0 ? timeout : 0., 0.);
+    ev_timer_start(m->loop, &m->close_timer);
+}
+
+static void destroy(struct mqtt_sink *m)
+{
+    io_stop(m);
+    ev_timer_stop(m->loop, &m->misc_timer);
+    ev_timer_stop(m->loop, &m->retry_timer);
+    ev_timer_stop(m->loop, &m->conn_timer);
+    ev_timer_stop(m->loop, &m->close_timer);
+    if (m->mosq)
+        mosquitto_destroy(m->mosq);
+    list_free(&m->fifo);
+    list_free(&m->inflight);
+    for (size_t i = 0; i < ARRAY_LEN(m->strs); i++)
+        free(m->strs[i]);
+    free(m);
+    mosquitto_lib_cleanup();
+}
+
+void mqtt_sink_free(struct mqtt_sink *m)
+{
+    if (!m)
+        return;
+    if (m->depth > 0) {
+        /* Inside a libmosquitto call (a callback of ours called the user): defer. */
+        m->doomed = true;
+        m->ack_cb = NULL;
+        m->done_cb = NULL;
+        io_stop(m);
+        ev_timer_stop(m->loop, &m->misc_timer);
+        ev_timer_stop(m->loop, &m->retry_timer);
+        ev_timer_stop(m->loop, &m->conn_timer);
+        ev_timer_stop(m->loop, &m->close_timer);
+        return;
+    }
+    destroy(m);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * URL parsing
+ * ---------------------------------------------------------------------------------------- */
+
+static int hexval(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Percent-decode [s, s+n) into *out (advancing it). Returns 0 or -EINVAL. */
+static int pct_decode(const char *s, size_t n, char **out, char *end)
+{
+    char *o = *out;
+    for (size_t i = 0; i < n; i++) {
+        int c = (unsigned char)s[i];
+        if (c == '%') {
+            int hi = i + 1 < n ? hexval(s[i + 1]) : -1;
+            int lo = i + 2 < n ? hexval(s[i + 2]) : -1;
+            if (hi < 0 || lo < 0)
+                return -EINVAL;
+            c = hi * 16 + lo;
+            if (c == 0)
+                return -EINVAL;
+            i += 2;
+        }
+        if (o >= end)
+            return -ENOSPC;
+        *o++ = (char)c;
+    }
+    if (o >= end)
+        return -ENOSPC;
+    *o++ = '\0';
+    *out = o;
+    return 0;
+}
+
+int mqtt_parse_url(const char *url, struct mqtt_config *cfg, char *storage, size_t storagelen,
+                   char *err, size_t errlen)
+{
+    char dummy[1];
+    if (!err || errlen == 0) {
+        err = dummy;
+        errlen = sizeof dummy;
+    }
+    err[0] = '\0';
+    if (!url || !cfg || !storage || storagelen == 0) {
+        snprintf(err, errlen, "mqtt url: missing argument");
+        return -EINVAL;
+    }
+    bool tls;
+    const char *p;
+    if (strncmp(url, "mqtt://", 7) == 0) {
+        tls = false;
+        p = url + 7;
+    } else if (strncmp(url, "mqtts://", 8) == 0) {
+        tls = true;
+        p = url + 8;
+    } else {
+        snprintf(err, errlen, "mqtt url: scheme must be mqtt:// or mqtts://");
+        return -EINVAL;
+    }
+
+    /* Authority ends at an optional single trailing '/'. */
+    size_t alen = strlen(p);
+    if (alen && p[alen - 1] == '/')
+        alen--;
+    for (size_t i = 0; i < alen; i++) {
+        unsigned char ch = (unsigned char)p[i];
+        if (ch == '/' || ch == '?' || ch == '#' || ch <= ' ' || ch >= 0x7f) {
+            snprintf(err, errlen, "mqtt url: unexpected '%c' (no path, query or spaces allowed)",
+                     ch > ' ' && ch < 0x7f ? ch : '?');
+            return -EINVAL;
+        }
+    }
+
+    char *o = storage;
+    char *end = storage + storagelen;
+    const char *user = NULL, *pass = NULL;
+    /* userinfo: up to the last '@' (a password may contain '@' when percent-encoded or not) */
+    const char *at = NULL;
+    for (size_t i = 0; i < alen; i++)
+        if (p[i] == '@')
+            at = p + i;
+    const char *hp = p;
+    if (at) {
+        const char *colon = memchr(p, ':', (size_t)(at - p));
+        size_t ulen = colon ? (size_t)(colon - p) : (size_t)(at - p);
+        if (ulen == 0) {
+            snprintf(err, errlen, "mqtt url: empty user name before '@'");
+            return -EINVAL;
+        }
+        user = o;
+        int rc = pct_decode(p, ulen, &o, end);
+        if (rc == 0 && colon) {
+            pass = o;
+            rc = pct_decode(colon + 1, (size_t)(at - colon - 1), &o, end);
+        }
+        if (rc) {
+            snprintf(err, errlen, rc == -ENOSPC ? "mqtt url: too long"
+                                                : "mqtt url: bad %%-escape in user or password");
+            return -EINVAL;
+        }
+        hp = at + 1;
+    }
+    size_t hplen = (size_t)(p + alen - hp);
+
+    /* host */
+    const char *h, *portstr = NULL;
+    size_t hlen;
+    if (hplen && hp[0] == '[') {
+        const char *rb = memchr(hp, ']', hplen);
+        if (!rb) {
+            snprintf(err, errlen, "mqtt url: missing ']' after IPv6 address");
+            return -EINVAL;
+        }
+        h = hp + 1;
+        hlen = (size_t)(rb - h);
+        if (hlen == 0) {
+            snprintf(err, errlen, "mqtt url: empty IPv6 address");
+            return -EINVAL;
+        }
+        for (size_t i = 0; i < hlen; i++) {
+            char ch = h[i];
+            if (!(hexval(ch) >= 0 || ch == ':' || ch == '.')) {
+                snprintf(err, errlen, "mqtt url: bad character in IPv6 address");
+                return -EINVAL;
+            }
+        }
+        const char *after = rb + 1;
+        if (after < hp + hplen) {
+            if (*after != ':') {
+                snprintf(err, errlen, "mqtt url: expected ':port' after ']'");
+                return -EINVAL;
+            }
+            portstr = after + 1;
+        }
+    } else {
+        h = hp;
+        size_t ncolons = 0;
+        for (size_t i = 0; i < hplen; i++)
+            ncolons += hp[i] == ':';
+        if (ncolons > 1) {
+            snprintf(err, errlen,
+                     "mqtt url: too many ':' (an IPv6 address needs [], e.g. mqtt://[::1]:1883)");
+            return -EINVAL;
+        }
+        const char *colon = memchr(hp, ':', hplen);
+        hlen = colon ? (size_t)(colon - hp) : hplen;
+        if (colon)
+            portstr = colon + 1;
+        if (hlen == 0) {
+            snprintf(err, errlen, "mqtt url: missing host");
+            return -EINVAL;
+        }
+        for (size_t i = 0; i < hlen; i++) {
+            char ch = h[i];
+            if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                  (ch >= '0' && ch <= '9') || ch == '.' || ch == '-' || ch == '_')) {
+                snprintf(err, errlen, "mqtt url: bad character '%c' in host",
+                         ch);
+                return -EINVAL;
+            }
+        }
+    }
+
+    /* port */
+    int port = tls ? 8883 : 1883;
+    if (portstr) {
+        const char *pend = p + alen;
+        size_t plen = (size_t)(pend - portstr);
+        if (plen == 0 || plen > 5) {
+            snprintf(err, errlen, "mqtt url: bad port");
+            return -EINVAL;
+        }
+        port = 0;
+        for (size_t i = 0; i < plen; i++) {
+            if (portstr[i] < '0' || portstr[i] > '9') {
+                snprintf(err, errlen, "mqtt url: port must be a number");
+                return -EINVAL;
+            }
+            port = port * 10 + (portstr[i] - '0');
+        }
+        if (port < 1 || port > 65535) {
+            snprintf(err, errlen, "mqtt url: port out of range 1..65535");
+            return -EINVAL;
+        }
+    }
+
+    if ((size_t)(end - o) < hlen + 1) {
+        snprintf(err, errlen, "mqtt url: too long");
+        return -EINVAL;
+    }
+    memcpy(o, h, hlen);
+    o[hlen] = '\0';
+    cfg->host = o;
+    cfg->port = port;
+    cfg->tls = tls;
+    cfg->username = user;
+    cfg->password = pass;
+    return 0;
+}
