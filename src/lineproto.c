@@ -128,7 +128,8 @@ static int format_fast(char *out, double v)
         double scaled = a * pow10_exact[d];
         if (scaled >= 1e15)
             return 0; /* would need more than 15 significant digits */
-        double k = nearbyint(scaled);
+        /* round to nearest; exact because scaled < 1e15 < 2^52 (nearbyint is a libm call) */
+        double k = (double)(uint64_t)(scaled + 0.5);
         if (k / pow10_exact[d] != a)
             continue;
         uint64_t ki = (uint64_t)k;
