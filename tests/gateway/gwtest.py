@@ -1,0 +1,226 @@
+"""gwtest.py — shared helpers for the daemon-level tests (they drive the real iiotgw binary).
+
+Only the Python standard library is used, so the tests run with Debian's /usr/bin/python3.
+Servers are the real ones started by tests/servers.sh (IIOTGW_TEST_* variables); a test that
+needs one and does not find its variable exits 77, which CTest reports as skipped.
+"""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+SHARED = os.path.abspath(os.path.join(ROOT, "..", "shared", "data"))
+SAMPLE_LOG = os.path.join(SHARED, "probe-rs-session.log")
+SAMPLE_EXPECTED = os.path.join(SHARED, "probe-rs-session.expected.jsonl")
+DEFAULT_RULE = os.path.join(ROOT, "rules", "default.lua")
+SKIP = 77
+
+
+def iiotgw():
+    path = os.environ.get("IIOTGW_BIN")
+    if not path or not os.access(path, os.X_OK):
+        fail("IIOTGW_BIN is not set to the iiotgw binary")
+    return path
+
+
+def fail(msg):
+    print("FAIL: " + msg, flush=True)
+    sys.exit(1)
+
+
+def check(cond, msg):
+    if not cond:
+        fail(msg)
+
+
+def need_env(*names):
+    vals = []
+    for n in names:
+        v = os.environ.get(n)
+        if not v:
+            print("SKIP: %s not set (run through tests/run.sh)" % n, flush=True)
+            sys.exit(SKIP)
+        vals.append(v)
+    return vals
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def tmpdir():
+    return tempfile.mkdtemp(prefix="iiotgw-gwtest-")
+
+
+def unique(tag):
+    return "t%s%d%d" % (tag, os.getpid(), int(time.time() * 1000) % 100000)
+
+
+# ------------------------------------------------------------------------------------------
+# What the brief says the default rule must produce for one packet
+# ------------------------------------------------------------------------------------------
+
+def parse_raw(line):
+    """Parse JSON keeping number tokens as their source text (so 24.0 stays "24.0")."""
+    return json.loads(line, parse_int=lambda s: s, parse_float=lambda s: s)
+
+
+def lp_float(tok):
+    """Line-protocol text of a float field: shortest round-trip, no trailing .0."""
+    r = repr(float(tok))
+    return r[:-2] if r.endswith(".0") else r
+
+
+def expected_outputs(obj, prefix="iiot"):
+    """(publishes, points) the brief's default rule gives for one parsed packet.
+
+    publishes: list of (topic, payload, qos, retain); points: list of line-protocol strings
+    without timestamp.
+    """
+    pubs, pts = [], []
+    n1, n2 = obj.get("n1", {}), obj.get("n2", {})
+    sig, sts = obj.get("sig", {}), obj.get("sts", {})
+
+    def sensor(node, key, name, unit, src):
+        if key in src:
+            pubs.append(("%s/%s/%s" % (prefix, node, name), src[key], 1, True))
+            pts.append("%s,node=%s,unit=%s value=%s" % (name, node, unit, lp_float(src[key])))
+
+    sensor("node1", "t", "temperature", "celsius", n1)
+    sensor("node1", "h", "humidity", "percent", n1)
+    sensor("node1", "g", "gas_resistance", "ohms", n1)
+    sensor("node2", "t", "temperature", "celsius", n2)
+    sensor("node2", "h", "humidity", "percent", n2)
+    for key, unit in (("rssi", "dbm"), ("snr", "db")):
+        if key in sig:
+            pubs.append(("%s/signal/%s" % (prefix, key), sig[key], 1, False))
+            pts.append("%s,node=signal,unit=%s value=%s" % (key, unit, lp_float(sig[key])))
+    for key, name in (("rx", "packets_received"), ("err", "crc_errors")):
+        if key in sts:
+            pubs.append(("%s/stats/%s" % (prefix, name), sts[key], 1, False))
+            pts.append("%s,node=stats value=%s" % (name, lp_float(sts[key])))
+    return pubs, pts
+
+
+# ------------------------------------------------------------------------------------------
+# Dry-run output
+# ------------------------------------------------------------------------------------------
+
+def parse_dry_run(text):
+    """Split --dry-run output into records: [{'hdr': '# file0:5 rx_ns=..', 'pub': [...],
+    'write': [...], 'dead': [...]}]."""
+    recs = []
+    cur = None
+    for line in text.splitlines():
+        if line.startswith("# "):
+            cur = {"hdr": line, "pub": [], "write": [], "dead": []}
+            recs.append(cur)
+        elif line.startswith("PUBLISH "):
+            topic, qos, retain, payload = line[8:].split(" ", 3)
+            cur["pub"].append((topic, payload, int(qos[4:]), retain == "retain=1"))
+        elif line.startswith("WRITE "):
+            cur["write"].append(line[6:])
+        elif line.startswith("DEADLETTER "):
+            if cur is None:
+                cur = {"hdr": "", "pub": [], "write": [], "dead": []}
+                recs.append(cur)
+            cur["dead"].append(json.loads(line[11:]))
+    return recs
+
+
+# ------------------------------------------------------------------------------------------
+# MQTT subscriber (mosquitto_sub, MQTT 5 with retain-as-published so flags are visible)
+# ------------------------------------------------------------------------------------------
+
+class Subscriber:
+    def __init__(self, host, port, topic, extra=()):
+        self.out = tempfile.NamedTemporaryFile(prefix="iiotgw-sub-", delete=False)
+        self.proc = subprocess.Popen(
+            ["mosquitto_sub", "-h", host, "-p", str(port), "-V", "mqttv5",
+             "--retain-as-published", "-q", "2", "-t", topic, "-F", "%r %q %t %p"] + list(extra),
+            stdout=self.out, stderr=subprocess.PIPE)
+        time.sleep(0.3)  # let SUBACK happen before the publisher starts
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.out.close()
+        with open(self.out.name, encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+        os.unlink(self.out.name)
+        msgs = []
+        for ln in lines:
+            parts = ln.split(" ", 3)
+            if len(parts) < 3:
+                continue
+            msgs.append((parts[2], parts[3] if len(parts) > 3 else "", int(parts[1]),
+                         parts[0] == "1"))
+        return msgs
+
+
+def mqtt_retained(host, port, topic, timeout=2):
+    """Messages a fresh subscriber receives at once (the retained ones)."""
+    r = subprocess.run(["mosquitto_sub", "-h", host, "-p", str(port), "-t", topic, "-v",
+                        "-W", str(timeout), "--retained-only"],
+                       capture_output=True, text=True)
+    out = {}
+    for ln in r.stdout.splitlines():
+        t, _, p = ln.partition(" ")
+        out[t] = p
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# Process helpers
+# ------------------------------------------------------------------------------------------
+
+def run(args, timeout=60, **kw):
+    return subprocess.run([iiotgw()] + args, capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def http_get(url, timeout=10):
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return r.read().decode()
+
+
+def http_post(url, data=b"", timeout=10):
+    req = urllib.request.Request(url, data=data, method="POST")
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return r.status, r.read().decode()
+
+
+def vm_export(base, match):
+    """VictoriaMetrics /api/v1/export: list of {'metric':{..}, 'values':[..], 'timestamps':[..]}"""
+    try:
+        http_get(base + "/internal/force_flush")
+    except Exception:
+        pass
+    q = urllib.parse.urlencode({"match[]": match})
+    text = http_get(base + "/api/v1/export?" + q)
+    return [json.loads(l) for l in text.splitlines() if l.strip()]
+
+
+def wait_for(pred, timeout, step=0.05):
+    end = time.time() + timeout
+    while time.time() < end:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    return pred()

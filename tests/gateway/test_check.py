@@ -1,0 +1,39 @@
+"""--check validates config and rules: exit 0 when good, 1 with file:line when not."""
+import os
+
+from gwtest import DEFAULT_RULE, check, run, tmpdir
+
+d = tmpdir()
+r = run(["--check", "-r", DEFAULT_RULE, "-s", "stdin"])
+check(r.returncode == 0, "default rule should pass --check: %s" % r.stderr)
+
+bad = os.path.join(d, "bad.lua")
+with open(bad, "w") as f:
+    f.write("-- a rule with a syntax error on line 3\nlocal x = 1\nfunction on_packet(p\n")
+r = run(["--check", "-r", bad])
+check(r.returncode == 1, "syntax error must exit 1, got %d" % r.returncode)
+check("bad.lua:" in r.stderr, "error must name file:line: %s" % r.stderr)
+
+cfg = os.path.join(d, "gw.conf")
+with open(cfg, "w") as f:
+    f.write('rules = "%s"\nmqtt = { url = "mqtt://localhost:1883", keepalive = 30 }\n'
+            'sources = { "rx=stdin" }\nmqqt = 1\n' % DEFAULT_RULE)
+r = run(["--check", "-c", cfg])
+check(r.returncode == 1 and "mqqt" in r.stderr, "unknown config key must be reported: %s" % r.stderr)
+
+with open(cfg, "w") as f:
+    f.write('rules = "%s"\nmqtt = { keepalive = "soon" }\n' % DEFAULT_RULE)
+r = run(["--check", "-c", cfg])
+check(r.returncode == 1 and "mqtt.keepalive" in r.stderr, "type error must name the key: %s" % r.stderr)
+
+r = run(["--check", "-r", DEFAULT_RULE, "-s", "bogus:thing"])
+check(r.returncode == 1 and "bogus" in r.stderr, "bad source spec must be reported: %s" % r.stderr)
+
+r = run(["--check", "-r", DEFAULT_RULE, "--mqtt", "http://nope"])
+check(r.returncode == 1, "bad MQTT URL must be reported: %s" % r.stderr)
+
+r = run(["--help"])
+check(r.returncode == 0 and "--dry-run" in r.stdout and "--influx-db" in r.stdout, "--help")
+r = run(["--version"])
+check(r.returncode == 0 and r.stdout.startswith("iiotgw "), "--version")
+print("ok")
