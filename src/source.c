@@ -51,6 +51,7 @@
 #define LIVE_READ_BUDGET    8           /* reads per wakeup, so one busy fd cannot starve others */
 #define STDERR_MAX_LINE     1024        /* exec stderr lines are logged, not parsed */
 #define TCP_CONNECT_TIMEOUT 10.0        /* a SYN into a black hole would otherwise take minutes */
+#define KILL_POLL           0.05        /* how often a dying process group is checked */
 #define PIPE_DRAIN_BUDGET   16          /* 16 x 64 KiB covers the largest pipe buffer (1 MiB) */
 
 static const char *const kind_names[] = {"exec", "serial", "tcp", "file", "stdin"};
@@ -94,12 +95,13 @@ struct source {
     int err_fd;    /* exec stderr pipe */
     ev_io err_io;
     ev_timer retry;      /* backoff delay before the next attempt; tcp connect timeout */
-    ev_timer kill_timer; /* exec: SIGTERM -> SIGKILL escalation for the process group */
+    ev_timer kill_timer; /* exec: polls a SIGTERMed group, SIGKILL at kill_deadline */
     ev_child child;
 
     pid_t pid;     /* exec: running child, 0 once reaped */
     pid_t pgid;    /* exec: process group still to be cleaned up, 0 when none */
     bool killed;   /* SIGKILL already sent to pgid */
+    double kill_deadline; /* ev_now() after which a SIGTERMed group gets SIGKILL */
     double up_at;  /* monotonic time the current run/connection started */
     int last_err;  /* last failure logged at warn: errno, or a (negative) getaddrinfo code */
     bool ever_up;  /* first success is not a restart */
@@ -718,6 +720,47 @@ static void exec_stderr_cb(struct ev_loop *loop, ev_io *w, int revents)
     }
 }
 
+/*
+ * kill_timer: the group got SIGTERM. Poll until it is empty (members die a little after the
+ * leader is reaped), and SIGKILL whatever is left at the deadline. `force` skips the grace.
+ */
+static void exec_check_group(struct source *s, bool force)
+{
+    if (s->pid == 0 && !exec_group_alive(s)) {
+        ev_timer_stop(s->loop, &s->kill_timer);
+        s->pgid = 0;
+        return;
+    }
+    if (!s->killed && (force || ev_now(s->loop) >= s->kill_deadline)) {
+        log_warn("source_kill", "source=%s pgid=%d signal=KILL after=%.3f", s->name,
+                 (int)s->pgid, force ? 0. : s->kill_timeout);
+        exec_signal(s, SIGKILL);
+        s->killed = true;
+    }
+    /* SIGKILL cannot be ignored: once the leader is reaped there is nothing left to do
+     * (members may linger as zombies until their new parent reaps them) */
+    if (s->killed && s->pid == 0) {
+        ev_timer_stop(s->loop, &s->kill_timer);
+        s->pgid = 0;
+    }
+}
+
+static void exec_kill_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    exec_check_group(container_of(w, struct source, kill_timer), false);
+}
+
+static void exec_watch_group(struct source *s)
+{
+    s->kill_deadline = ev_now(s->loop) + s->kill_timeout;
+    if (!ev_is_active(&s->kill_timer)) {
+        ev_timer_set(&s->kill_timer, KILL_POLL, KILL_POLL);
+        ev_timer_start(s->loop, &s->kill_timer);
+    }
+}
+
 static void exec_child_cb(struct ev_loop *loop, ev_child *w, int revents)
 {
     (void)revents;
@@ -743,10 +786,9 @@ static void exec_child_cb(struct ev_loop *loop, ev_child *w, int revents)
     /* Anything the command left behind in its group is terminated too: a stray probe-rs
      * would hold the debug probe and make every restart fail. */
     if (!s->killed && exec_group_alive(s)) {
-        exec_signal(s, SIGTERM);
-        if (!ev_is_active(&s->kill_timer)) {
-            ev_timer_set(&s->kill_timer, s->kill_timeout, 0.);
-            ev_timer_start(loop, &s->kill_timer);
+        if (!ev_is_active(&s->kill_timer)) { /* a stop already signalled and watches */
+            exec_signal(s, SIGTERM);
+            exec_watch_group(s);
         }
     } else {
         ev_timer_stop(loop, &s->kill_timer);
@@ -771,28 +813,11 @@ static void exec_child_cb(struct ev_loop *loop, ev_child *w, int revents)
     start_retry(s, delay);
 }
 
-static void exec_kill_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    (void)loop;
-    (void)revents;
-    struct source *s = container_of(w, struct source, kill_timer);
-    if (exec_group_alive(s) || s->pid > 0) {
-        log_warn("source_kill", "source=%s pgid=%d signal=KILL after=%.3f", s->name,
-                 (int)s->pgid, s->kill_timeout);
-        exec_signal(s, SIGKILL);
-    }
-    s->killed = true;
-    if (s->pid == 0) /* otherwise ev_child still reaps the leader */
-        s->pgid = 0;
-}
-
 static void exec_try(struct source *s)
 {
     /* Strays of the previous run still there after SIGTERM: no more grace. */
-    if (ev_is_active(&s->kill_timer)) {
-        ev_timer_stop(s->loop, &s->kill_timer);
-        exec_kill_cb(s->loop, &s->kill_timer, 0);
-    }
+    if (ev_is_active(&s->kill_timer))
+        exec_check_group(s, true);
     int rc = exec_spawn(s);
     if (rc < 0)
         live_retry(s, -rc, "spawn");
@@ -1132,9 +1157,7 @@ void source_stop(struct source *s)
         log_info("source_stopping", "source=%s pid=%d kill_in=%.3f", s->name, (int)s->pid,
                  s->kill_timeout);
         exec_signal(s, SIGTERM);
-        ev_timer_stop(s->loop, &s->kill_timer);
-        ev_timer_set(&s->kill_timer, s->kill_timeout, 0.);
-        ev_timer_start(s->loop, &s->kill_timer);
+        exec_watch_group(s);
     }
 }
 
