@@ -285,6 +285,7 @@ static void finish_close(struct mqtt_sink *m)
 {
     if (m->state == ST_CLOSED)
         return;
+    log_drops(m, true);
     size_t lost = pending_count(m);
     if (lost)
         log_warn("mqtt_close_pending_lost", "pending=%zu", lost);
