@@ -462,6 +462,12 @@ def packages_in(text):
     return {t for t in toks if PKG_RE.match(t) and t not in APT_WORDS and not t.startswith("-")}
 
 
+def apt_lines(block):
+    """The apt-get/apt install lines of a README block (the block may also hold cmake lines)."""
+    text = re.sub(r"\\\n", " ", block)
+    return [ln for ln in text.splitlines() if re.search(r"\bapt(-get)?\s+install\b", ln)]
+
+
 def dockerfile_stages(text):
     """Returns [(stage name, [RUN command strings with continuations joined])]."""
     text = re.sub(r"\\\n", " ", text)
@@ -512,16 +518,18 @@ def cmd_build(repo):
     readme = open(readme_path).read() if os.path.exists(readme_path) else ""
     deps = readme_block(readme, "deps:build")
     if c.check(deps is not None, "README.md has no <!-- deps:build --> ... <!-- /deps:build --> block"):
-        want = packages_in(deps)
+        want = packages_in(" ".join(apt_lines(deps)))
         c.check(bool(want), "README deps:build block lists no packages")
         c.check(build_pkgs == want, "build packages differ: Dockerfile only "
                 f"{sorted(build_pkgs - want)}, README only {sorted(want - build_pkgs)}")
     rt = readme_block(readme, "deps:runtime")
     if rt is not None:   # optional block: the runtime stage may add container tooling
-        missing = packages_in(rt) - runtime_pkgs
+        missing = packages_in(" ".join(apt_lines(rt))) - runtime_pkgs
         c.check(not missing, f"runtime stage lacks README runtime packages {sorted(missing)}")
-    cm = readme_block(readme, "build:cmake")
-    if c.check(cm is not None, "README.md has no <!-- build:cmake --> ... <!-- /build:cmake --> block"):
+    # The CMake invocation: a build:cmake block if there is one, else the cmake lines of the
+    # deps:build block.
+    cm = readme_block(readme, "build:cmake") or deps
+    if c.check(cm is not None, "README.md has no block with the CMake invocation"):
         readme_cmds = []
         for line in cm.splitlines():
             line = line.strip()
