@@ -1,0 +1,544 @@
+/*
+ * jsonlua.c — strict JSON decoder straight into Lua values. See jsonlua.h for the mapping and
+ * for why cJSON is not used here (it cannot keep integers and floats apart).
+ *
+ * Design: a recursive-descent parser over the raw bytes with one 256-entry class table, so
+ * the common case (short ASCII keys and numbers) costs one lookup per byte. Strings without
+ * escapes are pushed directly from the input (Lua interns short strings: no copy of ours),
+ * numbers take Clinger's exact fast path and only fall back to strtod for the rare long or
+ * huge ones. Nothing here allocates except through Lua, so an allocation failure is a Lua
+ * error unwinding a protected call and leaves nothing to clean up.
+ *
+ * Owner: rules engineer.
+ */
+#include "jsonlua.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+/* ------------------------------------------------------------------------------------ */
+/* Sentinel and character classes                                                       */
+/* ------------------------------------------------------------------------------------ */
+
+/* Only its address matters; const, so it is not mutable global state. */
+static const char null_sentinel = 0;
+
+void *jsonlua_null(void)
+{
+    return (void *)&null_sentinel;
+}
+
+enum {
+    C_PLAIN = 0, /* ASCII that can appear as-is inside a string */
+    C_QUOTE,     /* '"' ends the string */
+    C_BSLASH,    /* '\\' starts an escape */
+    C_CTRL,      /* < 0x20: not allowed raw inside a string */
+    C_UTF8,      /* >= 0x80: validate as UTF-8 */
+};
+
+#define CTRL8(b) C_CTRL, C_CTRL, C_CTRL, C_CTRL, C_CTRL, C_CTRL, C_CTRL, C_CTRL
+#define UTF16(b)                                                                                   \
+    C_UTF8, C_UTF8, C_UTF8, C_UTF8, C_UTF8, C_UTF8, C_UTF8, C_UTF8, C_UTF8, C_UTF8, C_UTF8,        \
+        C_UTF8, C_UTF8, C_UTF8, C_UTF8, C_UTF8
+
+static const unsigned char str_class[256] = {
+    CTRL8(0), CTRL8(8), CTRL8(16), CTRL8(24),
+    ['"'] = C_QUOTE, ['\\'] = C_BSLASH,
+    [0x80] = UTF16(0), UTF16(1), UTF16(2), UTF16(3), UTF16(4), UTF16(5), UTF16(6), UTF16(7),
+};
+
+struct parser {
+    lua_State *L;
+    const char *start;
+    const char *p;
+    const char *end;
+    const char *err_at;
+    const char *err_msg;
+};
+
+/* Record the first error; every parse function then returns -1 up the recursion. */
+static int fail(struct parser *ps, const char *at, const char *msg)
+{
+    ps->err_at = at;
+    ps->err_msg = msg;
+    return -1;
+}
+
+static inline void skip_ws(struct parser *ps)
+{
+    const char *p = ps->p, *end = ps->end;
+    while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
+        p++;
+    ps->p = p;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Strings                                                                              */
+/* ------------------------------------------------------------------------------------ */
+
+/*
+ * Length of the valid UTF-8 sequence at p (RFC 3629: no overlongs, no surrogates, <= U+10FFFF),
+ * or 0 when invalid.
+ */
+static size_t utf8_len(const unsigned char *p, const unsigned char *end)
+{
+    unsigned c = p[0];
+    size_t n = (size_t)(end - p);
+    if (c >= 0xC2 && c <= 0xDF)
+        return n >= 2 && (p[1] & 0xC0) == 0x80 ? 2 : 0;
+    if (c >= 0xE0 && c <= 0xEF) {
+        if (n < 3 || (p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80)
+            return 0;
+        if (c == 0xE0 && p[1] < 0xA0) /* overlong */
+            return 0;
+        if (c == 0xED && p[1] >= 0xA0) /* UTF-16 surrogate */
+            return 0;
+        return 3;
+    }
+    if (c >= 0xF0 && c <= 0xF4) {
+        if (n < 4 || (p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80 || (p[3] & 0xC0) != 0x80)
+            return 0;
+        if (c == 0xF0 && p[1] < 0x90) /* overlong */
+            return 0;
+        if (c == 0xF4 && p[1] >= 0x90) /* > U+10FFFF */
+            return 0;
+        return 4;
+    }
+    return 0;
+}
+
+int jsonlua_utf8_valid(const char *s, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)s, *end = p + len;
+    while (p < end) {
+        if (*p < 0x80) {
+            p++;
+            continue;
+        }
+        size_t n = utf8_len(p, end);
+        if (!n)
+            return 0;
+        p += n;
+    }
+    return 1;
+}
+
+static int hex4(const char *p, unsigned *out)
+{
+    unsigned v = 0;
+    for (int i = 0; i < 4; i++) {
+        unsigned char c = (unsigned char)p[i];
+        unsigned d;
+        if (c >= '0' && c <= '9')
+            d = c - '0';
+        else if (c >= 'a' && c <= 'f')
+            d = c - 'a' + 10;
+        else if (c >= 'A' && c <= 'F')
+            d = c - 'A' + 10;
+        else
+            return -1;
+        v = v << 4 | d;
+    }
+    *out = v;
+    return 0;
+}
+
+static size_t put_utf8(char *o, unsigned cp)
+{
+    if (cp < 0x80) {
+        o[0] = (char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        o[0] = (char)(0xC0 | cp >> 6);
+        o[1] = (char)(0x80 | (cp & 0x3F));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        o[0] = (char)(0xE0 | cp >> 12);
+        o[1] = (char)(0x80 | (cp >> 6 & 0x3F));
+        o[2] = (char)(0x80 | (cp & 0x3F));
+        return 3;
+    }
+    o[0] = (char)(0xF0 | cp >> 18);
+    o[1] = (char)(0x80 | (cp >> 12 & 0x3F));
+    o[2] = (char)(0x80 | (cp >> 6 & 0x3F));
+    o[3] = (char)(0x80 | (cp & 0x3F));
+    return 4;
+}
+
+/*
+ * Slow path for a string containing escapes: [seg, p) is already known to be plain text.
+ * Builds the value in a luaL_Buffer (its first KiB lives on the C stack).
+ */
+static int parse_string_escaped(struct parser *ps, const char *seg)
+{
+    lua_State *L = ps->L;
+    const char *p = ps->p, *end = ps->end;
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    luaL_addlstring(&b, seg, (size_t)(p - seg));
+    for (;;) {
+        seg = p;
+        while (p < end && str_class[(unsigned char)*p] == C_PLAIN)
+            p++;
+        if (p > seg)
+            luaL_addlstring(&b, seg, (size_t)(p - seg));
+        if (p >= end)
+            return fail(ps, p, "unterminated string");
+        switch (str_class[(unsigned char)*p]) {
+        case C_QUOTE:
+            luaL_pushresult(&b);
+            ps->p = p + 1;
+            return 0;
+        case C_CTRL:
+            return fail(ps, p, "control character in string");
+        case C_UTF8: {
+            size_t n = utf8_len((const unsigned char *)p, (const unsigned char *)end);
+            if (!n)
+                return fail(ps, p, "invalid UTF-8 in string");
+            luaL_addlstring(&b, p, n);
+            p += n;
+            break;
+        }
+        case C_BSLASH: {
+            if (end - p < 2)
+                return fail(ps, p, "unterminated string");
+            char c = p[1];
+            const char *esc = p;
+            p += 2;
+            switch (c) {
+            case '"': luaL_addchar(&b, '"'); break;
+            case '\\': luaL_addchar(&b, '\\'); break;
+            case '/': luaL_addchar(&b, '/'); break;
+            case 'b': luaL_addchar(&b, '\b'); break;
+            case 'f': luaL_addchar(&b, '\f'); break;
+            case 'n': luaL_addchar(&b, '\n'); break;
+            case 'r': luaL_addchar(&b, '\r'); break;
+            case 't': luaL_addchar(&b, '\t'); break;
+            case 'u': {
+                unsigned cp, lo;
+                if (end - p < 4 || hex4(p, &cp))
+                    return fail(ps, esc, "invalid \\u escape");
+                p += 4;
+                if (cp >= 0xDC00 && cp <= 0xDFFF)
+                    return fail(ps, esc, "lone low surrogate in \\u escape");
+                if (cp >= 0xD800 && cp <= 0xDBFF) {
+                    /* A high surrogate must be followed by an escaped low surrogate. */
+                    if (end - p < 6 || p[0] != '\\' || p[1] != 'u' || hex4(p + 2, &lo) ||
+                        lo < 0xDC00 || lo > 0xDFFF)
+                        return fail(ps, esc, "lone high surrogate in \\u escape");
+                    p += 6;
+                    cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                }
+                char u[4];
+                luaL_addlstring(&b, u, put_utf8(u, cp));
+                break;
+            }
+            default:
+                return fail(ps, esc, "invalid escape in string");
+            }
+            break;
+        }
+        }
+    }
+}
+
+/* ps->p is just past the opening quote. Pushes the string. */
+static int parse_string(struct parser *ps)
+{
+    const char *p = ps->p, *end = ps->end;
+    const char *seg = p;
+    for (;;) {
+        while (p < end && str_class[(unsigned char)*p] == C_PLAIN)
+            p++;
+        if (p >= end)
+            return fail(ps, p, "unterminated string");
+        switch (str_class[(unsigned char)*p]) {
+        case C_QUOTE:
+            lua_pushlstring(ps->L, seg, (size_t)(p - seg));
+            ps->p = p + 1;
+            return 0;
+        case C_CTRL:
+            return fail(ps, p, "control character in string");
+        case C_UTF8: {
+            size_t n = utf8_len((const unsigned char *)p, (const unsigned char *)end);
+            if (!n)
+                return fail(ps, p, "invalid UTF-8 in string");
+            p += n;
+            break;
+        }
+        default: /* backslash: switch to the copying path */
+            ps->p = p;
+            return parse_string_escaped(ps, seg);
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Numbers                                                                              */
+/* ------------------------------------------------------------------------------------ */
+
+/* Exactly representable powers of ten (Clinger's fast path needs e <= 22). */
+static const double pow10_exact[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                     1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                     1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+static inline bool is_digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+static int parse_number(struct parser *ps)
+{
+    const char *start = ps->p, *p = ps->p, *end = ps->end;
+    bool neg = false, is_int = true, exact = true;
+    uint64_t m = 0;   /* all significant digits, while they fit */
+    int ndigits = 0;  /* digits accumulated into m */
+    int frac = 0;     /* digits after the '.' that went into m */
+    long exp10 = 0;
+
+    if (*p == '-') {
+        neg = true;
+        p++;
+    }
+    if (p >= end || !is_digit(*p))
+        return fail(ps, start, "invalid number");
+    if (*p == '0') {
+        p++;
+        if (p < end && is_digit(*p))
+            return fail(ps, start, "leading zero in number");
+    } else {
+        while (p < end && is_digit(*p)) {
+            if (ndigits < 19) {
+                m = m * 10 + (uint64_t)(*p - '0');
+                ndigits++;
+            } else {
+                exact = false; /* too many digits for a uint64 mantissa */
+            }
+            p++;
+        }
+    }
+    if (p < end && *p == '.') {
+        is_int = false;
+        p++;
+        if (p >= end || !is_digit(*p))
+            return fail(ps, p, "digit expected after '.'");
+        while (p < end && is_digit(*p)) {
+            if (ndigits < 19) {
+                m = m * 10 + (uint64_t)(*p - '0');
+                if (m)
+                    ndigits++;
+                frac++;
+            } else {
+                exact = false;
+            }
+            p++;
+        }
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        is_int = false;
+        p++;
+        bool eneg = false;
+        if (p < end && (*p == '+' || *p == '-'))
+            eneg = *p++ == '-';
+        if (p >= end || !is_digit(*p))
+            return fail(ps, p, "digit expected in exponent");
+        while (p < end && is_digit(*p)) {
+            if (exp10 < 100000)
+                exp10 = exp10 * 10 + (*p - '0');
+            p++;
+        }
+        if (eneg)
+            exp10 = -exp10;
+    }
+    ps->p = p;
+
+    if (is_int && exact) {
+        /* 19 digits always fit in uint64; int64 takes up to 2^63-1 (2^63 when negative). */
+        if (!neg && m <= (uint64_t)INT64_MAX) {
+            lua_pushinteger(ps->L, (lua_Integer)m);
+            return 0;
+        }
+        if (neg && m <= (uint64_t)INT64_MAX + 1) {
+            lua_pushinteger(ps->L, (lua_Integer)(0 - m));
+            return 0;
+        }
+    }
+    if (exact) {
+        /* Clinger: m and 10^|e| are exact doubles, one IEEE operation rounds correctly. */
+        long e = exp10 - frac;
+        if (m <= (1ULL << 53) && e >= -22 && e <= 22) {
+            double d = (double)m;
+            d = e < 0 ? d / pow10_exact[-e] : d * pow10_exact[e];
+            lua_pushnumber(ps->L, neg ? -d : d);
+            return 0;
+        }
+    }
+    /* Rare: long mantissa or big exponent. strtod needs a NUL-terminated copy. */
+    size_t n = (size_t)(p - start);
+    char small[64];
+    char *tmp = n < sizeof small ? small : malloc(n + 1);
+    if (!tmp)
+        return luaL_error(ps->L, "not enough memory");
+    memcpy(tmp, start, n);
+    tmp[n] = '\0';
+    double d = strtod(tmp, NULL);
+    if (tmp != small)
+        free(tmp);
+    lua_pushnumber(ps->L, d);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Values                                                                               */
+/* ------------------------------------------------------------------------------------ */
+
+static int parse_value(struct parser *ps, int depth);
+
+static int parse_object(struct parser *ps, int depth)
+{
+    lua_State *L = ps->L;
+    const char *open = ps->p;
+    if (depth >= JSONLUA_MAX_DEPTH)
+        return fail(ps, open, "nesting too deep");
+    luaL_checkstack(L, 4, "json nesting");
+    ps->p++;
+    lua_createtable(L, 0, 4);
+    skip_ws(ps);
+    if (ps->p < ps->end && *ps->p == '}') {
+        ps->p++;
+        return 0;
+    }
+    for (;;) {
+        if (ps->p >= ps->end || *ps->p != '"')
+            return fail(ps, ps->p, "object key (string) expected");
+        ps->p++;
+        if (parse_string(ps))
+            return -1;
+        skip_ws(ps);
+        if (ps->p >= ps->end || *ps->p != ':')
+            return fail(ps, ps->p, "':' expected after object key");
+        ps->p++;
+        skip_ws(ps);
+        if (parse_value(ps, depth + 1))
+            return -1;
+        lua_rawset(L, -3);
+        skip_ws(ps);
+        if (ps->p >= ps->end)
+            return fail(ps, ps->p, "unterminated object");
+        if (*ps->p == ',') {
+            ps->p++;
+            skip_ws(ps);
+            continue;
+        }
+        if (*ps->p == '}') {
+            ps->p++;
+            return 0;
+        }
+        return fail(ps, ps->p, "',' or '}' expected in object");
+    }
+}
+
+static int parse_array(struct parser *ps, int depth)
+{
+    lua_State *L = ps->L;
+    if (depth >= JSONLUA_MAX_DEPTH)
+        return fail(ps, ps->p, "nesting too deep");
+    luaL_checkstack(L, 4, "json nesting");
+    ps->p++;
+    lua_createtable(L, 4, 0);
+    skip_ws(ps);
+    if (ps->p < ps->end && *ps->p == ']') {
+        ps->p++;
+        return 0;
+    }
+    for (lua_Integer i = 1;; i++) {
+        if (parse_value(ps, depth + 1))
+            return -1;
+        lua_rawseti(L, -2, i);
+        skip_ws(ps);
+        if (ps->p >= ps->end)
+            return fail(ps, ps->p, "unterminated array");
+        if (*ps->p == ',') {
+            ps->p++;
+            skip_ws(ps);
+            continue;
+        }
+        if (*ps->p == ']') {
+            ps->p++;
+            return 0;
+        }
+        return fail(ps, ps->p, "',' or ']' expected in array");
+    }
+}
+
+static int parse_literal(struct parser *ps, const char *word, size_t n)
+{
+    if ((size_t)(ps->end - ps->p) < n || memcmp(ps->p, word, n) != 0)
+        return fail(ps, ps->p, "invalid literal");
+    ps->p += n;
+    return 0;
+}
+
+static int parse_value(struct parser *ps, int depth)
+{
+    if (ps->p >= ps->end)
+        return fail(ps, ps->p, "value expected");
+    switch (*ps->p) {
+    case '{':
+        return parse_object(ps, depth);
+    case '[':
+        return parse_array(ps, depth);
+    case '"':
+        ps->p++;
+        return parse_string(ps);
+    case 't':
+        if (parse_literal(ps, "true", 4))
+            return -1;
+        lua_pushboolean(ps->L, 1);
+        return 0;
+    case 'f':
+        if (parse_literal(ps, "false", 5))
+            return -1;
+        lua_pushboolean(ps->L, 0);
+        return 0;
+    case 'n':
+        if (parse_literal(ps, "null", 4))
+            return -1;
+        lua_pushlightuserdata(ps->L, jsonlua_null());
+        return 0;
+    default:
+        if (*ps->p == '-' || is_digit(*ps->p))
+            return parse_number(ps);
+        return fail(ps, ps->p, "value expected");
+    }
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Entry point                                                                          */
+/* ------------------------------------------------------------------------------------ */
+
+int jsonlua_decode(lua_State *L, const char *s, size_t len, char *err, size_t errlen)
+{
+    struct parser ps = {.L = L, .start = s, .p = s, .end = s + len};
+    int top = lua_gettop(L);
+    luaL_checkstack(L, 8, "json");
+    skip_ws(&ps);
+    if (parse_value(&ps, 0) == 0) {
+        skip_ws(&ps);
+        if (ps.p == ps.end)
+            return 0;
+        fail(&ps, ps.p, "trailing characters after JSON value");
+    }
+    lua_settop(L, top);
+    if (err && errlen)
+        snprintf(err, errlen, "offset %zu: %s", (size_t)(ps.err_at - s), ps.err_msg);
+    return -EBADMSG;
+}

@@ -1,0 +1,1403 @@
+/*
+ * rules.c — the Lua 5.4 rule engine: sandboxed state per rule, the `gw` API, budgets, hot
+ * reload. See rules.h for the contract and docs/rules.md for the rule author's view.
+ *
+ * Isolation, in the order a hostile rule meets it:
+ *   - One lua_State per rule, created with our own lua_Alloc that counts bytes and refuses
+ *     to grow past the configured cap (HAProxy hlua.c style), so a memory bomb is an
+ *     ordinary Lua "not enough memory" error inside that state only.
+ *   - Only base/string/table/math/utf8 are opened; dofile, loadfile, string.dump are gone,
+ *     collectgarbage only answers "count", load only takes text chunks (bytecode can crash
+ *     the VM), setmetatable refuses __gc (finalizers would run outside any budget, in
+ *     whatever thread happens to trigger the GC) and the string metatable is locked.
+ *   - Every call into the rule runs on a coroutine with a count hook. When the instruction
+ *     budget is spent the hook yields out of the coroutine (lua_resume returns LUA_YIELD), so
+ *     no pcall inside the rule can catch it. Where a yield is impossible (inside a C
+ *     function such as table.sort's comparator or a message handler) the hook raises an
+ *     error instead and keeps firing every 1000 instructions; the sandbox's pcall/xpcall
+ *     re-raise any error once the budget is spent, so that error cannot be swallowed either.
+ *   - A coroutine that failed or overran is dropped (not lua_resetthread'ed: resetting runs
+ *     pending __close handlers outside the yieldable context, i.e. more rule code without a
+ *     reliable budget); the next call makes a fresh one. A coroutine that finished normally
+ *     is reused, which is the common case and saves a thread allocation per packet.
+ *
+ * Known limit: the budget counts VM instructions, so a single C library call is not
+ * interrupted (e.g. a pathological string.find pattern on a long subject). Memory stays
+ * capped; the time of such a call is bounded only by the subject size.
+ *
+ * Owner: rules engineer.
+ */
+#include "rules.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+
+#include "buf.h"
+#include "jsonlua.h"
+#include "lineproto.h"
+#include "log.h"
+#include "util.h"
+
+#define DEFAULT_MEM_LIMIT   (32u * 1024u * 1024u)
+#define DEFAULT_INSTR_LIMIT 10000000ull
+#define OVERRUN_RECHECK     1000   /* hook period once the budget is spent */
+#define MAX_TAGS            32
+#define MAX_FIELDS          64
+#define JSON_MAX_DEPTH      64
+#define JSON_MAX_NODES      100000 /* cJSON trees live outside the Lua memory cap */
+#define STATE_MAX_DEPTH     100    /* gw.state nesting copied across a reload */
+#define MAX_RULE_SIZE       (4u * 1024u * 1024u)
+
+/* ------------------------------------------------------------------------------------ */
+/* Types                                                                                */
+/* ------------------------------------------------------------------------------------ */
+
+/* One loaded rule: a Lua state and what the hooks need to police it. */
+struct rule_state {
+    struct rules *r;
+    lua_State *L;
+    lua_State *co;      /* reusable call thread; NULL after a failed call */
+    int co_ref;         /* registry ref anchoring co */
+    int gw_ref;         /* registry ref of our gw table (gw.state lives there) */
+    int chunk_ref;      /* registry ref of the compiled rule chunk until it has run */
+    size_t mem_used;
+    size_t mem_limit;
+    uint64_t instr_left;/* budget beyond the current hook period */
+    bool overrun;       /* budget spent in the current call */
+    int64_t ts_ns;      /* default gw.point timestamp of the current call */
+};
+
+struct rules {
+    char *path;
+    char *chunkname;    /* "@" path: what Lua reports in ar.source */
+    char short_src[LUA_IDSIZE]; /* what Lua prints in "file:line:" messages */
+    char *prefix;
+    size_t mem_limit;
+    uint64_t instr_limit;
+    struct rule_sink sink;
+    struct rule_state *live;
+    struct rules_stats stats;
+    struct buf lp;      /* scratch for one encoded point */
+};
+
+enum call_kind { CALL_CHUNK, CALL_INIT, CALL_PACKET, CALL_LINE, CALL_TICK };
+
+/* Everything the trampoline needs, passed as a light userdata. */
+struct call {
+    enum call_kind kind;
+    const char *source;
+    uint64_t line_no;
+    int64_t rx_ns;
+    const char *text;   /* JSON for CALL_PACKET, the line for CALL_LINE */
+    size_t len;
+    double now;         /* CALL_TICK */
+    bool decode_failed;
+    char *err;
+    size_t errlen;
+};
+
+static inline struct rule_state *state_of(lua_State *L)
+{
+    return *(struct rule_state **)lua_getextraspace(L);
+}
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (!err || !errlen)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Memory cap                                                                           */
+/* ------------------------------------------------------------------------------------ */
+
+/*
+ * lua_Alloc that counts live bytes and refuses growth past the cap. Refusing makes Lua run
+ * an emergency collection and retry, then raise "not enough memory". Shrinks and frees are
+ * never refused (Lua may not expect them to fail).
+ */
+static void *sb_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    struct rule_state *st = ud;
+    if (!ptr)
+        osize = 0; /* osize then encodes the object type, not a size */
+    if (nsize == 0) {
+        free(ptr);
+        st->mem_used -= osize;
+        return NULL;
+    }
+    if (nsize > osize && nsize - osize > st->mem_limit - st->mem_used)
+        return NULL;
+    void *p = realloc(ptr, nsize);
+    if (!p)
+        return NULL;
+    st->mem_used = st->mem_used - osize + nsize;
+    return p;
+}
+
+static int sb_panic(lua_State *L)
+{
+    const char *msg = lua_tostring(L, -1);
+    log_error("rule_panic", "msg=%s", msg ? msg : "?");
+    abort(); /* unreachable by design: every entry into Lua is protected */
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Instruction budget                                                                   */
+/* ------------------------------------------------------------------------------------ */
+
+static void sb_hook(lua_State *L, lua_Debug *ar)
+{
+    struct rule_state *st = state_of(L);
+    if (ar->event != LUA_HOOKCOUNT)
+        return;
+    if (!st->overrun && st->instr_left > 0) {
+        /* Budgets above INT_MAX run in several hook periods. */
+        int n = st->instr_left > INT_MAX ? INT_MAX : (int)st->instr_left;
+        st->instr_left -= (uint64_t)n;
+        lua_sethook(L, sb_hook, LUA_MASKCOUNT, n);
+        return;
+    }
+    if (!st->overrun) {
+        st->overrun = true;
+        lua_sethook(L, sb_hook, LUA_MASKCOUNT, OVERRUN_RECHECK);
+    }
+    if (lua_isyieldable(L)) {
+        lua_yield(L, 0); /* unwinds to lua_resume with LUA_YIELD: no pcall sees it */
+        return;
+    }
+    luaL_error(L, "instruction budget exceeded");
+}
+
+static void arm_budget(struct rule_state *st, lua_State *co)
+{
+    uint64_t lim = st->r->instr_limit;
+    int n = lim > INT_MAX ? INT_MAX : (int)lim;
+    st->instr_left = lim - (uint64_t)n;
+    st->overrun = false;
+    lua_sethook(co, sb_hook, LUA_MASKCOUNT, n);
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Sandboxed base functions                                                             */
+/* ------------------------------------------------------------------------------------ */
+
+/* Same as the stock pcall/xpcall continuation, except a spent budget is re-raised. */
+static int sb_finishpcall(lua_State *L, int status, lua_KContext extra)
+{
+    if (status != LUA_OK && status != LUA_YIELD) {
+        if (state_of(L)->overrun)
+            return lua_error(L);
+        lua_pushboolean(L, 0);
+        lua_pushvalue(L, -2);
+        return 2;
+    }
+    return lua_gettop(L) - (int)extra;
+}
+
+static int sb_pcall(lua_State *L)
+{
+    luaL_checkany(L, 1);
+    lua_pushboolean(L, 1);
+    lua_insert(L, 1);
+    int status = lua_pcallk(L, lua_gettop(L) - 2, LUA_MULTRET, 0, 0, sb_finishpcall);
+    return sb_finishpcall(L, status, 0);
+}
+
+static int sb_xpcall(lua_State *L)
+{
+    int n = lua_gettop(L);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    lua_pushboolean(L, 1);
+    lua_pushvalue(L, 1);
+    lua_rotate(L, 3, 2);
+    int status = lua_pcallk(L, n - 2, LUA_MULTRET, 2, 2, sb_finishpcall);
+    return sb_finishpcall(L, status, 2);
+}
+
+/* load(chunk [, chunkname [, mode [, env]]]): string chunks only, always text mode. */
+static int sb_load(lua_State *L)
+{
+    size_t len;
+    if (lua_type(L, 1) != LUA_TSTRING)
+        return luaL_argerror(L, 1, "string expected (rules cannot load from functions)");
+    const char *s = lua_tolstring(L, 1, &len);
+    const char *name = luaL_optstring(L, 2, s);
+    int has_env = !lua_isnone(L, 4);
+    int status = luaL_loadbufferx(L, s, len, name, "t");
+    if (status != LUA_OK) {
+        luaL_pushfail(L);
+        lua_insert(L, -2);
+        return 2;
+    }
+    if (has_env) {
+        lua_pushvalue(L, 4);
+        if (!lua_setupvalue(L, -2, 1))
+            lua_pop(L, 1);
+    }
+    return 1;
+}
+
+static int sb_collectgarbage(lua_State *L)
+{
+    const char *opt = luaL_optstring(L, 1, "collect");
+    if (strcmp(opt, "count") != 0)
+        return luaL_error(L, "collectgarbage: only \"count\" is available to rules");
+    lua_pushnumber(L, (double)lua_gc(L, LUA_GCCOUNT, 0) + (double)lua_gc(L, LUA_GCCOUNTB, 0) / 1024);
+    return 1;
+}
+
+static int sb_setmetatable(lua_State *L)
+{
+    int t = lua_type(L, 2);
+    luaL_checktype(L, 1, LUA_TTABLE);
+    luaL_argexpected(L, t == LUA_TNIL || t == LUA_TTABLE, 2, "nil or table");
+    if (t == LUA_TTABLE) {
+        lua_pushliteral(L, "__gc");
+        int gc = lua_rawget(L, 2);
+        lua_pop(L, 1);
+        if (gc != LUA_TNIL)
+            return luaL_error(L, "__gc metamethods are not available to rules");
+    }
+    if (luaL_getmetafield(L, 1, "__metatable") != LUA_TNIL)
+        return luaL_error(L, "cannot change a protected metatable");
+    lua_settop(L, 2);
+    lua_setmetatable(L, 1);
+    return 1;
+}
+
+/* "file:line" of the Lua code calling the current C function (level 1), or "". */
+static void caller_where(lua_State *L, char *out, size_t n)
+{
+    lua_Debug ar;
+    out[0] = '\0';
+    if (lua_getstack(L, 1, &ar) && lua_getinfo(L, "Sl", &ar) && ar.currentline > 0)
+        snprintf(out, n, "%s:%d", ar.short_src, ar.currentline);
+}
+
+static void emit_log(struct rule_state *st, int level, const char *where, const char *msg)
+{
+    struct rules *r = st->r;
+    if (r->sink.log) {
+        r->sink.log(r->sink.ud, level, where, msg);
+        return;
+    }
+    if (!log_enabled(level))
+        return;
+    char qw[256], qm[1024];
+    log_emit(level, "rule_log", "where=%s msg=%s", log_quote(qw, sizeof qw, where, (size_t)-1),
+             log_quote(qm, sizeof qm, msg, (size_t)-1));
+}
+
+/* print(...) goes to the gateway log at info level, arguments separated by tabs. */
+static int sb_print(lua_State *L)
+{
+    int n = lua_gettop(L);
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    for (int i = 1; i <= n; i++) {
+        luaL_tolstring(L, i, NULL);
+        luaL_addvalue(&b);
+        if (i < n)
+            luaL_addchar(&b, '\t');
+    }
+    luaL_pushresult(&b);
+    char where[LUA_IDSIZE + 16];
+    caller_where(L, where, sizeof where);
+    emit_log(state_of(L), LL_INFO, where, lua_tostring(L, -1));
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Value formatting shared by gw.publish, gw.point and gw.json                          */
+/* ------------------------------------------------------------------------------------ */
+
+/* Integer text, "%lld". out >= 24 bytes. */
+static size_t fmt_int(char *out, lua_Integer v)
+{
+    return (size_t)snprintf(out, 24, "%lld", (long long)v);
+}
+
+/*
+ * Shortest round-trip float text that always reads as a float: "24.0", "27.6", "1e+300".
+ * out >= 40 bytes. The caller has checked isfinite().
+ */
+static size_t fmt_float(char *out, double v)
+{
+    size_t n = (size_t)lp_format_double(out, 40, v);
+    if (!strpbrk(out, ".eEn")) {
+        memcpy(out + n, ".0", 3);
+        n += 2;
+    }
+    return n;
+}
+
+/* Scalar (number) as text for a payload or tag value; raises on NaN/Inf. out >= 40. */
+static size_t fmt_number(lua_State *L, int idx, char *out, const char *what)
+{
+    if (lua_isinteger(L, idx))
+        return fmt_int(out, lua_tointeger(L, idx));
+    double d = lua_tonumber(L, idx);
+    if (!isfinite(d))
+        luaL_error(L, "%s: non-finite number (nan/inf) cannot be sent", what);
+    return fmt_float(out, d);
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* JSON encoding (cJSON)                                                                */
+/* ------------------------------------------------------------------------------------ */
+
+/* Sort an object's children by key so payloads are deterministic (Lua's hash order is not). */
+static void sort_children(cJSON *obj)
+{
+    cJSON *sorted = NULL;
+    cJSON *c = obj->child;
+    while (c) {
+        cJSON *next = c->next;
+        cJSON **pp = &sorted;
+        while (*pp && strcmp((*pp)->string, c->string) <= 0)
+            pp = &(*pp)->next;
+        c->next = *pp;
+        *pp = c;
+        c = next;
+    }
+    /* Rebuild the prev links: cJSON keeps child->prev pointing at the last element. */
+    cJSON *prev = NULL;
+    for (c = sorted; c; c = c->next) {
+        c->prev = prev;
+        prev = c;
+    }
+    if (sorted)
+        sorted->prev = prev;
+    obj->child = sorted;
+}
+
+/*
+ * Convert the Lua value at idx (absolute) into a cJSON tree. Uses only Lua API calls that
+ * cannot raise (no allocation on the Lua side), so a failure can free the tree and report
+ * *why instead of longjmp-ing past it. Numbers are emitted as raw text so integers stay
+ * integers and floats keep their ".0".
+ */
+static cJSON *to_cjson(lua_State *L, int idx, int depth, size_t *nodes, const char **why)
+{
+    char num[48];
+    if (++*nodes > JSON_MAX_NODES) {
+        *why = "value too large to encode";
+        return NULL;
+    }
+    switch (lua_type(L, idx)) {
+    case LUA_TNIL:
+        return cJSON_CreateNull();
+    case LUA_TLIGHTUSERDATA:
+        if (lua_touserdata(L, idx) == jsonlua_null())
+            return cJSON_CreateNull();
+        break;
+    case LUA_TBOOLEAN:
+        return cJSON_CreateBool(lua_toboolean(L, idx));
+    case LUA_TNUMBER:
+        if (lua_isinteger(L, idx)) {
+            fmt_int(num, lua_tointeger(L, idx));
+        } else {
+            double d = lua_tonumber(L, idx);
+            if (!isfinite(d)) {
+                *why = "non-finite number (nan/inf) has no JSON form";
+                return NULL;
+            }
+            fmt_float(num, d);
+        }
+        return cJSON_CreateRaw(num);
+    case LUA_TSTRING: {
+        size_t len;
+        const char *s = lua_tolstring(L, idx, &len);
+        if (strlen(s) != len) {
+            *why = "string with a NUL byte cannot be encoded";
+            return NULL;
+        }
+        return cJSON_CreateString(s);
+    }
+    case LUA_TTABLE: {
+        if (depth >= JSON_MAX_DEPTH) {
+            *why = "table nested too deeply (or cyclic)";
+            return NULL;
+        }
+        if (!lua_checkstack(L, 4)) {
+            *why = "Lua stack exhausted";
+            return NULL;
+        }
+        size_t n = (size_t)lua_rawlen(L, idx), count = 0;
+        lua_pushnil(L);
+        while (lua_next(L, idx)) {
+            count++;
+            lua_pop(L, 1);
+        }
+        cJSON *out;
+        if (n > 0 && count == n) {
+            out = cJSON_CreateArray();
+            for (size_t i = 1; out && i <= n; i++) {
+                lua_rawgeti(L, idx, (lua_Integer)i);
+                cJSON *item = to_cjson(L, lua_gettop(L), depth + 1, nodes, why);
+                lua_pop(L, 1);
+                if (!item) {
+                    cJSON_Delete(out);
+                    return NULL;
+                }
+                cJSON_AddItemToArray(out, item);
+            }
+        } else {
+            out = cJSON_CreateObject();
+            lua_pushnil(L);
+            while (out && lua_next(L, idx)) {
+                size_t klen;
+                const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &klen)
+                                                               : NULL;
+                if (!k || strlen(k) != klen) {
+                    lua_pop(L, 2);
+                    cJSON_Delete(out);
+                    *why = "object keys must be strings (or the table a sequence 1..n)";
+                    return NULL;
+                }
+                cJSON *item = to_cjson(L, lua_gettop(L), depth + 1, nodes, why);
+                lua_pop(L, 1);
+                if (!item) {
+                    lua_pop(L, 1);
+                    cJSON_Delete(out);
+                    return NULL;
+                }
+                cJSON_AddItemToObject(out, k, item);
+            }
+            if (out)
+                sort_children(out);
+        }
+        if (!out)
+            *why = "out of memory";
+        return out;
+    }
+    default:
+        break;
+    }
+    *why = "value of this type has no JSON form (function, userdata or thread)";
+    return NULL;
+}
+
+static int push_cstring(lua_State *L)
+{
+    lua_pushstring(L, lua_touserdata(L, 1));
+    return 1;
+}
+
+/* Encode the value at idx and push the JSON text. Raises "<what>: <why>" on failure. */
+static void push_json(lua_State *L, int idx, const char *what)
+{
+    size_t nodes = 0;
+    const char *why = "out of memory";
+    idx = lua_absindex(L, idx);
+    luaL_checkstack(L, 8, "json");
+    cJSON *root = to_cjson(L, idx, 0, &nodes, &why);
+    char *txt = root ? cJSON_PrintUnformatted(root) : NULL;
+    cJSON_Delete(root);
+    if (!txt)
+        luaL_error(L, "%s: %s", what, root ? "out of memory" : why);
+    /* Push under a pcall: a memory error must not leak the malloc'd text. */
+    lua_pushcfunction(L, push_cstring);
+    lua_pushlightuserdata(L, txt);
+    int rc = lua_pcall(L, 1, 1, 0);
+    cJSON_free(txt);
+    if (rc != LUA_OK)
+        lua_error(L);
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* The gw API                                                                           */
+/* ------------------------------------------------------------------------------------ */
+
+static const char *check_str(lua_State *L, int idx, size_t *len, const char *what)
+{
+    if (lua_type(L, idx) != LUA_TSTRING)
+        luaL_error(L, "%s must be a string, got %s", what, luaL_typename(L, idx));
+    return lua_tolstring(L, idx, len);
+}
+
+static const char *topic_problem(const char *t, size_t len)
+{
+    if (len == 0)
+        return "is empty";
+    if (len > 65535)
+        return "is longer than 65535 bytes";
+    if (memchr(t, '\0', len))
+        return "contains a NUL byte";
+    if (memchr(t, '+', len) || memchr(t, '#', len))
+        return "contains a wildcard ('+' or '#')";
+    if (!jsonlua_utf8_valid(t, len))
+        return "is not valid UTF-8";
+    return NULL;
+}
+
+/* gw.publish(topic, payload [, qos=1 [, retain=false]]) -> true | false (sink refused) */
+static int gw_publish(lua_State *L)
+{
+    struct rule_state *st = state_of(L);
+    struct rules *r = st->r;
+    size_t tlen, plen = 0;
+    const char *topic = check_str(L, 1, &tlen, "gw.publish: topic");
+    const char *bad = topic_problem(topic, tlen);
+    if (bad)
+        return luaL_error(L, "gw.publish: topic %s", bad);
+    lua_Integer qos = 1;
+    if (!lua_isnoneornil(L, 3)) {
+        int isnum;
+        qos = lua_tointegerx(L, 3, &isnum);
+        if (!isnum || qos < 0 || qos > 2)
+            return luaL_error(L, "gw.publish: qos must be 0, 1 or 2");
+    }
+    bool retain = false;
+    if (!lua_isnoneornil(L, 4)) {
+        if (lua_type(L, 4) != LUA_TBOOLEAN)
+            return luaL_error(L, "gw.publish: retain must be a boolean");
+        retain = lua_toboolean(L, 4);
+    }
+    char num[48];
+    const char *payload;
+    switch (lua_type(L, 2)) {
+    case LUA_TSTRING:
+        payload = lua_tolstring(L, 2, &plen);
+        break;
+    case LUA_TNUMBER:
+        plen = fmt_number(L, 2, num, "gw.publish");
+        payload = num;
+        break;
+    case LUA_TBOOLEAN:
+        payload = lua_toboolean(L, 2) ? "true" : "false";
+        plen = strlen(payload);
+        break;
+    case LUA_TTABLE:
+    case LUA_TLIGHTUSERDATA:
+        push_json(L, 2, "gw.publish");
+        payload = lua_tolstring(L, -1, &plen);
+        break;
+    default:
+        return luaL_error(L, "gw.publish: payload must be a string, number, boolean or table, "
+                             "got %s", luaL_typename(L, 2));
+    }
+    int rc = 0;
+    if (r->sink.publish) {
+        rc = r->sink.publish(r->sink.ud, topic, payload, plen, (int)qos, retain);
+        r->stats.publishes++;
+        if (rc < 0) {
+            char qt[256];
+            log_warn("rule_publish_failed", "topic=%s rc=%d",
+                     log_quote(qt, sizeof qt, topic, tlen), rc);
+        }
+    }
+    lua_pushboolean(L, rc == 0);
+    return 1;
+}
+
+/* A tag or field key: a string without NUL (line protocol takes C strings). */
+static const char *check_key(lua_State *L, int idx, const char *what)
+{
+    size_t len;
+    if (lua_type(L, idx) != LUA_TSTRING)
+        luaL_error(L, "gw.point: %s must be strings, got %s", what, luaL_typename(L, idx));
+    const char *k = lua_tolstring(L, idx, &len);
+    if (strlen(k) != len)
+        luaL_error(L, "gw.point: %s contains a NUL byte", what);
+    return k;
+}
+
+/* gw.point(measurement, tags, fields [, ts_ns]) -> true | false (sink refused) */
+static int gw_point(lua_State *L)
+{
+    struct rule_state *st = state_of(L);
+    struct rules *r = st->r;
+    struct lp_tag tags[MAX_TAGS];
+    struct lp_field fields[MAX_FIELDS];
+    char tagnum[MAX_TAGS][48];
+    size_t nt = 0, nf = 0, mlen;
+
+    const char *meas = check_str(L, 1, &mlen, "gw.point: measurement");
+    if (strlen(meas) != mlen)
+        return luaL_error(L, "gw.point: measurement contains a NUL byte");
+
+    if (lua_type(L, 2) == LUA_TTABLE) {
+        lua_pushnil(L);
+        while (lua_next(L, 2)) {
+            if (nt == MAX_TAGS)
+                return luaL_error(L, "gw.point: more than %d tags", MAX_TAGS);
+            tags[nt].key = check_key(L, -2, "tag keys");
+            switch (lua_type(L, -1)) {
+            case LUA_TSTRING:
+                tags[nt].value = check_key(L, -1, "tag values");
+                break;
+            case LUA_TNUMBER:
+                fmt_number(L, -1, tagnum[nt], "gw.point");
+                tags[nt].value = tagnum[nt];
+                break;
+            default:
+                return luaL_error(L, "gw.point: tag %s must be a string or number, got %s",
+                                  tags[nt].key, luaL_typename(L, -1));
+            }
+            nt++;
+            lua_pop(L, 1);
+        }
+    } else if (!lua_isnil(L, 2)) {
+        return luaL_error(L, "gw.point: tags must be a table or nil");
+    }
+
+    switch (lua_type(L, 3)) {
+    case LUA_TNUMBER:
+        /* Shorthand: the brief's schema, one float field "value" (84190 -> value=84190). */
+        fields[0].key = "value";
+        fields[0].type = LP_FLOAT;
+        fields[0].v.f = lua_tonumber(L, 3);
+        nf = 1;
+        break;
+    case LUA_TTABLE:
+        lua_pushnil(L);
+        while (lua_next(L, 3)) {
+            if (nf == MAX_FIELDS)
+                return luaL_error(L, "gw.point: more than %d fields", MAX_FIELDS);
+            struct lp_field *f = &fields[nf];
+            f->key = check_key(L, -2, "field keys");
+            switch (lua_type(L, -1)) {
+            case LUA_TNUMBER:
+                if (lua_isinteger(L, -1)) {
+                    f->type = LP_INT;
+                    f->v.i = lua_tointeger(L, -1);
+                } else {
+                    f->type = LP_FLOAT;
+                    f->v.f = lua_tonumber(L, -1);
+                }
+                break;
+            case LUA_TBOOLEAN:
+                f->type = LP_BOOL;
+                f->v.b = lua_toboolean(L, -1);
+                break;
+            case LUA_TSTRING:
+                f->type = LP_STRING;
+                f->v.s.s = lua_tolstring(L, -1, &f->v.s.len);
+                break;
+            default:
+                return luaL_error(L, "gw.point: field %s must be a number, boolean or string, "
+                                     "got %s", f->key, luaL_typename(L, -1));
+            }
+            nf++;
+            lua_pop(L, 1);
+        }
+        break;
+    default:
+        return luaL_error(L, "gw.point: fields must be a number or a table, got %s",
+                          luaL_typename(L, 3));
+    }
+
+    int64_t ts = st->ts_ns;
+    if (!lua_isnoneornil(L, 4)) {
+        int isnum;
+        ts = (int64_t)lua_tointegerx(L, 4, &isnum);
+        if (!isnum)
+            return luaL_error(L, "gw.point: ts_ns must be an integer (nanoseconds)");
+    }
+
+    buf_clear(&r->lp);
+    int rc = lp_encode(&r->lp, meas, tags, nt, fields, nf, ts);
+    if (rc == -EINVAL)
+        return luaL_error(L, "gw.point: invalid point (no fields, an empty name/key/tag value, "
+                             "a newline in a name/key/tag, or a nan/inf float)");
+    if (rc < 0)
+        return luaL_error(L, "gw.point: out of memory");
+    rc = 0;
+    if (r->sink.write) {
+        rc = r->sink.write(r->sink.ud, r->lp.p, r->lp.len);
+        r->stats.points++;
+        if (rc < 0)
+            log_warn("rule_point_failed", "measurement=%s rc=%d", meas, rc);
+    }
+    lua_pushboolean(L, rc == 0);
+    return 1;
+}
+
+/* gw.log(level, msg): level is "debug", "info", "warn" or "error". */
+static int gw_log(lua_State *L)
+{
+    const char *lv = luaL_checkstring(L, 1);
+    int level = log_level_parse(lv);
+    if (level < 0)
+        return luaL_error(L, "gw.log: level must be \"debug\", \"info\", \"warn\" or \"error\"");
+    const char *msg = luaL_tolstring(L, 2, NULL);
+    char where[LUA_IDSIZE + 16];
+    caller_where(L, where, sizeof where);
+    emit_log(state_of(L), level, where, msg);
+    return 0;
+}
+
+static int gw_now(lua_State *L)
+{
+    lua_pushnumber(L, (double)util_now_ns() / 1e9);
+    return 1;
+}
+
+static int gw_now_ns(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)util_now_ns());
+    return 1;
+}
+
+/* gw.iso8601([seconds]) -> "2026-11-24T21:51:30Z" (UTC, whole seconds; default now). */
+static int gw_iso8601(lua_State *L)
+{
+    double t = lua_isnoneornil(L, 1) ? (double)util_now_ns() / 1e9 : luaL_checknumber(L, 1);
+    if (!(t > -1e12 && t < 1e12))
+        return luaL_error(L, "gw.iso8601: time out of range");
+    time_t secs = (time_t)floor(t);
+    struct tm tm;
+    if (!gmtime_r(&secs, &tm))
+        return luaL_error(L, "gw.iso8601: time out of range");
+    char out[40];
+    strftime(out, sizeof out, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    lua_pushstring(L, out);
+    return 1;
+}
+
+/* gw.json(value) -> JSON text (object keys sorted; integers stay integers). */
+static int gw_json(lua_State *L)
+{
+    luaL_checkany(L, 1);
+    push_json(L, 1, "gw.json");
+    return 1;
+}
+
+static const luaL_Reg gw_funcs[] = {
+    {"publish", gw_publish}, {"point", gw_point},     {"log", gw_log},   {"now", gw_now},
+    {"now_ns", gw_now_ns},   {"iso8601", gw_iso8601}, {"json", gw_json}, {NULL, NULL},
+};
+
+/* ------------------------------------------------------------------------------------ */
+/* gw.state hand-over across a reload                                                   */
+/* ------------------------------------------------------------------------------------ */
+
+struct copy_ctx {
+    lua_State *from;
+    lua_State *to;
+    int seen;          /* index in `to` of {old table address -> new table} */
+    size_t skipped;
+};
+
+/*
+ * Push onto ctx->to a copy of the value at from_idx (absolute) in ctx->from. Returns 1 when a
+ * value was pushed, 0 when the value was skipped (function, userdata, thread). Runs in a
+ * protected call on `to` (allocations there may raise); `from` is only read.
+ * Shared sub-tables and cycles are preserved through ctx->seen.
+ */
+static int copy_value(struct copy_ctx *c, int from_idx, int depth)
+{
+    lua_State *from = c->from, *to = c->to;
+    switch (lua_type(from, from_idx)) {
+    case LUA_TBOOLEAN:
+        lua_pushboolean(to, lua_toboolean(from, from_idx));
+        return 1;
+    case LUA_TNUMBER:
+        if (lua_isinteger(from, from_idx))
+            lua_pushinteger(to, lua_tointeger(from, from_idx));
+        else
+            lua_pushnumber(to, lua_tonumber(from, from_idx));
+        return 1;
+    case LUA_TSTRING: {
+        size_t len;
+        const char *s = lua_tolstring(from, from_idx, &len);
+        lua_pushlstring(to, s, len);
+        return 1;
+    }
+    case LUA_TLIGHTUSERDATA:
+        if (lua_touserdata(from, from_idx) == jsonlua_null()) {
+            lua_pushlightuserdata(to, jsonlua_null());
+            return 1;
+        }
+        c->skipped++;
+        return 0;
+    case LUA_TTABLE:
+        break;
+    default:
+        c->skipped++;
+        return 0;
+    }
+    if (depth >= STATE_MAX_DEPTH)
+        luaL_error(to, "gw.state is nested deeper than %d levels", STATE_MAX_DEPTH);
+    luaL_checkstack(to, 4, "gw.state copy");
+    if (!lua_checkstack(from, 4))
+        luaL_error(to, "gw.state copy: stack exhausted");
+    lua_pushlightuserdata(to, (void *)lua_topointer(from, from_idx));
+    if (lua_rawget(to, c->seen) == LUA_TTABLE)
+        return 1; /* already copied: shared reference or cycle */
+    lua_pop(to, 1);
+    lua_newtable(to);
+    lua_pushlightuserdata(to, (void *)lua_topointer(from, from_idx));
+    lua_pushvalue(to, -2);
+    lua_rawset(to, c->seen);
+    int dst = lua_gettop(to);
+    lua_pushnil(from);
+    while (lua_next(from, from_idx)) {
+        int top = lua_gettop(from);
+        if (copy_value(c, top - 1, depth + 1)) {
+            if (copy_value(c, top, depth + 1))
+                lua_rawset(to, dst);
+            else
+                lua_pop(to, 1);
+        }
+        lua_pop(from, 1);
+    }
+    return 1;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* State construction                                                                   */
+/* ------------------------------------------------------------------------------------ */
+
+struct setup_args {
+    struct rule_state *st;
+    struct rule_state *old; /* previous rule (gw.state source), or NULL */
+    const char *code;
+    size_t code_len;
+};
+
+static void open_lib(lua_State *L, const char *name, lua_CFunction f)
+{
+    luaL_requiref(L, name, f, 1);
+    lua_pop(L, 1);
+}
+
+static void set_global_fn(lua_State *L, const char *name, lua_CFunction f)
+{
+    if (f)
+        lua_pushcfunction(L, f);
+    else
+        lua_pushnil(L);
+    lua_setglobal(L, name);
+}
+
+/* Protected: libraries, sandbox, gw table (with the handed-over state), the compiled chunk. */
+static int setup_state(lua_State *L)
+{
+    struct setup_args *a = lua_touserdata(L, 1);
+    struct rule_state *st = a->st;
+    struct rules *r = st->r;
+
+    open_lib(L, LUA_GNAME, luaopen_base);
+    open_lib(L, LUA_STRLIBNAME, luaopen_string);
+    open_lib(L, LUA_TABLIBNAME, luaopen_table);
+    open_lib(L, LUA_MATHLIBNAME, luaopen_math);
+    open_lib(L, LUA_UTF8LIBNAME, luaopen_utf8);
+
+    set_global_fn(L, "dofile", NULL);
+    set_global_fn(L, "loadfile", NULL);
+    set_global_fn(L, "require", NULL);
+    set_global_fn(L, "load", sb_load);
+    set_global_fn(L, "collectgarbage", sb_collectgarbage);
+    set_global_fn(L, "setmetatable", sb_setmetatable);
+    set_global_fn(L, "pcall", sb_pcall);
+    set_global_fn(L, "xpcall", sb_xpcall);
+    set_global_fn(L, "print", sb_print);
+
+    /* string.dump would hand out bytecode; lock the shared string metatable. */
+    lua_getglobal(L, LUA_STRLIBNAME);
+    lua_pushnil(L);
+    lua_setfield(L, -2, "dump");
+    lua_pop(L, 1);
+    lua_pushliteral(L, "");
+    lua_getmetatable(L, -1);
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "__metatable");
+    lua_pop(L, 2);
+
+    /* gw */
+    luaL_newlib(L, gw_funcs);
+    lua_pushstring(L, r->prefix);
+    lua_setfield(L, -2, "prefix");
+    lua_pushlightuserdata(L, jsonlua_null());
+    lua_setfield(L, -2, "null");
+    int copied = 0;
+    if (a->old) {
+        lua_State *from = a->old->L;
+        int ftop = lua_gettop(from);
+        /* Find gw.state with lua_next: pushing the key "state" could allocate in the old
+         * state outside any protected call. */
+        lua_rawgeti(from, LUA_REGISTRYINDEX, a->old->gw_ref);
+        lua_pushnil(from);
+        while (lua_next(from, -2)) {
+            if (lua_type(from, -2) == LUA_TSTRING && strcmp(lua_tostring(from, -2), "state") == 0)
+                break;
+            lua_pop(from, 1);
+        }
+        if (lua_gettop(from) > ftop + 1 && lua_type(from, -1) == LUA_TTABLE) {
+            struct copy_ctx c = {.from = from, .to = L, .skipped = 0};
+            lua_newtable(L);
+            c.seen = lua_gettop(L);
+            copy_value(&c, lua_gettop(from), 0);
+            lua_remove(L, c.seen);
+            copied = 1;
+            if (c.skipped)
+                log_warn("rule_state_skipped", "count=%zu why=%s", c.skipped,
+                         "functions, userdata and threads in gw.state are not carried over");
+        }
+        lua_settop(from, ftop);
+    }
+    if (!copied)
+        lua_newtable(L);
+    lua_setfield(L, -2, "state");
+    lua_pushvalue(L, -1);
+    st->gw_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_setglobal(L, "gw");
+
+    /* Text mode only: precompiled bytecode is refused (it can crash the VM). */
+    if (luaL_loadbufferx(L, a->code, a->code_len, r->chunkname, "t") != LUA_OK)
+        return lua_error(L);
+    st->chunk_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 0;
+}
+
+/* Make (and anchor) the call thread. Protected by the caller. */
+static int make_thread(lua_State *L)
+{
+    struct rule_state *st = lua_touserdata(L, 1);
+    st->co = lua_newthread(L);
+    st->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 0;
+}
+
+static void drop_thread(struct rule_state *st)
+{
+    if (!st->co)
+        return;
+    luaL_unref(st->L, LUA_REGISTRYINDEX, st->co_ref);
+    st->co = NULL;
+    st->co_ref = LUA_NOREF;
+}
+
+static void rs_free(struct rule_state *st)
+{
+    if (!st)
+        return;
+    if (st->L)
+        lua_close(st->L);
+    free(st);
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Calling into the rule                                                                */
+/* ------------------------------------------------------------------------------------ */
+
+static int trampoline_k(lua_State *L, int status, lua_KContext ctx)
+{
+    (void)L, (void)status, (void)ctx;
+    return 0; /* only reached if a yielded call were resumed, which never happens */
+}
+
+/* Push the global `name` without running _G metamethods; returns 1 if it is a function. */
+static int get_hook(lua_State *L, const char *name)
+{
+    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+    lua_pushstring(L, name);
+    lua_rawget(L, -2);
+    lua_remove(L, -2);
+    if (lua_type(L, -1) == LUA_TFUNCTION)
+        return 1;
+    lua_pop(L, 1);
+    return 0;
+}
+
+static void push_meta(lua_State *L, const struct call *c)
+{
+    lua_createtable(L, 0, 3);
+    lua_pushstring(L, c->source ? c->source : "");
+    lua_setfield(L, -2, "source");
+    lua_pushinteger(L, (lua_Integer)c->line_no);
+    lua_setfield(L, -2, "line");
+    lua_pushinteger(L, (lua_Integer)c->rx_ns);
+    lua_setfield(L, -2, "rx_ns");
+}
+
+/*
+ * Body of the call coroutine: everything that allocates (decode, meta table) happens here,
+ * under lua_resume's protection and the memory cap; the rule itself runs via lua_callk so the
+ * budget hook can yield through this C frame.
+ */
+static int trampoline(lua_State *L)
+{
+    struct call *c = lua_touserdata(L, 1);
+    struct rule_state *st = state_of(L);
+    lua_settop(L, 0);
+    int nargs = 0;
+    switch (c->kind) {
+    case CALL_CHUNK:
+        lua_rawgeti(L, LUA_REGISTRYINDEX, st->chunk_ref);
+        break;
+    case CALL_INIT:
+        if (!get_hook(L, "init"))
+            return 0;
+        break;
+    case CALL_PACKET:
+        if (!get_hook(L, "on_packet"))
+            return 0;
+        char why[128];
+        if (jsonlua_decode(L, c->text, c->len, why, sizeof why)) {
+            c->decode_failed = true;
+            set_err(c->err, c->errlen, "invalid JSON at %s", why);
+            return 0;
+        }
+        push_meta(L, c);
+        nargs = 2;
+        break;
+    case CALL_LINE:
+        if (!get_hook(L, "on_line"))
+            return 0;
+        lua_pushlstring(L, c->text, c->len);
+        push_meta(L, c);
+        nargs = 2;
+        break;
+    case CALL_TICK:
+        if (!get_hook(L, "on_tick"))
+            return 0;
+        lua_pushnumber(L, c->now);
+        nargs = 1;
+        break;
+    }
+    lua_callk(L, nargs, 0, 0, trampoline_k);
+    return 0;
+}
+
+/* "file:line" of the innermost frame that belongs to the rule file, or just the file. */
+static void rule_where(struct rule_state *st, lua_State *co, char *out, size_t n)
+{
+    lua_Debug ar;
+    for (int level = 0; lua_getstack(co, level, &ar); level++) {
+        if (!lua_getinfo(co, "Sl", &ar))
+            continue;
+        if (ar.currentline > 0 && strcmp(ar.source, st->r->chunkname) == 0) {
+            snprintf(out, n, "%s:%d", ar.short_src, ar.currentline);
+            return;
+        }
+    }
+    snprintf(out, n, "%s", st->r->short_src);
+}
+
+/* Turn a failed call into "file:line: message" (keeping Lua's own position when it has one). */
+static void format_error(struct rule_state *st, lua_State *co, int status, char *err,
+                         size_t errlen)
+{
+    char where[LUA_IDSIZE + 24];
+    rule_where(st, co, where, sizeof where);
+    if (status == LUA_YIELD || st->overrun) {
+        set_err(err, errlen, "%s: instruction budget exceeded (%llu instructions)", where,
+                (unsigned long long)st->r->instr_limit);
+        return;
+    }
+    const char *msg = lua_type(co, -1) == LUA_TSTRING ? lua_tostring(co, -1) : NULL;
+    if (!msg) {
+        set_err(err, errlen, "%s: (error object is a %s value)", where,
+                luaL_typename(co, -1));
+        return;
+    }
+    size_t sl = strlen(st->r->short_src);
+    if (strncmp(msg, st->r->short_src, sl) == 0 && msg[sl] == ':')
+        set_err(err, errlen, "%s", msg);
+    else
+        set_err(err, errlen, "%s: %s", where, msg);
+}
+
+/* Run one call on the state's coroutine. Returns 0, -EBADMSG or -ECANCELED (err set). */
+static int rs_call(struct rule_state *st, struct call *c)
+{
+    struct rules *r = st->r;
+    if (!st->co) {
+        lua_pushcfunction(st->L, make_thread);
+        lua_pushlightuserdata(st->L, st);
+        if (lua_pcall(st->L, 1, 0, 0) != LUA_OK) {
+            lua_pop(st->L, 1);
+            st->co = NULL;
+            r->stats.errors++;
+            set_err(c->err, c->errlen, "%s: not enough memory for a call", r->short_src);
+            return -ECANCELED;
+        }
+    }
+    lua_State *co = st->co;
+    arm_budget(st, co);
+    lua_pushcfunction(co, trampoline);
+    lua_pushlightuserdata(co, c);
+    int nres = 0;
+    double t0 = util_mono();
+    int status = lua_resume(co, st->L, 1, &nres);
+    double dt = util_mono() - t0;
+    r->stats.time_total += dt;
+    if (dt > r->stats.time_max)
+        r->stats.time_max = dt;
+    if (status == LUA_OK && !st->overrun) {
+        lua_settop(co, 0);
+        if (c->decode_failed) {
+            r->stats.decode_errors++;
+            return -EBADMSG;
+        }
+        return 0;
+    }
+    format_error(st, co, status, c->err, c->errlen);
+    if (status == LUA_YIELD || st->overrun)
+        r->stats.overruns++;
+    else
+        r->stats.errors++;
+    drop_thread(st);
+    /* A bomb leaves garbage right under the cap: collect it now rather than mid-packet. */
+    if (st->mem_used > st->mem_limit / 2)
+        lua_gc(st->L, LUA_GCCOLLECT);
+    return -ECANCELED;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Building a rule from its file                                                        */
+/* ------------------------------------------------------------------------------------ */
+
+static int read_file(const char *path, char **out, size_t *len)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    struct stat sb;
+    char *p = NULL;
+    int rc;
+    if (fstat(fd, &sb) < 0) {
+        rc = -errno;
+        goto fail;
+    }
+    if (!S_ISREG(sb.st_mode) || (size_t)sb.st_size > MAX_RULE_SIZE) {
+        rc = S_ISREG(sb.st_mode) ? -EFBIG : -EINVAL;
+        goto fail;
+    }
+    size_t cap = (size_t)sb.st_size + 1, n = 0;
+    p = malloc(cap);
+    if (!p) {
+        rc = -ENOMEM;
+        goto fail;
+    }
+    for (;;) {
+        ssize_t got = read(fd, p + n, cap - n);
+        if (got < 0) {
+            if (errno == EINTR)
+                continue;
+            rc = -errno;
+            goto fail;
+        }
+        if (got == 0)
+            break;
+        n += (size_t)got;
+        if (n == cap) { /* file grew while reading: refuse rather than chase it */
+            rc = -EFBIG;
+            goto fail;
+        }
+    }
+    close(fd);
+    *out = p;
+    *len = n;
+    return 0;
+fail:
+    free(p);
+    close(fd);
+    return rc;
+}
+
+/*
+ * Build a complete rule state: sandbox, gw (state copied from `old`), chunk run, init().
+ * On success *out is ready to serve; on failure nothing changes and err says why.
+ */
+static int rs_build(struct rules *r, struct rule_state *old, struct rule_state **out, char *err,
+                    size_t errlen)
+{
+    char *code = NULL;
+    size_t code_len = 0;
+    int rc = read_file(r->path, &code, &code_len);
+    if (rc) {
+        set_err(err, errlen, "%s: cannot read rule file: %s", r->path, strerror(-rc));
+        return rc;
+    }
+    struct rule_state *st = calloc(1, sizeof *st);
+    if (!st) {
+        rc = -ENOMEM;
+        set_err(err, errlen, "%s: out of memory", r->path);
+        goto fail;
+    }
+    st->r = r;
+    st->mem_limit = r->mem_limit;
+    st->co_ref = st->gw_ref = st->chunk_ref = LUA_NOREF;
+    st->ts_ns = util_now_ns();
+    st->L = lua_newstate(sb_alloc, st);
+    if (!st->L) {
+        rc = -ENOMEM;
+        set_err(err, errlen, "%s: cannot create a Lua state (memory limit too small?)", r->path);
+        goto fail;
+    }
+    *(struct rule_state **)lua_getextraspace(st->L) = st;
+    lua_atpanic(st->L, sb_panic);
+
+    struct setup_args a = {.st = st, .old = old, .code = code, .code_len = code_len};
+    lua_pushcfunction(st->L, setup_state);
+    lua_pushlightuserdata(st->L, &a);
+    if (lua_pcall(st->L, 1, 0, 0) != LUA_OK) {
+        const char *m = lua_tostring(st->L, -1);
+        set_err(err, errlen, "%s", m ? m : "error while loading the rule");
+        rc = -EINVAL;
+        goto fail;
+    }
+    free(code);
+    code = NULL;
+
+    struct call c = {.kind = CALL_CHUNK, .err = err, .errlen = errlen};
+    if (rs_call(st, &c)) {
+        rc = -EINVAL;
+        goto fail;
+    }
+    luaL_unref(st->L, LUA_REGISTRYINDEX, st->chunk_ref);
+    st->chunk_ref = LUA_NOREF;
+    st->ts_ns = util_now_ns();
+    c.kind = CALL_INIT;
+    if (rs_call(st, &c)) {
+        rc = -EINVAL;
+        goto fail;
+    }
+    *out = st;
+    return 0;
+fail:
+    free(code);
+    rs_free(st);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Public API                                                                           */
+/* ------------------------------------------------------------------------------------ */
+
+int rules_open(struct rules **out, const struct rules_config *cfg, const struct rule_sink *sink,
+               char *err, size_t errlen)
+{
+    *out = NULL;
+    if (!cfg || !cfg->path || !sink) {
+        set_err(err, errlen, "rules_open: missing path or sink");
+        return -EINVAL;
+    }
+    struct rules *r = calloc(1, sizeof *r);
+    int rc = -ENOMEM;
+    if (!r)
+        goto nomem;
+    r->path = strdup(cfg->path);
+    r->prefix = strdup(cfg->prefix ? cfg->prefix : "iiot");
+    size_t pl = strlen(cfg->path);
+    r->chunkname = malloc(pl + 2);
+    if (!r->path || !r->prefix || !r->chunkname)
+        goto nomem;
+    r->chunkname[0] = '@';
+    memcpy(r->chunkname + 1, cfg->path, pl + 1);
+    /* Lua's short_src for "@path": the path, or "..." + its tail when too long. */
+    if (pl < LUA_IDSIZE)
+        memcpy(r->short_src, cfg->path, pl + 1);
+    else
+        snprintf(r->short_src, sizeof r->short_src, "...%s",
+                 cfg->path + pl - (LUA_IDSIZE - 4));
+    r->mem_limit = cfg->mem_limit ? cfg->mem_limit : DEFAULT_MEM_LIMIT;
+    r->instr_limit = cfg->instr_limit ? cfg->instr_limit : DEFAULT_INSTR_LIMIT;
+    r->sink = *sink;
+    rc = rs_build(r, NULL, &r->live, err, errlen);
+    if (rc)
+        goto fail;
+    *out = r;
+    return 0;
+nomem:
+    set_err(err, errlen, "rules_open: out of memory");
+fail:
+    rules_close(r);
+    return rc;
+}
+
+int rules_reload(struct rules *r, char *err, size_t errlen)
+{
+    struct rule_state *ns = NULL;
+    int rc = rs_build(r, r->live, &ns, err, errlen);
+    if (rc) {
+        r->stats.reload_failures++;
+        return rc;
+    }
+    /* Calls are synchronous: between two calls nothing is in flight, so this is atomic. */
+    rs_free(r->live);
+    r->live = ns;
+    r->stats.reloads++;
+    return 0;
+}
+
+int rules_packet(struct rules *r, const struct packet *pkt, char *err, size_t errlen)
+{
+    struct rule_state *st = r->live;
+    struct call c = {.kind = CALL_PACKET, .source = pkt->source, .line_no = pkt->line_no,
+                     .rx_ns = pkt->rx_ns, .text = pkt->json, .len = pkt->json_len,
+                     .err = err, .errlen = errlen};
+    st->ts_ns = pkt->rx_ns;
+    r->stats.calls++;
+    return rs_call(st, &c);
+}
+
+int rules_line(struct rules *r, const char *source, uint64_t line_no, int64_t rx_ns,
+               const char *text, size_t len, char *err, size_t errlen)
+{
+    struct rule_state *st = r->live;
+    struct call c = {.kind = CALL_LINE, .source = source, .line_no = line_no, .rx_ns = rx_ns,
+                     .text = text, .len = len, .err = err, .errlen = errlen};
+    st->ts_ns = rx_ns;
+    r->stats.calls++;
+    return rs_call(st, &c);
+}
+
+int rules_tick(struct rules *r, int64_t now_ns, char *err, size_t errlen)
+{
+    struct rule_state *st = r->live;
+    struct call c = {.kind = CALL_TICK, .now = (double)now_ns / 1e9, .err = err,
+                     .errlen = errlen};
+    st->ts_ns = now_ns;
+    r->stats.calls++;
+    return rs_call(st, &c);
+}
+
+void rules_get_stats(const struct rules *r, struct rules_stats *out)
+{
+    *out = r->stats;
+    out->mem_used = r->live ? r->live->mem_used : 0;
+}
+
+const char *rules_path(const struct rules *r)
+{
+    return r->path;
+}
+
+void rules_close(struct rules *r)
+{
+    if (!r)
+        return;
+    rs_free(r->live);
+    buf_free(&r->lp);
+    free(r->path);
+    free(r->prefix);
+    free(r->chunkname);
+    free(r);
+}
