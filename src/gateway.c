@@ -63,13 +63,92 @@ static int out_publish(void *ud, const char *topic, const char *payload, size_t 
     }
     if (!gw->mqtt)
         return 0; /* MQTT disabled (--mqtt none): nothing to do, not an error */
-    int rc = mqtt_sink_publish(gw->mqtt, topic, payload, len, qos, retain, 0);
+    struct gw_lat_slot *slot = NULL;
+    if (gw->lat.current && gw->lat.ring) {
+        slot = &gw->lat.ring[gw->lat.current % GW_LAT_RING];
+        slot->pending++;
+    }
+    int rc = mqtt_sink_publish(gw->mqtt, topic, payload, len, qos, retain, gw->lat.current);
     if (rc) {
+        if (slot)
+            slot->pending--;
         gw->n.publish_errors++;
         return rc;
     }
     gw->n.publishes++;
     return 0;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Publish-to-acknowledgement latency (see gateway.h)
+ * ---------------------------------------------------------------------------------------- */
+
+static void lat_begin(struct gateway *gw, double t0)
+{
+    struct gw_latency *l = &gw->lat;
+    if (!gw->mqtt)
+        return;
+    if (!l->ring && !(l->ring = calloc(GW_LAT_RING, sizeof *l->ring)))
+        return;
+    struct gw_lat_slot *s = &l->ring[++l->seq % GW_LAT_RING];
+    if (s->open)
+        l->lost_track++;
+    *s = (struct gw_lat_slot){.seq = l->seq, .t0 = t0, .pending = 0, .open = true};
+    l->current = l->seq;
+}
+
+static void lat_sample(struct gw_latency *l, double v)
+{
+    if (!l->samples && !(l->samples = malloc(GW_LAT_SAMPLES * sizeof *l->samples)))
+        return;
+    if (l->nsamples < GW_LAT_SAMPLES)
+        l->samples[l->nsamples++] = v;
+}
+
+static void lat_end(struct gateway *gw)
+{
+    struct gw_latency *l = &gw->lat;
+    if (!l->current)
+        return;
+    struct gw_lat_slot *s = &l->ring[l->current % GW_LAT_RING];
+    l->current = 0;
+    if (s->open && s->pending == 0)
+        s->open = false; /* nothing published for this packet */
+}
+
+static void on_mqtt_ack(void *ud, uint64_t token)
+{
+    struct gateway *gw = ud;
+    struct gw_latency *l = &gw->lat;
+    if (!token || !l->ring)
+        return;
+    struct gw_lat_slot *s = &l->ring[token % GW_LAT_RING];
+    if (!s->open || s->seq != token || s->pending == 0)
+        return;
+    if (--s->pending == 0 && l->current != token) {
+        s->open = false;
+        lat_sample(l, util_mono() - s->t0);
+    }
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* p50/p99/max in ms of the samples since the last call; resets them. */
+static void lat_report(struct gw_latency *l, double *p50, double *p99, double *max, size_t *n)
+{
+    *p50 = *p99 = *max = 0;
+    *n = l->nsamples;
+    if (!l->nsamples)
+        return;
+    qsort(l->samples, l->nsamples, sizeof *l->samples, cmp_double);
+    *p50 = l->samples[(l->nsamples - 1) / 2] * 1e3;
+    *p99 = l->samples[(size_t)((double)(l->nsamples - 1) * 0.99)] * 1e3;
+    *max = l->samples[l->nsamples - 1] * 1e3;
+    l->nsamples = 0;
 }
 
 static int out_write(void *ud, const char *line, size_t len)
@@ -154,6 +233,7 @@ static void on_source_line(void *ud, struct source *src, char *line, size_t len,
     struct gateway *gw = ud;
     const char *name = source_name(src);
     char err[ERRLEN];
+    double t_read = util_mono();
     gw->n.lines++;
 
     if (flags & FRAME_OVERLONG) {
@@ -210,7 +290,9 @@ static void on_source_line(void *ud, struct source *src, char *line, size_t len,
         gw->dry_header = gw->dry_header_buf;
         dry_flush_header(gw);
     }
+    lat_begin(gw, t_read);
     int rc = rules_packet(gw->rules, &pkt, err, sizeof err);
+    lat_end(gw);
     gw->dry_header = NULL;
     if (rc == -EBADMSG) {
         gw->n.invalid_json++;
@@ -358,7 +440,10 @@ void gateway_report_stats(struct gateway *gw)
     struct rules_stats rs;
     struct mqtt_stats ms = {0};
     struct influx_stats is = {0};
+    double lat50, lat99, latmax;
+    size_t latn;
     rules_get_stats(gw->rules, &rs);
+    lat_report(&gw->lat, &lat50, &lat99, &latmax, &latn);
     if (gw->mqtt)
         mqtt_sink_get_stats(gw->mqtt, &ms);
     if (gw->influx)
@@ -392,6 +477,10 @@ void gateway_report_stats(struct gateway *gw)
         {"mqtt_acked", (double)ms.acked, true},
         {"mqtt_dropped", (double)ms.dropped, true},
         {"mqtt_reconnects", (double)ms.reconnects, true},
+        {"mqtt_ack_samples", (double)latn, true},
+        {"mqtt_ack_p50_ms", lat50, false},
+        {"mqtt_ack_p99_ms", lat99, false},
+        {"mqtt_ack_max_ms", latmax, false},
         {"influx_pending", (double)is.pending_lines, true},
         {"influx_written", (double)is.lines_written, true},
         {"influx_batches", (double)is.batches, true},
@@ -584,7 +673,11 @@ static int setup_mqtt(struct gateway *gw, char *err, size_t errlen)
     mc.queue_max_msgs = (size_t)c->mqtt_queue_max_msgs;
     mc.queue_max_bytes = (size_t)c->mqtt_queue_max_bytes;
     mc.max_inflight = (unsigned)c->mqtt_max_inflight;
-    return mqtt_sink_new(&gw->mqtt, gw->loop, &mc, err, errlen);
+    rc = mqtt_sink_new(&gw->mqtt, gw->loop, &mc, err, errlen);
+    if (rc)
+        return rc;
+    mqtt_sink_set_ack_cb(gw->mqtt, on_mqtt_ack, gw);
+    return 0;
 }
 
 static int setup_influx(struct gateway *gw, char *err, size_t errlen)
@@ -756,6 +849,10 @@ void gateway_free(struct gateway *gw)
         influx_sink_free(gw->influx);
     deadletter_close(gw->dl);
     buf_free(&gw->scratch);
+    free(gw->lat.ring);
+    free(gw->lat.samples);
+    gw->lat.ring = NULL;
+    gw->lat.samples = NULL;
     gw->rules = NULL;
     gw->mqtt = NULL;
     gw->influx = NULL;

@@ -48,6 +48,31 @@ struct gateway_counters {
     uint64_t reload_failures;
 };
 
+/*
+ * Publish-to-acknowledgement latency per packet: from the moment its line was read to the
+ * PUBACK/PUBCOMP of the last message the rule published for it. A ring indexed by packet
+ * sequence follows packets in flight; completed latencies are kept until the next stats report
+ * (p50/p99/max go into the stats).
+ */
+#define GW_LAT_RING 4096
+#define GW_LAT_SAMPLES 65536
+
+struct gw_lat_slot {
+    uint64_t seq;
+    double t0;
+    uint32_t pending;
+    bool open;
+};
+
+struct gw_latency {
+    struct gw_lat_slot *ring; /* GW_LAT_RING slots, allocated on first use */
+    uint64_t seq;             /* last packet sequence */
+    uint64_t current;         /* token for publishes of the packet being ruled (0 = none) */
+    double *samples;          /* completed latencies (seconds) since the last report */
+    size_t nsamples;
+    uint64_t lost_track;      /* packets still unacknowledged when their slot was reused */
+};
+
 struct gateway {
     struct ev_loop *loop;
     const struct config *cfg;
@@ -85,6 +110,7 @@ struct gateway {
 
     struct buf scratch;
     struct gateway_counters n;
+    struct gw_latency lat;
 };
 
 /*
