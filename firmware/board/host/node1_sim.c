@@ -1,0 +1,189 @@
+/*
+ * node1_sim.c — node 1 (sensor node) firmware running on the simulated host board.
+ *
+ * The same node1.c state machine, SHT3x and BME680 drivers as the STM32 image, over emulated
+ * I2C sensors (seeded environment model) and a simulated RYLR998 on loopback UDP.
+ *
+ * stdout: one JSON line per resolved frame — what node 1 "measured" and whether it was
+ *   acknowledged — then a final {"summary":...} line; tests compare these with what arrives
+ *   downstream. stderr: the firmware's debug console (log lines).
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bme680.h"
+#include "fwlog.h"
+#include "host_board.h"
+#include "linebuf.h"
+#include "node1.h"
+#include "sht3x.h"
+
+struct sim1 {
+    struct host_board board;
+    struct bme680_calib calib;
+    bool bme_ok;
+    uint32_t resolved;
+};
+
+/* ---- callbacks from the state machine ------------------------------------------------------ */
+
+static void sample(void *ud, struct rframe *f)
+{
+    struct sim1 *s = ud;
+    const struct fw_hal *hal = &s->board.hal;
+    struct sht3x_reading r;
+    uint32_t ohms = 0;
+
+    if (sht3x_measure(hal, &r) < 0)
+        r.has_t = r.has_h = false;
+    f->flags = (uint8_t)((r.has_t ? 0 : RFRAME_NO_TEMP) | (r.has_h ? 0 : RFRAME_NO_HUM));
+    f->t_x100 = r.t_x100;
+    f->h_x100 = r.h_x100;
+    if (!s->bme_ok)
+        s->bme_ok = bme680_init(hal, &s->calib) == 0;
+    if (!s->bme_ok || bme680_measure_gas(hal, &s->calib, r.has_t ? r.t_x100 / 100 : 25, &ohms) < 0)
+        f->flags |= RFRAME_NO_GAS;
+    f->gas = ohms;
+}
+
+static void result(void *ud, const struct rframe *f, bool acked, unsigned sends)
+{
+    struct sim1 *s = ud;
+    s->resolved++;
+    printf("{\"seq\":%u,\"sim_s\":%.1f,\"flags\":%u,\"t_x100\":%d,\"h_x100\":%u,\"g\":%u,"
+           "\"acked\":%s,\"sends\":%u}\n",
+           f->seq, host_board_seconds(&s->board), f->flags, f->t_x100, f->h_x100, f->gas,
+           acked ? "true" : "false", sends);
+}
+
+/* ---- CLI ----------------------------------------------------------------------------------- */
+
+static void usage(FILE *out)
+{
+    fputs("usage: node1_sim [options]\n"
+          "Node 1 (sensor node) firmware on a simulated board: SHT3x + BME680 from a seeded\n"
+          "environment model, RYLR998 over loopback UDP to node2_sim.\n\n"
+          "  --udp-port N      this node's radio port on 127.0.0.1 (default 47001)\n"
+          "  --peer-port N     node 2's radio port (default 47002)\n"
+          "  --seed N          sensor model / radio impairment / jitter seed (default 1)\n"
+          "  --speed X         simulated seconds per real second (default 1; 360 = an hour in 10 s)\n"
+          "  --loss P          probability a transmission is lost (0..1, default 0)\n"
+          "  --corrupt P       probability a transmission gets one bit flipped (default 0)\n"
+          "  --distance M      metres to node 2, drives RSSI/SNR (default 30)\n"
+          "  --heat-at S       start a heat excursion S simulated seconds after start\n"
+          "  --heat-for S      ... lasting S seconds (default 0 = none)\n"
+          "  --heat-delta C    ... of C degrees (default 15)\n"
+          "  --start-hour H    time of day at start, 0..24 (default 12)\n"
+          "  --period-ms N     transmit period (default 10000)\n"
+          "  --count N         exit after N frames were resolved (acked or given up)\n"
+          "  --duration S      exit after S simulated seconds\n"
+          "  --no-bme          simulate a missing BME680 (gas flagged missing)\n"
+          "  --sht-error P     probability each SHT3x word has a bad CRC (default 0)\n"
+          "  -h, --help        this text\n\n"
+          "stdout: one JSON line per resolved frame, then a {\"summary\":...} line.\n"
+          "stderr: the firmware's console (log lines). Exits 0 on --count/--duration/SIGTERM.\n",
+          out);
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"udp-port", required_argument, NULL, 'u'},  {"peer-port", required_argument, NULL, 'p'},
+        {"seed", required_argument, NULL, 's'},      {"speed", required_argument, NULL, 'x'},
+        {"loss", required_argument, NULL, 'l'},      {"corrupt", required_argument, NULL, 'c'},
+        {"distance", required_argument, NULL, 'd'},  {"heat-at", required_argument, NULL, 'A'},
+        {"heat-for", required_argument, NULL, 'F'},  {"heat-delta", required_argument, NULL, 'D'},
+        {"start-hour", required_argument, NULL, 'H'}, {"period-ms", required_argument, NULL, 'P'},
+        {"count", required_argument, NULL, 'n'},     {"duration", required_argument, NULL, 'T'},
+        {"no-bme", no_argument, NULL, 'B'},          {"sht-error", required_argument, NULL, 'E'},
+        {"help", no_argument, NULL, 'h'},            {NULL, 0, NULL, 0}};
+    struct sensor_model_config mc;
+    struct radio_sim_config rc = {.udp_port = 47001, .peer_port = 47002, .distance_m = 30};
+    struct node1_config nc;
+    double speed = 1.0, v, duration = 0, sht_error = 0;
+    uint32_t u, count = 0, seed = 1;
+    bool no_bme = false;
+    int c, bad = 0;
+
+    sensor_model_defaults(&mc);
+    node1_config_defaults(&nc);
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'u': bad |= host_parse_u32(optarg, &u) || u > 65535; rc.udp_port = (uint16_t)u; break;
+        case 'p': bad |= host_parse_u32(optarg, &u) || u > 65535; rc.peer_port = (uint16_t)u; break;
+        case 's': bad |= host_parse_u32(optarg, &seed) != 0; break;
+        case 'x': bad |= host_parse_double(optarg, 0.001, 1e6, &speed) != 0; break;
+        case 'l': bad |= host_parse_double(optarg, 0, 1, &rc.loss) != 0; break;
+        case 'c': bad |= host_parse_double(optarg, 0, 1, &rc.corrupt) != 0; break;
+        case 'd': bad |= host_parse_double(optarg, 0.1, 1e6, &rc.distance_m) != 0; break;
+        case 'A': bad |= host_parse_double(optarg, 0, 1e9, &mc.heat_at) != 0; break;
+        case 'F': bad |= host_parse_double(optarg, 0, 1e9, &mc.heat_for) != 0; break;
+        case 'D': bad |= host_parse_double(optarg, -100, 100, &mc.heat_delta) != 0; break;
+        case 'H': bad |= host_parse_double(optarg, 0, 24, &mc.start_hour) != 0; break;
+        case 'P': bad |= host_parse_u32(optarg, &nc.period_ms) || nc.period_ms < 100; break;
+        case 'n': bad |= host_parse_u32(optarg, &count) != 0; break;
+        case 'T': bad |= host_parse_double(optarg, 0, 1e9, &v) != 0; duration = v; break;
+        case 'B': no_bme = true; break;
+        case 'E': bad |= host_parse_double(optarg, 0, 1, &sht_error) != 0; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+        if (bad) {
+            fprintf(stderr, "node1_sim: invalid option value '%s' (see --help)\n", optarg);
+            return 2;
+        }
+    }
+    if (optind != argc) {
+        usage(stderr);
+        return 2;
+    }
+    mc.seed = seed;
+    rc.seed = seed;
+    nc.seed = seed * 7919u + 1;
+
+    static struct sim1 sim;   /* large (ring buffers): keep it off the stack */
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    int err = host_board_init(&sim.board, speed, &mc, &rc, stderr, NULL);
+    if (err < 0) {
+        fprintf(stderr, "node1_sim: cannot bind udp port %u: %s\n", rc.udp_port, strerror(-err));
+        return 1;
+    }
+    sim.board.bme_present = !no_bme;
+    sim.board.sht_error = sht_error;
+
+    struct node1 node;
+    struct linebuf lb;
+    const struct fw_hal *hal = &sim.board.hal;
+    linebuf_init(&lb);
+    node1_init(&node, &nc, hal, sample, result, &sim);
+    FW_INFO(hal, "Node 1 sensor node starting (simulated, seed=%u speed=%g)", seed, speed);
+
+    while (!sim.board.stop) {
+        uint32_t now = hal->millis(hal->ctx);
+        char ch;
+        while (radio_sim_uart_getc(&sim.board.radio, &ch))
+            if (linebuf_push(&lb, ch))
+                node1_on_line(&node, lb.buf, lb.len, hal->millis(hal->ctx));
+        node1_poll(&node, now);
+        if (count && sim.resolved >= count)
+            break;
+        if (duration > 0 && host_board_seconds(&sim.board) >= duration)
+            break;
+        host_board_wait(&sim.board);
+    }
+    const struct node1_stats *st = &node.stats;
+    printf("{\"summary\":{\"frames\":%u,\"transmissions\":%u,\"retransmissions\":%u,\"acked\":%u,"
+           "\"failed\":%u,\"nacks\":%u,\"timeouts\":%u,\"at_errors\":%u,\"bad_rx\":%u,"
+           "\"radio_sent\":%u,\"radio_lost\":%u,\"radio_corrupted\":%u}}\n",
+           st->frames, st->transmissions, st->retransmissions, st->acked, st->failed, st->nacks,
+           st->timeouts, st->at_errors, st->bad_rx, sim.board.radio.stats.sent,
+           sim.board.radio.stats.lost, sim.board.radio.stats.corrupted);
+    FW_INFO(hal, "node 1 stopping: frames=%u acked=%u failed=%u retransmissions=%u", st->frames,
+            st->acked, st->failed, st->retransmissions);
+    host_board_close(&sim.board);
+    return 0;
+}
