@@ -28,6 +28,7 @@
 #include "log.h"
 #include "util.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -545,9 +546,45 @@ static void exec_signal(struct source *s, int sig)
         kill(s->pid, sig);
 }
 
+/*
+ * Does the run's process group still have a member that is not a zombie? kill(-pgid, 0) alone
+ * also counts zombies, and an orphan killed by our SIGTERM stays one until its new parent
+ * (init, or a container's PID 1 that reaps only now and then) collects it. So when kill()
+ * says "something exists", /proc decides whether it is still running. Only called while a
+ * group is being stopped (every KILL_POLL seconds), never on the data path.
+ */
 static bool exec_group_alive(const struct source *s)
 {
-    return s->pgid > 0 && kill(-s->pgid, 0) == 0;
+    if (s->pgid <= 0 || kill(-s->pgid, 0) < 0)
+        return false;
+    DIR *d = opendir("/proc");
+    if (!d)
+        return true;
+    bool alive = false;
+    struct dirent *de;
+    while (!alive && (de = readdir(d))) {
+        if (de->d_name[0] < '1' || de->d_name[0] > '9')
+            continue;
+        char path[300], buf[512];
+        snprintf(path, sizeof path, "%s/stat", de->d_name);
+        int fd = openat(dirfd(d), path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            continue;
+        ssize_t n = read(fd, buf, sizeof buf - 1);
+        close(fd);
+        if (n <= 0)
+            continue;
+        buf[n] = '\0';
+        /* "pid (comm) S ppid pgrp ...": comm may contain anything, so parse after the last ')' */
+        char *rp = strrchr(buf, ')');
+        char state;
+        int ppid, pgrp;
+        if (rp && sscanf(rp + 1, " %c %d %d", &state, &ppid, &pgrp) == 3 && pgrp == s->pgid &&
+            state != 'Z' && state != 'X')
+            alive = true;
+    }
+    closedir(d);
+    return alive;
 }
 
 /* In the child between fork and exec: async-signal-safe calls only. */

@@ -643,7 +643,9 @@ static void test_exec_stop_group(void **state)
     source_stop(s);
     source_stop(s); /* idempotent */
     assert_false(source_is_stopped(s)); /* the child is not reaped yet */
-    assert_true(run_until(r->loop, src_stopped, s, 3.0));
+    bool stopped = run_until(r->loop, src_stopped, s, 3.0);
+    printf("stop took %.3f s\n", util_mono() - t0);
+    assert_true(stopped);
     assert_true(util_mono() - t0 < 1.5); /* SIGTERM sufficed, no 2 s SIGKILL wait */
     /* the shell was reaped by us (libev): no zombie, nothing left to wait for */
     assert_true(pid_gone((void *)(intptr_t)sh));
