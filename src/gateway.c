@@ -50,10 +50,43 @@ static void dry_flush_header(struct gateway *gw)
  * Rule outputs -> sinks
  * ---------------------------------------------------------------------------------------- */
 
+/*
+ * Active alerts are counted from what rules publish: a retained message under
+ * <prefix>/alerts/ whose payload carries "state":"firing" marks its topic active; any other
+ * retained payload there clears it. This keeps alert logic entirely in the rules while the
+ * gateway can still report how many are firing (stats field alerts_active).
+ */
+static void track_alert(struct gateway *gw, const char *topic, const char *payload, size_t len)
+{
+    if (strncmp(topic, gw->alerts_prefix, gw->alerts_prefix_len) != 0)
+        return;
+    static const char needle[] = "\"state\":\"firing\"";
+    bool firing = memmem(payload, len, needle, sizeof needle - 1) != NULL;
+    for (size_t i = 0; i < gw->nalerts; i++) {
+        if (strcmp(gw->alerts[i], topic) == 0) {
+            if (!firing) {
+                free(gw->alerts[i]);
+                gw->alerts[i] = gw->alerts[--gw->nalerts];
+            }
+            return;
+        }
+    }
+    if (!firing)
+        return;
+    char **v = realloc(gw->alerts, (gw->nalerts + 1) * sizeof *v);
+    if (!v)
+        return;
+    gw->alerts = v;
+    if ((v[gw->nalerts] = strdup(topic)))
+        gw->nalerts++;
+}
+
 static int out_publish(void *ud, const char *topic, const char *payload, size_t len, int qos,
                        bool retain)
 {
     struct gateway *gw = ud;
+    if (retain)
+        track_alert(gw, topic, payload, len);
     if (gw->dry) {
         dry_flush_header(gw);
         fprintf(gw->dry, "PUBLISH %s qos=%d retain=%d %.*s\n", topic, qos, retain ? 1 : 0,
@@ -444,6 +477,11 @@ void gateway_report_stats(struct gateway *gw)
     size_t latn;
     rules_get_stats(gw->rules, &rs);
     lat_report(&gw->lat, &lat50, &lat99, &latmax, &latn);
+    /* Average rule time per call since the previous report (a gauge for dashboards). */
+    uint64_t dcalls = rs.calls - gw->prev_rule_calls;
+    double rule_avg_us = dcalls ? (rs.time_total - gw->prev_rule_time) / (double)dcalls * 1e6 : 0;
+    gw->prev_rule_calls = rs.calls;
+    gw->prev_rule_time = rs.time_total;
     if (gw->mqtt)
         mqtt_sink_get_stats(gw->mqtt, &ms);
     if (gw->influx)
@@ -463,7 +501,8 @@ void gateway_report_stats(struct gateway *gw)
         {"invalid_json", (double)gw->n.invalid_json, true},
         {"rule_errors", (double)gw->n.rule_errors, true},
         {"rule_overruns", (double)rs.overruns, true},
-        {"rule_time_us", rs.time_total * 1e6, false},
+        {"rule_time_us", rule_avg_us, false},
+        {"rule_time_total_us", rs.time_total * 1e6, false},
         {"rule_time_max_us", rs.time_max * 1e6, false},
         {"rule_mem_bytes", (double)rs.mem_used, true},
         {"reloads", (double)gw->n.reloads, true},
@@ -471,6 +510,8 @@ void gateway_report_stats(struct gateway *gw)
         {"publishes", (double)gw->n.publishes, true},
         {"points", (double)gw->n.points, true},
         {"deadletter", (double)deadletter_total(gw->dl), true},
+        {"alerts_active", (double)gw->nalerts, true},
+        {"spool_bytes", 0, true},
         {"mqtt_connected", ms.connected ? 1 : 0, true},
         {"mqtt_queue", (double)ms.queued, true},
         {"mqtt_inflight", (double)ms.inflight, true},
@@ -518,11 +559,15 @@ void gateway_report_stats(struct gateway *gw)
         free(s);
         cJSON_Delete(o);
     }
-    if (gw->influx) {
+    if (gw->influx || gw->dry) {
         struct lp_tag tag = {"gateway", gw->cfg->gateway_id};
         buf_clear(b);
-        if (lp_encode(b, "iiotgw", &tag, 1, lf, ARRAY_LEN(lf), util_now_ns()) == 0)
-            influx_sink_write(gw->influx, b->p, b->len, 0);
+        if (lp_encode(b, "iiotgw", &tag, 1, lf, ARRAY_LEN(lf), util_now_ns()) == 0) {
+            if (gw->dry)
+                fprintf(gw->dry, "# stats\nWRITE %s\n", b->p);
+            else
+                influx_sink_write(gw->influx, b->p, b->len, 0);
+        }
     }
 }
 
@@ -723,6 +768,8 @@ int gateway_init(struct gateway *gw, struct ev_loop *loop, const struct config *
     snprintf(gw->topic_rules, sizeof gw->topic_rules, "%s/gateway/rules", cfg->prefix);
     snprintf(gw->topic_deadletter, sizeof gw->topic_deadletter, "%s/gateway/deadletter",
              cfg->prefix);
+    snprintf(gw->alerts_prefix, sizeof gw->alerts_prefix, "%s/alerts/", cfg->prefix);
+    gw->alerts_prefix_len = strlen(gw->alerts_prefix);
 
     /* Sinks first, so that the rule's init() and the rule status can publish. */
     if (!gw->dry && enabled(cfg->mqtt_url) && (rc = setup_mqtt(gw, err, errlen)))
@@ -849,6 +896,11 @@ void gateway_free(struct gateway *gw)
         influx_sink_free(gw->influx);
     deadletter_close(gw->dl);
     buf_free(&gw->scratch);
+    for (size_t i = 0; i < gw->nalerts; i++)
+        free(gw->alerts[i]);
+    free(gw->alerts);
+    gw->alerts = NULL;
+    gw->nalerts = 0;
     free(gw->lat.ring);
     free(gw->lat.samples);
     gw->lat.ring = NULL;

@@ -111,6 +111,16 @@ struct gateway {
     struct buf scratch;
     struct gateway_counters n;
     struct gw_latency lat;
+
+    /* Alert topics (<prefix>/alerts/...) whose last retained payload says "firing". */
+    char **alerts;
+    size_t nalerts;
+    size_t alerts_prefix_len;
+    char alerts_prefix[256];
+
+    /* Rule time at the previous stats report, for the per-call average. */
+    uint64_t prev_rule_calls;
+    double prev_rule_time;
 };
 
 /*
