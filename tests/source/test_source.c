@@ -232,6 +232,19 @@ static int count_matching_lines(const char *text, const char *a, const char *b)
     return n;
 }
 
+/* Open fds of this process: every source must give back what it opened. */
+static int count_fds(void)
+{
+    int n = 0;
+    char path[64];
+    for (int fd = 0; fd < 1024; fd++) {
+        snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+        if (access(path, F_OK) == 0)
+            n++;
+    }
+    return n;
+}
+
 /* Process state letter from /proc, or 0 when the pid no longer exists. */
 static char proc_state(pid_t pid)
 {
@@ -454,6 +467,7 @@ static void resume_cb(struct ev_loop *loop, ev_timer *w, int revents)
 static void test_file_pause_overlong(void **state)
 {
     (void)state;
+    int fds_before = count_fds();
     char path[] = "/tmp/iiotgw-source-file-XXXXXX";
     int fd = mkstemp(path);
     assert_true(fd >= 0);
@@ -508,6 +522,7 @@ static void test_file_pause_overlong(void **state)
     assert_int_equal(st.overlong, 1);
     source_free(s);
     unlink(path);
+    assert_int_equal(count_fds(), fds_before); /* nothing leaked */
     rec_free(r);
 }
 
@@ -569,6 +584,7 @@ static void test_stdin_pipe(void **state)
 static void test_exec_restart(void **state)
 {
     (void)state;
+    int fds_before = count_fds();
     struct capture cap;
     capture_begin(&cap);
     struct rec *r = rec_new();
@@ -614,6 +630,7 @@ static void test_exec_restart(void **state)
     assert_true(count_matching_lines(log, "event=source_exited source=probe", "status=3") >= 5);
     assert_true(count_matching_lines(log, "event=source_exited", "restart_in=") >= 5);
     free(log);
+    assert_int_equal(count_fds(), fds_before); /* nothing leaked */
     rec_free(r);
 }
 
@@ -626,6 +643,7 @@ static pid_t line_pid(struct rec *r, size_t i)
 static void test_exec_stop_group(void **state)
 {
     (void)state;
+    int fds_before = count_fds();
     struct rec *r = rec_new();
     char err[256];
     /* the shell and a grandchild in the background: both must go on stop */
@@ -658,6 +676,7 @@ static void test_exec_stop_group(void **state)
     source_get_stats(s, &st);
     assert_false(st.up);
     source_free(s);
+    assert_int_equal(count_fds(), fds_before); /* nothing leaked */
     rec_free(r);
 }
 
@@ -690,6 +709,32 @@ static void test_exec_sigkill(void **state)
     assert_true(pid_gone((void *)(intptr_t)sh));
     assert_int_equal(count_matching_lines(log, "event=source_kill source=stubborn", "KILL"), 1);
     free(log);
+    rec_free(r);
+}
+
+static void test_exec_fds(void **state)
+{
+    (void)state;
+    int fds_before = count_fds();
+    int leak = dup(STDOUT_FILENO); /* deliberately without O_CLOEXEC */
+    assert_true(leak > 2);
+    struct rec *r = rec_new();
+    char err[256];
+    /* the command sees exactly stdin, stdout, stderr (+ ls's own directory fd) */
+    struct source_config c = test_cfg("exec:ls /proc/self/fd; exec sleep 100");
+    struct source *s;
+    assert_int_equal(source_new(&s, r->loop, &c, rec_line, rec_done, r, err, sizeof err), 0);
+    struct nlines nl = {r, 4};
+    assert_true(run_until(r->loop, have_lines, &nl, 3.0));
+    run_until(r->loop, NULL, NULL, 0.05);
+    assert_int_equal(r->n, 4);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(atoi(r->lines[i]), i);
+    source_stop(s);
+    assert_true(run_until(r->loop, src_stopped, s, 3.0));
+    source_free(s);
+    close(leak);
+    assert_int_equal(count_fds(), fds_before);
     rec_free(r);
 }
 
@@ -776,6 +821,7 @@ static void server_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 static void test_tcp_reconnect(void **state)
 {
     (void)state;
+    int fds_before = count_fds();
     struct capture cap;
     capture_begin(&cap);
     struct server sv = {.loop = EV_DEFAULT, .conn = -1};
@@ -824,6 +870,7 @@ static void test_tcp_reconnect(void **state)
     if (sv.lfd >= 0)
         close(sv.lfd);
     free(log);
+    assert_int_equal(count_fds(), fds_before); /* nothing leaked */
     rec_free(r);
 }
 
@@ -853,6 +900,7 @@ static int plug_pty(const char *link)
 static void test_serial_pty_replug(void **state)
 {
     (void)state;
+    int fds_before = count_fds();
     struct capture cap;
     capture_begin(&cap);
     char dir[] = "/tmp/iiotgw-source-tty-XXXXXX", link[128];
@@ -920,6 +968,7 @@ static void test_serial_pty_replug(void **state)
                      1);
     assert_int_equal(count_matching_lines(log, "event=source_up source=usb", "baud=57600"), 2);
     free(log);
+    assert_int_equal(count_fds(), fds_before); /* nothing leaked */
     rec_free(r);
 }
 
@@ -942,6 +991,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_exec_restart),
         cmocka_unit_test(test_exec_stop_group),
         cmocka_unit_test(test_exec_sigkill),
+        cmocka_unit_test(test_exec_fds),
         cmocka_unit_test(test_exec_free_reaps),
         cmocka_unit_test(test_tcp_reconnect),
         cmocka_unit_test(test_serial_pty_replug),
