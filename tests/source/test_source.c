@@ -981,6 +981,8 @@ int main(int argc, char **argv)
     /* the daemon ignores SIGPIPE; children must still get the default (see exec_child) */
     signal(SIGPIPE, SIG_IGN);
     log_set_level(LL_INFO);
+    /* create the default loop (epoll fd, SIGCHLD pipe) up front so fd counts balance */
+    ev_default_loop(0);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_good),
         cmocka_unit_test(test_parse_bad),
