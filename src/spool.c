@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -1377,6 +1378,19 @@ int spool_close(struct spool *sp)
 /* Public append / read / ack                                                                */
 /* ----------------------------------------------------------------------------------------- */
 
+/*
+ * Append time for the record header. CLOCK_REALTIME_COARSE (a few ms resolution) is enough
+ * for "oldest record age" and costs a fraction of CLOCK_REALTIME, which showed up as 14% of
+ * the append+read+ack pipeline in a profile (bench_spool live).
+ */
+static int64_t coarse_now_ns(void)
+{
+    struct timespec ts;
+    if (clock_gettime(CLOCK_REALTIME_COARSE, &ts) < 0)
+        return util_now_ns();
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
 int spool_appendv(struct spool *sp, unsigned sinks, unsigned flags, const struct iovec *iov,
                   int iovcnt, uint64_t *seq)
 {
@@ -1402,7 +1416,7 @@ int spool_appendv(struct spool *sp, unsigned sinks, unsigned flags, const struct
         }
         return r;
     }
-    r = append_internal(sp, sinks, flags & SPOOL_F_ALERT, util_now_ns(), iov, iovcnt, len, seq);
+    r = append_internal(sp, sinks, flags & SPOOL_F_ALERT, coarse_now_ns(), iov, iovcnt, len, seq);
     if (r < 0)
         sp->st.append_errors++;
     return r;

@@ -5,12 +5,17 @@
  * Prints appends/s (append phase alone) and records/s for the whole pipeline, and fails if a
  * record is missing or damaged.
  *
- *   bench_spool [N=1000000] [always|interval|none] [dir]
+ *   bench_spool [N=1000000] [always|interval|none] [batch|live] [dir]
+ *
+ * batch: append everything, then read + ack (the backlog/replay case: reads come from disk).
+ * live:  after each packet's 18 appends both sinks read and ack what is new (the steady state
+ *        of the daemon: reads come from the write buffer).
  *
  * Ownership: the spool module (issue 3).
  */
 #include <errno.h>
 #include <ftw.h>
+#include <stdbool.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,9 +37,10 @@ int main(int argc, char **argv)
 {
     uint64_t n = argc > 1 ? strtoull(argv[1], NULL, 10) : 1000000;
     int pol = spool_fsync_parse(argc > 2 ? argv[2] : "interval");
+    bool live = argc > 3 && strcmp(argv[3], "live") == 0;
     char dir[256];
-    if (argc > 3)
-        snprintf(dir, sizeof dir, "%s", argv[3]);
+    if (argc > 4)
+        snprintf(dir, sizeof dir, "%s", argv[4]);
     else {
         const char *tmp = getenv("TMPDIR");
         snprintf(dir, sizeof dir, "%s/spoolbench-XXXXXX", tmp && *tmp ? tmp : "/tmp");
@@ -56,7 +62,8 @@ int main(int argc, char **argv)
     char payload[100];
     memset(payload, 'x', sizeof payload);
     double t0 = util_mono(), next_tick = t0 + 0.1;
-    uint64_t ticks = 0;
+    uint64_t ticks = 0, got[2] = {0};
+    struct spool_rec rec;
     for (uint64_t i = 0; i < n; i++) {
         memcpy(payload, &i, sizeof i);
         unsigned sink = (i % 18) < 9 ? 1u : 2u;
@@ -65,6 +72,11 @@ int main(int argc, char **argv)
             return 1;
         }
         if (i % 18 == 17) {
+            for (unsigned k = 0; live && k < 2; k++)
+                while (spool_next(sp, k, &rec) == 0) {
+                    spool_ack(sp, k, rec.seq);
+                    got[k]++;
+                }
             if (pol == SPOOL_FSYNC_ALWAYS && i % (18 * 64) == 18 * 64 - 1)
                 spool_sync(sp); /* `always`: the daemon syncs per input batch (64 packets) */
             if ((i & 1023) == 1023 && util_mono() >= next_tick) {
@@ -76,9 +88,7 @@ int main(int argc, char **argv)
     }
     spool_sync(sp);
     double t1 = util_mono();
-    uint64_t got[2] = {0};
     for (unsigned k = 0; k < 2; k++) {
-        struct spool_rec rec;
         while (spool_next(sp, k, &rec) == 0) {
             uint64_t id;
             memcpy(&id, rec.data, sizeof id);
@@ -99,14 +109,14 @@ int main(int argc, char **argv)
                 got[1], n);
         return 1;
     }
-    printf("policy=%s records=%" PRIu64 " bytes=%" PRIu64 " append_s=%.3f appends_per_s=%.0f "
+    printf("mode=%s policy=%s records=%" PRIu64 " bytes=%" PRIu64 " append_s=%.3f appends_per_s=%.0f "
            "MB_per_s=%.0f read_ack_s=%.3f pipeline_records_per_s=%.0f writes=%" PRIu64
            " fsyncs=%" PRIu64 " ticks=%" PRIu64 "\n",
-           spool_fsync_name(pol), n, st.appended_bytes, t1 - t0, (double)n / (t1 - t0),
+           live ? "live" : "batch", spool_fsync_name(pol), n, st.appended_bytes, t1 - t0, (double)n / (t1 - t0),
            (double)n * 132 / (t1 - t0) / 1e6, t2 - t1, (double)n / (t2 - t0), st.writes,
            st.fsyncs, ticks);
     spool_close(sp);
-    if (argc <= 3)
+    if (argc <= 4)
         nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
     return 0;
 }
