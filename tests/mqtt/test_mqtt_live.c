@@ -69,6 +69,14 @@ struct t {
     unsigned acks[MAX_TOKENS]; /* ack count per token */
     unsigned nacks;
     bool done;
+    /* re-entrancy checks driven from on_ack (see scenario_basic) */
+    struct mqtt_sink *cb_sink;
+    char cb_topic[160];
+    double cb_at;
+    /* peak of stats.inflight, sampled on every loop iteration */
+    struct mqtt_sink *sampled;
+    size_t peak_inflight;
+    ev_check sampler;
 };
 
 static void cleanup(struct t *t)
@@ -106,6 +114,38 @@ static void on_ack(void *ud, uint64_t token)
     if (token < MAX_TOKENS)
         t->acks[token]++;
     t->nacks++;
+    /* Token 400: publish from inside the ack callback (libmosquitto only queues it). */
+    if (token == 400 && t->cb_sink) {
+        t->cb_at = util_mono();
+        if (mqtt_sink_publish(t->cb_sink, t->cb_topic, "from-cb", 7, 1, false, 401) != 0)
+            t->acks[402]++; /* flags the failure */
+    }
+    /* Token 410: free the sink from inside the ack callback, with messages still pending. */
+    if (token == 410 && t->cb_sink) {
+        mqtt_sink_free(t->cb_sink);
+        t->cb_sink = NULL;
+    }
+}
+
+static void on_done_free(void *ud)
+{
+    struct t *t = ud;
+    t->done = true;
+    mqtt_sink_free(t->cb_sink); /* freeing from the done callback must be safe */
+    t->cb_sink = NULL;
+}
+
+static void sampler_cb(struct ev_loop *loop, ev_check *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct t *t = container_of(w, struct t, sampler);
+    if (!t->sampled)
+        return;
+    struct mqtt_stats st;
+    mqtt_sink_get_stats(t->sampled, &st);
+    if (st.inflight > t->peak_inflight)
+        t->peak_inflight = st.inflight;
 }
 
 static void on_done(void *ud)
@@ -606,6 +646,20 @@ static int scenario_basic(struct t *t, int protocol)
           "retained status is not online");
     sub_stop(late);
 
+    /*
+     * A publish made inside the ack callback (i.e. inside mosquitto_loop_read, where
+     * libmosquitto only queues packets) must be flushed at once, not at the next event.
+     */
+    t->cb_sink = m;
+    snprintf(t->cb_topic, sizeof t->cb_topic, "%s/cb", t->prefix);
+    CHECK(t, mqtt_sink_publish(m, t->cb_topic, "trigger", 7, 1, false, 400) == 0, "publish");
+    CHECK(t, run_until(t, p_idle, m, 2) && t->acks[401] == 1 && t->acks[402] == 0,
+          "publish from the ack callback not acknowledged");
+    double cb_ms = (util_mono() - t->cb_at) * 1e3;
+    CHECK(t, cb_ms < 500, "publish from the ack callback took %.1f ms", cb_ms);
+    CHECK(t, wait_sub(t, s, t->cb_topic, "from-cb", 1, 2), "from-cb not delivered");
+    t->cb_sink = NULL;
+
     /* Clean close: "offline" is published and acknowledged before the disconnect. */
     sink_close(t, m, 3);
     CHECK(t, wait_sub(t, s, status, "offline", 1, 3), "no 'offline' after close");
@@ -614,8 +668,34 @@ static int scenario_basic(struct t *t, int protocol)
     sub_stop(late);
     sub_stop(s);
     clear_retained(t, t->shared_port);
-    printf("basic(v%d): 11 published, 11 acked once each, retained/QoS/status verified\n",
-           protocol == 5 ? 5 : 3);
+
+    /* Freeing the sink from inside its ack callback, with more messages pending. */
+    m = sink_new(t, &c);
+    t->cb_sink = m;
+    CHECK(t, run_until(t, p_connected, m, 5), "sink 2 did not connect");
+    for (unsigned i = 410; i < 420; i++) {
+        snprintf(topic, sizeof topic, "%s/free", t->prefix);
+        CHECK(t, mqtt_sink_publish(m, topic, "x", 1, 1, false, i) == 0, "publish");
+    }
+    run_for(t, 0.3);
+    CHECK(t, t->cb_sink == NULL && t->acks[410] == 1, "ack 410 did not free the sink");
+    unsigned later = 0;
+    for (unsigned i = 411; i < 420; i++)
+        later += t->acks[i];
+    CHECK(t, later == 0, "%u acks after mqtt_sink_free", later);
+
+    /* Freeing from the done callback of a close. */
+    m = sink_new(t, &c);
+    t->cb_sink = m;
+    CHECK(t, run_until(t, p_connected, m, 5), "sink 3 did not connect");
+    t->done = false;
+    mqtt_sink_close(m, 1, on_done_free, t);
+    CHECK(t, run_until(t, p_done, NULL, 3) && t->cb_sink == NULL, "close/free from done");
+    run_for(t, 0.1);
+
+    printf("basic(v%d): 11 published, 11 acked once each, retained/QoS/status verified; "
+           "publish from the ack callback acked in %.2f ms; free from callbacks ok\n",
+           protocol == 5 ? 5 : 3, cb_ms);
     return 0;
 }
 
@@ -704,7 +784,11 @@ static int scenario_queue(struct t *t, bool overflow)
     unsigned total = overflow ? 25 : 20, keep = overflow ? 10 : 20;
     if (overflow)
         c.queue_max_msgs = 10;
+    else
+        c.max_inflight = 4; /* the drain must respect the window */
     struct mqtt_sink *m = sink_new(t, &c);
+    t->sampled = m;
+    t->peak_inflight = 0;
     for (unsigned i = 0; i < total; i++)
         publish_num(t, m, "seq", i, 1);
 
@@ -730,6 +814,10 @@ static int scenario_queue(struct t *t, bool overflow)
     mqtt_sink_get_stats(m, &st);
     CHECK(t, st.connected && st.queued == 0 && st.acked == keep, "after drain acked=%llu",
           (unsigned long long)st.acked);
+    if (!overflow)
+        CHECK(t, t->peak_inflight >= 1 && t->peak_inflight <= 4,
+              "peak inflight %zu with max_inflight 4", t->peak_inflight);
+    t->sampled = NULL;
     sink_close(t, m, 2);
     sub_stop(s);
 
@@ -755,9 +843,14 @@ static int scenario_queue(struct t *t, bool overflow)
               "oversized message accepted");
         sink_close(t, m, 0.2);
         CHECK(t, t->acks[300] == 0, "oversize acked");
+        /* Free with queued messages and a pending connect, without a close. */
+        m = sink_new(t, &c);
+        for (unsigned i = 0; i < 3; i++)
+            publish_num(t, m, "seq", 310 + i, 1);
+        mqtt_sink_free(m);
     }
-    printf("%s: %u published while down, %u delivered in order, %u dropped\n",
-           overflow ? "overflow" : "start_down", total, keep, total - keep);
+    printf("%s: %u published while down, %u delivered in order, %u dropped, peak inflight %zu\n",
+           overflow ? "overflow" : "start_down", total, keep, total - keep, t->peak_inflight);
     return 0;
 }
 
@@ -1012,6 +1105,8 @@ int main(int argc, char **argv)
     if (!t)
         return 1;
     t->loop = ev_default_loop(0);
+    ev_check_init(&t->sampler, sampler_cb);
+    ev_check_start(t->loop, &t->sampler);
     const char *host = getenv("IIOTGW_TEST_MQTT_HOST");
     t->host = host && host[0] ? host : "127.0.0.1";
     const char *port = getenv("IIOTGW_TEST_MQTT_PORT");
