@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -917,6 +918,57 @@ static void diskfull_tmpfs(void **state)
     assert_int_equal(spool_close(sp), 0);
 }
 
+/*
+ * The same failure path without mount privileges: RLIMIT_FSIZE makes write(2) fail with EFBIG
+ * once a segment reaches 200 KiB (SIGXFSZ ignored). Runs everywhere, root or not.
+ */
+static void diskfull_rlimit_fsize(void **state)
+{
+    struct fx *f = *state;
+    struct rlimit old, lim;
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+    void (*oldsig)(int) = signal(SIGXFSZ, SIG_IGN);
+    struct spool_config c = small_cfg();
+    c.segment_bytes = 1 << 20;
+    c.max_bytes = 16 << 20;
+    c.retry_interval = 3600;
+    struct spool *sp;
+    assert_int_equal(spool_open(&sp, f->spool, &c, NULL), 0);
+    lim = old;
+    lim.rlim_cur = 200 * 1024;
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    char p[128];
+    uint64_t accepted = 0;
+    int rc = 0;
+    for (int i = 1; i <= 5000 && rc == 0; i++) {
+        make_payload(p, 100, (uint64_t)i);
+        rc = spool_append(sp, 1, 0, p, 100, NULL);
+        if (rc == 0)
+            accepted++;
+        if (rc == 0 && i % 100 == 0)
+            rc = spool_sync(sp);
+    }
+    assert_int_equal(rc, -EFBIG);
+    assert_int_equal(spool_degraded(sp), -EFBIG);
+    assert_int_equal(spool_append(sp, 1, 0, p, 100, NULL), -EFBIG);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+    signal(SIGXFSZ, oldsig);
+    assert_int_equal(spool_retry(sp), 0);
+    assert_int_equal(spool_close(sp), 0);
+    struct spool_report rep;
+    assert_int_equal(spool_open(&sp, f->spool, &c, &rep), 0);
+    assert_int_equal(rep.records_discarded, 0);
+    assert_int_equal(rep.records_kept, accepted);
+    struct spool_rec r;
+    uint64_t n = 0;
+    while (spool_next(sp, 0, &r) == 0) {
+        assert_int_equal(payload_id(&r), ++n);
+        check_payload(&r, 100);
+    }
+    assert_int_equal(n, accepted);
+    assert_int_equal(spool_close(sp), 0);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -934,6 +986,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(bound_drops_oldest_keeps_alerts, setup, teardown),
         cmocka_unit_test_setup_teardown(crash_sigkill_keeps_synced_records, setup, teardown),
         cmocka_unit_test_setup_teardown(diskfull_tmpfs, setup, teardown),
+        cmocka_unit_test_setup_teardown(diskfull_rlimit_fsize, setup, teardown),
     };
     if (argc > 1)
         cmocka_set_test_filter(argv[1]);
