@@ -375,16 +375,18 @@ static void close_err(struct source *s)
 }
 
 /*
- * Read up to `budget` chunks from s->fd into the framer. Returns 0 when the fd would block,
- * the budget is used up or a callback paused/stopped us; 1 at EOF; -errno on a read error.
+ * Read up to `budget` chunks from fd into framer fr (the data stream, or exec's stderr).
+ * Returns 0 when the fd would block, the budget is used up or a callback paused/stopped us;
+ * 1 at EOF; -errno on a read error.
  */
-static int read_some(struct source *s, int budget)
+static int read_into(struct source *s, int fd, struct framer *fr, frame_line_cb cb, int budget)
 {
     while (budget-- > 0) {
-        ssize_t n = read(s->fd, s->rbuf, sizeof s->rbuf);
+        ssize_t n = read(fd, s->rbuf, sizeof s->rbuf);
         if (n > 0) {
-            s->st.bytes += (uint64_t)n;
-            framer_feed(&s->fr, s->rbuf, (size_t)n, frame_cb, s);
+            if (fr == &s->fr)
+                s->st.bytes += (uint64_t)n;
+            framer_feed(fr, s->rbuf, (size_t)n, cb, s);
             if (s->fd < 0 || s->paused || s->stopped)
                 return 0;
             continue;
@@ -398,6 +400,11 @@ static int read_some(struct source *s, int budget)
         return -errno;
     }
     return 0;
+}
+
+static int read_some(struct source *s, int budget)
+{
+    return read_into(s, s->fd, &s->fr, frame_cb, budget);
 }
 
 static void start_retry(struct source *s, double delay)
@@ -430,13 +437,13 @@ static void live_retry(struct source *s, int err, const char *what)
     bool was_up = s->st.up;
     s->st.up = false;
     double delay = backoff_next(&s->bo, util_mono());
-    char q[256];
+    char q[256], qe[128];
     int level = (was_up || err != s->last_err) ? LL_WARN : LL_DEBUG;
     if (log_enabled(level))
         log_emit(level, was_up ? "source_down" : "source_failed",
                  "source=%s target=%s what=%s err=%s retry_in=%.3f", s->name,
                  log_quote(q, sizeof q, s->arg, (size_t)-1), what,
-                 err ? strerror(err) : "eof", delay);
+                 log_quote(qe, sizeof qe, err ? strerror(err) : "eof", (size_t)-1), delay);
     s->last_err = err;
     start_retry(s, delay);
 }
@@ -461,7 +468,11 @@ static void finite_finish(struct source *s, int err)
     s->st.up = false;
     s->done = true;
     if (err)
-        log_error("source_read_failed", "source=%s err=%s", s->name, strerror(-err));
+    {
+        char qe[128];
+        log_error("source_read_failed", "source=%s err=%s", s->name,
+                  log_quote(qe, sizeof qe, strerror(-err), (size_t)-1));
+    }
     else
         log_info("source_eof", "source=%s lines=%llu bytes=%llu", s->name,
                  (unsigned long long)s->st.lines, (unsigned long long)s->st.bytes);
@@ -512,8 +523,8 @@ static int finite_open(struct source *s, char *err, size_t errlen)
         }
     }
     struct stat stb;
-    if (fstat(fd, &stb) < 0 || S_ISDIR(stb.st_mode)) {
-        int e = S_ISDIR(stb.st_mode) ? EISDIR : errno;
+    int e = fstat(fd, &stb) < 0 ? errno : S_ISDIR(stb.st_mode) ? EISDIR : 0;
+    if (e) {
         snprintf(err, errlen, "source %s: %s: %s", s->name,
                  s->kind == SOURCE_FILE ? s->arg : "stdin", strerror(e));
         close(fd);
@@ -713,24 +724,6 @@ static void stderr_line_cb(void *ud, char *line, size_t len, uint64_t line_no, u
              log_quote(q, sizeof q, line, len), (flags & FRAME_OVERLONG) ? " truncated=1" : "");
 }
 
-/* Drain the stderr pipe. Returns like read_some. */
-static int read_stderr(struct source *s, int budget)
-{
-    while (budget-- > 0) {
-        ssize_t n = read(s->err_fd, s->rbuf, sizeof s->rbuf);
-        if (n > 0) {
-            framer_feed(&s->err_fr, s->rbuf, (size_t)n, stderr_line_cb, s);
-            continue;
-        }
-        if (n == 0)
-            return 1;
-        if (errno == EINTR)
-            continue;
-        return (errno == EAGAIN || errno == EWOULDBLOCK) ? 0 : -errno;
-    }
-    return 0;
-}
-
 static void exec_stdout_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop;
@@ -739,11 +732,8 @@ static void exec_stdout_cb(struct ev_loop *loop, ev_io *w, int revents)
     int rc = read_some(s, LIVE_READ_BUDGET);
     /* EOF on stdout: the run ends when the child exits (ev_child), not here — a command
      * may close stdout and keep running. Keep the framer's tail for exit time. */
-    if (rc != 0 && s->fd >= 0) {
-        ev_io_stop(s->loop, &s->io);
-        close(s->fd);
-        s->fd = -1;
-    }
+    if (rc != 0 && s->fd >= 0)
+        close_data(s);
 }
 
 static void exec_stderr_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -751,7 +741,7 @@ static void exec_stderr_cb(struct ev_loop *loop, ev_io *w, int revents)
     (void)loop;
     (void)revents;
     struct source *s = container_of(w, struct source, err_io);
-    if (read_stderr(s, LIVE_READ_BUDGET) != 0) {
+    if (read_into(s, s->err_fd, &s->err_fr, stderr_line_cb, LIVE_READ_BUDGET) != 0) {
         framer_finish(&s->err_fr, stderr_line_cb, s);
         close_err(s);
     }
@@ -814,7 +804,7 @@ static void exec_child_cb(struct ev_loop *loop, ev_child *w, int revents)
     if (!s->stopped)
         framer_finish(&s->fr, frame_cb, s);
     if (s->err_fd >= 0) {
-        read_stderr(s, PIPE_DRAIN_BUDGET);
+        read_into(s, s->err_fd, &s->err_fr, stderr_line_cb, PIPE_DRAIN_BUDGET);
         framer_finish(&s->err_fr, stderr_line_cb, s);
     }
     close_data(s);
@@ -911,6 +901,27 @@ static void serial_try(struct source *s)
 /* tcp                                                                                  */
 /* ------------------------------------------------------------------------------------ */
 
+static void tcp_forget_addrs(struct source *s)
+{
+    freeaddrinfo(s->ai);
+    s->ai = s->ai_next = NULL;
+}
+
+static void tcp_try(struct source *s);
+
+/* One address failed (refused, timed out): try the next one, or back off when none is left. */
+static void tcp_attempt_failed(struct source *s, int err)
+{
+    ev_timer_stop(s->loop, &s->retry);
+    close_data(s);
+    if (s->ai_next) {
+        tcp_try(s);
+        return;
+    }
+    tcp_forget_addrs(s);
+    live_retry(s, err, "connect");
+}
+
 static void tcp_connected(struct source *s)
 {
     s->connecting = false;
@@ -918,8 +929,7 @@ static void tcp_connected(struct source *s)
     ev_io_stop(s->loop, &s->io);
     ev_io_init(&s->io, live_io_cb, s->fd, EV_READ);
     ev_io_start(s->loop, &s->io);
-    freeaddrinfo(s->ai); /* resolve again next time: addresses may change */
-    s->ai = s->ai_next = NULL;
+    tcp_forget_addrs(s); /* resolve again next time: addresses may change */
     int one = 1;
     setsockopt(s->fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
     bool again = s->ever_up;
@@ -944,8 +954,12 @@ static void tcp_try(struct source *s)
             s->ai = NULL;
             /* getaddrinfo codes are negative, so they never equal an errno in last_err */
             if (g != s->last_err)
-                log_warn("source_resolve_failed", "source=%s host=%s err=\"%s\"", s->name, s->arg,
-                         gai_strerror(g));
+            {
+                char qh[256], qe[128];
+                log_warn("source_resolve_failed", "source=%s host=%s err=%s", s->name,
+                         log_quote(qh, sizeof qh, s->arg, (size_t)-1),
+                         log_quote(qe, sizeof qe, gai_strerror(g), (size_t)-1));
+            }
             s->last_err = g;
             close_data(s);
             start_retry(s, backoff_next(&s->bo, util_mono()));
@@ -977,8 +991,7 @@ static void tcp_try(struct source *s)
         err = errno;
         close_data(s);
     }
-    freeaddrinfo(s->ai);
-    s->ai = s->ai_next = NULL;
+    tcp_forget_addrs(s);
     live_retry(s, err, "connect");
 }
 
@@ -991,19 +1004,10 @@ static void tcp_connect_cb(struct ev_loop *loop, ev_io *w, int revents)
     socklen_t sl = sizeof soerr;
     if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0)
         soerr = errno;
-    if (soerr == 0) {
+    if (soerr == 0)
         tcp_connected(s);
-        return;
-    }
-    ev_timer_stop(s->loop, &s->retry);
-    close_data(s);
-    if (s->ai_next) {
-        tcp_try(s);
-        return;
-    }
-    freeaddrinfo(s->ai);
-    s->ai = s->ai_next = NULL;
-    live_retry(s, soerr, "connect");
+    else
+        tcp_attempt_failed(s, soerr);
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -1022,6 +1026,7 @@ static void live_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 
 static void retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
+    (void)loop;
     (void)revents;
     struct source *s = container_of(w, struct source, retry);
     if (s->stopped)
@@ -1034,19 +1039,10 @@ static void retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
         serial_try(s);
         break;
     case SOURCE_TCP:
-        if (s->connecting) { /* connect timeout: next address or back off */
-            ev_io_stop(loop, &s->io);
-            close_data(s);
-            if (s->ai_next) {
-                tcp_try(s);
-            } else {
-                freeaddrinfo(s->ai);
-                s->ai = s->ai_next = NULL;
-                live_retry(s, ETIMEDOUT, "connect");
-            }
-        } else {
+        if (s->connecting) /* the connect timeout */
+            tcp_attempt_failed(s, ETIMEDOUT);
+        else
             tcp_try(s);
-        }
         break;
     case SOURCE_FILE:
     case SOURCE_STDIN:
@@ -1187,8 +1183,7 @@ void source_stop(struct source *s)
     ev_timer_stop(s->loop, &s->retry);
     close_data(s);
     close_err(s);
-    freeaddrinfo(s->ai);
-    s->ai = s->ai_next = NULL;
+    tcp_forget_addrs(s);
     s->st.up = false;
     if (s->kind == SOURCE_EXEC && s->pid > 0) {
         log_info("source_stopping", "source=%s pid=%d kill_in=%.3f", s->name, (int)s->pid,
