@@ -62,9 +62,8 @@ static const struct {
     int baud;
     speed_t speed;
 } baud_table[] = {
-    {9600, B9600},     {19200, B19200},   {38400, B38400},   {57600, B57600},
-    {115200, B115200}, {230400, B230400}, {460800, B460800}, {500000, B500000},
-    {576000, B576000}, {921600, B921600},
+    {9600, B9600},     {19200, B19200},   {38400, B38400},   {57600, B57600},   {115200, B115200},
+    {230400, B230400}, {460800, B460800}, {500000, B500000}, {576000, B576000}, {921600, B921600},
 };
 
 /* ------------------------------------------------------------------------------------ */
@@ -91,22 +90,22 @@ struct source {
 
     int fd; /* data fd: exec stdout pipe, serial tty, tcp socket, file, stdin dup */
     ev_io io;
-    ev_idle idle;  /* regular files are always "readable": read one chunk per idle pass */
+    ev_idle idle; /* regular files are always "readable": read one chunk per idle pass */
     bool use_idle;
-    int err_fd;    /* exec stderr pipe */
+    int err_fd; /* exec stderr pipe */
     ev_io err_io;
     ev_timer retry;      /* backoff delay before the next attempt; tcp connect timeout */
     ev_timer kill_timer; /* exec: polls a SIGTERMed group, SIGKILL at kill_deadline */
     ev_child child;
 
-    pid_t pid;     /* exec: running child, 0 once reaped */
-    pid_t pgid;    /* exec: process group still to be cleaned up, 0 when none */
-    bool killed;   /* SIGKILL already sent to pgid */
+    pid_t pid;            /* exec: running child, 0 once reaped */
+    pid_t pgid;           /* exec: process group still to be cleaned up, 0 when none */
+    bool killed;          /* SIGKILL already sent to pgid */
     double kill_deadline; /* ev_now() after which a SIGTERMed group gets SIGKILL */
-    double up_at;  /* monotonic time the current run/connection started */
-    int last_err;  /* last failure logged at warn: errno, or a (negative) getaddrinfo code */
-    bool ever_up;  /* first success is not a restart */
-    int stdin_flags; /* stdin: file status flags to restore (the description is shared) */
+    double up_at;         /* monotonic time the current run/connection started */
+    int last_err;         /* last failure logged at warn: errno, or a (negative) getaddrinfo code */
+    bool ever_up;         /* first success is not a restart */
+    int stdin_flags;      /* stdin: file status flags to restore (the description is shared) */
     bool restore_flags;
 
     struct addrinfo *ai;      /* tcp: resolved list, kept while trying its entries */
@@ -155,8 +154,8 @@ static int spec_error(char *err, size_t errlen, const char *spec, const char *fm
 
 static bool name_char_ok(char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '_' || c == '.' || c == '-';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '.' || c == '-';
 }
 
 static bool all_digits(const char *p, size_t n)
@@ -204,8 +203,7 @@ static int spec_parse_tcp(struct spec *sp, const char *spec, char *err, size_t e
     sp->port_len = strlen(sp->port);
     if (!all_digits(sp->port, sp->port_len) || sp->port_len > 5 ||
         parse_num(sp->port, sp->port_len) < 1 || parse_num(sp->port, sp->port_len) > 65535)
-        return spec_error(err, errlen, spec, "port \"%s\" is not a number in 1..65535",
-                          sp->port);
+        return spec_error(err, errlen, spec, "port \"%s\" is not a number in 1..65535", sp->port);
     return 0;
 }
 
@@ -467,13 +465,11 @@ static void finite_finish(struct source *s, int err)
     close_data(s);
     s->st.up = false;
     s->done = true;
-    if (err)
-    {
+    if (err) {
         char qe[128];
         log_error("source_read_failed", "source=%s err=%s", s->name,
                   log_quote(qe, sizeof qe, strerror(-err), (size_t)-1));
-    }
-    else
+    } else
         log_info("source_eof", "source=%s lines=%llu bytes=%llu", s->name,
                  (unsigned long long)s->st.lines, (unsigned long long)s->st.bytes);
     if (s->on_done)
@@ -620,8 +616,7 @@ __attribute__((noreturn)) static void exec_child(const char *cmd, int in, int ou
     in = fcntl(in, F_DUPFD, 3);
     out = fcntl(out, F_DUPFD, 3);
     errfd = fcntl(errfd, F_DUPFD, 3);
-    if (in < 0 || out < 0 || errfd < 0 || dup2(in, 0) < 0 || dup2(out, 1) < 0 ||
-        dup2(errfd, 2) < 0)
+    if (in < 0 || out < 0 || errfd < 0 || dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(errfd, 2) < 0)
         _exit(126);
     /* Everything else is O_CLOEXEC already; this also covers fds other code leaked. */
     if (close_range(3, ~0U, 0) < 0)
@@ -759,8 +754,8 @@ static void exec_check_group(struct source *s, bool force)
         return;
     }
     if (!s->killed && (force || ev_now(s->loop) >= s->kill_deadline)) {
-        log_warn("source_kill", "source=%s pgid=%d signal=KILL after=%.3f", s->name,
-                 (int)s->pgid, force ? 0. : s->kill_timeout);
+        log_warn("source_kill", "source=%s pgid=%d signal=KILL after=%.3f", s->name, (int)s->pgid,
+                 force ? 0. : s->kill_timeout);
         exec_signal(s, SIGKILL);
         s->killed = true;
     }
@@ -835,8 +830,8 @@ static void exec_child_cb(struct ev_loop *loop, ev_child *w, int revents)
         log_warn("source_exited", "source=%s pid=%d signal=%d signame=%s ran=%.3f restart_in=%.3f",
                  s->name, (int)pid, WTERMSIG(status), signame(WTERMSIG(status)), ran, delay);
     else
-        log_warn("source_exited", "source=%s pid=%d status=%d ran=%.3f restart_in=%.3f",
-                 s->name, (int)pid, WEXITSTATUS(status), ran, delay);
+        log_warn("source_exited", "source=%s pid=%d status=%d ran=%.3f restart_in=%.3f", s->name,
+                 (int)pid, WEXITSTATUS(status), ran, delay);
     start_retry(s, delay);
 }
 
@@ -953,8 +948,7 @@ static void tcp_try(struct source *s)
         if (g != 0) {
             s->ai = NULL;
             /* getaddrinfo codes are negative, so they never equal an errno in last_err */
-            if (g != s->last_err)
-            {
+            if (g != s->last_err) {
                 char qh[256], qe[128];
                 log_warn("source_resolve_failed", "source=%s host=%s err=%s", s->name,
                          log_quote(qh, sizeof qh, s->arg, (size_t)-1),
@@ -970,8 +964,8 @@ static void tcp_try(struct source *s)
     while (s->ai_next) {
         struct addrinfo *a = s->ai_next;
         s->ai_next = a->ai_next;
-        int fd = socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                        a->ai_protocol);
+        int fd =
+            socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol);
         if (fd < 0) {
             err = errno;
             continue;
@@ -1065,8 +1059,7 @@ static char *dup_n(const char *p, size_t n)
 }
 
 int source_new(struct source **out, struct ev_loop *loop, const struct source_config *cfg,
-               source_line_cb on_line, source_done_cb on_done, void *ud, char *err,
-               size_t errlen)
+               source_line_cb on_line, source_done_cb on_done, void *ud, char *err, size_t errlen)
 {
     struct spec sp;
     int rc = spec_parse(cfg->spec, cfg->index, &sp, err, errlen);
@@ -1195,8 +1188,7 @@ void source_stop(struct source *s)
 
 bool source_is_stopped(const struct source *s)
 {
-    return s->stopped && s->fd < 0 && s->err_fd < 0 && s->pid == 0 &&
-           !ev_is_active(&s->kill_timer);
+    return s->stopped && s->fd < 0 && s->err_fd < 0 && s->pid == 0 && !ev_is_active(&s->kill_timer);
 }
 
 void source_get_stats(const struct source *s, struct source_stats *out)

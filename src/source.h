@@ -53,21 +53,21 @@ typedef void (*source_line_cb)(void *ud, struct source *src, char *line, size_t 
 typedef void (*source_done_cb)(void *ud, struct source *src, int err);
 
 struct source_config {
-    const char *spec;       /* as given by the user */
-    int index;              /* position, used for the default name */
-    size_t max_line;        /* framer maximum (default FRAME_DEFAULT_MAX_LINE) */
-    double backoff_base;    /* default 1 s */
-    double backoff_max;     /* default 60 s */
-    double backoff_stable;  /* default 60 s */
-    double kill_timeout;    /* exec: SIGTERM -> SIGKILL delay on stop, default 2 s */
+    const char *spec;      /* as given by the user */
+    int index;             /* position, used for the default name */
+    size_t max_line;       /* framer maximum (default FRAME_DEFAULT_MAX_LINE) */
+    double backoff_base;   /* default 1 s */
+    double backoff_max;    /* default 60 s */
+    double backoff_stable; /* default 60 s */
+    double kill_timeout;   /* exec: SIGTERM -> SIGKILL delay on stop, default 2 s */
 };
 
 struct source_stats {
-    uint64_t bytes;         /* data bytes read (exec: stdout only) */
-    uint64_t lines;         /* lines delivered to on_line, overlong ones included */
-    uint64_t overlong;      /* lines that exceeded max_line (delivered truncated, FRAME_OVERLONG) */
-    uint64_t restarts;      /* exec restarts / reconnects / reopens */
-    bool up;                /* currently connected / running / open */
+    uint64_t bytes;    /* data bytes read (exec: stdout only) */
+    uint64_t lines;    /* lines delivered to on_line, overlong ones included */
+    uint64_t overlong; /* lines that exceeded max_line (delivered truncated, FRAME_OVERLONG) */
+    uint64_t restarts; /* exec restarts / reconnects / reopens */
+    bool up;           /* currently connected / running / open */
 };
 
 /*
@@ -83,8 +83,7 @@ int source_parse(const char *spec, int index, enum source_kind *kind, char *name
  * err set). Live sources retry instead of failing. Zero fields of cfg take their defaults.
  * on_done may be NULL. */
 int source_new(struct source **out, struct ev_loop *loop, const struct source_config *cfg,
-               source_line_cb on_line, source_done_cb on_done, void *ud, char *err,
-               size_t errlen);
+               source_line_cb on_line, source_done_cb on_done, void *ud, char *err, size_t errlen);
 
 const char *source_name(const struct source *s);
 enum source_kind source_kind(const struct source *s);

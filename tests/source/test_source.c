@@ -303,10 +303,10 @@ static void test_parse_good(void **state)
         {"in.1_x-y=stdin", 0, SOURCE_STDIN, "in.1_x-y"},
     };
     for (size_t i = 0; i < ARRAY_LEN(good); i++) {
-        enum source_kind kind = (enum source_kind)-1;
+        enum source_kind kind = (enum source_kind) - 1;
         char name[SOURCE_NAME_MAX], err[256] = "untouched";
-        int rc = source_parse(good[i].spec, good[i].index, &kind, name, sizeof name, err,
-                              sizeof err);
+        int rc =
+            source_parse(good[i].spec, good[i].index, &kind, name, sizeof name, err, sizeof err);
         if (rc != 0)
             printf("unexpected failure for %s: %s\n", good[i].spec, err);
         assert_int_equal(rc, 0);
@@ -367,25 +367,21 @@ static void test_new_errors(void **state)
     char err[256];
 
     struct source_config c = test_cfg("file:/nonexistent/iiotgw/session.log");
-    assert_int_equal(source_new(&s, r->loop, &c, rec_line, rec_done, r, err, sizeof err),
-                     -ENOENT);
+    assert_int_equal(source_new(&s, r->loop, &c, rec_line, rec_done, r, err, sizeof err), -ENOENT);
     assert_null(s);
     assert_non_null(strstr(err, "/nonexistent/iiotgw/session.log"));
 
     c = test_cfg("file:/tmp");
-    assert_int_equal(source_new(&s, r->loop, &c, rec_line, rec_done, r, err, sizeof err),
-                     -EISDIR);
+    assert_int_equal(source_new(&s, r->loop, &c, rec_line, rec_done, r, err, sizeof err), -EISDIR);
 
     c = test_cfg("tcp:x");
-    assert_int_equal(source_new(&s, r->loop, &c, rec_line, rec_done, r, err, sizeof err),
-                     -EINVAL);
+    assert_int_equal(source_new(&s, r->loop, &c, rec_line, rec_done, r, err, sizeof err), -EINVAL);
     assert_non_null(strstr(err, "tcp:HOST:PORT"));
 
     /* ev_child only works on the default loop: refuse instead of never seeing exits */
     struct ev_loop *other = ev_loop_new(EVFLAG_AUTO);
     c = test_cfg("exec:true");
-    assert_int_equal(source_new(&s, other, &c, rec_line, rec_done, r, err, sizeof err),
-                     -EINVAL);
+    assert_int_equal(source_new(&s, other, &c, rec_line, rec_done, r, err, sizeof err), -EINVAL);
     assert_non_null(strstr(err, "default libev loop"));
     ev_loop_destroy(other);
     rec_free(r);
@@ -621,8 +617,8 @@ static void test_exec_restart(void **state)
         assert_int_equal(r->line_nos[i], i + 1); /* numbering continues across restarts */
     double g0 = t_out1[1] - t_out1[0], g3 = t_out1[4] - t_out1[3];
     printf("gap run0->1 %.3f s, run3->4 %.3f s\n", g0, g3);
-    assert_true(g3 >= 0.195);   /* nominal 0.4 s, equal jitter: at least 0.2 s */
-    assert_true(g0 < 0.15);     /* nominal 0.05 s plus a fork/exec */
+    assert_true(g3 >= 0.195); /* nominal 0.4 s, equal jitter: at least 0.2 s */
+    assert_true(g0 < 0.15);   /* nominal 0.05 s plus a fork/exec */
     assert_true(g3 > g0);
     assert_true(st.restarts >= 4);
     assert_int_equal(r->done_calls, 0);
@@ -661,7 +657,7 @@ static void test_exec_stop_group(void **state)
 
     double t0 = util_mono();
     source_stop(s);
-    source_stop(s); /* idempotent */
+    source_stop(s);                     /* idempotent */
     assert_false(source_is_stopped(s)); /* the child is not reaped yet */
     bool stopped = run_until(r->loop, src_stopped, s, 3.0);
     printf("stop took %.3f s\n", util_mono() - t0);
@@ -860,8 +856,7 @@ static void test_tcp_reconnect(void **state)
     assert_true(st.up);
     assert_int_equal(st.bytes, 15 + 6);
     /* down once at warn; the refused attempts while the server was away: one warn */
-    assert_int_equal(count_matching_lines(log, "level=warn event=source_down source=rtt", NULL),
-                     1);
+    assert_int_equal(count_matching_lines(log, "level=warn event=source_down source=rtt", NULL), 1);
     assert_int_equal(count_matching_lines(log, "level=warn event=source_failed source=rtt",
                                           "Connection refused"),
                      1);
@@ -966,8 +961,7 @@ static void test_serial_pty_replug(void **state)
     assert_int_equal(count_matching_lines(log, "level=warn event=source_failed source=usb",
                                           "No such file or directory"),
                      1);
-    assert_int_equal(count_matching_lines(log, "level=warn event=source_down source=usb", NULL),
-                     1);
+    assert_int_equal(count_matching_lines(log, "level=warn event=source_down source=usb", NULL), 1);
     assert_int_equal(count_matching_lines(log, "event=source_up source=usb", "baud=57600"), 2);
     free(log);
     assert_int_equal(count_fds(), fds_before); /* nothing leaked */
@@ -986,18 +980,12 @@ int main(int argc, char **argv)
     /* create the default loop (epoll fd, SIGCHLD pipe) up front so fd counts balance */
     ev_default_loop(0);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parse_good),
-        cmocka_unit_test(test_parse_bad),
-        cmocka_unit_test(test_new_errors),
-        cmocka_unit_test(test_file_session),
-        cmocka_unit_test(test_file_pause_overlong),
-        cmocka_unit_test(test_stdin_pipe),
-        cmocka_unit_test(test_exec_restart),
-        cmocka_unit_test(test_exec_stop_group),
-        cmocka_unit_test(test_exec_sigkill),
-        cmocka_unit_test(test_exec_fds),
-        cmocka_unit_test(test_exec_free_reaps),
-        cmocka_unit_test(test_tcp_reconnect),
+        cmocka_unit_test(test_parse_good),          cmocka_unit_test(test_parse_bad),
+        cmocka_unit_test(test_new_errors),          cmocka_unit_test(test_file_session),
+        cmocka_unit_test(test_file_pause_overlong), cmocka_unit_test(test_stdin_pipe),
+        cmocka_unit_test(test_exec_restart),        cmocka_unit_test(test_exec_stop_group),
+        cmocka_unit_test(test_exec_sigkill),        cmocka_unit_test(test_exec_fds),
+        cmocka_unit_test(test_exec_free_reaps),     cmocka_unit_test(test_tcp_reconnect),
         cmocka_unit_test(test_serial_pty_replug),
     };
     if (argc > 1)
