@@ -10,7 +10,11 @@
  *
  * Nothing here blocks the loop: connect is asynchronous, and the socket is serviced by ev_io
  * watchers (read always, write only while mosquitto_want_write()) plus a 1 s misc timer.
- * TCP_NODELAY is set on the socket (see the brief: Nagle + delayed ACK add ~44 ms to a burst).
+ * TCP_NODELAY is set on the socket (see the brief: Nagle + delayed ACK add ~44 ms to a burst),
+ * and TCP_QUICKACK is re-armed after every read, because a broker without set_tcp_nodelay
+ * (mosquitto's default) otherwise holds the PUBACKs of a burst until our delayed ACK.
+ * Limitation: libmosquitto resolves the host name with a blocking getaddrinfo() on each
+ * connect attempt; use an IP address or a name in /etc/hosts where that matters.
  *
  * Ownership: mqtt_sink_new() returns an object owned by the caller (mqtt_sink_free()). All
  * strings in mqtt_config are copied. Payloads passed to mqtt_sink_publish() are copied.
@@ -43,7 +47,8 @@ struct mqtt_config {
     const char *status_topic;  /* retained "online"/"offline" + last will; NULL = none */
     size_t queue_max_msgs;     /* offline FIFO bound, default 100000 */
     size_t queue_max_bytes;    /* offline FIFO bound, default 64 MiB */
-    unsigned max_inflight;     /* QoS>0 messages in flight, default 100 */
+    unsigned max_inflight;     /* messages handed to libmosquitto and not yet acknowledged
+                                  (QoS 0 until written), default 100; the rest wait in the FIFO */
     double backoff_base;       /* default 1 s */
     double backoff_max;        /* default 60 s */
 };
@@ -67,7 +72,8 @@ struct mqtt_sink;
 
 /*
  * Create the sink and start connecting. Returns 0, -EINVAL (bad config; err set), -ENOMEM.
- * A broker that is down is not an error: the sink keeps retrying.
+ * A broker that is down is not an error: the sink keeps retrying. With protocol 5,
+ * clean_session false and session_expiry > 0 the CONNECT carries the session expiry.
  */
 int mqtt_sink_new(struct mqtt_sink **out, struct ev_loop *loop, const struct mqtt_config *cfg,
                   char *err, size_t errlen);
@@ -76,8 +82,10 @@ int mqtt_sink_new(struct mqtt_sink **out, struct ev_loop *loop, const struct mqt
 void mqtt_sink_set_ack_cb(struct mqtt_sink *m, mqtt_ack_cb cb, void *ud);
 
 /*
- * Queue one message. `token` is an opaque caller value echoed to the ack callback. qos 0..2.
- * Returns 0, -EINVAL (bad topic/qos), -ENOMEM. Never blocks.
+ * Queue one message. `token` is an opaque caller value echoed to the ack callback (exactly
+ * once per acknowledged message; messages dropped from the full FIFO are never acked). qos 0..2.
+ * Returns 0, -EINVAL (bad topic/qos, a message larger than queue_max_bytes, or the sink is
+ * closed), -ENOMEM. Never blocks. May be called from the ack callback.
  */
 int mqtt_sink_publish(struct mqtt_sink *m, const char *topic, const void *payload, size_t len,
                       int qos, bool retain, uint64_t token);
@@ -89,10 +97,14 @@ void mqtt_sink_get_stats(const struct mqtt_sink *m, struct mqtt_stats *out);
 
 /*
  * Begin a clean shutdown: publish "offline" on the status topic, then disconnect once
- * nothing is pending or `timeout` seconds passed. `done` is called once when disconnected.
+ * nothing is pending or `timeout` seconds passed. `done` is called once when disconnected,
+ * always from the loop (never from inside this call); it may call mqtt_sink_free().
+ * A disconnected sink keeps reconnecting until the timeout while messages are pending.
  */
 void mqtt_sink_close(struct mqtt_sink *m, double timeout, void (*done)(void *ud), void *ud);
 
+/* Destroy the sink (messages still pending are lost). Safe at any time, including from the
+ * ack and done callbacks; no callback is called after it. NULL is a no-op. */
 void mqtt_sink_free(struct mqtt_sink *m);
 
 /*
