@@ -346,10 +346,9 @@ static void on_source_line(void *ud, struct source *src, char *line, size_t len,
 static void on_source_done(void *ud, struct source *src, int errnum)
 {
     struct gateway *gw = ud;
+    /* source.c already logged the EOF with its counts; only a failure needs saying here. */
     if (errnum)
         log_error("source_failed", "source=%s err=\"%s\"", source_name(src), strerror(-errnum));
-    else
-        log_info("source_eof", "source=%s", source_name(src));
     gw->finite_done++;
     if (gw->state == GW_RUNNING && gw->finite_done == gw->nsources) {
         /* Every source was finite and is finished: deliver what is pending, then exit. */
@@ -812,7 +811,7 @@ int gateway_init(struct gateway *gw, struct ev_loop *loop, const struct config *
         gw->nsources++;
         if (source_is_finite(gw->sources[i]))
             gw->finite_sources++;
-        log_info("source_started", "source=%s spec=%s", source_name(gw->sources[i]),
+        log_info("source_added", "source=%s spec=%s", source_name(gw->sources[i]),
                  cfg->sources[i]);
     }
 

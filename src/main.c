@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 
 #include <ev.h>
 
@@ -244,6 +245,10 @@ int main(int argc, char **argv)
     }
 
     signal(SIGPIPE, SIG_IGN);
+    /* Become the reaper of our descendants: when an exec source's shell dies, its orphaned
+     * children are re-parented to us instead of to PID 1 (which, in containers, often never
+     * reaps), and libev's SIGCHLD handler reaps them. No zombies, whatever CMD forks. */
+    prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     /* The default loop: exec sources need ev_child, which only the default loop supports. */
     struct ev_loop *loop = EV_DEFAULT;
     struct gateway gw;
