@@ -16,7 +16,7 @@
  * Ordering: exactly ONE request is in flight per sink. Batches are delivered (and acked) in
  * the order they were written, also across retries and 413 splits. At the gateway's rate
  * (tens of lines per second) one request of up to 5000 lines is far more throughput than
- * needed; see the measurements in the report of the commit that added this file.
+ * needed: measured on loopback, 100k lines reach victoria-metrics in ~0.05 s (20 requests).
  *
  * Ownership: the sink owns its config copies, batches, the curl handles and its watchers.
  * The file is owned by the InfluxDB-sink engineer ("influx").

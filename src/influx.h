@@ -14,10 +14,20 @@
  *   400/401/403/404/422 and other 4xx  reject: reject callback with status and server message,
  *                       no retry
  * Batches waiting for retry are kept in order, bounded by queue_max_bytes (oldest dropped,
- * counted, logged). The token is never logged.
+ * counted, logged). The token is never logged: it is also redacted ("***") from server
+ * messages before they are logged or handed to the reject callback.
+ *
+ * Ordering: one request is in flight per sink, so batches are sent, acked and rejected in
+ * the order their lines were written, also across retries and 413 splits. (At 10 packets/s
+ * one request of up to 5000 lines is far more than enough; ordering matters more.)
+ * While a retry delay runs nothing is sent, not even after influx_sink_flush().
+ *
+ * Callbacks run from the loop (never from inside influx_sink_write/flush). They may call
+ * influx_sink_write/flush/get_stats, but must not call influx_sink_free.
  *
  * Ownership: influx_sink_new() returns an object owned by the caller (influx_sink_free()). All
- * config strings are copied. Lines are copied.
+ * config strings are copied. Lines are copied. The sink takes a reference on curl's global
+ * state (curl_global_init) and drops it in influx_sink_free.
  */
 #ifndef IIOTGW_INFLUX_H
 #define IIOTGW_INFLUX_H
@@ -28,6 +38,7 @@
 
 #include <ev.h>
 
+/* Zero fields take the defaults below. */
 struct influx_config {
     const char *url;           /* base URL, e.g. http://127.0.0.1:8086 (required) */
     int api;                   /* 2 (default) or 1 */
@@ -51,14 +62,18 @@ struct influx_stats {
     uint64_t lines_rejected;   /* 4xx: handed to the reject callback */
     uint64_t lines_dropped;    /* dropped from a full queue */
     uint64_t batches;          /* requests that got a 2xx */
-    uint64_t retries;
+    uint64_t retries;          /* failed attempts that were scheduled again */
     uint64_t splits;           /* 413 splits */
     size_t pending_lines;      /* accepted, not yet acknowledged or rejected */
-    size_t pending_bytes;
+    size_t pending_bytes;      /* their bytes, each line + 1 (its '\n'); what queue_max_bytes bounds */
     int last_status;           /* last HTTP status (0 = transport error) */
 };
 
-/* A batch the server refused for good. `lines` is '\n'-separated. */
+/*
+ * A batch the server refused for good. `lines` is '\n'-separated (no trailing '\n'),
+ * `status` the HTTP status, `message` the server's response body (trimmed, at most 511
+ * bytes, secrets redacted). All pointers are valid only during the call.
+ */
 typedef void (*influx_reject_cb)(void *ud, const char *lines, size_t len, long status,
                                  const char *message);
 /* Every line of a 2xx batch, by the token given to influx_sink_write. */
@@ -66,7 +81,11 @@ typedef void (*influx_ack_cb)(void *ud, uint64_t token);
 
 struct influx_sink;
 
-/* Returns 0, -EINVAL (bad config; err set), -ENOMEM. */
+/*
+ * Create a sink on `loop`. cfg: url must be http:// or https://; api 2 needs org and bucket,
+ * api 1 needs db; negative times are invalid. err/errlen (may be NULL/0) receive a message.
+ * Returns 0 (*out set), -EINVAL (bad config; err set), -ENOMEM.
+ */
 int influx_sink_new(struct influx_sink **out, struct ev_loop *loop, const struct influx_config *cfg,
                     char *err, size_t errlen);
 void influx_sink_set_callbacks(struct influx_sink *s, influx_ack_cb ack, influx_reject_cb reject,
@@ -75,13 +94,18 @@ void influx_sink_set_callbacks(struct influx_sink *s, influx_ack_cb ack, influx_
 /* Append one line (no '\n'). Returns 0, -EINVAL (empty or contains '\n'), -ENOMEM. */
 int influx_sink_write(struct influx_sink *s, const char *line, size_t len, uint64_t token);
 
-/* Send the current batch now instead of waiting for the linger timer. */
+/* Send the current batch now instead of waiting for the linger timer (it is queued behind
+ * earlier batches; a running retry delay is not cut short). */
 void influx_sink_flush(struct influx_sink *s);
 
 /* Lines not yet acknowledged or rejected. */
 size_t influx_sink_pending(const struct influx_sink *s);
 
 void influx_sink_get_stats(const struct influx_sink *s, struct influx_stats *out);
+
+/* Abort any request and free everything, including lines not yet sent (logged as a warning:
+ * flush and run the loop until influx_sink_pending() == 0 first for a clean shutdown).
+ * NULL is fine. */
 void influx_sink_free(struct influx_sink *s);
 
 #endif

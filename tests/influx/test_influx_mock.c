@@ -267,7 +267,7 @@ static void test_429_retry_after(void **state)
     (void)state;
     double gap[1];
     retry_scenario("429", 0.05, 10, 2, 2, gap);
-    assert_true(gap[0] >= 0.95 && gap[0] < 1.6);
+    assert_true(gap[0] >= 0.95 && gap[0] < 2.0);
 }
 
 /* 429 + Retry-After as an HTTP-date 30 s ahead -> capped at backoff_max (1 s). */
@@ -276,7 +276,7 @@ static void test_429_http_date_capped(void **state)
     (void)state;
     double gap[1];
     retry_scenario("429date", 0.05, 1, 2, 2, gap);
-    assert_true(gap[0] >= 0.95 && gap[0] < 1.6);
+    assert_true(gap[0] >= 0.95 && gap[0] < 2.0);
 }
 
 /* 503 without Retry-After -> backoff (base 0.2: delay within [0.1, 0.2]). */
@@ -285,7 +285,7 @@ static void test_503_backoff(void **state)
     (void)state;
     double gap[1];
     retry_scenario("503", 0.2, 5, 2, 2, gap);
-    assert_true(gap[0] >= 0.09 && gap[0] < 0.5);
+    assert_true(gap[0] >= 0.09 && gap[0] < 0.8);
 }
 
 /* 500, 500, 204 -> two retries with exponential backoff: [0.1,0.2] then [0.2,0.4]. */
@@ -294,8 +294,8 @@ static void test_500_backoff(void **state)
     (void)state;
     double gap[2];
     retry_scenario("500", 0.2, 5, 2, 3, gap);
-    assert_true(gap[0] >= 0.09 && gap[0] < 0.5);
-    assert_true(gap[1] >= 0.19 && gap[1] < 0.7);
+    assert_true(gap[0] >= 0.09 && gap[0] < 0.8);
+    assert_true(gap[1] >= 0.19 && gap[1] < 1.0);
 }
 
 /* A server that accepts and never answers -> request timeout (0.5 s) -> retry. */
@@ -304,7 +304,7 @@ static void test_hang_timeout(void **state)
     (void)state;
     double gap[1];
     retry_scenario("hang", 0.05, 1, 0.5, 2, gap);
-    assert_true(gap[0] >= 0.5 && gap[0] < 1.5);
+    assert_true(gap[0] >= 0.5 && gap[0] < 2.0);
 }
 
 /* 400 with a JSON error body -> reject with the server's message, no retry. */
