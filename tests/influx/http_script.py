@@ -22,6 +22,7 @@ Scenarios (what POST answers):
     500       500 on the first two requests, then 204
     400       400 with an InfluxDB-style JSON error body, always
     hang      first request: read it, then never answer; then 204
+    reset     first request: read it, then reset the connection (RST, no answer); then 204
 
 Only the stdlib of /usr/bin/python3. Owned by the "influx" engineer.
 """
@@ -29,6 +30,8 @@ import email.utils
 import gzip
 import http.server
 import os
+import socket
+import struct
 import sys
 import threading
 import time
@@ -79,6 +82,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if status == 0:  # hang: keep the connection open, never answer
             time.sleep(3600)
             return
+        if status == -1:  # reset: SO_LINGER 0 makes close() send an RST
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                       struct.pack("ii", 1, 0))
+            self.connection.close()
+            self.close_connection = True
+            return
         self.reply(status, payload, headers)
 
     def decide(self, idx, lines, body):
@@ -109,6 +118,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                          b'missing fields"}'), [("Content-Type", "application/json")]
         if s == "hang":
             return (0, b"", ()) if idx == 0 else (204, b"", ())
+        if s == "reset":
+            return (-1, b"", ()) if idx == 0 else (204, b"", ())
         return 500, b"unknown scenario", ()
 
 
@@ -123,6 +134,7 @@ def orphan_watchdog(parent):
 def main():
     threading.Thread(target=orphan_watchdog, args=(os.getppid(),), daemon=True).start()
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    srv.handle_error = lambda request, client_address: None  # the reset scenario's EPIPE
     srv.daemon_threads = True
     print(srv.server_address[1], flush=True)
     srv.serve_forever()

@@ -307,6 +307,15 @@ static void test_hang_timeout(void **state)
     assert_true(gap[0] >= 0.5 && gap[0] < 2.0);
 }
 
+/* The server reads the request and resets the connection -> transport error -> retry. */
+static void test_reset_retry(void **state)
+{
+    (void)state;
+    double gap[1];
+    retry_scenario("reset", 0.1, 1, 2, 2, gap);
+    assert_true(gap[0] >= 0.05 && gap[0] < 0.8);
+}
+
 /* 400 with a JSON error body -> reject with the server's message, no retry. */
 static void test_400_message(void **state)
 {
@@ -373,6 +382,7 @@ int main(void)
         cmocka_unit_test_teardown(test_503_backoff, teardown_srv),
         cmocka_unit_test_teardown(test_500_backoff, teardown_srv),
         cmocka_unit_test_teardown(test_hang_timeout, teardown_srv),
+        cmocka_unit_test_teardown(test_reset_retry, teardown_srv),
         cmocka_unit_test_teardown(test_400_message, teardown_srv),
         cmocka_unit_test_teardown(test_token_not_logged, teardown_srv),
     };
