@@ -727,8 +727,9 @@ static void after_loop_call(struct mqtt_sink *m, int rc)
  * The broker's socket has Nagle on unless its listener sets set_tcp_nodelay (mosquitto's
  * default is off): after its first PUBACK of a burst it holds the rest until our TCP ACK,
  * which Linux delays up to 40 ms when we have nothing to send back. Re-arming quick-ack
- * after every read sends that ACK at once (measured: 8 % of 9-message bursts took > 10 ms
- * without it against a default mosquitto). Linux clears the flag by itself, hence each read.
+ * after every read sends that ACK at once (measured against a default mosquitto, 9 QoS1
+ * messages every 10 ms: without it 7-16 % of bursts were not fully acked 10 ms later; with
+ * it none). Linux clears the flag by itself, hence each read.
  */
 static void quickack(int fd)
 {
