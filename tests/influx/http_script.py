@@ -13,8 +13,8 @@ Every POST is recorded; GET /_requests returns one line per recorded request:
     first=<first line>   (all on one line)
 Scenarios (what POST answers):
     ok        204 always
-    401       401 with a JSON body that echoes the Authorization header (the sink must
-              redact the token before logging or passing the message on)
+    401       401 with a JSON body that echoes the Authorization header, Basic credentials
+              decoded (the sink must redact secrets before logging or passing them on)
     413       413 when the body has more than 2 lines or more than 200 bytes, else 204
     429       429 + "Retry-After: 1" on the first request, then 204
     429date   429 + Retry-After as an HTTP-date 30 s ahead on the first request, then 204
@@ -26,6 +26,7 @@ Scenarios (what POST answers):
 
 Only the stdlib of /usr/bin/python3. Owned by the "influx" engineer.
 """
+import base64
 import email.utils
 import gzip
 import http.server
@@ -96,6 +97,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return 204, b"", ()
         if s == "401":
             auth = self.headers.get("Authorization", "")
+            if auth.startswith("Basic "):  # echo the decoded "user:password" (worst case)
+                auth = "Basic " + base64.b64decode(auth[6:]).decode(errors="replace")
             msg = '{"code":"unauthorized","message":"unauthorized access: %s"}' % auth
             return 401, msg.encode(), [("Content-Type", "application/json")]
         if s == "413":

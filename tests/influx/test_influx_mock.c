@@ -20,6 +20,7 @@
 #include "log.h"
 
 #define TOKEN "s3cr3t-T0KEN-4f9a"
+#define V1_PASSWORD "pw-V1-9z8y"
 
 static char log_path[] = "/tmp/influx_mock_log_XXXXXX";
 static int saved_stderr = -1;
@@ -163,6 +164,35 @@ static void test_401_reject(void **state)
     assert_int_equal(st.last_status, 401);
     struct req r[4];
     assert_int_equal(srv_requests(&v, r, 4), 1);
+    buf_free(&rec.reject_lines);
+    influx_sink_free(s);
+    ev_loop_destroy(loop);
+}
+
+/* v1 with Basic auth: a server echoing the credentials gets the password redacted. */
+static void test_401_v1_basic(void **state)
+{
+    (void)state;
+    struct srv v;
+    srv_start(&v, "401");
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    struct it_rec rec = {0};
+    struct influx_config cfg = {.url = v.url, .api = 1, .db = "d b", .rp = "r&p",
+                                .token = "gwuser:" V1_PASSWORD, .linger = 0.05};
+    struct influx_sink *s = NULL;
+    assert_int_equal(influx_sink_new(&s, loop, &cfg, NULL, 0), 0);
+    influx_sink_set_callbacks(s, it_ack, it_reject, &rec);
+    write_n(s, 1, "v1");
+    RUN_UNTIL(loop, rec.rejects == 1, 3);
+    assert_int_equal(rec.rejects, 1);
+    assert_int_equal(rec.reject_status, 401);
+    /* the server saw the real credentials, the message only a redacted echo */
+    assert_non_null(strstr(rec.reject_msg, "Basic ***"));
+    assert_null(strstr(rec.reject_msg, V1_PASSWORD));
+    struct req r[4];
+    assert_int_equal(srv_requests(&v, r, 4), 1);
+    assert_int_equal(r[0].auth, 1);
+    assert_string_equal(r[0].path, "/write?db=d%20b&rp=r%26p&precision=ns");
     buf_free(&rec.reject_lines);
     influx_sink_free(s);
     ev_loop_destroy(loop);
@@ -358,6 +388,8 @@ static void test_token_not_logged(void **state)
     assert_non_null(strstr(b.p, "Token ***"));
     assert_non_null(strstr(b.p, "event=influx_retry"));
     assert_null(strstr(b.p, TOKEN));
+    assert_non_null(strstr(b.p, "Basic ***"));
+    assert_null(strstr(b.p, V1_PASSWORD));
     buf_free(&b);
 }
 
@@ -376,6 +408,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_ok_gzip, teardown_srv),
         cmocka_unit_test_teardown(test_401_reject, teardown_srv),
+        cmocka_unit_test_teardown(test_401_v1_basic, teardown_srv),
         cmocka_unit_test_teardown(test_413_split, teardown_srv),
         cmocka_unit_test_teardown(test_429_retry_after, teardown_srv),
         cmocka_unit_test_teardown(test_429_http_date_capped, teardown_srv),
