@@ -37,6 +37,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -595,7 +596,8 @@ static bool exec_group_alive(const struct source *s)
 }
 
 /* In the child between fork and exec: async-signal-safe calls only. */
-__attribute__((noreturn)) static void exec_child(const char *cmd, int in, int out, int errfd)
+__attribute__((noreturn)) static void exec_child(const char *cmd, int in, int out, int errfd,
+                                                 pid_t parent)
 {
     /* Dispositions the daemon set (SIGPIPE ignored, libev's handlers) must not leak into the
      * command: ignored signals survive exec. Then unblock everything (blocked before fork). */
@@ -611,6 +613,13 @@ __attribute__((noreturn)) static void exec_child(const char *cmd, int in, int ou
     sigprocmask(SIG_SETMASK, &none, NULL);
 
     setsid(); /* own session and process group: stop signals -pgid */
+
+    /* If the gateway dies without stopping us (SIGKILL, OOM killer), the command gets SIGTERM
+     * instead of holding the debug probe or serial port forever; the setting survives exec.
+     * The getppid() check closes the race with a parent that died before prctl(). */
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != parent)
+        _exit(0);
 
     /* Move the three fds above 2 first so that no dup2 clobbers another. */
     in = fcntl(in, F_DUPFD, 3);
@@ -656,9 +665,10 @@ static int exec_spawn(struct source *s)
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
+    pid_t self = getpid();
     pid_t pid = fork();
     if (pid == 0)
-        exec_child(s->arg, devnull, out[1], errp[1]);
+        exec_child(s->arg, devnull, out[1], errp[1], self);
     int fork_errno = errno;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (pid < 0) {

@@ -97,9 +97,15 @@ while time.time() < wait_online:
 else:
     fail("status never went online")
 tree = descendants(p.pid)
+child = children_map().get(p.pid, [])
 p.kill()
 p.wait()
-for pid, _ in alive(tree):  # a SIGKILLed gateway cannot clean up; the test does
+# The exec source's direct child gets SIGTERM from the kernel (PR_SET_PDEATHSIG) when the
+# gateway dies, so probe-rs would not keep holding the debug probe.
+time.sleep(0.5)
+check(not [x for x in alive(child) if x[1] != "Z"],
+      "exec source child survived the gateway's SIGKILL: %r" % alive(child))
+for pid, _ in alive(tree):  # grandchildren are beyond the gateway's reach; the test cleans up
     try:
         os.kill(pid, signal.SIGKILL)
     except OSError:
