@@ -78,6 +78,7 @@ struct rule_state {
     size_t mem_limit;
     uint64_t instr_left;/* budget beyond the current hook period */
     bool overrun;       /* budget spent in the current call */
+    char overrun_where[LUA_IDSIZE + 24]; /* rule file:line where the budget ran out */
     int64_t ts_ns;      /* default gw.point timestamp of the current call */
 };
 
@@ -167,6 +168,8 @@ static int sb_panic(lua_State *L)
 /* Instruction budget                                                                   */
 /* ------------------------------------------------------------------------------------ */
 
+static void rule_where(struct rule_state *st, lua_State *co, char *out, size_t n);
+
 static void sb_hook(lua_State *L, lua_Debug *ar)
 {
     struct rule_state *st = state_of(L);
@@ -182,6 +185,9 @@ static void sb_hook(lua_State *L, lua_Debug *ar)
     if (!st->overrun) {
         st->overrun = true;
         lua_sethook(L, sb_hook, LUA_MASKCOUNT, OVERRUN_RECHECK);
+        /* Locate it now: once yielded, the top frame's pc is rewound by one instruction
+         * and lua_getinfo would report the previous line. */
+        rule_where(st, L, st->overrun_where, sizeof st->overrun_where);
     }
     if (lua_isyieldable(L)) {
         lua_yield(L, 0); /* unwinds to lua_resume with LUA_YIELD: no pcall sees it */
@@ -225,10 +231,29 @@ static int sb_pcall(lua_State *L)
     return sb_finishpcall(L, status, 0);
 }
 
+/*
+ * xpcall's message handler, wrapped. When the hook raised the budget error, Lua calls the
+ * handler while hooks are still disabled (allowhook is only restored when the error is
+ * caught), so a looping handler would run forever: once the budget is spent the user's
+ * handler is not called at all.
+ */
+static int sb_msgh(lua_State *L)
+{
+    if (state_of(L)->overrun)
+        return 1; /* the error object, unchanged */
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    return 1;
+}
+
 static int sb_xpcall(lua_State *L)
 {
     int n = lua_gettop(L);
     luaL_checktype(L, 2, LUA_TFUNCTION);
+    lua_pushvalue(L, 2);
+    lua_pushcclosure(L, sb_msgh, 1);
+    lua_replace(L, 2);
     lua_pushboolean(L, 1);
     lua_pushvalue(L, 1);
     lua_rotate(L, 3, 2);
@@ -1106,7 +1131,8 @@ static void format_error(struct rule_state *st, lua_State *co, int status, char 
     char where[LUA_IDSIZE + 24];
     rule_where(st, co, where, sizeof where);
     if (status == LUA_YIELD || st->overrun) {
-        set_err(err, errlen, "%s: instruction budget exceeded (%llu instructions)", where,
+        set_err(err, errlen, "%s: instruction budget exceeded (%llu instructions)",
+                st->overrun ? st->overrun_where : where,
                 (unsigned long long)st->r->instr_limit);
         return;
     }
