@@ -20,6 +20,7 @@
 #include <lualib.h>
 
 #include "log.h"
+#include "spool.h"
 #include "util.h"
 
 /* ------------------------------------------------------------------------------------------
@@ -82,6 +83,13 @@ static const struct opt opts[] = {
     O("influx.timeout", OPT_NUM, influx_timeout, "10", 0, 0),
     O("influx.queue_max_bytes", OPT_INT, influx_queue_max_bytes, "67108864", 1024,
       INT64_C(1) << 40),
+    O("spool.dir", OPT_STR, spool_dir, "none", 0, 0),
+    O("spool.fsync", OPT_STR, spool_fsync, "interval", 0, 0),
+    O("spool.sync_interval", OPT_NUM, spool_sync_interval, "0.1", 0, 0),
+    O("spool.max_bytes", OPT_INT, spool_max_bytes, "268435456", 65536, INT64_C(1) << 50),
+    O("spool.segment_bytes", OPT_INT, spool_segment_bytes, "8388608", 4096, INT64_C(1) << 40),
+    O("spool.replay_share", OPT_NUM, spool_replay_share, "0.2", 0, 0),
+    O("spool.replay_prefix", OPT_STR, spool_replay_prefix, "none", 0, 0),
 };
 
 static const struct opt *opt_find(const char *key)
@@ -352,7 +360,8 @@ int config_load_file(struct config *c, const char *path, char *err, size_t errle
         const char *k = lua_tostring(L, -2);
         if (!strcmp(k, "sources")) {
             rc = load_sources(c, L, path, err, errlen);
-        } else if (lua_istable(L, -1) && (!strcmp(k, "mqtt") || !strcmp(k, "influx"))) {
+        } else if (lua_istable(L, -1) && (!strcmp(k, "mqtt") || !strcmp(k, "influx") ||
+                                           !strcmp(k, "spool"))) {
             lua_pushnil(L);
             while (rc == 0 && lua_next(L, -2)) {
                 char full[128];
@@ -431,6 +440,24 @@ int config_finish(struct config *c, char *err, size_t errlen)
     }
     if (c->tick_interval < 0.01) {
         snprintf(err, errlen, "tick_interval: must be at least 0.01 s");
+        return -EINVAL;
+    }
+    if (spool_fsync_parse(c->spool_fsync) < 0) {
+        snprintf(err, errlen, "spool.fsync: \"%s\" is not one of always, interval, none",
+                 c->spool_fsync);
+        return -EINVAL;
+    }
+    if (c->spool_replay_share > 1) {
+        snprintf(err, errlen, "spool.replay_share: %g is not in [0, 1]", c->spool_replay_share);
+        return -EINVAL;
+    }
+    if (c->spool_sync_interval < 0.001 || c->spool_sync_interval > 60) {
+        snprintf(err, errlen, "spool.sync_interval: must be between 0.001 and 60 s");
+        return -EINVAL;
+    }
+    if (!is_none(c->spool_replay_prefix) && strpbrk(c->spool_replay_prefix, "+#")) {
+        snprintf(err, errlen, "spool.replay_prefix: \"%s\" must be a topic without wildcards",
+                 c->spool_replay_prefix);
         return -EINVAL;
     }
     if (!c->gateway_id) {

@@ -72,6 +72,15 @@ struct config {
     double influx_timeout;
     int64_t influx_queue_max_bytes;
 
+    /* store-and-forward spool (docs/reliability.md) */
+    char *spool_dir;           /* directory, or "none" (default): sinks fed directly */
+    char *spool_fsync;         /* always | interval (default) | none */
+    double spool_sync_interval; /* seconds between spool ticks, default 0.1 */
+    int64_t spool_max_bytes;   /* bound, default 256 MiB */
+    int64_t spool_segment_bytes; /* default 8 MiB */
+    double spool_replay_share; /* 0..1, backlog's share of each sink's window, default 0.2 */
+    char *spool_replay_prefix; /* "none" (default) or a topic prefix for replayed messages */
+
     /* resolved secrets (never printed) */
     char *influx_token;
     char *mqtt_password;

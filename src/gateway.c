@@ -18,6 +18,7 @@
 
 #include "deadletter.h"
 #include "extract.h"
+#include "forward.h"
 #include "frame.h"
 #include "influx.h"
 #include "lineproto.h"
@@ -25,6 +26,7 @@
 #include "mqtt.h"
 #include "rules.h"
 #include "source.h"
+#include "spool.h"
 #include "util.h"
 
 #define ERRLEN 512
@@ -101,7 +103,8 @@ static int out_publish(void *ud, const char *topic, const char *payload, size_t 
         slot = &gw->lat.ring[gw->lat.current % GW_LAT_RING];
         slot->pending++;
     }
-    int rc = mqtt_sink_publish(gw->mqtt, topic, payload, len, qos, retain, gw->lat.current);
+    /* Through the spool when one is configured; forward.c decides cursor and timing. */
+    int rc = forward_publish(gw->fw, topic, payload, len, qos, retain, gw->lat.current);
     if (rc) {
         if (slot)
             slot->pending--;
@@ -195,7 +198,7 @@ static int out_write(void *ud, const char *line, size_t len)
     }
     if (!gw->influx)
         return 0;
-    int rc = influx_sink_write(gw->influx, line, len, 0);
+    int rc = forward_write(gw->fw, line, len);
     if (rc) {
         gw->n.write_errors++;
         return rc;
@@ -361,14 +364,15 @@ static void on_source_done(void *ud, struct source *src, int errnum)
  * hardware is never paused)
  * ---------------------------------------------------------------------------------------- */
 
+/* Sink queues plus records of this run still waiting in the spool (cheap: per packet). */
 static size_t mqtt_pending(const struct gateway *gw)
 {
-    return gw->mqtt ? mqtt_sink_pending(gw->mqtt) : 0;
+    return gw->fw ? forward_pending(gw->fw, FWD_MQTT, false) : 0;
 }
 
 static size_t influx_pending(const struct gateway *gw)
 {
-    return gw->influx ? influx_sink_pending(gw->influx) : 0;
+    return gw->fw ? forward_pending(gw->fw, FWD_INFLUX, false) : 0;
 }
 
 static bool over_high_water(const struct gateway *gw, double frac)
@@ -485,6 +489,14 @@ void gateway_report_stats(struct gateway *gw)
         mqtt_sink_get_stats(gw->mqtt, &ms);
     if (gw->influx)
         influx_sink_get_stats(gw->influx, &is);
+    struct forward_stats fs = {0};
+    if (gw->fw)
+        forward_get_stats(gw->fw, &fs);
+    double now = util_mono();
+    double dt = now - (gw->prev_report > 0 ? gw->prev_report : gw->started);
+    double replay_rate = dt > 0 ? (double)(fs.replayed - gw->prev_replayed) / dt : 0;
+    gw->prev_replayed = fs.replayed;
+    gw->prev_report = now;
 
     struct {
         const char *name;
@@ -510,7 +522,16 @@ void gateway_report_stats(struct gateway *gw)
         {"points", (double)gw->n.points, true},
         {"deadletter", (double)deadletter_total(gw->dl), true},
         {"alerts_active", (double)gw->nalerts, true},
-        {"spool_bytes", 0, true},
+        {"spool_bytes", (double)fs.bytes, true},
+        {"spool_pending_mqtt", (double)fs.pending[FWD_MQTT], true},
+        {"spool_pending_influx", (double)fs.pending[FWD_INFLUX], true},
+        {"spool_oldest_age_s", fs.oldest_age, false},
+        {"spool_replayed", (double)fs.replayed, true},
+        {"spool_replay_rate", replay_rate, false},
+        {"spool_drops_full", (double)fs.drops_full, true},
+        {"spool_drops_corrupt", (double)fs.drops_corrupt, true},
+        {"spool_append_errors", (double)fs.append_errors, true},
+        {"spool_degraded", fs.degraded ? 1 : 0, true},
         {"mqtt_connected", ms.connected ? 1 : 0, true},
         {"mqtt_queue", (double)ms.queued, true},
         {"mqtt_inflight", (double)ms.inflight, true},
@@ -631,7 +652,9 @@ static void on_drain_timer(struct ev_loop *loop, ev_timer *w, int revents)
         return;
     }
 
-    size_t mp = mqtt_pending(gw), ip = influx_pending(gw);
+    /* Exact counts: spooled records of earlier runs must be delivered before exit 0 too. */
+    size_t mp = gw->fw ? forward_pending(gw->fw, FWD_MQTT, true) : 0;
+    size_t ip = gw->fw ? forward_pending(gw->fw, FWD_INFLUX, true) : 0;
     if (mp == 0 && ip == 0) {
         log_info("drained", "state=%s", gw->state == GW_DRAINING ? "eof" : "signal");
         gw_finish(gw, GW_EXIT_OK);
@@ -717,11 +740,8 @@ static int setup_mqtt(struct gateway *gw, char *err, size_t errlen)
     mc.queue_max_msgs = (size_t)c->mqtt_queue_max_msgs;
     mc.queue_max_bytes = (size_t)c->mqtt_queue_max_bytes;
     mc.max_inflight = (unsigned)c->mqtt_max_inflight;
-    rc = mqtt_sink_new(&gw->mqtt, gw->loop, &mc, err, errlen);
-    if (rc)
-        return rc;
-    mqtt_sink_set_ack_cb(gw->mqtt, on_mqtt_ack, gw);
-    return 0;
+    /* Acks reach on_mqtt_ack through forward.c (setup_forward), which owns the tokens. */
+    return mqtt_sink_new(&gw->mqtt, gw->loop, &mc, err, errlen);
 }
 
 static int setup_influx(struct gateway *gw, char *err, size_t errlen)
@@ -741,10 +761,34 @@ static int setup_influx(struct gateway *gw, char *err, size_t errlen)
         .timeout = c->influx_timeout,
         .queue_max_bytes = (size_t)c->influx_queue_max_bytes,
     };
-    int rc = influx_sink_new(&gw->influx, gw->loop, &ic, err, errlen);
+    /* Rejects reach on_influx_reject through forward.c (setup_forward). */
+    return influx_sink_new(&gw->influx, gw->loop, &ic, err, errlen);
+}
+
+static int setup_forward(struct gateway *gw, char *err, size_t errlen)
+{
+    const struct config *c = gw->cfg;
+    int64_t mw = 2 * c->mqtt_max_inflight;
+    if (mw > c->mqtt_queue_max_msgs)
+        mw = c->mqtt_queue_max_msgs; /* the sink's FIFO must never overflow */
+    struct forward_config fc = {
+        .dir = c->spool_dir,
+        .fsync = spool_fsync_parse(c->spool_fsync),
+        .sync_interval = c->spool_sync_interval,
+        .max_bytes = (uint64_t)c->spool_max_bytes,
+        .segment_bytes = (uint64_t)c->spool_segment_bytes,
+        .replay_share = c->spool_replay_share,
+        .replay_prefix = c->spool_replay_prefix,
+        .mqtt_window = (size_t)mw,
+        .influx_window = (size_t)(4 * c->influx_batch_lines),
+        .mqtt_max_bytes = (size_t)c->mqtt_queue_max_bytes,
+        .status_topic = gw->topic_spool,
+        .alert_prefix = gw->alerts_prefix,
+    };
+    int rc = forward_new(&gw->fw, gw->loop, &fc, gw->mqtt, gw->influx, err, errlen);
     if (rc)
         return rc;
-    influx_sink_set_callbacks(gw->influx, NULL, on_influx_reject, gw);
+    forward_set_callbacks(gw->fw, on_mqtt_ack, on_influx_reject, gw);
     return 0;
 }
 
@@ -767,6 +811,7 @@ int gateway_init(struct gateway *gw, struct ev_loop *loop, const struct config *
     snprintf(gw->topic_rules, sizeof gw->topic_rules, "%s/gateway/rules", cfg->prefix);
     snprintf(gw->topic_deadletter, sizeof gw->topic_deadletter, "%s/gateway/deadletter",
              cfg->prefix);
+    snprintf(gw->topic_spool, sizeof gw->topic_spool, "%s/gateway/spool", cfg->prefix);
     snprintf(gw->alerts_prefix, sizeof gw->alerts_prefix, "%s/alerts/", cfg->prefix);
     gw->alerts_prefix_len = strlen(gw->alerts_prefix);
 
@@ -774,6 +819,9 @@ int gateway_init(struct gateway *gw, struct ev_loop *loop, const struct config *
     if (!gw->dry && enabled(cfg->mqtt_url) && (rc = setup_mqtt(gw, err, errlen)))
         return rc;
     if (!gw->dry && enabled(cfg->influx_url) && (rc = setup_influx(gw, err, errlen)))
+        return rc;
+    /* The spool opens only when a sink exists (never with --dry-run or both sinks none). */
+    if (!gw->dry && (rc = setup_forward(gw, err, errlen)))
         return rc;
 
     rc = deadletter_open(&gw->dl, gw->dry ? NULL : cfg->deadletter_file, on_deadletter, gw, err,
@@ -893,6 +941,9 @@ void gateway_free(struct gateway *gw)
         mqtt_sink_free(gw->mqtt);
     if (gw->influx)
         influx_sink_free(gw->influx);
+    /* After the sinks: no ack can reach it any more; closing writes the state file. */
+    forward_free(gw->fw);
+    gw->fw = NULL;
     deadletter_close(gw->dl);
     buf_free(&gw->scratch);
     for (size_t i = 0; i < gw->nalerts; i++)

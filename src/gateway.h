@@ -3,7 +3,8 @@
  * rule engine, the sinks and the dead-letter, and wires the data path between them:
  *
  *   source (bytes) -> framer (lines) -> extract (clean + JSON span) -> rules (Lua)
- *        -> MQTT sink / InfluxDB sink        (or stdout with --dry-run)
+ *        -> forward (durable spool, optional) -> MQTT sink / InfluxDB sink
+ *                                                 (or stdout with --dry-run)
  *   anything unusable -> dead-letter (file + <prefix>/gateway/deadletter)
  *
  * It also owns the gateway's own topics under <prefix>/gateway/ (status, stats, rules,
@@ -79,6 +80,7 @@ struct gateway {
     struct rules *rules;
     struct mqtt_sink *mqtt;     /* NULL: disabled or dry-run */
     struct influx_sink *influx; /* NULL: disabled or dry-run */
+    struct forward *fw;         /* rule outputs -> spool -> sinks (forward.h); NULL in dry-run */
     struct deadletter *dl;
     struct source **sources;
     size_t nsources;
@@ -107,6 +109,7 @@ struct gateway {
     char topic_stats[256];
     char topic_rules[256];
     char topic_deadletter[256];
+    char topic_spool[256];
 
     struct buf scratch;
     struct gateway_counters n;
@@ -121,6 +124,10 @@ struct gateway {
     /* Rule time at the previous stats report, for the per-call average. */
     uint64_t prev_rule_calls;
     double prev_rule_time;
+
+    /* Replayed spool records at the previous stats report, for spool_replay_rate. */
+    uint64_t prev_replayed;
+    double prev_report;
 };
 
 /*

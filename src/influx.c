@@ -98,6 +98,7 @@ struct influx_sink {
 
     influx_ack_cb ack;
     influx_reject_cb reject;
+    influx_ack_cb release;
     void *ud;
     struct influx_stats st;
 };
@@ -336,6 +337,9 @@ static void do_reject(struct influx_sink *s, struct batch *b, long status, const
     s->st.lines_rejected += b->n;
     if (s->reject)
         s->reject(s->ud, b->body.p, b->body.len, status, msg);
+    if (s->release)
+        for (size_t i = 0; i < b->n; i++)
+            s->release(s->ud, b->tokens[i]);
     batch_free(b);
 }
 
@@ -784,6 +788,11 @@ void influx_sink_set_callbacks(struct influx_sink *s, influx_ack_cb ack, influx_
     s->ack = ack;
     s->reject = reject;
     s->ud = ud;
+}
+
+void influx_sink_set_release_cb(struct influx_sink *s, influx_ack_cb release)
+{
+    s->release = release;
 }
 
 int influx_sink_write(struct influx_sink *s, const char *line, size_t len, uint64_t token)

@@ -91,6 +91,14 @@ int influx_sink_new(struct influx_sink **out, struct ev_loop *loop, const struct
 void influx_sink_set_callbacks(struct influx_sink *s, influx_ack_cb ack, influx_reject_cb reject,
                                void *ud);
 
+/*
+ * Optional (used by the spool): called with the token of every line of a batch the server
+ * refused for good (the 4xx cases above), right after the reject callback, with the same ud
+ * as influx_sink_set_callbacks. Such lines are never acked; this lets the caller release
+ * them. Lines dropped from a full queue are not reported here. NULL = off.
+ */
+void influx_sink_set_release_cb(struct influx_sink *s, influx_ack_cb release);
+
 /* Append one line (no '\n'). Returns 0, -EINVAL (empty or contains '\n'), -ENOMEM. */
 int influx_sink_write(struct influx_sink *s, const char *line, size_t len, uint64_t token);
 

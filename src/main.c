@@ -40,6 +40,8 @@ static const char usage[] =
     "      --influx-token-file F  file holding the token (or set IIOTGW_INFLUX_TOKEN)\n"
     "      --prefix P             topic prefix for the gateway's own topics (default iiot)\n"
     "      --deadletter FILE      dead-letter JSON-lines file, or none\n"
+    "      --spool DIR            durable store-and-forward spool directory, or none\n"
+    "                               (default); see docs/reliability.md\n"
     "  -o, --set KEY=VALUE        set any config option by key, e.g. -o mqtt.protocol=5\n"
     "      --dry-run              no network: print what each packet would publish and write\n"
     "      --check                validate config and rules, report errors, exit 0/1\n"
@@ -61,6 +63,7 @@ enum {
     OPT_INFLUX_TOKEN_FILE,
     OPT_PREFIX,
     OPT_DEADLETTER,
+    OPT_SPOOL,
     OPT_DRY_RUN,
     OPT_CHECK,
     OPT_LOG_LEVEL,
@@ -79,6 +82,7 @@ static const struct option long_opts[] = {
     {"influx-token-file", required_argument, NULL, OPT_INFLUX_TOKEN_FILE},
     {"prefix", required_argument, NULL, OPT_PREFIX},
     {"deadletter", required_argument, NULL, OPT_DEADLETTER},
+    {"spool", required_argument, NULL, OPT_SPOOL},
     {"dry-run", no_argument, NULL, OPT_DRY_RUN},
     {"check", no_argument, NULL, OPT_CHECK},
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
@@ -100,6 +104,7 @@ static const char *flag_key(int opt)
     case OPT_INFLUX_TOKEN_FILE: return "influx.token_file";
     case OPT_PREFIX: return "prefix";
     case OPT_DEADLETTER: return "deadletter_file";
+    case OPT_SPOOL: return "spool.dir";
     case OPT_LOG_LEVEL: return "log_level";
     }
     return NULL;
