@@ -6,7 +6,9 @@
 #   2. idle memory of the running daemon (RssAnon, VmRSS) vs a process that only loads the same
 #      libraries;
 #   3. p99 latency from line read to the last PUBACK of a packet's 9 publishes at 100 packets/s
-#      against a local mosquitto (set_tcp_nodelay true) vs a bare libmosquitto client.
+#      against a local mosquitto (set_tcp_nodelay true) vs a bare libmosquitto client;
+#   4. end-to-end daemon throughput (file -> mosquitto + VictoriaMetrics, every record acked)
+#      with the durable spool on (`interval`) vs off.
 #
 #   bash tests/bench/run.sh [SECONDS]
 set -euo pipefail
@@ -31,3 +33,6 @@ echo "== 2. idle memory"
 echo
 echo "== 3. publish-to-PUBACK latency at 100 packets/s"
 /usr/bin/python3 tests/bench/bench_latency.py "${BENCH_LATENCY_SECONDS:-20}"
+echo
+echo "== 4. throughput with the spool on (interval) vs off"
+/usr/bin/python3 tests/bench/bench_spool_gateway.py "${BENCH_SPOOL_PACKETS:-20000}" 2
