@@ -93,11 +93,14 @@ try:
 
     # Per kill: which consumed lines are missing in any sink, and are they allowed?
     bad, loss = [], {"always": [], "interval": []}
+    age = {"always": 0.0, "interval": 0.0}   # oldest lost line: seconds before its kill
     sa, sb, sp = set(got_a), set(got_b), set(got_p)
     for k, (policy, consumed, t_kill) in enumerate(consumed_runs):
         missing = [(pid, t) for pid, t in consumed
                    if pid not in sa or pid not in sb or pid not in sp]
         loss[policy].append(len(missing))
+        if missing:
+            age[policy] = max(age[policy], t_kill - missing[0][1])
         if not missing:
             continue
         window = 0.05 if policy == "always" else SYNC_INTERVAL + 0.25
@@ -113,11 +116,12 @@ try:
     dups_p = R.dup_count(got_p)
     replays = [int(e.get("pending", 0)) for e in R.parse_events(log, "spool_recovered")]
     print("rel_gateway_kill: kills=%d (always=%d interval=%d) consumed=%d unread_in_pipe=%d "
-          "loss_always=%d (max/kill %d) loss_interval=%d (max/kill %d) unexplained=%d "
+          "loss_always=%d (max/kill %d, oldest %.0f ms before kill) loss_interval=%d (max/kill %d, "
+          "oldest %.0f ms before kill) unexplained=%d "
           "mqtt_duplicates=%d point_duplicates=%d replayed_pending_at_start=%s gw_exit=%d"
           % (KILLS, ALWAYS_KILLS, KILLS - ALWAYS_KILLS, len(all_consumed), unread_total,
-             sum(loss["always"]), max(loss["always"] or [0]), sum(loss["interval"]),
-             max(loss["interval"] or [0]), len(bad), dups_m, dups_p, replays, rc), flush=True)
+             sum(loss["always"]), max(loss["always"] or [0]), age["always"] * 1000,
+             sum(loss["interval"]), max(loss["interval"] or [0]), age["interval"] * 1000, len(bad), dups_m, dups_p, replays, rc), flush=True)
     R.check(not extra, "ids never written arrived: %r" % sorted(extra)[:10])
     R.check(not bad, "consumed lines missing downstream outside the allowed window "
             "(kill, policy, [(id, s before kill)]): %r" % bad)
