@@ -35,7 +35,7 @@ import sys
 import tempfile
 import termios
 import threading
-import time
+import time  # noqa: F401  (re-exported: R.time)
 import urllib.parse
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "gateway"))
