@@ -28,7 +28,8 @@
 -- seen when the packet carries its "n1" object.
 --
 -- Alert state and last-seen times live in gw.state, so they survive a hot reload.
--- Hot path: topics, tag tables and functions are built once at load time, never per packet.
+-- Hot path: the metric map, topics and functions are built once at load time, never per
+-- packet; the nine metrics cost one C call (gw.mapper), only the alerts run as Lua.
 --
 -- Owner: rules engineer.
 
@@ -45,22 +46,31 @@ local THRESHOLDS = {
 -- Constants built once per load
 -------------------------------------------------------------------------------------------
 local P = gw.prefix
-local publish, point, iso8601, json = gw.publish, gw.point, gw.iso8601, gw.json
+local publish, iso8601, json = gw.publish, gw.iso8601, gw.json
 
-local T_N1_T, T_N1_H, T_N1_G = P .. "/node1/temperature", P .. "/node1/humidity",
-    P .. "/node1/gas_resistance"
-local T_N2_T, T_N2_H = P .. "/node2/temperature", P .. "/node2/humidity"
-local T_RSSI, T_SNR = P .. "/signal/rssi", P .. "/signal/snr"
-local T_RX, T_ERR = P .. "/stats/packets_received", P .. "/stats/crc_errors"
-
-local TAG_N1_C = {node = "node1", unit = "celsius"}
-local TAG_N1_P = {node = "node1", unit = "percent"}
-local TAG_N1_O = {node = "node1", unit = "ohms"}
-local TAG_N2_C = {node = "node2", unit = "celsius"}
-local TAG_N2_P = {node = "node2", unit = "percent"}
-local TAG_DBM = {node = "signal", unit = "dbm"}
-local TAG_DB = {node = "signal", unit = "db"}
-local TAG_STATS = {node = "stats"}
+-- The nine metrics, declaratively: gw.mapper compiles this once (topics checked, line-protocol
+-- series escaped and sorted) and MAP(pkt) then publishes + writes every metric the packet
+-- carries in one C call, in this order. A missing or non-numeric value is skipped.
+local MAP = gw.mapper({
+    {path = "n1.t", topic = P .. "/node1/temperature", qos = 1, retain = true,
+     measurement = "temperature", tags = {node = "node1", unit = "celsius"}},
+    {path = "n1.h", topic = P .. "/node1/humidity", qos = 1, retain = true,
+     measurement = "humidity", tags = {node = "node1", unit = "percent"}},
+    {path = "n1.g", topic = P .. "/node1/gas_resistance", qos = 1, retain = true,
+     measurement = "gas_resistance", tags = {node = "node1", unit = "ohms"}},
+    {path = "n2.t", topic = P .. "/node2/temperature", qos = 1, retain = true,
+     measurement = "temperature", tags = {node = "node2", unit = "celsius"}},
+    {path = "n2.h", topic = P .. "/node2/humidity", qos = 1, retain = true,
+     measurement = "humidity", tags = {node = "node2", unit = "percent"}},
+    {path = "sig.rssi", topic = P .. "/signal/rssi", qos = 1,
+     measurement = "rssi", tags = {node = "signal", unit = "dbm"}},
+    {path = "sig.snr", topic = P .. "/signal/snr", qos = 1,
+     measurement = "snr", tags = {node = "signal", unit = "db"}},
+    {path = "sts.rx", topic = P .. "/stats/packets_received", qos = 1,
+     measurement = "packets_received", tags = {node = "stats"}},
+    {path = "sts.err", topic = P .. "/stats/crc_errors", qos = 1,
+     measurement = "crc_errors", tags = {node = "stats"}},
+})
 
 local ALERT_TOPIC = {}
 for _, node in ipairs({"node1", "node2"}) do
@@ -117,35 +127,11 @@ end
 -------------------------------------------------------------------------------------------
 -- Hooks
 -------------------------------------------------------------------------------------------
--- Publish + write one metric when the packet has it (JSON null and missing keys skipped).
-local function metric(v, topic, retain, measurement, tags)
-    if type(v) == "number" then
-        publish(topic, v, 1, retain)
-        point(measurement, tags, v)
-    end
-end
-
 function on_packet(pkt, meta)
-    local now = meta.rx_ns / 1e9
-    local n1, n2, sig, sts = pkt.n1, pkt.n2, pkt.sig, pkt.sts
-    if type(n1) == "table" then
-        metric(n1.t, T_N1_T, true, "temperature", TAG_N1_C)
-        metric(n1.h, T_N1_H, true, "humidity", TAG_N1_P)
-        metric(n1.g, T_N1_G, true, "gas_resistance", TAG_N1_O)
-    end
-    if type(n2) == "table" then
-        metric(n2.t, T_N2_T, true, "temperature", TAG_N2_C)
-        metric(n2.h, T_N2_H, true, "humidity", TAG_N2_P)
-    end
-    if type(sig) == "table" then
-        metric(sig.rssi, T_RSSI, false, "rssi", TAG_DBM)
-        metric(sig.snr, T_SNR, false, "snr", TAG_DB)
-    end
-    if type(sts) == "table" then
-        metric(sts.rx, T_RX, false, "packets_received", TAG_STATS)
-        metric(sts.err, T_ERR, false, "crc_errors", TAG_STATS)
-    end
+    MAP(pkt)
 
+    local now = meta.rx_ns / 1e9
+    local n1, n2 = pkt.n1, pkt.n2
     if type(n1) == "table" then
         seen("node1", now)
         check_temperature("node1", n1.t, now)

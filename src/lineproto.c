@@ -236,47 +236,110 @@ static int put_field_value(struct buf *b, const struct lp_field *f)
     return -EINVAL;
 }
 
-int lp_encode(struct buf *out, const char *measurement, struct lp_tag *tags, size_t ntags,
-              const struct lp_field *fields, size_t nfields, int64_t ts_ns)
+/* Reject NULL keys/values up front so the encoders below only see valid pointers. */
+static int check_tags(const struct lp_tag *tags, size_t ntags)
 {
-    if (!out || !measurement || !fields || nfields == 0 || (ntags && !tags))
+    if (ntags && !tags)
         return -EINVAL;
     for (size_t i = 0; i < ntags; i++)
         if (!tags[i].key || !tags[i].value)
             return -EINVAL;
+    return 0;
+}
+
+static int check_fields(const struct lp_field *fields, size_t nfields)
+{
+    if (!fields || nfields == 0)
+        return -EINVAL;
     for (size_t i = 0; i < nfields; i++)
         if (!fields[i].key)
             return -EINVAL;
+    return 0;
+}
 
-    size_t mark = out->len; /* roll back to here on any error */
+/* Escaped "measurement,tag=v,..." (tags sorted in place). No rollback: the callers do it. */
+static int put_series(struct buf *out, const char *measurement, struct lp_tag *tags,
+                      size_t ntags)
+{
     int rc = put_escaped(out, measurement, strlen(measurement), ESC_MEAS);
     if (rc)
-        goto fail;
-
+        return rc;
     sort_tags(tags, ntags);
     for (size_t i = 0; i < ntags; i++) {
         if ((rc = buf_append_char(out, ',')) ||
             (rc = put_escaped(out, tags[i].key, strlen(tags[i].key), ESC_KEY)) ||
             (rc = buf_append_char(out, '=')) ||
             (rc = put_escaped(out, tags[i].value, strlen(tags[i].value), ESC_KEY)))
-            goto fail;
+            return rc;
     }
+    return 0;
+}
 
+/* " field=v,field=v ts" */
+static int put_fields_ts(struct buf *out, const struct lp_field *fields, size_t nfields,
+                         int64_t ts_ns)
+{
+    int rc;
     for (size_t i = 0; i < nfields; i++) {
         if ((rc = buf_append_char(out, i ? ',' : ' ')) ||
             (rc = put_escaped(out, fields[i].key, strlen(fields[i].key), ESC_KEY)) ||
             (rc = buf_append_char(out, '=')) || (rc = put_field_value(out, &fields[i])))
-            goto fail;
+            return rc;
     }
-
     if ((rc = buf_append_char(out, ' ')) || (rc = put_i64(out, ts_ns, 0)))
-        goto fail;
-    out->p[out->len] = '\0';
+        return rc;
     return 0;
+}
 
-fail:
+/* Undo a failed append: length and terminator exactly as before the call. */
+static int roll_back(struct buf *out, size_t mark, int rc)
+{
     out->len = mark;
     if (out->p)
         out->p[mark] = '\0';
     return rc;
+}
+
+int lp_encode(struct buf *out, const char *measurement, struct lp_tag *tags, size_t ntags,
+              const struct lp_field *fields, size_t nfields, int64_t ts_ns)
+{
+    if (!out || !measurement || check_tags(tags, ntags) || check_fields(fields, nfields))
+        return -EINVAL;
+    size_t mark = out->len; /* roll back to here on any error */
+    int rc = put_series(out, measurement, tags, ntags);
+    if (!rc)
+        rc = put_fields_ts(out, fields, nfields, ts_ns);
+    if (rc)
+        return roll_back(out, mark, rc);
+    out->p[out->len] = '\0';
+    return 0;
+}
+
+int lp_series(struct buf *out, const char *measurement, struct lp_tag *tags, size_t ntags)
+{
+    if (!out || !measurement || check_tags(tags, ntags))
+        return -EINVAL;
+    size_t mark = out->len;
+    int rc = put_series(out, measurement, tags, ntags);
+    if (!rc)
+        rc = buf_reserve(out, 1); /* room for the terminator even when ntags == 0 */
+    if (rc)
+        return roll_back(out, mark, rc);
+    out->p[out->len] = '\0';
+    return 0;
+}
+
+int lp_encode_series(struct buf *out, const char *series, size_t series_len,
+                     const struct lp_field *fields, size_t nfields, int64_t ts_ns)
+{
+    if (!out || !series || series_len == 0 || check_fields(fields, nfields))
+        return -EINVAL;
+    size_t mark = out->len;
+    int rc = buf_append(out, series, series_len);
+    if (!rc)
+        rc = put_fields_ts(out, fields, nfields, ts_ns);
+    if (rc)
+        return roll_back(out, mark, rc);
+    out->p[out->len] = '\0';
+    return 0;
 }

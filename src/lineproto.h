@@ -62,6 +62,24 @@ int lp_encode(struct buf *out, const char *measurement, struct lp_tag *tags, siz
               const struct lp_field *fields, size_t nfields, int64_t ts_ns);
 
 /*
+ * Pre-encode a series: append the escaped "measurement,tag1=v1,tag2=v2" (tags sorted in place,
+ * same rules and errors as lp_encode) and NUL-terminate. Rules that write the same
+ * measurement + tags many times encode this once and then call lp_encode_series(), which
+ * produces byte-for-byte the line lp_encode() would.
+ * Returns 0, -EINVAL (as lp_encode) or -ENOMEM; on error `out` is unchanged (as lp_encode).
+ */
+int lp_series(struct buf *out, const char *measurement, struct lp_tag *tags, size_t ntags);
+
+/*
+ * Append one line: `series` (series_len bytes produced by lp_series(), copied verbatim, not
+ * re-validated), then the fields and the timestamp exactly as lp_encode() writes them.
+ * Returns 0; -EINVAL for an empty series, no fields, a NULL/empty/CR-LF field key or a
+ * non-finite float; -ENOMEM. On error `out` is unchanged (as lp_encode).
+ */
+int lp_encode_series(struct buf *out, const char *series, size_t series_len,
+                     const struct lp_field *fields, size_t nfields, int64_t ts_ns);
+
+/*
  * Format a double in the shortest text that round-trips ("27.6", "84190", "-0.5", "1e+300"):
  * exactly the first of "%.15g", "%.16g", "%.17g" that strtod()s back to v (a fast path
  * produces the same text without snprintf for ordinary values). -0.0 gives "-0"; NaN/Inf
