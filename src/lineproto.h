@@ -80,6 +80,17 @@ int lp_encode_series(struct buf *out, const char *series, size_t series_len,
                      const struct lp_field *fields, size_t nfields, int64_t ts_ns);
 
 /*
+ * Append `key` (len bytes) escaped as a tag key, tag value or field key (',', '=' and ' ' get a
+ * backslash) and NUL-terminate. For callers that assemble lines from pre-encoded parts.
+ * Returns 0; -EINVAL for an empty key or one with CR/LF; -ENOMEM. On error `out` is unchanged.
+ */
+int lp_append_key(struct buf *out, const char *key, size_t len);
+
+/* Decimal text of v ("-39", "1732480290000000000"), NUL-terminated; dst >= 21 bytes.
+ * Returns the length. The same digits lp_encode writes for timestamps and integer fields. */
+int lp_format_int(char *dst, int64_t v);
+
+/*
  * Format a double in the shortest text that round-trips ("27.6", "84190", "-0.5", "1e+300"):
  * exactly the first of "%.15g", "%.16g", "%.17g" that strtod()s back to v (a fast path
  * produces the same text without snprintf for ordinary values). -0.0 gives "-0"; NaN/Inf

@@ -361,7 +361,7 @@ static int sb_print(lua_State *L)
 /* Integer text, "%lld". out >= 24 bytes. */
 static size_t fmt_int(char *out, lua_Integer v)
 {
-    return (size_t)snprintf(out, 24, "%lld", (long long)v);
+    return (size_t)lp_format_int(out, (int64_t)v);
 }
 
 /*
@@ -597,7 +597,10 @@ static int emit_publish(struct rules *r, const char *topic, size_t tlen, const c
     return rc;
 }
 
-/* Hand r->lp (one encoded line) to the sink. `what` names the point in the failure log. */
+/*
+ * Hand r->lp (one encoded line) to the sink. `what` names the point in the failure log;
+ * wlen == SIZE_MAX means "up to the first ','" (a pre-encoded series), worked out only then.
+ */
 static int emit_point(struct rules *r, const char *what, size_t wlen)
 {
     if (!r->sink.write)
@@ -606,6 +609,8 @@ static int emit_point(struct rules *r, const char *what, size_t wlen)
     r->stats.points++;
     if (rc < 0) {
         char qw[256];
+        if (wlen == SIZE_MAX)
+            wlen = strcspn(what, ",");
         log_warn("rule_point_failed", "measurement=%s rc=%d",
                  log_quote(qw, sizeof qw, what, wlen), rc);
     }
@@ -862,8 +867,7 @@ static int gw_point(lua_State *L)
         rc = lp_encode_series(&r->lp, s->text, s->len, fields, nf, ts);
         if (rc < 0)
             return point_error(L, rc);
-        size_t mlen = strcspn(s->text, ",");
-        rc = emit_point(r, s->text, mlen);
+        rc = emit_point(r, s->text, SIZE_MAX);
         lua_pushboolean(L, rc == 0);
         return 1;
     }
@@ -912,9 +916,8 @@ struct map_entry {
     const char *path;     /* "n1.t", for error messages (pool) */
     const char *topic;    /* NULL: no publish (pool) */
     size_t topic_len;
-    const char *series;   /* NULL: no point (pool) */
-    size_t series_len;
-    const char *field;    /* field key (pool), default "value" */
+    const char *line;     /* NULL: no point; else "measurement,tags field=" (pool) */
+    size_t line_len;
 };
 
 struct mapper {
@@ -1034,8 +1037,15 @@ static void map_entry_build(lua_State *L, struct rules *r, int idx, size_t i, st
         size_t mlen;
         const char *meas = check_measurement(L, meas_idx, &mlen, what);
         size_t nt = collect_tags(L, tags_idx, tags, tagnum);
+        /* The packet-independent start of every line: "measurement,tags field=". */
         buf_clear(&r->lp);
         int rc = lp_series(&r->lp, meas, tags, nt);
+        if (!rc)
+            rc = buf_append_char(&r->lp, ' ');
+        if (!rc)
+            rc = lp_append_key(&r->lp, field, flen);
+        if (!rc)
+            rc = buf_append_char(&r->lp, '=');
         if (rc)
             luaL_error(L, "%s: %s", what, rc == -EINVAL ? "invalid measurement or tags (empty, "
                                                           "or a newline)"
@@ -1047,7 +1057,7 @@ static void map_entry_build(lua_State *L, struct rules *r, int idx, size_t i, st
     if (!topic && !slen)
         luaL_error(L, "%s: needs a topic, a measurement, or both", what);
 
-    *pool_need += plen + 1 + (topic ? tlen + 1 : 0) + (slen ? slen + 1 : 0) + flen + 1;
+    *pool_need += plen + 1 + (topic ? tlen + 1 : 0) + (slen ? slen + 1 : 0);
     if (m) {
         struct map_entry *e = &m->e[i];
         e->key0 = (uint32_t)(*nkeys + 1);
@@ -1057,9 +1067,8 @@ static void map_entry_build(lua_State *L, struct rules *r, int idx, size_t i, st
         e->path = pool_put(L, pl, path, plen);
         e->topic = topic ? pool_put(L, pl, topic, tlen) : NULL;
         e->topic_len = tlen;
-        e->series = slen ? pool_put(L, pl, r->lp.p, slen) : NULL;
-        e->series_len = slen;
-        e->field = pool_put(L, pl, field, flen);
+        e->line = slen ? pool_put(L, pl, r->lp.p, slen) : NULL;
+        e->line_len = slen;
         /* Same parent path as the previous entry (compare everything before the leaf)? */
         const char *leaf = strrchr(path, '.');
         size_t parent_len = leaf ? (size_t)(leaf - path) : 0;
@@ -1124,6 +1133,9 @@ static int mapper_call(lua_State *L)
     const struct mapper *m = luaL_checkudata(L, 1, MAPPER_MT);
     luaL_checktype(L, 2, LUA_TTABLE);
     int64_t ts = check_ts(L, 3, st, "mapper");
+    char ts_txt[32]; /* " <ts>", the same for every point of this call */
+    ts_txt[0] = ' ';
+    size_t ts_len = 1 + (size_t)lp_format_int(ts_txt + 1, ts);
     lua_settop(L, 2);
     lua_getiuservalue(L, 1, 1); /* 3: keys */
     lua_pushnil(L);             /* 4: parent of the current entry's leaf */
@@ -1152,15 +1164,22 @@ static int mapper_call(lua_State *L)
             size_t plen = fmt_number(L, -1, num, e->path);
             emit_publish(r, e->topic, e->topic_len, num, plen, e->qos, e->retain);
         }
-        if (e->series) {
-            struct lp_field f = {.key = e->field, .type = LP_FLOAT, .v.f = lua_tonumber(L, -1)};
-            buf_clear(&r->lp);
-            int rc = lp_encode_series(&r->lp, e->series, e->series_len, &f, 1, ts);
-            if (rc < 0)
-                return luaL_error(L, "%s: %s", e->path,
-                                  rc == -EINVAL ? "non-finite number (nan/inf) cannot be written"
-                                                : "out of memory");
-            emit_point(r, e->series, strcspn(e->series, ","));
+        if (e->line) {
+            /* Exactly lp_encode's float field and timestamp, from pre-encoded parts. */
+            double v = lua_tonumber(L, -1);
+            if (!isfinite(v))
+                return luaL_error(L, "%s: non-finite number (nan/inf) cannot be written",
+                                  e->path);
+            struct buf *b = &r->lp;
+            buf_clear(b);
+            if (buf_reserve(b, e->line_len + 48 + ts_len))
+                return luaL_error(L, "%s: out of memory", e->path);
+            memcpy(b->p, e->line, e->line_len);
+            b->len = e->line_len;
+            b->len += (size_t)lp_format_double(b->p + b->len, 40, v);
+            memcpy(b->p + b->len, ts_txt, ts_len + 1);
+            b->len += ts_len;
+            emit_point(r, e->line, SIZE_MAX);
         }
         lua_pop(L, 1);
     }
