@@ -23,8 +23,12 @@ gateway. So that the test measures the gateway:
     database after every change (on tmpfs, so the saves are cheap; we simulate process crashes);
   * the subscription itself is made durable by one clean broker stop before the stream starts,
     and the test fails if the broker ever reports the subscriber's session as lost;
-  * each kill happens only after the gateway has reconnected (seen in the broker log) so that
-    every one of the 20 kills hits a connected publisher with traffic in flight.
+  * a kill waits until the gateway has reconnected (seen in the broker log), so that kills hit
+    a connected publisher with traffic in flight. The gateway's reconnect backoff (1 s doubling
+    to 60 s, reset only after 60 s of health) would make that take many minutes over 20 kills;
+    when the binary has an `mqtt.backoff_max` knob the test sets it to 1 s, otherwise a kill
+    waits at most 3 s for the reconnect (later kills then hit a gateway that is backing off,
+    printed as connected_kills) and the final drain may take up to a minute.
 The remaining broker-side window is the few microseconds inside one mosquitto loop iteration
 between queuing a message for an offline persistent session and saving it; a loss there would
 show up as a missing packet and fail the test (it has not happened in our runs).
