@@ -100,28 +100,31 @@ local function alert(node, kind, firing, value, threshold, when)
     }), 1, true)
 end
 
+-- Hot path below: per packet it runs for every node, so the state tables and thresholds are
+-- bound to locals once (gw.state's tables are the same objects for the whole life of this load).
+local type = type
+local LAST, FIRING, OFFLINE = S.last_seen, S.temp_firing, S.offline
+local TEMP_HIGH, TEMP_CLEAR = THRESHOLDS.temp_high, THRESHOLDS.temp_clear
+
 local function check_temperature(node, t, now)
     if type(t) ~= "number" then
         return
     end
-    if S.temp_firing[node] then
-        if t < THRESHOLDS.temp_clear then
-            S.temp_firing[node] = nil
-            alert(node, "temperature", false, t, THRESHOLDS.temp_clear, now)
+    if FIRING[node] then
+        if t < TEMP_CLEAR then
+            FIRING[node] = nil
+            alert(node, "temperature", false, t, TEMP_CLEAR, now)
         end
-    elseif t >= THRESHOLDS.temp_high then
-        S.temp_firing[node] = true
-        alert(node, "temperature", true, t, THRESHOLDS.temp_high, now)
+    elseif t >= TEMP_HIGH then
+        FIRING[node] = true
+        alert(node, "temperature", true, t, TEMP_HIGH, now)
     end
 end
 
-local function seen(node, now)
-    if S.offline[node] then
-        S.offline[node] = nil
-        alert(node, "offline", false, math.floor(now - S.last_seen[node]),
-              THRESHOLDS.offline_after, now)
-    end
-    S.last_seen[node] = now
+-- Data from `node` arrived: clear its offline alert if it was firing, remember the time.
+local function back_online(node, now)
+    OFFLINE[node] = nil
+    alert(node, "offline", false, math.floor(now - LAST[node]), THRESHOLDS.offline_after, now)
 end
 
 -------------------------------------------------------------------------------------------
@@ -133,19 +136,26 @@ function on_packet(pkt, meta)
     local now = meta.rx_ns / 1e9
     local n1, n2 = pkt.n1, pkt.n2
     if type(n1) == "table" then
-        seen("node1", now)
+        if OFFLINE.node1 then
+            back_online("node1", now)
+        end
+        LAST.node1 = now
         check_temperature("node1", n1.t, now)
     end
-    seen("node2", now)
+    -- node 2 prints every packet, so any packet means node 2 is alive
+    if OFFLINE.node2 then
+        back_online("node2", now)
+    end
+    LAST.node2 = now
     if type(n2) == "table" then
         check_temperature("node2", n2.t, now)
     end
 end
 
 function on_tick(now)
-    for node, last in pairs(S.last_seen) do
-        if not S.offline[node] and now - last >= THRESHOLDS.offline_after then
-            S.offline[node] = true
+    for node, last in pairs(LAST) do
+        if not OFFLINE[node] and now - last >= THRESHOLDS.offline_after then
+            OFFLINE[node] = true
             alert(node, "offline", true, math.floor(now - last), THRESHOLDS.offline_after, now)
         end
     end
