@@ -43,7 +43,10 @@ gw.send_signal(10)
 time.sleep(0.3)
 gw.stdin.close()
 gw.wait(30)
-stats = [l for l in log if "event=stats" in l][-1]
+# The report forced by the second SIGUSR1 holds the samples of the run (the first one only
+# reset the window after connect; the exit report that follows has none).
+stats = max((l for l in log if "event=stats" in l),
+            key=lambda l: float(re.search(r"\bmqtt_ack_samples=([0-9.]+)", l).group(1)))
 get = lambda k: float(re.search(r"\b%s=([0-9.]+)" % k, stats).group(1))
 p50, p99, mx, cnt = (get("mqtt_ack_p50_ms"), get("mqtt_ack_p99_ms"), get("mqtt_ack_max_ms"),
                      get("mqtt_ack_samples"))

@@ -9,7 +9,8 @@ import subprocess
 import threading
 import time
 
-from gwtest import Subscriber, check, fail, iiotgw, mqtt_retained, need_env, tmpdir, unique
+from gwtest import (Subscriber, check, fail, iiotgw, mqtt_retained, need_env, tmpdir, unique,
+                    wait_for)
 
 host, port = need_env("IIOTGW_TEST_MQTT_HOST", "IIOTGW_TEST_MQTT_PORT")
 prefix = unique("rl")
@@ -71,10 +72,17 @@ write_rule("-- broken\nfunction on_packet(p\n")
 wait_log("rules_reload_failed", 1)
 send(20)
 time.sleep(0.2)
-status = mqtt_retained(host, port, prefix + "/gateway/rules")
-st = json.loads(status.get(prefix + "/gateway/rules", "{}"))
-check(st.get("state") == "error" and "rule.lua:" in st.get("error", ""),
-      "retained rules status must carry the error with file:line: %r" % st)
+
+
+def rules_status():
+    status = mqtt_retained(host, port, prefix + "/gateway/rules", 1)
+    return json.loads(status.get(prefix + "/gateway/rules", "{}"))
+
+
+# The status is published asynchronously: poll (bounded) instead of racing the broker.
+st = wait_for(lambda: (lambda x: x if x.get("state") == "error" else None)(rules_status()), 10)
+check(st and "rule.lua:" in st.get("error", ""),
+      "retained rules status must carry the error with file:line: %r" % (st or rules_status()))
 with open(rule, "w") as f:          # in-place edit, then SIGHUP for good measure
     f.write(RULE % ("v3", "v3"))
 p.send_signal(signal.SIGHUP)
@@ -98,6 +106,6 @@ versions = [o.split(":")[0] for o in outs]
 check(versions[:20] == ["v1"] * 20 and versions[-20:] == ["v3"] * 20 and "v2" in versions,
       "versions in order v1 -> v2 -> v3: %r" % versions)
 check(versions[40:60] == ["v2"] * 20, "broken rule must keep v2 running: %r" % versions[40:60])
-st = json.loads(mqtt_retained(host, port, prefix + "/gateway/rules")[prefix + "/gateway/rules"])
-check(st.get("state") == "ok", "status after the good reload: %r" % st)
+st = wait_for(lambda: (lambda x: x if x.get("state") == "ok" else None)(rules_status()), 10)
+check(st, "status after the good reload: %r" % rules_status())
 print("ok: %d packets across 3 reloads" % ts)
