@@ -30,5 +30,9 @@ influx = {
   linger = 1.0,
 }
 
+-- Store-and-forward: every publish and point is kept on the iiotgw-state volume until the
+-- broker / database acknowledged it, so outages and restarts lose nothing (docs/reliability.md).
+spool = { dir = "/var/lib/iiotgw/spool", fsync = "interval" }
+
 -- Lines InfluxDB rejects for good (4xx) end up here, on the iiotgw-state volume.
 deadletter_file = "/var/lib/iiotgw/deadletter.jsonl"
