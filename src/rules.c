@@ -1159,24 +1159,48 @@ static int mapper_call(lua_State *L)
             continue; /* missing, null or not a number: skipped, like a hand-written rule */
         }
         found++;
-        if (e->topic) {
-            char num[48];
-            size_t plen = fmt_number(L, -1, num, e->path);
-            emit_publish(r, e->topic, e->topic_len, num, plen, e->qos, e->retain);
-        }
-        if (e->line) {
-            /* Exactly lp_encode's float field and timestamp, from pre-encoded parts. */
+        /*
+         * Format once for both outputs. num = the MQTT payload (as gw.publish: integers as
+         * integers, floats with ".0" when needed); its first lp_len bytes are the line-protocol
+         * float text (as lp_format_double), which for an integer below 1e15 is the same digits.
+         */
+        char num[48];
+        size_t plen, lp_len;
+        if (lua_isinteger(L, -1)) {
+            lua_Integer iv = lua_tointeger(L, -1);
+            plen = lp_len = fmt_int(num, iv);
+            if (e->line && (iv <= -INT64_C(1000000000000000) || iv >= INT64_C(1000000000000000))) {
+                /* beyond the exact range: let the float formatter decide, as gw.point does */
+                lp_len = 0;
+            }
+        } else {
             double v = lua_tonumber(L, -1);
             if (!isfinite(v))
-                return luaL_error(L, "%s: non-finite number (nan/inf) cannot be written",
-                                  e->path);
+                return luaL_error(L, "%s: non-finite number (nan/inf) cannot be %s", e->path,
+                                  e->topic ? "sent" : "written");
+            lp_len = (size_t)lp_format_double(num, 40, v);
+            plen = lp_len;
+            if (!strpbrk(num, ".eEn")) {
+                memcpy(num + plen, ".0", 3);
+                plen += 2;
+            }
+        }
+        if (e->topic)
+            emit_publish(r, e->topic, e->topic_len, num, plen, e->qos, e->retain);
+        if (e->line) {
+            /* Exactly lp_encode's float field and timestamp, from pre-encoded parts. */
             struct buf *b = &r->lp;
             buf_clear(b);
             if (buf_reserve(b, e->line_len + 48 + ts_len))
                 return luaL_error(L, "%s: out of memory", e->path);
             memcpy(b->p, e->line, e->line_len);
             b->len = e->line_len;
-            b->len += (size_t)lp_format_double(b->p + b->len, 40, v);
+            if (lp_len) {
+                memcpy(b->p + b->len, num, lp_len);
+                b->len += lp_len;
+            } else {
+                b->len += (size_t)lp_format_double(b->p + b->len, 40, lua_tonumber(L, -1));
+            }
             memcpy(b->p + b->len, ts_txt, ts_len + 1);
             b->len += ts_len;
             emit_point(r, e->line, SIZE_MAX);
