@@ -70,6 +70,8 @@ static const struct opt opts[] = {
     O("mqtt.queue_max_msgs", OPT_INT, mqtt_queue_max_msgs, "100000", 1, INT64_C(1) << 40),
     O("mqtt.queue_max_bytes", OPT_INT, mqtt_queue_max_bytes, "67108864", 1024, INT64_C(1) << 40),
     O("mqtt.max_inflight", OPT_INT, mqtt_max_inflight, "100", 1, 65535),
+    O("mqtt.backoff_base", OPT_NUM, mqtt_backoff_base, "1", 0, 0),
+    O("mqtt.backoff_max", OPT_NUM, mqtt_backoff_max, "60", 0, 0),
     O("influx.url", OPT_STR, influx_url, "none", 0, 0),
     O("influx.api", OPT_INT, influx_api, "2", 1, 2),
     O("influx.org", OPT_STR, influx_org, NULL, 0, 0),
@@ -81,6 +83,8 @@ static const struct opt opts[] = {
     O("influx.linger", OPT_NUM, influx_linger, "1", 0, 0),
     O("influx.gzip", OPT_BOOL, influx_gzip, "false", 0, 0),
     O("influx.timeout", OPT_NUM, influx_timeout, "10", 0, 0),
+    O("influx.backoff_base", OPT_NUM, influx_backoff_base, "1", 0, 0),
+    O("influx.backoff_max", OPT_NUM, influx_backoff_max, "60", 0, 0),
     O("influx.queue_max_bytes", OPT_INT, influx_queue_max_bytes, "67108864", 1024,
       INT64_C(1) << 40),
     O("spool.dir", OPT_STR, spool_dir, "none", 0, 0),
@@ -436,6 +440,11 @@ int config_finish(struct config *c, char *err, size_t errlen)
     if (!c->prefix[0] || strpbrk(c->prefix, "+#")) {
         snprintf(err, errlen, "prefix: \"%s\" must be a non-empty topic without wildcards",
                  c->prefix);
+        return -EINVAL;
+    }
+    if (c->mqtt_backoff_base < 0.01 || c->mqtt_backoff_max < c->mqtt_backoff_base ||
+        c->influx_backoff_base < 0.01 || c->influx_backoff_max < c->influx_backoff_base) {
+        snprintf(err, errlen, "backoff: *.backoff_base must be >= 0.01 s and <= *.backoff_max");
         return -EINVAL;
     }
     if (c->tick_interval < 0.01) {

@@ -57,6 +57,8 @@ struct config {
     int64_t mqtt_queue_max_msgs;
     int64_t mqtt_queue_max_bytes;
     int64_t mqtt_max_inflight;
+    double mqtt_backoff_base;  /* reconnect delay: first, seconds (default 1) */
+    double mqtt_backoff_max;   /* reconnect delay: cap, seconds (default 60) */
 
     /* InfluxDB */
     char *influx_url;          /* http(s)://host:port base URL, or "none" */
@@ -71,6 +73,8 @@ struct config {
     bool influx_gzip;
     double influx_timeout;
     int64_t influx_queue_max_bytes;
+    double influx_backoff_base; /* retry delay: first, seconds (default 1) */
+    double influx_backoff_max;  /* retry delay: cap, seconds (default 60) */
 
     /* store-and-forward spool (docs/reliability.md) */
     char *spool_dir;           /* directory, or "none" (default): sinks fed directly */

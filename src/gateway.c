@@ -740,6 +740,8 @@ static int setup_mqtt(struct gateway *gw, char *err, size_t errlen)
     mc.queue_max_msgs = (size_t)c->mqtt_queue_max_msgs;
     mc.queue_max_bytes = (size_t)c->mqtt_queue_max_bytes;
     mc.max_inflight = (unsigned)c->mqtt_max_inflight;
+    mc.backoff_base = c->mqtt_backoff_base;
+    mc.backoff_max = c->mqtt_backoff_max;
     /* Acks reach on_mqtt_ack through forward.c (setup_forward), which owns the tokens. */
     return mqtt_sink_new(&gw->mqtt, gw->loop, &mc, err, errlen);
 }
@@ -760,6 +762,8 @@ static int setup_influx(struct gateway *gw, char *err, size_t errlen)
         .gzip = c->influx_gzip,
         .timeout = c->influx_timeout,
         .queue_max_bytes = (size_t)c->influx_queue_max_bytes,
+        .backoff_base = c->influx_backoff_base,
+        .backoff_max = c->influx_backoff_max,
     };
     /* Rejects reach on_influx_reject through forward.c (setup_forward). */
     return influx_sink_new(&gw->influx, gw->loop, &ic, err, errlen);

@@ -117,6 +117,16 @@ struct mqtt_sink {
     int depth;
     bool doomed;
 
+    /*
+     * Inside mosquitto_loop_read/write/misc libmosquitto may hold its own (non-recursive)
+     * message mutexes while it runs our callbacks — e.g. on CONNACK it releases queued
+     * messages with msgs_out locked and calls on_publish for QoS 0 ones. A mosquitto_publish
+     * from there deadlocks. So while in_loop > 0, pump() only notes that it has work
+     * (pump_deferred) and loop_call() runs it once libmosquitto has returned.
+     */
+    int in_loop;
+    bool pump_deferred;
+
     /* overflow log rate limit */
     uint64_t dropped_logged;
     double drop_log_at;
@@ -126,6 +136,7 @@ struct mqtt_sink {
 
 static void sync_io(struct mqtt_sink *m);
 static void pump(struct mqtt_sink *m);
+static int loop_call(struct mqtt_sink *m, int (*fn)(struct mosquitto *, int), int arg);
 static void start_connect(struct mqtt_sink *m);
 static void destroy(struct mqtt_sink *m);
 
@@ -472,7 +483,7 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     if (fd >= 0)
         shutdown(fd, SHUT_RDWR);
     m->depth++;
-    mosquitto_loop_read(m->mosq, 1);
+    loop_call(m, mosquitto_loop_read, 1);
     if (leave(m))
         return;
     conn_lost(m, MOSQ_ERR_CONN_LOST);
@@ -616,6 +627,10 @@ static void on_publish_v5(struct mosquitto *mosq, void *ud, int mid, int reason,
 /* Hand FIFO messages to libmosquitto while connected and below max_inflight. */
 static void pump(struct mqtt_sink *m)
 {
+    if (m->in_loop) {
+        m->pump_deferred = true; /* see in_loop */
+        return;
+    }
     while (m->state == ST_CONNECTED && !m->doomed && m->fifo.head &&
            m->inflight.count < m->cfg.max_inflight && !m->disconnect_sent) {
         struct mqtt_msg *msg = m->fifo.head;
@@ -741,18 +756,35 @@ static void quickack(int fd)
 #endif
 }
 
+/*
+ * Run one libmosquitto loop function with pumping deferred until it returned (see in_loop),
+ * then do the deferred pump. The caller holds a depth reference. Returns the call's rc.
+ */
+static int loop_call(struct mqtt_sink *m, int (*fn)(struct mosquitto *, int), int arg)
+{
+    m->in_loop++;
+    int rc = fn ? fn(m->mosq, arg) : mosquitto_loop_misc(m->mosq);
+    m->in_loop--;
+    if (!m->in_loop && m->pump_deferred && !m->doomed) {
+        m->pump_deferred = false;
+        pump(m);
+    }
+    return rc;
+}
+
 static void rio_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop;
     (void)revents;
     struct mqtt_sink *m = container_of(w, struct mqtt_sink, rio);
     m->depth++;
-    int rc = mosquitto_loop_read(m->mosq, 1);
+    int rc = loop_call(m, mosquitto_loop_read, 1);
     if (mosquitto_socket(m->mosq) >= 0)
         quickack(mosquitto_socket(m->mosq));
     /* Flush at once whatever the callbacks queued (acks -> new publishes, status). */
-    if (rc == MOSQ_ERR_SUCCESS && mosquitto_socket(m->mosq) >= 0 && mosquitto_want_write(m->mosq))
-        rc = mosquitto_loop_write(m->mosq, 1);
+    if (rc == MOSQ_ERR_SUCCESS && !m->doomed && mosquitto_socket(m->mosq) >= 0 &&
+        mosquitto_want_write(m->mosq))
+        rc = loop_call(m, mosquitto_loop_write, 1);
     if (leave(m))
         return;
     after_loop_call(m, rc);
@@ -764,7 +796,7 @@ static void wio_cb(struct ev_loop *loop, ev_io *w, int revents)
     (void)revents;
     struct mqtt_sink *m = container_of(w, struct mqtt_sink, wio);
     m->depth++;
-    int rc = mosquitto_loop_write(m->mosq, 1);
+    int rc = loop_call(m, mosquitto_loop_write, 1);
     if (leave(m))
         return;
     after_loop_call(m, rc);
@@ -779,7 +811,7 @@ static void misc_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     if (m->state != ST_CONNECTING && m->state != ST_CONNECTED)
         return;
     m->depth++;
-    int rc = mosquitto_loop_misc(m->mosq);
+    int rc = loop_call(m, NULL, 0);
     if (leave(m))
         return;
     after_loop_call(m, rc == MOSQ_ERR_NO_CONN ? MOSQ_ERR_CONN_LOST : rc);
