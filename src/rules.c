@@ -73,6 +73,7 @@ struct rule_state {
     lua_State *co;      /* reusable call thread; NULL after a failed call */
     int co_ref;         /* registry ref anchoring co */
     int gw_ref;         /* registry ref of our gw table (gw.state lives there) */
+    int names_ref;      /* registry ref of the interned call_names sequence */
     int chunk_ref;      /* registry ref of the compiled rule chunk until it has run */
     size_t mem_used;
     size_t mem_limit;
@@ -94,6 +95,15 @@ struct rules {
     struct rules_stats stats;
     struct buf lp;      /* scratch for one encoded point */
 };
+
+/*
+ * The strings every call needs (hook names, meta keys), interned once per state in a
+ * sequence anchored in the registry: fetching them by index costs no string hashing or
+ * comparison, unlike lua_pushstring/lua_setfield with a C string.
+ */
+enum name_id { NM_INIT = 1, NM_ON_PACKET, NM_ON_LINE, NM_ON_TICK, NM_SOURCE, NM_LINE, NM_RX_NS };
+static const char *const call_names[] = {"init",   "on_packet", "on_line", "on_tick",
+                                         "source", "line",      "rx_ns",   NULL};
 
 enum call_kind { CALL_CHUNK, CALL_INIT, CALL_PACKET, CALL_LINE, CALL_TICK };
 
@@ -1130,7 +1140,10 @@ static int mapper_call(lua_State *L)
 {
     struct rule_state *st = state_of(L);
     struct rules *r = st->r;
-    const struct mapper *m = luaL_checkudata(L, 1, MAPPER_MT);
+    /* __call guarantees a mapper at 1; luaL_checkudata would look its metatable up by name. */
+    const struct mapper *m = lua_touserdata(L, 1);
+    if (!m)
+        return luaL_error(L, "mapper: called without its mapper");
     luaL_checktype(L, 2, LUA_TTABLE);
     int64_t ts = check_ts(L, 3, st, "mapper");
     char ts_txt[32]; /* " <ts>", the same for every point of this call */
@@ -1421,6 +1434,13 @@ static int setup_state(lua_State *L)
     lua_setfield(L, -2, "__metatable");
     lua_pop(L, 2);
 
+    lua_createtable(L, (int)(sizeof call_names / sizeof call_names[0]) - 1, 0);
+    for (int i = 0; call_names[i]; i++) {
+        lua_pushstring(L, call_names[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    st->names_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+
     /* gw */
     open_gw_types(L);
     luaL_newlib(L, gw_funcs);
@@ -1505,11 +1525,12 @@ static int trampoline_k(lua_State *L, int status, lua_KContext ctx)
     return 0; /* only reached if a yielded call were resumed, which never happens */
 }
 
-/* Push the global `name` without running _G metamethods; returns 1 if it is a function. */
-static int get_hook(lua_State *L, const char *name)
+/* Push the global named call_names[id-1] without running _G metamethods; returns 1 if it is
+ * a function (pushed), else 0 (nothing pushed). Leaves the names table at names_idx. */
+static int get_hook(lua_State *L, int names_idx, enum name_id id)
 {
     lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
-    lua_pushstring(L, name);
+    lua_rawgeti(L, names_idx, id);
     lua_rawget(L, -2);
     lua_remove(L, -2);
     if (lua_type(L, -1) == LUA_TFUNCTION)
@@ -1518,15 +1539,18 @@ static int get_hook(lua_State *L, const char *name)
     return 0;
 }
 
-static void push_meta(lua_State *L, const struct call *c)
+static void push_meta(lua_State *L, int names_idx, const struct call *c)
 {
     lua_createtable(L, 0, 3);
+    lua_rawgeti(L, names_idx, NM_SOURCE);
     lua_pushstring(L, c->source ? c->source : "");
-    lua_setfield(L, -2, "source");
+    lua_rawset(L, -3);
+    lua_rawgeti(L, names_idx, NM_LINE);
     lua_pushinteger(L, (lua_Integer)c->line_no);
-    lua_setfield(L, -2, "line");
+    lua_rawset(L, -3);
+    lua_rawgeti(L, names_idx, NM_RX_NS);
     lua_pushinteger(L, (lua_Integer)c->rx_ns);
-    lua_setfield(L, -2, "rx_ns");
+    lua_rawset(L, -3);
 }
 
 /*
@@ -1539,17 +1563,18 @@ static int trampoline(lua_State *L)
     struct call *c = lua_touserdata(L, 1);
     struct rule_state *st = state_of(L);
     lua_settop(L, 0);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, st->names_ref); /* 1: names; stays under the call */
     int nargs = 0;
     switch (c->kind) {
     case CALL_CHUNK:
         lua_rawgeti(L, LUA_REGISTRYINDEX, st->chunk_ref);
         break;
     case CALL_INIT:
-        if (!get_hook(L, "init"))
+        if (!get_hook(L, 1, NM_INIT))
             return 0;
         break;
     case CALL_PACKET:
-        if (!get_hook(L, "on_packet"))
+        if (!get_hook(L, 1, NM_ON_PACKET))
             return 0;
         char why[128];
         if (jsonlua_decode(L, c->text, c->len, why, sizeof why)) {
@@ -1557,18 +1582,18 @@ static int trampoline(lua_State *L)
             set_err(c->err, c->errlen, "invalid JSON at %s", why);
             return 0;
         }
-        push_meta(L, c);
+        push_meta(L, 1, c);
         nargs = 2;
         break;
     case CALL_LINE:
-        if (!get_hook(L, "on_line"))
+        if (!get_hook(L, 1, NM_ON_LINE))
             return 0;
         lua_pushlstring(L, c->text, c->len);
-        push_meta(L, c);
+        push_meta(L, 1, c);
         nargs = 2;
         break;
     case CALL_TICK:
-        if (!get_hook(L, "on_tick"))
+        if (!get_hook(L, 1, NM_ON_TICK))
             return 0;
         lua_pushnumber(L, c->now);
         nargs = 1;
@@ -1738,7 +1763,7 @@ static int rs_build(struct rules *r, struct rule_state *old, struct rule_state *
     }
     st->r = r;
     st->mem_limit = r->mem_limit;
-    st->co_ref = st->gw_ref = st->chunk_ref = LUA_NOREF;
+    st->co_ref = st->gw_ref = st->chunk_ref = st->names_ref = LUA_NOREF;
     st->ts_ns = util_now_ns();
     st->L = lua_newstate(sb_alloc, st);
     if (!st->L) {
