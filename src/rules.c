@@ -732,7 +732,7 @@ static size_t collect_tags(lua_State *L, int idx, struct lp_tag *tags, char (*ta
             nt++;
             lua_pop(L, 1);
         }
-    } else if (!lua_isnil(L, idx)) {
+    } else if (!lua_isnoneornil(L, idx)) {
         luaL_error(L, "gw.point: tags must be a table or nil");
     }
     return nt;
