@@ -4,7 +4,8 @@
  * Covers the escaping table of the InfluxDB docs ("Line protocol / special characters"),
  * tag sorting, every field type, every rejection case (with the output left byte-for-byte
  * unchanged) and lp_format_double against the reference algorithm over many random doubles.
- * Owner: pure-modules engineer.
+ * Also lp_series/lp_encode_series (must equal lp_encode), lp_append_key and lp_format_int.
+ * Owner: performance engineer (written by the pure-modules engineer).
  */
 #include <errno.h>
 #include <float.h>
@@ -369,6 +370,70 @@ static void test_format_random_decimals(void **state)
     }
 }
 
+/* ------------------------------------------------------------------------------------ */
+/* Pre-encoded series, keys and integers                                                */
+/* ------------------------------------------------------------------------------------ */
+
+/* lp_series + lp_encode_series must give exactly lp_encode's line. */
+static void test_series_equals_encode(void **state)
+{
+    (void)state;
+    struct lp_tag t1[] = {{"unit", "ohms"}, {"k k", "v,v=x"}, {"node", "node1"}};
+    struct lp_tag t2[] = {{"unit", "ohms"}, {"k k", "v,v=x"}, {"node", "node1"}};
+    struct lp_field f[] = {ffloat("value", 84190), fstr("s", "a\"b")};
+    struct buf a = BUF_INIT, s = BUF_INIT, b = BUF_INIT;
+    assert_int_equal(lp_encode(&a, "gas resistance,x", t1, 3, f, 2, TS), 0);
+    assert_int_equal(lp_series(&s, "gas resistance,x", t2, 3), 0);
+    assert_string_equal(s.p, "gas\\ resistance\\,x,k\\ k=v\\,v\\=x,node=node1,unit=ohms");
+    assert_int_equal(lp_encode_series(&b, s.p, s.len, f, 2, TS), 0);
+    assert_string_equal(b.p, a.p);
+    /* no tags */
+    buf_clear(&s);
+    assert_int_equal(lp_series(&s, "m", NULL, 0), 0);
+    assert_string_equal(s.p, "m");
+    /* rejections leave the buffer unchanged */
+    struct lp_tag bad[] = {{"k", ""}};
+    assert_int_equal(lp_series(&s, "m2", bad, 1), -EINVAL);
+    assert_string_equal(s.p, "m");
+    assert_int_equal(lp_encode_series(&b, "", 0, f, 1, TS), -EINVAL);
+    assert_int_equal(lp_encode_series(&b, "m", 1, f, 0, TS), -EINVAL);
+    struct lp_field nan = ffloat("value", NAN);
+    size_t before = b.len;
+    assert_int_equal(lp_encode_series(&b, "m", 1, &nan, 1, TS), -EINVAL);
+    assert_int_equal(b.len, before);
+    buf_free(&a);
+    buf_free(&s);
+    buf_free(&b);
+}
+
+static void test_append_key_and_format_int(void **state)
+{
+    (void)state;
+    struct buf b = BUF_INIT;
+    assert_int_equal(lp_append_key(&b, "f v,=x", 6), 0);
+    assert_string_equal(b.p, "f\\ v\\,\\=x");
+    assert_int_equal(lp_append_key(&b, "", 0), -EINVAL);
+    assert_int_equal(lp_append_key(&b, "a\nb", 3), -EINVAL);
+    assert_string_equal(b.p, "f\\ v\\,\\=x");
+    buf_free(&b);
+    static const int64_t v[] = {0, 7, -7, 9, 10, 99, 100, -39, 84190, 1732480290000000000LL,
+                                INT64_MAX, INT64_MIN};
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+        char got[24], want[24];
+        snprintf(want, sizeof want, "%lld", (long long)v[i]);
+        assert_int_equal(lp_format_int(got, v[i]), (int)strlen(want));
+        assert_string_equal(got, want);
+    }
+    uint64_t seed = 0x9E3779B97F4A7C15ull;
+    for (int i = 0; i < 100000; i++) {
+        int64_t x = (int64_t)xorshift64(&seed) >> (xorshift64(&seed) % 64);
+        char got[24], want[24];
+        snprintf(want, sizeof want, "%lld", (long long)x);
+        lp_format_int(got, x);
+        assert_string_equal(got, want);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -384,6 +449,8 @@ int main(void)
         cmocka_unit_test(test_format_truncation),
         cmocka_unit_test(test_format_random_bits),
         cmocka_unit_test(test_format_random_decimals),
+        cmocka_unit_test(test_series_equals_encode),
+        cmocka_unit_test(test_append_key_and_format_int),
     };
     return cmocka_run_group_tests_name("unit_lineproto", tests, NULL, NULL);
 }
