@@ -25,7 +25,7 @@
  * interrupted (e.g. a pathological string.find pattern on a long subject). Memory stays
  * capped; the time of such a call is bounded only by the subject size.
  *
- * Owner: rules engineer.
+ * Owner: performance engineer (written by the rules engineer).
  */
 #include "rules.h"
 
