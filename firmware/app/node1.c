@@ -1,11 +1,13 @@
 /*
- * node1.c — sensor node state machine: sample, send, wait for ACK, retransmit (see node1.h).
+ * node1.c — sensor node state machine: sample, send, wait for ACK, retransmit; and the node 1
+ * board's sensor sampling shared by the STM32 image and the simulator (see node1.h).
  */
 #include "node1.h"
 
 #include <string.h>
 
 #include "fwlog.h"
+#include "sht3x.h"
 
 /* ---- helpers ------------------------------------------------------------------------------ */
 
@@ -177,4 +179,31 @@ void node1_poll(struct node1 *n, uint32_t now)
             transmit(n, now);
         break;
     }
+}
+
+/* ---- the node 1 board's sensors ------------------------------------------------------------ */
+
+void node1_sensors_init(struct node1_sensors *s, const struct fw_hal *hal)
+{
+    memset(s, 0, sizeof(*s));
+    s->hal = hal;
+}
+
+void node1_sensors_sample(void *ud, struct rframe *f)
+{
+    struct node1_sensors *s = ud;
+    struct sht3x_reading r;
+    uint32_t ohms = 0;
+
+    if (sht3x_measure(s->hal, &r) < 0)
+        r.has_t = r.has_h = false;
+    f->flags = (uint8_t)((r.has_t ? 0 : RFRAME_NO_TEMP) | (r.has_h ? 0 : RFRAME_NO_HUM));
+    f->t_x100 = r.t_x100;
+    f->h_x100 = r.h_x100;
+    if (!s->bme_ok)
+        s->bme_ok = bme680_init(s->hal, &s->calib) == 0;   /* retried until the sensor answers */
+    if (!s->bme_ok ||
+        bme680_measure_gas(s->hal, &s->calib, r.has_t ? r.t_x100 / 100 : 25, &ohms) < 0)
+        f->flags |= RFRAME_NO_GAS;
+    f->gas = ohms;
 }

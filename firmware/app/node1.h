@@ -23,6 +23,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "bme680.h"
 #include "hal.h"
 #include "rframe.h"
 #include "rylr998.h"
@@ -86,5 +87,27 @@ void node1_init(struct node1 *n, const struct node1_config *cfg, const struct fw
 void node1_on_line(struct node1 *n, const char *line, size_t len, uint32_t now);
 /* Run timers: setup commands, sampling, ACK timeout, backoff. */
 void node1_poll(struct node1 *n, uint32_t now);
+
+/* ---- the node 1 board's sensors ------------------------------------------------------------ */
+
+/*
+ * SHT3x (temperature, humidity) and BME680 (gas resistance, heater compensated with the SHT3x
+ * temperature) on the HAL's I2C bus. Both boards — the STM32 image and the host simulator —
+ * sample through this one function, so the simulator exercises exactly what the MCU runs.
+ * Caller-allocated; hal is borrowed for its lifetime.
+ */
+struct node1_sensors {
+    const struct fw_hal *hal;
+    struct bme680_calib calib;
+    bool bme_ok;   /* calibration read; until then retried on every sample */
+};
+
+void node1_sensors_init(struct node1_sensors *s, const struct fw_hal *hal);
+
+/*
+ * A node1_sample_fn (ud = struct node1_sensors *): fills f->flags/t_x100/h_x100/gas; a sensor
+ * that does not answer sets its RFRAME_NO_* flag instead of a value.
+ */
+void node1_sensors_sample(void *ud, struct rframe *f);
 
 #endif

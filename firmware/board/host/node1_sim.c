@@ -1,8 +1,9 @@
 /*
  * node1_sim.c — node 1 (sensor node) firmware running on the simulated host board.
  *
- * The same node1.c state machine, SHT3x and BME680 drivers as the STM32 image, over emulated
- * I2C sensors (seeded environment model) and a simulated RYLR998 on loopback UDP.
+ * The same node1.c state machine and sensor sampling (node1_sensors_sample), SHT3x and BME680
+ * drivers as the STM32 image, over emulated I2C sensors (seeded environment model) and a
+ * simulated RYLR998 on loopback UDP.
  *
  * stdout: one JSON line per resolved frame — what node 1 "measured" and whether it was
  *   acknowledged — then a final {"summary":...} line; tests compare these with what arrives
@@ -15,17 +16,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bme680.h"
 #include "fwlog.h"
 #include "host_board.h"
 #include "linebuf.h"
 #include "node1.h"
-#include "sht3x.h"
 
 struct sim1 {
     struct host_board board;
-    struct bme680_calib calib;
-    bool bme_ok;
+    struct node1_sensors sensors;
     uint32_t resolved;
 };
 
@@ -34,20 +32,7 @@ struct sim1 {
 static void sample(void *ud, struct rframe *f)
 {
     struct sim1 *s = ud;
-    const struct fw_hal *hal = &s->board.hal;
-    struct sht3x_reading r;
-    uint32_t ohms = 0;
-
-    if (sht3x_measure(hal, &r) < 0)
-        r.has_t = r.has_h = false;
-    f->flags = (uint8_t)((r.has_t ? 0 : RFRAME_NO_TEMP) | (r.has_h ? 0 : RFRAME_NO_HUM));
-    f->t_x100 = r.t_x100;
-    f->h_x100 = r.h_x100;
-    if (!s->bme_ok)
-        s->bme_ok = bme680_init(hal, &s->calib) == 0;
-    if (!s->bme_ok || bme680_measure_gas(hal, &s->calib, r.has_t ? r.t_x100 / 100 : 25, &ohms) < 0)
-        f->flags |= RFRAME_NO_GAS;
-    f->gas = ohms;
+    node1_sensors_sample(&s->sensors, f);
 }
 
 static void result(void *ud, const struct rframe *f, bool acked, unsigned sends)
@@ -159,6 +144,7 @@ int main(int argc, char **argv)
     struct linebuf lb;
     const struct fw_hal *hal = &sim.board.hal;
     linebuf_init(&lb);
+    node1_sensors_init(&sim.sensors, hal);
     node1_init(&node, &nc, hal, sample, result, &sim);
     FW_INFO(hal, "Node 1 sensor node starting (simulated, seed=%u speed=%g)", seed, speed);
 
