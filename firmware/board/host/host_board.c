@@ -262,3 +262,89 @@ int host_parse_u32(const char *s, uint32_t *out)
     *out = (uint32_t)v;
     return 0;
 }
+
+/* ---- command line shared by the simulators ------------------------------------------------ */
+
+static const struct option sim_options[] = {
+    {"udp-port", required_argument, NULL, 'u'},   {"peer-port", required_argument, NULL, 'p'},
+    {"seed", required_argument, NULL, 's'},       {"speed", required_argument, NULL, 'x'},
+    {"loss", required_argument, NULL, 'l'},       {"corrupt", required_argument, NULL, 'c'},
+    {"distance", required_argument, NULL, 'd'},   {"start-hour", required_argument, NULL, 'H'},
+    {"sht-error", required_argument, NULL, 'E'},  {"count", required_argument, NULL, 'n'},
+    {"duration", required_argument, NULL, 'T'},   {"help", no_argument, NULL, 'h'}};
+#define SIM_NOPTIONS (sizeof(sim_options) / sizeof(sim_options[0]))
+#define SIM_OWN_MAX 16   /* room for a node's own options */
+
+void host_sim_args_defaults(struct host_sim_args *a, const char *prog, uint16_t udp_port,
+                            uint16_t peer_port, uint32_t seed)
+{
+    memset(a, 0, sizeof(*a));
+    a->prog = prog;
+    sensor_model_defaults(&a->model);
+    a->radio.udp_port = udp_port;
+    a->radio.peer_port = peer_port;
+    a->radio.distance_m = 30;
+    a->speed = 1.0;
+    a->seed = seed;
+}
+
+/* 1 = c is a shared option (*bad set for a bad value), 0 = it is not. */
+static int sim_option(struct host_sim_args *a, int c, const char *arg, bool *bad)
+{
+    uint32_t u;
+
+    switch (c) {
+    case 'u': *bad = host_parse_u32(arg, &u) || u > 65535; a->radio.udp_port = (uint16_t)u; break;
+    case 'p': *bad = host_parse_u32(arg, &u) || u > 65535; a->radio.peer_port = (uint16_t)u; break;
+    case 's': *bad = host_parse_u32(arg, &a->seed) != 0; break;
+    case 'x': *bad = host_parse_double(arg, 0.001, 1e6, &a->speed) != 0; break;
+    case 'l': *bad = host_parse_double(arg, 0, 1, &a->radio.loss) != 0; break;
+    case 'c': *bad = host_parse_double(arg, 0, 1, &a->radio.corrupt) != 0; break;
+    case 'd': *bad = host_parse_double(arg, 0.1, 1e6, &a->radio.distance_m) != 0; break;
+    case 'H': *bad = host_parse_double(arg, 0, 24, &a->model.start_hour) != 0; break;
+    case 'E': *bad = host_parse_double(arg, 0, 1, &a->sht_error) != 0; break;
+    case 'n': *bad = host_parse_u32(arg, &a->count) != 0; break;
+    case 'T': *bad = host_parse_double(arg, 0, 1e9, &a->duration) != 0; break;
+    default: return 0;
+    }
+    return 1;
+}
+
+int host_sim_parse(struct host_sim_args *a, int argc, char **argv, const struct option *own,
+                   host_sim_option_fn on_own, void *ud, void (*usage)(FILE *out))
+{
+    struct option opts[SIM_NOPTIONS + SIM_OWN_MAX + 1];
+    size_t n = 0;
+    int c;
+
+    for (size_t i = 0; i < SIM_NOPTIONS; i++)
+        opts[n++] = sim_options[i];
+    for (; own && own->name && n < SIM_NOPTIONS + SIM_OWN_MAX; own++)
+        opts[n++] = *own;
+    memset(&opts[n], 0, sizeof(opts[n]));
+
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        bool bad = false;
+        if (c == 'h') {
+            usage(stdout);
+            return 0;
+        }
+        if (c == '?') {   /* unknown option or missing value: getopt said which */
+            usage(stderr);
+            return 2;
+        }
+        if (!sim_option(a, c, optarg, &bad))
+            bad = on_own(ud, c, optarg) < 0;
+        if (bad) {
+            fprintf(stderr, "%s: invalid option value '%s' (see --help)\n", a->prog, optarg);
+            return 2;
+        }
+    }
+    if (optind != argc) {
+        usage(stderr);
+        return 2;
+    }
+    a->model.seed = a->seed;
+    a->radio.seed = a->seed;
+    return -1;
+}

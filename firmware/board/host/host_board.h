@@ -16,6 +16,7 @@
 #ifndef FW_HOST_BOARD_H
 #define FW_HOST_BOARD_H
 
+#include <getopt.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -65,5 +66,45 @@ void host_board_wait(struct host_board *b);
 /* ---- CLI helpers shared by node1_sim and node2_sim ----------------------------------------- */
 int host_parse_double(const char *s, double min, double max, double *out);
 int host_parse_u32(const char *s, uint32_t *out);
+
+/*
+ * The options both simulators take — radio link (--udp-port, --peer-port, --loss, --corrupt,
+ * --distance), sensor model (--seed, --start-hour, --sht-error), run (--speed, --count,
+ * --duration, -h/--help) — parsed in one place so the two nodes cannot drift apart.
+ */
+struct host_sim_args {
+    const char *prog;                  /* "node1_sim": prefix of error messages */
+    struct sensor_model_config model;  /* .seed set from seed after parsing */
+    struct radio_sim_config radio;     /* .seed set from seed after parsing */
+    double speed;                      /* simulated seconds per real second, default 1 */
+    double duration;                   /* exit after this many simulated seconds; 0 = never */
+    double sht_error;                  /* probability an SHT3x word has a bad CRC */
+    uint32_t seed;
+    uint32_t count;                    /* node-specific "done" count; 0 = never */
+};
+
+/*
+ * Defaults: sensor_model_defaults(), speed 1, distance 30 m, no impairments, the given ports
+ * and seed. A node may adjust a->model afterwards (before host_sim_parse).
+ */
+void host_sim_args_defaults(struct host_sim_args *a, const char *prog, uint16_t udp_port,
+                            uint16_t peer_port, uint32_t seed);
+
+/*
+ * A node's own option: c is its struct option .val; returns 0, or a negative errno for a bad
+ * value (arg is NULL for no_argument options).
+ */
+typedef int (*host_sim_option_fn)(void *ud, int c, const char *arg);
+
+/*
+ * Parse argv with getopt_long: the shared options into a, the node's `own` ones (terminated
+ * by a zero entry; their .val must not collide with the shared ones: u p s x l c d H E n T h)
+ * through on_own(ud, ...). Prints usage(stdout) for --help; usage(stderr) for an unknown
+ * option or a stray argument; "PROG: invalid option value" for a bad value.
+ * Returns -1 when the simulation should run, otherwise the exit status for main (0 after
+ * --help, 2 on a usage error).
+ */
+int host_sim_parse(struct host_sim_args *a, int argc, char **argv, const struct option *own,
+                   host_sim_option_fn on_own, void *ud, void (*usage)(FILE *out));
 
 #endif

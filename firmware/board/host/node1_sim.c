@@ -74,79 +74,62 @@ static void usage(FILE *out)
           out);
 }
 
+/* node 1's own options (the shared ones are host_sim_parse's) */
+struct node1_args {
+    struct host_sim_args sim;
+    struct node1_config nc;
+    bool no_bme;
+};
+
+static int node1_option(void *ud, int c, const char *arg)
+{
+    struct node1_args *a = ud;
+
+    switch (c) {
+    case 'A': return host_parse_double(arg, 0, 1e9, &a->sim.model.heat_at);
+    case 'F': return host_parse_double(arg, 0, 1e9, &a->sim.model.heat_for);
+    case 'D': return host_parse_double(arg, -100, 100, &a->sim.model.heat_delta);
+    case 'P': return host_parse_u32(arg, &a->nc.period_ms) || a->nc.period_ms < 100 ? -EINVAL : 0;
+    case 'B': a->no_bme = true; return 0;
+    default: return -EINVAL;
+    }
+}
+
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"udp-port", required_argument, NULL, 'u'},  {"peer-port", required_argument, NULL, 'p'},
-        {"seed", required_argument, NULL, 's'},      {"speed", required_argument, NULL, 'x'},
-        {"loss", required_argument, NULL, 'l'},      {"corrupt", required_argument, NULL, 'c'},
-        {"distance", required_argument, NULL, 'd'},  {"heat-at", required_argument, NULL, 'A'},
-        {"heat-for", required_argument, NULL, 'F'},  {"heat-delta", required_argument, NULL, 'D'},
-        {"start-hour", required_argument, NULL, 'H'}, {"period-ms", required_argument, NULL, 'P'},
-        {"count", required_argument, NULL, 'n'},     {"duration", required_argument, NULL, 'T'},
-        {"no-bme", no_argument, NULL, 'B'},          {"sht-error", required_argument, NULL, 'E'},
-        {"help", no_argument, NULL, 'h'},            {NULL, 0, NULL, 0}};
-    struct sensor_model_config mc;
-    struct radio_sim_config rc = {.udp_port = 47001, .peer_port = 47002, .distance_m = 30};
-    struct node1_config nc;
-    double speed = 1.0, v, duration = 0, sht_error = 0;
-    uint32_t u, count = 0, seed = 1;
-    bool no_bme = false;
-    int c, bad = 0;
+        {"heat-at", required_argument, NULL, 'A'},   {"heat-for", required_argument, NULL, 'F'},
+        {"heat-delta", required_argument, NULL, 'D'}, {"period-ms", required_argument, NULL, 'P'},
+        {"no-bme", no_argument, NULL, 'B'},          {NULL, 0, NULL, 0}};
+    struct node1_args args;
 
-    sensor_model_defaults(&mc);
-    node1_config_defaults(&nc);
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        switch (c) {
-        case 'u': bad |= host_parse_u32(optarg, &u) || u > 65535; rc.udp_port = (uint16_t)u; break;
-        case 'p': bad |= host_parse_u32(optarg, &u) || u > 65535; rc.peer_port = (uint16_t)u; break;
-        case 's': bad |= host_parse_u32(optarg, &seed) != 0; break;
-        case 'x': bad |= host_parse_double(optarg, 0.001, 1e6, &speed) != 0; break;
-        case 'l': bad |= host_parse_double(optarg, 0, 1, &rc.loss) != 0; break;
-        case 'c': bad |= host_parse_double(optarg, 0, 1, &rc.corrupt) != 0; break;
-        case 'd': bad |= host_parse_double(optarg, 0.1, 1e6, &rc.distance_m) != 0; break;
-        case 'A': bad |= host_parse_double(optarg, 0, 1e9, &mc.heat_at) != 0; break;
-        case 'F': bad |= host_parse_double(optarg, 0, 1e9, &mc.heat_for) != 0; break;
-        case 'D': bad |= host_parse_double(optarg, -100, 100, &mc.heat_delta) != 0; break;
-        case 'H': bad |= host_parse_double(optarg, 0, 24, &mc.start_hour) != 0; break;
-        case 'P': bad |= host_parse_u32(optarg, &nc.period_ms) || nc.period_ms < 100; break;
-        case 'n': bad |= host_parse_u32(optarg, &count) != 0; break;
-        case 'T': bad |= host_parse_double(optarg, 0, 1e9, &v) != 0; duration = v; break;
-        case 'B': no_bme = true; break;
-        case 'E': bad |= host_parse_double(optarg, 0, 1, &sht_error) != 0; break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
-        }
-        if (bad) {
-            fprintf(stderr, "node1_sim: invalid option value '%s' (see --help)\n", optarg);
-            return 2;
-        }
-    }
-    if (optind != argc) {
-        usage(stderr);
-        return 2;
-    }
-    mc.seed = seed;
-    rc.seed = seed;
-    nc.seed = seed * 7919u + 1;
+    host_sim_args_defaults(&args.sim, "node1_sim", 47001, 47002, 1);
+    node1_config_defaults(&args.nc);
+    args.no_bme = false;
+    int rc = host_sim_parse(&args.sim, argc, argv, opts, node1_option, &args, usage);
+    if (rc >= 0)
+        return rc;
+    const struct host_sim_args *a = &args.sim;
+    args.nc.seed = a->seed * 7919u + 1;
 
     static struct sim1 sim;   /* large (ring buffers): keep it off the stack */
     setvbuf(stdout, NULL, _IOLBF, 0);
-    int err = host_board_init(&sim.board, speed, &mc, &rc, stderr, NULL);
+    int err = host_board_init(&sim.board, a->speed, &a->model, &a->radio, stderr, NULL);
     if (err < 0) {
-        fprintf(stderr, "node1_sim: cannot bind udp port %u: %s\n", rc.udp_port, strerror(-err));
+        fprintf(stderr, "node1_sim: cannot bind udp port %u: %s\n", a->radio.udp_port,
+                strerror(-err));
         return 1;
     }
-    sim.board.bme_present = !no_bme;
-    sim.board.sht_error = sht_error;
+    sim.board.bme_present = !args.no_bme;
+    sim.board.sht_error = a->sht_error;
 
     struct node1 node;
     struct linebuf lb;
     const struct fw_hal *hal = &sim.board.hal;
     linebuf_init(&lb);
     node1_sensors_init(&sim.sensors, hal);
-    node1_init(&node, &nc, hal, sample, result, &sim);
-    FW_INFO(hal, "Node 1 sensor node starting (simulated, seed=%u speed=%g)", seed, speed);
+    node1_init(&node, &args.nc, hal, sample, result, &sim);
+    FW_INFO(hal, "Node 1 sensor node starting (simulated, seed=%u speed=%g)", a->seed, a->speed);
 
     while (!sim.board.stop) {
         uint32_t now = hal->millis(hal->ctx);
@@ -155,9 +138,9 @@ int main(int argc, char **argv)
             if (linebuf_push(&lb, ch))
                 node1_on_line(&node, lb.buf, lb.len, hal->millis(hal->ctx));
         node1_poll(&node, now);
-        if (count && sim.resolved >= count)
+        if (a->count && sim.resolved >= a->count)
             break;
-        if (duration > 0 && host_board_seconds(&sim.board) >= duration)
+        if (a->duration > 0 && host_board_seconds(&sim.board) >= a->duration)
             break;
         host_board_wait(&sim.board);
     }

@@ -51,64 +51,48 @@ static void usage(FILE *out)
           out);
 }
 
+/* node 2's own options (the shared ones are host_sim_parse's) */
+struct node2_args {
+    struct host_sim_args sim;
+    struct node2_config nc;
+    const char *data_path;
+    double idle_exit;
+    bool no_sht;
+};
+
+static int node2_option(void *ud, int c, const char *arg)
+{
+    struct node2_args *a = ud;
+
+    switch (c) {
+    case 'S': return host_parse_u32(arg, &a->nc.sht_first_ms);
+    case 'N': a->no_sht = true; return 0;
+    case 'o': a->data_path = arg; return 0;
+    case 'I': return host_parse_double(arg, 0, 1e9, &a->idle_exit);
+    default: return -EINVAL;
+    }
+}
+
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"udp-port", required_argument, NULL, 'u'},   {"peer-port", required_argument, NULL, 'p'},
-        {"seed", required_argument, NULL, 's'},       {"speed", required_argument, NULL, 'x'},
-        {"loss", required_argument, NULL, 'l'},       {"corrupt", required_argument, NULL, 'c'},
-        {"distance", required_argument, NULL, 'd'},   {"start-hour", required_argument, NULL, 'H'},
-        {"sht-first-ms", required_argument, NULL, 'S'}, {"sht-error", required_argument, NULL, 'E'},
-        {"no-sht", no_argument, NULL, 'N'},           {"data-out", required_argument, NULL, 'o'},
-        {"count", required_argument, NULL, 'n'},      {"duration", required_argument, NULL, 'T'},
-        {"idle-exit", required_argument, NULL, 'I'},  {"help", no_argument, NULL, 'h'},
+        {"sht-first-ms", required_argument, NULL, 'S'}, {"no-sht", no_argument, NULL, 'N'},
+        {"data-out", required_argument, NULL, 'o'},     {"idle-exit", required_argument, NULL, 'I'},
         {NULL, 0, NULL, 0}};
-    struct sensor_model_config mc;
-    struct radio_sim_config rc = {.udp_port = 47002, .peer_port = 47001, .distance_m = 30};
-    struct node2_config nc;
-    double speed = 1.0, duration = 0, idle_exit = 0, sht_error = 0;
-    uint32_t u, count = 0, seed = 2;
-    const char *data_path = NULL;
-    bool no_sht = false;
-    int c, bad = 0;
+    struct node2_args args = {.data_path = NULL};
 
-    sensor_model_defaults(&mc);
-    mc.t_mean = 23.2;   /* node 2 sits indoors: a little cooler and drier, smaller daily swing */
-    mc.t_amp = 1.0;
-    mc.h_mean = 49.5;
-    mc.h_amp = 2.0;
-    node2_config_defaults(&nc);
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        switch (c) {
-        case 'u': bad |= host_parse_u32(optarg, &u) || u > 65535; rc.udp_port = (uint16_t)u; break;
-        case 'p': bad |= host_parse_u32(optarg, &u) || u > 65535; rc.peer_port = (uint16_t)u; break;
-        case 's': bad |= host_parse_u32(optarg, &seed) != 0; break;
-        case 'x': bad |= host_parse_double(optarg, 0.001, 1e6, &speed) != 0; break;
-        case 'l': bad |= host_parse_double(optarg, 0, 1, &rc.loss) != 0; break;
-        case 'c': bad |= host_parse_double(optarg, 0, 1, &rc.corrupt) != 0; break;
-        case 'd': bad |= host_parse_double(optarg, 0.1, 1e6, &rc.distance_m) != 0; break;
-        case 'H': bad |= host_parse_double(optarg, 0, 24, &mc.start_hour) != 0; break;
-        case 'S': bad |= host_parse_u32(optarg, &nc.sht_first_ms) != 0; break;
-        case 'E': bad |= host_parse_double(optarg, 0, 1, &sht_error) != 0; break;
-        case 'N': no_sht = true; break;
-        case 'o': data_path = optarg; break;
-        case 'n': bad |= host_parse_u32(optarg, &count) != 0; break;
-        case 'T': bad |= host_parse_double(optarg, 0, 1e9, &duration) != 0; break;
-        case 'I': bad |= host_parse_double(optarg, 0, 1e9, &idle_exit) != 0; break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
-        }
-        if (bad) {
-            fprintf(stderr, "node2_sim: invalid option value '%s' (see --help)\n", optarg);
-            return 2;
-        }
-    }
-    if (optind != argc) {
-        usage(stderr);
-        return 2;
-    }
-    mc.seed = seed;
-    rc.seed = seed;
+    host_sim_args_defaults(&args.sim, "node2_sim", 47002, 47001, 2);
+    /* node 2 sits indoors: a little cooler and drier, smaller daily swing */
+    args.sim.model.t_mean = 23.2;
+    args.sim.model.t_amp = 1.0;
+    args.sim.model.h_mean = 49.5;
+    args.sim.model.h_amp = 2.0;
+    node2_config_defaults(&args.nc);
+    int rc = host_sim_parse(&args.sim, argc, argv, opts, node2_option, &args, usage);
+    if (rc >= 0)
+        return rc;
+    const struct host_sim_args *a = &args.sim;
+    const char *data_path = args.data_path;
 
     FILE *data = NULL;
     if (data_path && !(data = fopen(data_path, "w"))) {
@@ -117,22 +101,23 @@ int main(int argc, char **argv)
     }
     static struct host_board board;   /* large (ring buffers): keep it off the stack */
     setvbuf(stdout, NULL, _IOLBF, 0);
-    int err = host_board_init(&board, speed, &mc, &rc, stdout, data);
+    int err = host_board_init(&board, a->speed, &a->model, &a->radio, stdout, data);
     if (err < 0) {
-        fprintf(stderr, "node2_sim: cannot bind udp port %u: %s\n", rc.udp_port, strerror(-err));
+        fprintf(stderr, "node2_sim: cannot bind udp port %u: %s\n", a->radio.udp_port,
+                strerror(-err));
         if (data)
             fclose(data);
         return 1;
     }
-    board.sht_present = !no_sht;
-    board.sht_error = sht_error;
+    board.sht_present = !args.no_sht;
+    board.sht_error = a->sht_error;
 
     static struct node2 node;
     struct linebuf lb;
     const struct fw_hal *hal = &board.hal;
     double last_rx = -1;
     linebuf_init(&lb);
-    node2_init(&node, &nc, hal, read_own, (void *)hal);
+    node2_init(&node, &args.nc, hal, read_own, (void *)hal);
     FW_INFO(hal, "Node 2 receiver starting (simulated), RYLR998 on UART4");
 
     while (!board.stop) {
@@ -146,11 +131,11 @@ int main(int argc, char **argv)
         }
         node2_poll(&node, hal->millis(hal->ctx));
         double now_s = host_board_seconds(&board);
-        if (count && node.stats.rx >= count)
+        if (a->count && node.stats.rx >= a->count)
             break;
-        if (duration > 0 && now_s >= duration)
+        if (a->duration > 0 && now_s >= a->duration)
             break;
-        if (idle_exit > 0 && last_rx >= 0 && now_s - last_rx >= idle_exit)
+        if (args.idle_exit > 0 && last_rx >= 0 && now_s - last_rx >= args.idle_exit)
             break;
         host_board_wait(&board);
     }
