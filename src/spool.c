@@ -1435,8 +1435,8 @@ int spool_next(struct spool *sp, unsigned sink, struct spool_rec *rec)
         return -EINVAL;
     struct cursor *c = &sp->cur[sink];
     for (;;) {
-        struct hdr h;
-        const uint8_t *pl;
+        struct hdr h = {0}; /* read_rec fills them on success; -O3 cannot prove it */
+        const uint8_t *pl = NULL;
         int r = read_rec(sp, &c->rd, c->seg, c->off, &h, &pl);
         if (r == 1) {
             c->seg++;
@@ -1624,8 +1624,8 @@ static double oldest_age(struct spool *sp, unsigned sink, int64_t now)
         off = c->age_off;
     uint64_t scanned = 0;
     for (;;) {
-        struct hdr h;
-        const uint8_t *pl;
+        struct hdr h = {0}; /* read_rec fills them on success; -O3 cannot prove it */
+        const uint8_t *pl = NULL;
         int r = read_rec(sp, &sp->age_rd, si, off, &h, &pl);
         if (r == 1) {
             si++;
