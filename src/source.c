@@ -1028,13 +1028,12 @@ static void live_io_cb(struct ev_loop *loop, ev_io *w, int revents)
         live_retry(s, rc < 0 ? -rc : 0, "read");
 }
 
-static void retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
+/*
+ * One open attempt of a live source (exec, serial, tcp): at start and on every retry. A
+ * failed attempt arms the retry timer itself. Finite sources (file, stdin) never retry.
+ */
+static void live_try(struct source *s)
 {
-    (void)loop;
-    (void)revents;
-    struct source *s = container_of(w, struct source, retry);
-    if (s->stopped)
-        return;
     switch (s->kind) {
     case SOURCE_EXEC:
         exec_try(s);
@@ -1043,15 +1042,25 @@ static void retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
         serial_try(s);
         break;
     case SOURCE_TCP:
-        if (s->connecting) /* the connect timeout */
-            tcp_attempt_failed(s, ETIMEDOUT);
-        else
-            tcp_try(s);
+        tcp_try(s);
         break;
     case SOURCE_FILE:
     case SOURCE_STDIN:
         break;
     }
+}
+
+static void retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct source *s = container_of(w, struct source, retry);
+    if (s->stopped)
+        return;
+    if (s->kind == SOURCE_TCP && s->connecting) /* the connect timeout */
+        tcp_attempt_failed(s, ETIMEDOUT);
+    else
+        live_try(s);
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -1115,21 +1124,11 @@ int source_new(struct source **out, struct ev_loop *loop, const struct source_co
     if (sp.kind == SOURCE_EXEC && (rc = framer_init(&s->err_fr, STDERR_MAX_LINE)) < 0)
         goto fail;
 
-    switch (s->kind) {
-    case SOURCE_FILE:
-    case SOURCE_STDIN:
+    if (s->kind == SOURCE_FILE || s->kind == SOURCE_STDIN) {
         if ((rc = finite_open(s, err, errlen)) < 0)
             goto fail;
-        break;
-    case SOURCE_EXEC:
-        exec_try(s);
-        break;
-    case SOURCE_SERIAL:
-        serial_try(s);
-        break;
-    case SOURCE_TCP:
-        tcp_try(s);
-        break;
+    } else {
+        live_try(s);
     }
     *out = s;
     return 0;
