@@ -32,6 +32,10 @@ import time
 
 import yaml
 
+# free_port() is the daemon-level tests' (tests/gateway/gwtest.py, stdlib only): one helper.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "gateway"))
+from gwtest import free_port  # noqa: E402
+
 DS_UID = "iiot-influxdb"
 BUCKET = "telemetry"
 EXPR_UID = "__expr__"
@@ -552,14 +556,6 @@ def cmd_build(repo):
 # =============================================================================================
 # mosquitto
 # =============================================================================================
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def cmd_mosquitto(repo):
     if not shutil.which("mosquitto") or not shutil.which("mosquitto_sub"):
         print("SKIP: mosquitto / mosquitto_sub not installed")
