@@ -7,6 +7,8 @@
  *     to grow past the configured cap (HAProxy hlua.c style), so a memory bomb is an
  *     ordinary Lua "not enough memory" error inside that state only.
  *   - Only base/string/table/math/utf8 are opened; dofile, loadfile, string.dump are gone,
+ *     require is our own (dotted names only, text-mode .lua files from the lua_path
+ *     directories, run under the same cap and budget, cached per state; no `package`),
  *     collectgarbage only answers "count", load only takes text chunks (bytecode can crash
  *     the VM), setmetatable refuses __gc (finalizers would run outside any budget, in
  *     whatever thread happens to trigger the GC) and the string metatable is locked.
@@ -60,7 +62,11 @@
 #define JSON_MAX_DEPTH      64
 #define JSON_MAX_NODES      100000 /* cJSON trees live outside the Lua memory cap */
 #define STATE_MAX_DEPTH     100    /* gw.state nesting copied across a reload */
-#define MAX_RULE_SIZE       (4u * 1024u * 1024u)
+#define MAX_RULE_SIZE       (4u * 1024u * 1024u) /* also the largest module file */
+#define REQ_MAX_NAME        128    /* bytes of a module name */
+#define REQ_MAX_DEPTH       32     /* modules requiring modules */
+#define REQ_MAX_DIRS        16     /* entries of the module search path */
+#define DEFAULT_LUA_DIR     "/usr/local/share/iiotgw/lua"
 
 /* ------------------------------------------------------------------------------------ */
 /* Types                                                                                */
@@ -75,6 +81,9 @@ struct rule_state {
     int gw_ref;         /* registry ref of our gw table (gw.state lives there) */
     int names_ref;      /* registry ref of the interned call_names sequence */
     int chunk_ref;      /* registry ref of the compiled rule chunk until it has run */
+    int req_cache_ref;  /* registry ref: module name -> what require returned */
+    int req_stack_ref;  /* registry ref: sequence of the module names being loaded */
+    int req_depth;      /* valid entries of that sequence (0 outside require) */
     size_t mem_used;
     size_t mem_limit;
     uint64_t instr_left;/* budget beyond the current hook period */
@@ -88,6 +97,8 @@ struct rules {
     char *chunkname;    /* "@" path: what Lua reports in ar.source */
     char short_src[LUA_IDSIZE]; /* what Lua prints in "file:line:" messages */
     char *prefix;
+    char **lua_dirs;    /* module search path, resolved once at open (reloads reuse it) */
+    size_t nlua_dirs;
     size_t mem_limit;
     uint64_t instr_limit;
     struct rule_sink sink;
@@ -1385,6 +1396,8 @@ struct setup_args {
     size_t code_len;
 };
 
+static int sb_require(lua_State *L); /* "Modules" section below */
+
 static void open_lib(lua_State *L, const char *name, lua_CFunction f)
 {
     luaL_requiref(L, name, f, 1);
@@ -1415,7 +1428,7 @@ static int setup_state(lua_State *L)
 
     set_global_fn(L, "dofile", NULL);
     set_global_fn(L, "loadfile", NULL);
-    set_global_fn(L, "require", NULL);
+    set_global_fn(L, "require", sb_require);
     set_global_fn(L, "load", sb_load);
     set_global_fn(L, "collectgarbage", sb_collectgarbage);
     set_global_fn(L, "setmetatable", sb_setmetatable);
@@ -1440,6 +1453,10 @@ static int setup_state(lua_State *L)
         lua_rawseti(L, -2, i + 1);
     }
     st->names_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_newtable(L);
+    st->req_cache_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_newtable(L);
+    st->req_stack_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 
     /* gw */
     open_gw_types(L);
@@ -1678,6 +1695,7 @@ static int rs_call(struct rule_state *st, struct call *c)
         return 0;
     }
     format_error(st, co, status, c->err, c->errlen);
+    st->req_depth = 0; /* a require abandoned by an overrun never popped its stack entry */
     if (status == LUA_YIELD || st->overrun)
         r->stats.overruns++;
     else
@@ -1741,6 +1759,164 @@ fail:
     return rc;
 }
 
+/* ------------------------------------------------------------------------------------ */
+/* Modules: the sandboxed require                                                       */
+/* ------------------------------------------------------------------------------------ */
+
+/*
+ * require(name) for rules, replacing the stock one (which reads any file, loads bytecode and
+ * C libraries, and exposes `package` for path games). Here:
+ *   - the name is a dotted identifier, so it cannot climb out of a search directory;
+ *   - the file is DIR/name.lua for the directories of r->lua_dirs, read in text mode only;
+ *   - the chunk gets the rule's globals as _ENV (lua_load's default) and runs on the calling
+ *     coroutine with lua_pcallk, so the memory cap and the instruction budget of the current
+ *     call cover it (the budget hook can yield through this C frame);
+ *   - results are cached in a registry table (unreachable from Lua), so each module body runs
+ *     once per rule state, i.e. once per load or reload;
+ *   - the names being loaded sit on a small stack (registry table + st->req_depth) so that a
+ *     cycle is an error naming the chain instead of a half-initialised module.
+ * A call abandoned by a budget overrun never reaches req_finish: rs_call resets req_depth,
+ * which is what makes the stack consistent again (entries above req_depth are ignored).
+ */
+
+/* Stack slots of sb_require (and its continuation). */
+enum { REQ_IDX_NAME = 1, REQ_IDX_CACHE, REQ_IDX_STACK, REQ_IDX_PATH };
+
+/* [A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)* and not absurdly long. */
+static bool module_name_ok(const char *s, size_t len)
+{
+    if (len == 0 || len > REQ_MAX_NAME)
+        return false;
+    bool start = true; /* at the first character of a component */
+    for (size_t i = 0; i < len; i++) {
+        char ch = s[i];
+        bool alpha = (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || ch == '_';
+        bool digit = ch >= '0' && ch <= '9';
+        if (ch == '.') {
+            if (start)
+                return false;
+            start = true;
+        } else if (alpha || (digit && !start)) {
+            start = false;
+        } else {
+            return false;
+        }
+    }
+    return !start;
+}
+
+/* Continuation of sb_require (also called directly): pop the loading stack, cache, return. */
+static int req_finish(lua_State *L, int status, lua_KContext ctx)
+{
+    (void)ctx;
+    struct rule_state *st = state_of(L);
+    if (st->req_depth > 0) {
+        lua_pushnil(L); /* clearing an existing slot never allocates */
+        lua_rawseti(L, REQ_IDX_STACK, st->req_depth);
+        st->req_depth--;
+    }
+    if (status != LUA_OK && status != LUA_YIELD)
+        return lua_error(L); /* module error or spent budget: pass it on unchanged */
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        lua_pushboolean(L, 1); /* as stock require: a module returning nothing is `true` */
+    }
+    lua_pushvalue(L, REQ_IDX_NAME);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, REQ_IDX_CACHE);
+    return 1;
+}
+
+static int sb_require(lua_State *L)
+{
+    struct rule_state *st = state_of(L);
+    struct rules *r = st->r;
+    size_t nlen;
+    if (lua_type(L, 1) != LUA_TSTRING)
+        return luaL_argerror(L, 1, "module name (string) expected");
+    const char *name = lua_tolstring(L, 1, &nlen);
+    if (!module_name_ok(name, nlen))
+        return luaL_error(L, "require: invalid module name '%s' (allowed: identifiers joined "
+                             "by dots, e.g. \"alerts\" or \"site.pumps\")", name);
+    lua_settop(L, 1);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, st->req_cache_ref); /* REQ_IDX_CACHE */
+    lua_pushvalue(L, REQ_IDX_NAME);
+    if (lua_rawget(L, REQ_IDX_CACHE) != LUA_TNIL)
+        return 1;
+    lua_pop(L, 1);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, st->req_stack_ref); /* REQ_IDX_STACK */
+    for (int i = 1; i <= st->req_depth; i++) {
+        lua_rawgeti(L, REQ_IDX_STACK, i);
+        bool cycle = lua_rawequal(L, -1, REQ_IDX_NAME);
+        lua_pop(L, 1);
+        if (!cycle)
+            continue;
+        luaL_Buffer b;
+        luaL_buffinit(L, &b);
+        for (int j = i; j <= st->req_depth; j++) {
+            lua_rawgeti(L, REQ_IDX_STACK, j);
+            luaL_addvalue(&b);
+            luaL_addstring(&b, " -> ");
+        }
+        luaL_addlstring(&b, name, nlen);
+        luaL_pushresult(&b);
+        return luaL_error(L, "require: cyclic dependency: %s", lua_tostring(L, -1));
+    }
+    if (st->req_depth >= REQ_MAX_DEPTH)
+        return luaL_error(L, "require: modules nested deeper than %d", REQ_MAX_DEPTH);
+
+    /* "site.pumps" -> "site/pumps" */
+    char rel[REQ_MAX_NAME + 1];
+    memcpy(rel, name, nlen + 1);
+    for (char *p = rel; *p; p++)
+        if (*p == '.')
+            *p = '/';
+
+    char *code = NULL;
+    size_t code_len = 0;
+    size_t d;
+    for (d = 0; d < r->nlua_dirs; d++) {
+        /* Both strings exist before the file is read, so nothing can raise (and leak `code`)
+         * between read_file and free. */
+        lua_pushfstring(L, "%s/%s.lua", r->lua_dirs[d], rel); /* REQ_IDX_PATH */
+        lua_pushfstring(L, "@%s", lua_tostring(L, REQ_IDX_PATH)); /* REQ_IDX_PATH + 1 */
+        int rc = read_file(lua_tostring(L, REQ_IDX_PATH), &code, &code_len);
+        if (rc == 0)
+            break;
+        if (rc != -ENOENT && rc != -ENOTDIR)
+            return luaL_error(L, "require: cannot read module '%s' from %s: %s", name,
+                              lua_tostring(L, REQ_IDX_PATH),
+                              rc == -EINVAL ? "not a regular file" : strerror(-rc));
+        lua_pop(L, 2);
+    }
+    if (d == r->nlua_dirs) {
+        luaL_Buffer b;
+        luaL_buffinit(L, &b);
+        for (size_t i = 0; i < r->nlua_dirs; i++) {
+            lua_pushfstring(L, "%s%s/%s.lua", i ? ", " : "", r->lua_dirs[i], rel);
+            luaL_addvalue(&b);
+        }
+        luaL_pushresult(&b);
+        return luaL_error(L, "require: module '%s' not found (tried %s)", name,
+                          lua_tostring(L, -1));
+    }
+    /* Text mode only, as for the rule file: bytecode is refused. */
+    int status = luaL_loadbufferx(L, code, code_len, lua_tostring(L, REQ_IDX_PATH + 1), "t");
+    free(code);
+    if (status != LUA_OK)
+        return luaL_error(L, "require: error loading module '%s' from %s: %s", name,
+                          lua_tostring(L, REQ_IDX_PATH), lua_tostring(L, -1));
+
+    lua_pushvalue(L, REQ_IDX_NAME);
+    lua_rawseti(L, REQ_IDX_STACK, st->req_depth + 1);
+    st->req_depth++;
+    /* The module sees (name, path) in `...`, as with the stock require. */
+    lua_pushvalue(L, REQ_IDX_NAME);
+    lua_pushvalue(L, REQ_IDX_PATH);
+    int cs = lua_pcallk(L, 2, 1, 0, 0, req_finish);
+    return req_finish(L, cs, 0);
+}
+
 /*
  * Build a complete rule state: sandbox, gw (state copied from `old`), chunk run, init().
  * On success *out is ready to serve; on failure nothing changes and err says why.
@@ -1764,6 +1940,7 @@ static int rs_build(struct rules *r, struct rule_state *old, struct rule_state *
     st->r = r;
     st->mem_limit = r->mem_limit;
     st->co_ref = st->gw_ref = st->chunk_ref = st->names_ref = LUA_NOREF;
+    st->req_cache_ref = st->req_stack_ref = LUA_NOREF;
     st->ts_ns = util_now_ns();
     st->L = lua_newstate(sb_alloc, st);
     if (!st->L) {
@@ -1812,6 +1989,92 @@ fail:
 }
 
 /* ------------------------------------------------------------------------------------ */
+/* Module search path                                                                   */
+/* ------------------------------------------------------------------------------------ */
+
+/* Append a copy of s[0..n) (trailing '/' dropped, "/" kept) to r->lua_dirs. */
+static int lua_dirs_add(struct rules *r, const char *s, size_t n, char *err, size_t errlen)
+{
+    while (n > 1 && s[n - 1] == '/')
+        n--;
+    if (r->nlua_dirs == REQ_MAX_DIRS) {
+        set_err(err, errlen, "lua_path: more than %d directories", REQ_MAX_DIRS);
+        return -EINVAL;
+    }
+    char *d = malloc(n + 1);
+    if (!d) {
+        set_err(err, errlen, "rules_open: out of memory");
+        return -ENOMEM;
+    }
+    memcpy(d, s, n);
+    d[n] = '\0';
+    r->lua_dirs[r->nlua_dirs++] = d;
+    return 0;
+}
+
+/*
+ * lua_path ("dir;dir;...") or, when NULL/empty, the default: the rule file's directory, the
+ * `lua` directory next to it (<rule dir>/../lua, computed lexically so that rules/x.lua gives
+ * "lua" and /etc/iiotgw/rules/x.lua gives /etc/iiotgw/lua, which is what a reader of the
+ * error message expects), then DEFAULT_LUA_DIR.
+ */
+static int lua_dirs_init(struct rules *r, const char *lua_path, char *err, size_t errlen)
+{
+    r->lua_dirs = calloc(REQ_MAX_DIRS, sizeof *r->lua_dirs);
+    if (!r->lua_dirs) {
+        set_err(err, errlen, "rules_open: out of memory");
+        return -ENOMEM;
+    }
+    int rc;
+    if (lua_path && *lua_path) {
+        for (const char *p = lua_path; *p;) {
+            size_t n = strcspn(p, ";");
+            if (n && (rc = lua_dirs_add(r, p, n, err, errlen)))
+                return rc;
+            p += n + (p[n] == ';');
+        }
+        if (r->nlua_dirs)
+            return 0;
+        set_err(err, errlen, "lua_path: no directory in \"%s\"", lua_path);
+        return -EINVAL;
+    }
+    /* rule directory */
+    const char *slash = strrchr(r->path, '/');
+    char *dir;
+    if (!slash)
+        dir = strdup(".");
+    else if (slash == r->path)
+        dir = strdup("/");
+    else
+        dir = strndup(r->path, (size_t)(slash - r->path));
+    if (!dir) {
+        set_err(err, errlen, "rules_open: out of memory");
+        return -ENOMEM;
+    }
+    rc = lua_dirs_add(r, dir, strlen(dir), err, errlen);
+    /* its sibling "lua" */
+    char sib[PATH_MAX];
+    const char *ds = strrchr(dir, '/');
+    const char *last = ds ? ds + 1 : dir;
+    if (strcmp(dir, "/") == 0)
+        snprintf(sib, sizeof sib, "/lua");
+    else if (strcmp(last, ".") == 0 || strcmp(last, "..") == 0 || !*last)
+        snprintf(sib, sizeof sib, "%s/../lua", dir);
+    else if (!ds)
+        snprintf(sib, sizeof sib, "lua");
+    else if (ds == dir)
+        snprintf(sib, sizeof sib, "/lua");
+    else
+        snprintf(sib, sizeof sib, "%.*s/lua", (int)(ds - dir), dir);
+    free(dir);
+    if (!rc)
+        rc = lua_dirs_add(r, sib, strlen(sib), err, errlen);
+    if (!rc)
+        rc = lua_dirs_add(r, DEFAULT_LUA_DIR, strlen(DEFAULT_LUA_DIR), err, errlen);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------------------ */
 /* Public API                                                                           */
 /* ------------------------------------------------------------------------------------ */
 
@@ -1844,6 +2107,9 @@ int rules_open(struct rules **out, const struct rules_config *cfg, const struct 
     r->mem_limit = cfg->mem_limit ? cfg->mem_limit : DEFAULT_MEM_LIMIT;
     r->instr_limit = cfg->instr_limit ? cfg->instr_limit : DEFAULT_INSTR_LIMIT;
     r->sink = *sink;
+    rc = lua_dirs_init(r, cfg->lua_path, err, errlen);
+    if (rc)
+        goto fail;
     rc = rs_build(r, NULL, &r->live, err, errlen);
     if (rc)
         goto fail;
@@ -1923,5 +2189,8 @@ void rules_close(struct rules *r)
     free(r->path);
     free(r->prefix);
     free(r->chunkname);
+    for (size_t i = 0; i < r->nlua_dirs; i++)
+        free(r->lua_dirs[i]);
+    free(r->lua_dirs);
     free(r);
 }

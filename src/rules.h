@@ -19,6 +19,10 @@
  * new state, loads and runs init(); only if all of that succeeds is the new state swapped in,
  * with gw.state deep-copied over from the old one. Otherwise the old rule keeps running.
  *
+ * Modules: the rule's require(name) loads DIR/name.lua (text only) from cfg->lua_path, runs it
+ * once per state under the same cap and budget and caches the result; a reload builds a new
+ * state and so re-reads every module.
+ *
  * Outputs go to a struct rule_sink so that the daemon can route them to MQTT/InfluxDB and
  * --dry-run can print them.
  *
@@ -48,6 +52,10 @@ struct rules_config {
     const char *prefix;        /* topic prefix exposed as gw.prefix (default "iiot") */
     size_t mem_limit;          /* bytes per Lua state; 0 = default 32 MiB */
     uint64_t instr_limit;      /* VM instructions per call; 0 = default 10,000,000 */
+    /* Directories searched by the rule's require(name), ';'-separated, as DIR/name.lua (dots
+     * in name become '/'). NULL or "" = the rule file's directory, then <that dir>/../lua,
+     * then /usr/local/share/iiotgw/lua. Resolved once by rules_open (reloads reuse it). */
+    const char *lua_path;
 };
 
 /* One telemetry object handed to on_packet. */
