@@ -50,6 +50,7 @@ static const struct opt opts[] = {
     O("reload_debounce", OPT_NUM, reload_debounce, "0.2", 0, 0),
     O("rule_mem_limit", OPT_INT, rule_mem_limit, "33554432", 1 << 20, INT64_C(1) << 40),
     O("rule_instr_limit", OPT_INT, rule_instr_limit, "10000000", 1000, INT64_C(1) << 50),
+    O("lua_path", OPT_STR, lua_path, NULL, 0, 0),
     O("deadletter_file", OPT_STR, deadletter_file, "iiotgw-deadletter.jsonl", 0, 0),
     O("deadletter_topic", OPT_BOOL, deadletter_topic, "true", 0, 0),
     O("drain_timeout", OPT_NUM, drain_timeout, "30", 0, 0),

@@ -839,6 +839,7 @@ int gateway_init(struct gateway *gw, struct ev_loop *loop, const struct config *
         .prefix = cfg->prefix,
         .mem_limit = (size_t)cfg->rule_mem_limit,
         .instr_limit = (uint64_t)cfg->rule_instr_limit,
+        .lua_path = cfg->lua_path,
     };
     rc = rules_open(&gw->rules, &rc_cfg, &sink, err, errlen);
     if (rc)

@@ -136,7 +136,8 @@ static int run_check(const struct config *cfg)
     struct rules_config rc = {.path = cfg->rules,
                               .prefix = cfg->prefix,
                               .mem_limit = (size_t)cfg->rule_mem_limit,
-                              .instr_limit = (uint64_t)cfg->rule_instr_limit};
+                              .instr_limit = (uint64_t)cfg->rule_instr_limit,
+                              .lua_path = cfg->lua_path};
     if (rules_open(&r, &rc, &sink, err, sizeof err)) {
         fprintf(stderr, "iiotgw: rules: %s\n", err);
         bad = 1;
