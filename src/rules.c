@@ -2058,6 +2058,8 @@ static int lua_dirs_init(struct rules *r, const char *lua_path, char *err, size_
     const char *last = ds ? ds + 1 : dir;
     if (strcmp(dir, "/") == 0)
         snprintf(sib, sizeof sib, "/lua");
+    else if (strcmp(dir, ".") == 0)
+        snprintf(sib, sizeof sib, "../lua");
     else if (strcmp(last, ".") == 0 || strcmp(last, "..") == 0 || !*last)
         snprintf(sib, sizeof sib, "%s/../lua", dir);
     else if (!ds)
