@@ -153,13 +153,7 @@ class Subscriber:
         time.sleep(0.3)  # let SUBACK happen before the publisher starts
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 5)
         self.out.close()
         with open(self.out.name, encoding="utf-8", errors="replace") as f:
             lines = f.read().splitlines()
@@ -189,6 +183,17 @@ def mqtt_retained(host, port, topic, timeout=2):
 # ------------------------------------------------------------------------------------------
 # Process helpers
 # ------------------------------------------------------------------------------------------
+
+def stop_process(proc, timeout):
+    """SIGTERM `proc` if it still runs and reap it; SIGKILL it after `timeout` seconds."""
+    if proc and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
 
 def run(args, timeout=60, **kw):
     return subprocess.run([iiotgw()] + args, capture_output=True, text=True, timeout=timeout, **kw)

@@ -41,7 +41,7 @@ import urllib.parse
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "gateway"))
 import gwtest  # noqa: E402  (shared helpers of the daemon-level tests)
 from gwtest import (SKIP, check, fail, free_port, http_get, http_post, iiotgw,  # noqa: E402,F401
-                    need_env, unique, wait_for)
+                    need_env, stop_process, unique, wait_for)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RULE = os.path.join(HERE, "rel_rule.lua")
@@ -66,6 +66,18 @@ def wait_tcp(port, timeout):
         except OSError:
             return False
     return wait_for(ok, timeout, 0.05)
+
+
+def wait_http(url, timeout, what):
+    """Wait until GET `url` answers 2xx; fail("private <what> did not start") otherwise."""
+    def up():
+        try:
+            http_get(url, timeout=1)
+            return True
+        except Exception:
+            return False
+    if not wait_for(up, timeout, 0.1):
+        fail("private %s did not start" % what)
 
 
 # ------------------------------------------------------------------------------------------
@@ -230,10 +242,25 @@ def retained(port, topic, timeout=2):
 # Private servers
 # ------------------------------------------------------------------------------------------
 
-class Broker:
+class _Server:
+    """What the private servers share: a process (self.proc) and a scratch dir (self.dir)."""
+
+    STOP_TIMEOUT = 15   # seconds between SIGTERM and SIGKILL in stop()
+
+    def stop(self):
+        stop_process(self.proc, self.STOP_TIMEOUT)
+
+    def cleanup(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Broker(_Server):
     """A private mosquitto. persistent=True: persistence on tmpfs, saved after every change
     (autosave_on_changes, autosave_interval 1), unlimited in-flight and queued messages to
     subscribers (see test_broker_kill.py for why)."""
+
+    STOP_TIMEOUT = 10
 
     def __init__(self, tag, persistent=True, port=None):
         self.port = port or free_port()
@@ -267,15 +294,6 @@ class Broker:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait()
 
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
     def log_size(self):
         try:
             return os.path.getsize(self.log)
@@ -299,12 +317,8 @@ class Broker:
         except OSError:
             return ""
 
-    def cleanup(self):
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
-
-class VM:
+class VM(_Server):
     """Private VictoriaMetrics; the data dir survives stop/start."""
 
     def __init__(self, tag):
@@ -319,31 +333,10 @@ class VM:
              "-storageDataPath=" + os.path.join(self.dir, "data"), "-retentionPeriod=100y",
              "-search.disableCache", "-loggerLevel=ERROR"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-        def up():
-            try:
-                http_get(self.url + "/health", timeout=1)
-                return True
-            except Exception:
-                return False
-        if not wait_for(up, 30, 0.1):
-            fail("private victoria-metrics did not start")
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def cleanup(self):
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        wait_http(self.url + "/health", 30, "victoria-metrics")
 
 
-class Influx1:
+class Influx1(_Server):
     """Private influxd 1.6 (same config as tests/servers.sh); data survives stop/start."""
 
     def __init__(self, tag):
@@ -365,32 +358,11 @@ class Influx1:
         lf = open(os.path.join(self.dir, "influxd.log"), "ab")
         self.proc = subprocess.Popen(["influxd", "-config", self.conf], stdout=lf, stderr=lf)
         lf.close()
-
-        def up():
-            try:
-                http_get(self.url + "/ping", timeout=1)
-                return True
-            except Exception:
-                return False
-        if not wait_for(up, 30, 0.1):
-            fail("private influxd did not start")
+        wait_http(self.url + "/ping", 30, "influxd")
 
     def query(self, db, q):
         qs = urllib.parse.urlencode({"db": db, "epoch": "ns", "q": q})
         return json.loads(http_get(self.url + "/query?" + qs))
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def cleanup(self):
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------------------
@@ -615,6 +587,35 @@ def fast_reconnect_opts(sink):
         if supports(key, "1"):
             return ["-o", key + "=1"]
     return []
+
+
+# ------------------------------------------------------------------------------------------
+# Tear-down (every test's `finally`)
+# ------------------------------------------------------------------------------------------
+
+def stop_all(feeders=(), gateways=(), subs=(), servers=()):
+    """Stop what a test started, in this order: feeders (no more writes), gateways still
+    running (SIGKILL), subscribers, private servers (stopped, dirs removed). None entries are
+    what the test never got to start, and are skipped."""
+    for f in feeders:
+        if f:
+            f.stop()
+    for g in gateways:
+        if g and g.proc.poll() is None:
+            g.kill()
+    for s in subs:
+        if s:
+            s.stop()
+    for srv in servers:
+        srv.cleanup()
+
+
+def remove_workdir(d):
+    """Remove a test's scratch dir, or keep it (and say where) when IIOTGW_REL_KEEP is set."""
+    if os.environ.get("IIOTGW_REL_KEEP"):
+        print("kept", d)
+    else:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def rnd(seed_env="IIOTGW_REL_SEED"):

@@ -126,14 +126,5 @@ try:
             % (rc, gw.tail()))
     print("ok")
 finally:
-    if feeder:
-        feeder.stop()
-    if gw and gw.proc.poll() is None:
-        gw.kill()
-    if sub:
-        sub.stop()
-    broker.cleanup()
-    if os.environ.get("IIOTGW_REL_KEEP"):
-        print("kept", d)
-    else:
-        R.shutil.rmtree(d, ignore_errors=True)
+    R.stop_all(feeders=[feeder], gateways=[gw], subs=[sub], servers=[broker])
+    R.remove_workdir(d)

@@ -132,11 +132,5 @@ try:
     R.check(rc2 == 0, "run with the broker up: exit %d, want 0\n%s" % (rc2, gw.tail()))
     print("ok")
 finally:
-    if gw and gw.proc.poll() is None:
-        gw.kill()
-    if sub:
-        sub.stop()
-    if os.environ.get("IIOTGW_REL_KEEP"):
-        print("kept", d)
-    else:
-        R.shutil.rmtree(d, ignore_errors=True)
+    R.stop_all(gateways=[gw], subs=[sub])
+    R.remove_workdir(d)

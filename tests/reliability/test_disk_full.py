@@ -126,15 +126,6 @@ try:
     R.check(rc == 0, "exit %d, want 0\n%s" % (rc, gw.tail()))
     print("ok")
 finally:
-    if feeder:
-        feeder.stop()
-    if gw and gw.proc.poll() is None:
-        gw.kill()
-    if sub:
-        sub.stop()
-    broker.cleanup()
+    R.stop_all(feeders=[feeder], gateways=[gw], subs=[sub], servers=[broker])
     subprocess.run(["umount", mnt], capture_output=True)
-    if os.environ.get("IIOTGW_REL_KEEP"):
-        print("kept", d)
-    else:
-        R.shutil.rmtree(d, ignore_errors=True)
+    R.remove_workdir(d)

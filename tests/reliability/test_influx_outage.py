@@ -114,16 +114,5 @@ try:
             % (rc_v, rc_i, gv.tail(1500), gi.tail(1500)))
     print("ok")
 finally:
-    if feeder:
-        feeder.stop()
-    for g in (gv, gi):
-        if g and g.proc.poll() is None:
-            g.kill()
-    if sub:
-        sub.stop()
-    vm.cleanup()
-    ix.cleanup()
-    if os.environ.get("IIOTGW_REL_KEEP"):
-        print("kept", d)
-    else:
-        R.shutil.rmtree(d, ignore_errors=True)
+    R.stop_all(feeders=[feeder], gateways=[gv, gi], subs=[sub], servers=[vm, ix])
+    R.remove_workdir(d)
