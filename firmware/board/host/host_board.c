@@ -291,7 +291,7 @@ void host_sim_args_defaults(struct host_sim_args *a, const char *prog, uint16_t 
 /* 1 = c is a shared option (*bad set for a bad value), 0 = it is not. */
 static int sim_option(struct host_sim_args *a, int c, const char *arg, bool *bad)
 {
-    uint32_t u;
+    uint32_t u = 0; /* set by host_parse_u32 on success; -O3 cannot prove it */
 
     switch (c) {
     case 'u': *bad = host_parse_u32(arg, &u) || u > 65535; a->radio.udp_port = (uint16_t)u; break;
