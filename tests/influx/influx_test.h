@@ -196,6 +196,21 @@ static inline void it_reject(void *ud, const char *lines, size_t len, long statu
     buf_append(&r->reject_lines, lines, len);
 }
 
+/*
+ * A sink for `cfg` whose callbacks record into `rec` (it_ack / it_reject); the test fails if
+ * influx_sink_new() refuses the config. Needs <cmocka.h> included first. Free with
+ * influx_sink_free().
+ */
+static inline struct influx_sink *it_sink_new(struct ev_loop *loop,
+                                              const struct influx_config *cfg, struct it_rec *rec)
+{
+    struct influx_sink *s = NULL;
+    char err[128];
+    assert_int_equal(influx_sink_new(&s, loop, cfg, err, sizeof err), 0);
+    influx_sink_set_callbacks(s, it_ack, it_reject, rec);
+    return s;
+}
+
 static inline struct influx_stats it_stats(const struct influx_sink *s)
 {
     struct influx_stats st;

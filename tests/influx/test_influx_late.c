@@ -42,11 +42,7 @@ static struct influx_sink *new_sink(struct ev_loop *loop, const char *url, size_
         .url = url, .api = 2, .org = "o", .bucket = "b", .batch_lines = 10, .linger = 0.05,
         .timeout = 2, .backoff_base = 0.2, .backoff_max = 0.4, .queue_max_bytes = qmax,
     };
-    struct influx_sink *s = NULL;
-    char err[128];
-    assert_int_equal(influx_sink_new(&s, loop, &cfg, err, sizeof err), 0);
-    influx_sink_set_callbacks(s, it_ack, it_reject, rec);
-    return s;
+    return it_sink_new(loop, &cfg, rec);
 }
 
 static void test_refused_then_server(void **state)

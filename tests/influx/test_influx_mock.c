@@ -91,11 +91,7 @@ static struct influx_sink *new_sink(struct ev_loop *loop, const char *url, struc
         .batch_lines = 1000, .linger = 10, .gzip = gz, .timeout = timeout,
         .backoff_base = base, .backoff_max = max,
     };
-    struct influx_sink *s = NULL;
-    char err[128];
-    assert_int_equal(influx_sink_new(&s, loop, &cfg, err, sizeof err), 0);
-    influx_sink_set_callbacks(s, it_ack, it_reject, rec);
-    return s;
+    return it_sink_new(loop, &cfg, rec);
 }
 
 static void write_n(struct influx_sink *s, int n, const char *tag)
@@ -179,9 +175,7 @@ static void test_401_v1_basic(void **state)
     struct it_rec rec = {0};
     struct influx_config cfg = {.url = v.url, .api = 1, .db = "d b", .rp = "r&p",
                                 .token = "gwuser:" V1_PASSWORD, .linger = 0.05};
-    struct influx_sink *s = NULL;
-    assert_int_equal(influx_sink_new(&s, loop, &cfg, NULL, 0), 0);
-    influx_sink_set_callbacks(s, it_ack, it_reject, &rec);
+    struct influx_sink *s = it_sink_new(loop, &cfg, &rec);
     write_n(s, 1, "v1");
     RUN_UNTIL(loop, rec.rejects == 1, 3);
     assert_int_equal(rec.rejects, 1);

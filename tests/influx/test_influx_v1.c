@@ -48,10 +48,7 @@ static void test_v1_roundtrip(void **state)
         /* auth is disabled on the test server: Basic credentials are sent and ignored */
         .token = "gw:pa ss", .batch_lines = 100, .linger = 0.05, .timeout = 5,
     };
-    struct influx_sink *s = NULL;
-    char err[128];
-    assert_int_equal(influx_sink_new(&s, loop, &cfg, err, sizeof err), 0);
-    influx_sink_set_callbacks(s, it_ack, it_reject, &rec);
+    struct influx_sink *s = it_sink_new(loop, &cfg, &rec);
 
     /* sub-microsecond digits that only a true ns path preserves */
     int64_t t1 = util_now_ns() / 1000 * 1000 - 30LL * 1000000000 + 789;
@@ -120,10 +117,7 @@ static void test_v1_unknown_db(void **state)
         .url = influx_url, .api = 1, .db = nodb, .linger = 0.05, .timeout = 5,
         .backoff_base = 0.05,
     };
-    struct influx_sink *s = NULL;
-    char err[128];
-    assert_int_equal(influx_sink_new(&s, loop, &cfg, err, sizeof err), 0);
-    influx_sink_set_callbacks(s, it_ack, it_reject, &rec);
+    struct influx_sink *s = it_sink_new(loop, &cfg, &rec);
     const char *l = "m value=1 1";
     assert_int_equal(influx_sink_write(s, l, strlen(l), 1), 0);
     RUN_UNTIL(loop, rec.rejects == 1, 5);

@@ -90,11 +90,7 @@ static struct influx_sink *new_sink(struct ev_loop *loop, size_t batch_lines, do
         .token = "vm-ignores-this-token", .batch_lines = batch_lines, .linger = linger,
         .gzip = gzip, .timeout = 5, .backoff_base = 0.2, .backoff_max = 1,
     };
-    struct influx_sink *s = NULL;
-    char err[128];
-    assert_int_equal(influx_sink_new(&s, loop, &cfg, err, sizeof err), 0);
-    influx_sink_set_callbacks(s, it_ack, it_reject, rec);
-    return s;
+    return it_sink_new(loop, &cfg, rec);
 }
 
 /* ---------------------------------------------------------------------------------------- */
