@@ -630,8 +630,12 @@ static void gw_finish(struct gateway *gw, int code)
     gw->state = GW_CLOSING;
     if (code > gw->exit_code)
         gw->exit_code = code;
+    /* The final stats point goes out too: flush it and give it (and the children to be
+     * reaped) a bounded moment below. */
     gateway_report_stats(gw);
-    gw->drain_deadline = util_mono() + 3.0; /* time for the children to be reaped */
+    if (gw->influx)
+        influx_sink_flush(gw->influx);
+    gw->drain_deadline = util_mono() + 3.0;
     ev_timer_again(gw->loop, &gw->drain_timer);
 }
 
@@ -642,7 +646,8 @@ static void on_drain_timer(struct ev_loop *loop, ev_timer *w, int revents)
     double now = util_mono();
 
     if (gw->state == GW_CLOSING) {
-        if (!sources_stopped(gw) && now < gw->drain_deadline)
+        bool busy = !sources_stopped(gw) || (gw->influx && influx_sink_pending(gw->influx));
+        if (busy && now < gw->drain_deadline)
             return;
         ev_timer_stop(loop, w);
         if (gw->mqtt)

@@ -52,8 +52,9 @@ echo "iiotgw exit code: $code (0 = everything acknowledged by the broker and the
 grep -E 'event=(exit|stats)' "$work/iiotgw.log" | tail -2
 echo
 echo "--- first MQTT messages (mosquitto_sub -v -t 'iiot/#') ---"
-grep -v '^iiot/gateway/' "$work/sub.txt" | head -12
-echo "... $(grep -vc '^iiot/gateway/' "$work/sub.txt") messages in total"
+# (head closes the pipe early: keep pipefail from ending the demo here)
+{ grep -v '^iiot/gateway/' "$work/sub.txt" | head -12; } || true
+echo "... $(grep -vc '^iiot/gateway/' "$work/sub.txt" || true) messages in total"
 echo
 echo "--- retained current values (what a new subscriber gets at once) ---"
 mosquitto_sub -h "$IIOTGW_TEST_MQTT_HOST" -p "$IIOTGW_TEST_MQTT_PORT" -v -t 'iiot/#' \
@@ -64,13 +65,20 @@ cut -c1-160 "$work/deadletter.jsonl" || true
 echo
 echo "--- series stored in VictoriaMetrics (InfluxDB line protocol, one point per reading) ---"
 curl -s "$IIOTGW_TEST_VM_URL/internal/force_flush" >/dev/null || true
-curl -s "$IIOTGW_TEST_VM_URL/api/v1/export" -d 'match[]={db="telemetry"}' |
+# Fresh points become searchable after a moment: wait (bounded) until they are.
+for _ in $(seq 50); do
+    [ -n "$(curl -s -G "$IIOTGW_TEST_VM_URL/api/v1/export" --data-urlencode 'match[]={__name__="temperature_value"}')" ] && break
+    sleep 0.1
+done
+curl -s -G "$IIOTGW_TEST_VM_URL/api/v1/export" --data-urlencode 'match[]={__name__=~".+_value"}' |
     /usr/bin/python3 -c '
 import json, sys
 for line in sys.stdin:
     s = json.loads(line)
     m = s["metric"]
     tags = ",".join("%s=%s" % (k, v) for k, v in sorted(m.items()) if k not in ("__name__", "db"))
-    print("%-26s %-28s %4d points, last %s" % (m["__name__"], tags, len(s["values"]), s["values"][-1]))
+    # (a replay is faster than the ms resolution VictoriaMetrics stores, so show the range)
+    print("%-26s %-28s %4d points, %s .. %s" % (m["__name__"], tags, len(s["values"]),
+                                              min(s["values"]), max(s["values"])))
 '
 exit "$code"
