@@ -210,15 +210,31 @@ def http_post(url, data=b"", timeout=10):
         return r.status, r.read().decode()
 
 
-def vm_export(base, match):
-    """VictoriaMetrics /api/v1/export: list of {'metric':{..}, 'values':[..], 'timestamps':[..]}"""
-    try:
-        http_get(base + "/internal/force_flush")
-    except Exception:
-        pass
-    q = urllib.parse.urlencode({"match[]": match})
-    text = http_get(base + "/api/v1/export?" + q)
-    return [json.loads(l) for l in text.splitlines() if l.strip()]
+def vm_export(base, match, expect=None, timeout=15):
+    """VictoriaMetrics /api/v1/export: list of {'metric':{..}, 'values':[..], 'timestamps':[..]}
+
+    Freshly written points become searchable only after VictoriaMetrics flushed them (about a
+    second), so this polls: until at least `expect` values are visible, or — without
+    `expect` — until two reads half a second apart agree; never longer than `timeout`."""
+    deadline = time.time() + timeout
+    last = None
+    while True:
+        try:
+            http_get(base + "/internal/force_flush")
+        except Exception:
+            pass
+        q = urllib.parse.urlencode({"match[]": match})
+        text = http_get(base + "/api/v1/export?" + q)
+        series = [json.loads(l) for l in text.splitlines() if l.strip()]
+        n = sum(len(s["values"]) for s in series)
+        if expect is not None and n >= expect:
+            return series
+        if expect is None and n and n == last:
+            return series
+        if time.time() >= deadline:
+            return series
+        last = n
+        time.sleep(0.5 if expect is None else 0.2)
 
 
 def wait_for(pred, timeout, step=0.05):

@@ -67,7 +67,7 @@ check(ret.get(prefix + "/gateway/status") == "offline", "retained status after e
 check(ret.get(prefix + "/node1/temperature") == expected[-1]["n1"]["t"],
       "retained current value must be the last packet's")
 
-series = vm_export(vm, '{__name__=~".+_value"}')
+series = vm_export(vm, '{__name__=~".+_value"}', expect=sum(len(expected_outputs(o)[1]) for o in expected))
 vm_proc.terminate()
 vm_proc.wait(10)
 counts = {}

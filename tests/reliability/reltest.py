@@ -520,10 +520,11 @@ def dup_count(ids):
     return d
 
 
-def vm_points(url, prefix):
-    """[(id, ts_ms)] of measurement rel (field id) with tag p=prefix, duplicates kept."""
+def vm_points(url, prefix, expect=None):
+    """[(id, ts_ms)] of measurement rel (field id) with tag p=prefix, duplicates kept; waits
+    (bounded) until at least `expect` points are searchable (see gwtest.vm_export)."""
     out = []
-    for s in gwtest.vm_export(url, 'rel_id{p="%s"}' % prefix):
+    for s in gwtest.vm_export(url, 'rel_id{p="%s"}' % prefix, expect):
         for v, t in zip(s["values"], s["timestamps"]):
             out.append((int(v), int(t)))
     return out

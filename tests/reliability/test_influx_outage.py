@@ -82,7 +82,7 @@ try:
             % (len(want - set(rx_v)), len(want - set(rx_i))))
 
     # VictoriaMetrics: (id, ms) pairs must be exactly the expected ones.
-    pts_v = R.vm_points(vm.url, pv)
+    pts_v = R.vm_points(vm.url, pv, expect=len(want))
     exp_v = {(i, rx_v[i] // 1000000) for i in want}
     got_v = set(pts_v)
     # InfluxDB 1.6: exact nanoseconds.
