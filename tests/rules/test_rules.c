@@ -28,6 +28,31 @@ static void expect_err_at(const struct harness *h, int line, const char *needle)
         fail_msg("error \"%s\" does not mention \"%s\"", h->err, needle);
 }
 
+/* An invalid API call and the text its Lua error must mention. */
+struct bad_call {
+    const char *call;
+    const char *needle;
+};
+
+/*
+ * Run each call as line 2 of an on_packet rule: it must fail the packet with a Lua error at
+ * that line mentioning the needle, and nothing may reach the sink (no publish, no point).
+ */
+static void expect_bad_calls(const struct bad_call *cases, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        struct harness h;
+        char rule[512];
+        snprintf(rule, sizeof rule, "function on_packet(p)\n  %s\nend\n", cases[i].call);
+        assert_int_equal(h_open(&h, rule, 0, 0), 0);
+        assert_int_equal(h_packet(&h, "{}", T0), -ECANCELED);
+        expect_err_at(&h, 2, cases[i].needle);
+        assert_int_equal(h.cap.npub, 0);
+        assert_int_equal(h.cap.nline, 0);
+        h_close(&h);
+    }
+}
+
 /* ------------------------------------------------------------------------------------ */
 /* gw.publish                                                                           */
 /* ------------------------------------------------------------------------------------ */
@@ -72,10 +97,7 @@ static void test_publish_formats(void **unused)
 static void test_publish_validation(void **unused)
 {
     (void)unused;
-    static const struct {
-        const char *call;
-        const char *needle;
-    } cases[] = {
+    static const struct bad_call cases[] = {
         {"gw.publish('', 1)", "topic is empty"},
         {"gw.publish('a/+/b', 1)", "wildcard"},
         {"gw.publish('a/#', 1)", "wildcard"},
@@ -92,16 +114,7 @@ static void test_publish_validation(void **unused)
         {"gw.publish('a', {[1]=1, x=2})", "keys must be strings"},
         {"local t = {} t.t = t gw.publish('a', t)", "nested too deeply"},
     };
-    for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
-        struct harness h;
-        char rule[512];
-        snprintf(rule, sizeof rule, "function on_packet(p)\n  %s\nend\n", cases[i].call);
-        assert_int_equal(h_open(&h, rule, 0, 0), 0);
-        assert_int_equal(h_packet(&h, "{}", T0), -ECANCELED);
-        expect_err_at(&h, 2, cases[i].needle);
-        assert_int_equal(h.cap.npub, 0);
-        h_close(&h);
-    }
+    expect_bad_calls(cases, ARRAY_LEN(cases));
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -145,10 +158,7 @@ static void test_point(void **unused)
 static void test_point_validation(void **unused)
 {
     (void)unused;
-    static const struct {
-        const char *call;
-        const char *needle;
-    } cases[] = {
+    static const struct bad_call cases[] = {
         {"gw.point('m', {}, 0/0)", "invalid point"},
         {"gw.point('m', {a=''}, 1)", "invalid point"},
         {"gw.point('', {}, 1)", "invalid point"},
@@ -161,16 +171,7 @@ static void test_point_validation(void **unused)
         {"gw.point('m', {}, 1, 'soon')", "ts_ns must be an integer"},
         {"gw.point(nil, {}, 1)", "measurement must be a string"},
     };
-    for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
-        struct harness h;
-        char rule[512];
-        snprintf(rule, sizeof rule, "function on_packet(p)\n  %s\nend\n", cases[i].call);
-        assert_int_equal(h_open(&h, rule, 0, 0), 0);
-        assert_int_equal(h_packet(&h, "{}", T0), -ECANCELED);
-        expect_err_at(&h, 2, cases[i].needle);
-        assert_int_equal(h.cap.nline, 0);
-        h_close(&h);
-    }
+    expect_bad_calls(cases, ARRAY_LEN(cases));
 }
 
 /* ------------------------------------------------------------------------------------ */
