@@ -32,7 +32,7 @@
 #define ERRLEN 512
 
 static void gw_finish(struct gateway *gw, int code);
-static void gw_begin_shutdown(struct gateway *gw, int code, double timeout);
+static void gw_begin_shutdown(struct gateway *gw, double timeout);
 
 /* ------------------------------------------------------------------------------------------
  * Dry-run output
@@ -355,7 +355,7 @@ static void on_source_done(void *ud, struct source *src, int errnum)
     gw->finite_done++;
     if (gw->state == GW_RUNNING && gw->finite_done == gw->nsources) {
         /* Every source was finite and is finished: deliver what is pending, then exit. */
-        gw_begin_shutdown(gw, GW_EXIT_OK, gw->cfg->drain_timeout);
+        gw_begin_shutdown(gw, gw->cfg->drain_timeout);
     }
 }
 
@@ -605,6 +605,8 @@ static void on_stats_timer(struct ev_loop *loop, ev_timer *w, int revents)
  *   RUNNING  -> DRAINING (all finite sources hit EOF) or STOPPING (SIGINT/SIGTERM):
  *               sources stopped, InfluxDB batch flushed, wait until nothing is pending or
  *               the deadline passes;
+ *   DRAINING -> STOPPING on a first signal: the deadline shrinks to shutdown_timeout;
+ *   STOPPING -> CLOSING at once on a second signal (the wait is skipped);
  *   -> CLOSING: MQTT publishes "offline" and disconnects; exec children are reaped;
  *   -> loop ends.
  * ---------------------------------------------------------------------------------------- */
@@ -621,6 +623,13 @@ static bool sources_stopped(const struct gateway *gw)
         if (!source_is_stopped(gw->sources[i]))
             return false;
     return true;
+}
+
+/* Exact counts: spooled records of earlier runs must be delivered before exit 0 too. */
+static void pending_exact(struct gateway *gw, size_t *mp, size_t *ip)
+{
+    *mp = gw->fw ? forward_pending(gw->fw, FWD_MQTT, true) : 0;
+    *ip = gw->fw ? forward_pending(gw->fw, FWD_INFLUX, true) : 0;
 }
 
 static void gw_finish(struct gateway *gw, int code)
@@ -657,9 +666,8 @@ static void on_drain_timer(struct ev_loop *loop, ev_timer *w, int revents)
         return;
     }
 
-    /* Exact counts: spooled records of earlier runs must be delivered before exit 0 too. */
-    size_t mp = gw->fw ? forward_pending(gw->fw, FWD_MQTT, true) : 0;
-    size_t ip = gw->fw ? forward_pending(gw->fw, FWD_INFLUX, true) : 0;
+    size_t mp, ip;
+    pending_exact(gw, &mp, &ip);
     if (mp == 0 && ip == 0) {
         log_info("drained", "state=%s", gw->state == GW_DRAINING ? "eof" : "signal");
         gw_finish(gw, GW_EXIT_OK);
@@ -671,13 +679,12 @@ static void on_drain_timer(struct ev_loop *loop, ev_timer *w, int revents)
     }
 }
 
-static void gw_begin_shutdown(struct gateway *gw, int code, double timeout)
+/* RUNNING -> DRAINING (every source finished) or STOPPING (a signal). */
+static void gw_begin_shutdown(struct gateway *gw, double timeout)
 {
     if (gw->state != GW_RUNNING)
         return;
-    gw->state = code == GW_EXIT_OK && gw->finite_done == gw->nsources ? GW_DRAINING : GW_STOPPING;
-    if (code > gw->exit_code)
-        gw->exit_code = code;
+    gw->state = gw->finite_done == gw->nsources ? GW_DRAINING : GW_STOPPING;
     for (size_t i = 0; i < gw->nsources; i++)
         source_stop(gw->sources[i]);
     ev_timer_stop(gw->loop, &gw->resume_timer);
@@ -702,18 +709,39 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
         gateway_report_stats(gw);
         break;
     case SIGINT:
-    case SIGTERM:
+    case SIGTERM: {
         gw = w->signum == SIGINT ? container_of(w, struct gateway, sig_int)
                                  : container_of(w, struct gateway, sig_term);
-        if (gw->state == GW_RUNNING) {
-            log_info("shutdown", "signal=%s", w->signum == SIGINT ? "SIGINT" : "SIGTERM");
-            gw_begin_shutdown(gw, GW_EXIT_OK, gw->cfg->shutdown_timeout);
-        } else {
-            /* A second signal means "now": skip the wait. */
-            log_warn("shutdown_forced", NULL);
-            gw_finish(gw, GW_EXIT_UNDELIVERED);
+        const char *name = w->signum == SIGINT ? "SIGINT" : "SIGTERM";
+        switch (gw->state) {
+        case GW_RUNNING:
+            log_info("shutdown", "signal=%s", name);
+            gw_begin_shutdown(gw, gw->cfg->shutdown_timeout);
+            break;
+        case GW_DRAINING: {
+            /* The first signal, arriving while the EOF drain waits: it bounds the wait by
+             * shutdown_timeout like any first signal, it does not skip it. */
+            log_info("shutdown", "signal=%s during=drain", name);
+            gw->state = GW_STOPPING;
+            double deadline = util_mono() + gw->cfg->shutdown_timeout;
+            if (deadline < gw->drain_deadline)
+                gw->drain_deadline = deadline;
+            break;
+        }
+        case GW_STOPPING: {
+            /* A second signal means "now": skip the wait. The exit code still says whether
+             * anything was left undelivered. */
+            size_t mp, ip;
+            pending_exact(gw, &mp, &ip);
+            log_warn("shutdown_forced", "mqtt_pending=%zu influx_pending=%zu", mp, ip);
+            gw_finish(gw, mp || ip ? GW_EXIT_UNDELIVERED : GW_EXIT_OK);
+            break;
+        }
+        case GW_CLOSING:
+            break; /* past the wait already: the bounded close runs its course */
         }
         break;
+    }
     }
 }
 
