@@ -425,7 +425,7 @@ static int read_secret(const char *path, char **out, char *err, size_t errlen)
     return *out ? 0 : -ENOMEM;
 }
 
-static bool is_none(const char *s)
+bool config_is_none(const char *s)
 {
     return !s || !*s || !strcmp(s, "none");
 }
@@ -465,7 +465,7 @@ int config_finish(struct config *c, char *err, size_t errlen)
         snprintf(err, errlen, "spool.sync_interval: must be between 0.001 and 60 s");
         return -EINVAL;
     }
-    if (!is_none(c->spool_replay_prefix) && strpbrk(c->spool_replay_prefix, "+#")) {
+    if (!config_is_none(c->spool_replay_prefix) && strpbrk(c->spool_replay_prefix, "+#")) {
         snprintf(err, errlen, "spool.replay_prefix: \"%s\" must be a topic without wildcards",
                  c->spool_replay_prefix);
         return -EINVAL;
@@ -485,7 +485,7 @@ int config_finish(struct config *c, char *err, size_t errlen)
         snprintf(c->mqtt_client_id, n, "iiotgw-%s", c->gateway_id);
     }
 
-    if (!is_none(c->influx_url)) {
+    if (!config_is_none(c->influx_url)) {
         if (strncmp(c->influx_url, "http://", 7) && strncmp(c->influx_url, "https://", 8)) {
             snprintf(err, errlen, "influx.url: \"%s\" must start with http:// or https://",
                      c->influx_url);
@@ -511,7 +511,7 @@ int config_finish(struct config *c, char *err, size_t errlen)
                 return -ENOMEM;
         }
     }
-    if (!is_none(c->mqtt_url)) {
+    if (!config_is_none(c->mqtt_url)) {
         if (c->mqtt_password_file) {
             if ((rc = read_secret(c->mqtt_password_file, &c->mqtt_password, err, errlen)))
                 return rc;

@@ -829,11 +829,6 @@ static int setup_forward(struct gateway *gw, char *err, size_t errlen)
     return 0;
 }
 
-static bool enabled(const char *url)
-{
-    return url && *url && strcmp(url, "none") != 0;
-}
-
 int gateway_init(struct gateway *gw, struct ev_loop *loop, const struct config *cfg, char *err,
                  size_t errlen)
 {
@@ -853,9 +848,9 @@ int gateway_init(struct gateway *gw, struct ev_loop *loop, const struct config *
     gw->alerts_prefix_len = strlen(gw->alerts_prefix);
 
     /* Sinks first, so that the rule's init() and the rule status can publish. */
-    if (!gw->dry && enabled(cfg->mqtt_url) && (rc = setup_mqtt(gw, err, errlen)))
+    if (!gw->dry && !config_is_none(cfg->mqtt_url) && (rc = setup_mqtt(gw, err, errlen)))
         return rc;
-    if (!gw->dry && enabled(cfg->influx_url) && (rc = setup_influx(gw, err, errlen)))
+    if (!gw->dry && !config_is_none(cfg->influx_url) && (rc = setup_influx(gw, err, errlen)))
         return rc;
     /* The spool opens only when a sink exists (never with --dry-run or both sinks none). */
     if (!gw->dry && (rc = setup_forward(gw, err, errlen)))

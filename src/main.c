@@ -123,7 +123,7 @@ static int run_check(const struct config *cfg)
             bad = 1;
         }
     }
-    if (cfg->mqtt_url && strcmp(cfg->mqtt_url, "none") != 0) {
+    if (!config_is_none(cfg->mqtt_url)) {
         struct mqtt_config mc = {0};
         char storage[1024];
         if (mqtt_parse_url(cfg->mqtt_url, &mc, storage, sizeof storage, err, sizeof err)) {

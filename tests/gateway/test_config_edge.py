@@ -1,0 +1,20 @@
+"""Configuration edge cases where --check and a real start must agree (src/main.c,
+src/config.c): what --check accepts, the daemon runs, and what it refuses, the daemon refuses
+with the same exit code (docs/configuration.md: 1 = configuration error)."""
+import os
+
+from gwtest import DEFAULT_RULE, check, run, tmpdir
+
+d = tmpdir()
+data = os.path.join(d, "in.jsonl")
+with open(data, "w") as f:
+    f.write('{"ts":1}\n')
+base = ["-r", DEFAULT_RULE, "--deadletter", "none"]
+
+# An empty mqtt.url means "none" for the daemon (config.c, gateway.c); --check agrees.
+r = run(["--check", "--mqtt", ""] + base)
+check(r.returncode == 0, "--check --mqtt '' must pass like the daemon's start: %s" % r.stderr)
+r = run(["--dry-run", "--mqtt", "", "-s", "file:" + data] + base)
+check(r.returncode == 0, "dry run with --mqtt '' exit %d: %s" % (r.returncode, r.stderr))
+
+print("ok: --check and the daemon agree on the edge cases")
