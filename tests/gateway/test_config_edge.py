@@ -17,4 +17,18 @@ check(r.returncode == 0, "--check --mqtt '' must pass like the daemon's start: %
 r = run(["--dry-run", "--mqtt", "", "-s", "file:" + data] + base)
 check(r.returncode == 0, "dry run with --mqtt '' exit %d: %s" % (r.returncode, r.stderr))
 
+# Source names must be unique (docs/sources.md), also against a default name (file0).
+for srcs in (["a=file:" + data, "a=stdin"], ["file:" + data, "file0=stdin"]):
+    args = []
+    for spec in srcs:
+        args += ["-s", spec]
+    r = run(["--check"] + args + base)
+    check(r.returncode == 1 and "already used" in r.stderr,
+          "--check must refuse duplicate source names %r: exit %d %s" % (srcs, r.returncode, r.stderr))
+    r = run(["--dry-run"] + args + base, input="")
+    check(r.returncode == 1 and "already used" in r.stderr,
+          "a start must refuse duplicate source names %r: exit %d %s" % (srcs, r.returncode, r.stderr))
+r = run(["--check", "-s", "file:" + data, "-s", "stdin"] + base)
+check(r.returncode == 0, "distinct default names are fine: %s" % r.stderr)
+
 print("ok: --check and the daemon agree on the edge cases")
