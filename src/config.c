@@ -523,37 +523,6 @@ int config_finish(struct config *c, char *err, size_t errlen)
     return 0;
 }
 
-void config_print(const struct config *c, void *file)
-{
-    FILE *f = file;
-    for (size_t i = 0; i < c->nsources; i++)
-        fprintf(f, "source[%zu] = %s\n", i, c->sources[i]);
-    for (size_t i = 0; i < ARRAY_LEN(opts); i++) {
-        const struct opt *o = &opts[i];
-        const void *p = (const char *)c + o->off;
-        fprintf(f, "%s = ", o->key);
-        switch (o->type) {
-        case OPT_STR:
-            fprintf(f, "%s", *(char *const *)p ? *(char *const *)p : "(unset)");
-            break;
-        case OPT_INT:
-            fprintf(f, "%" PRId64, *(const int64_t *)p);
-            break;
-        case OPT_NUM:
-            fprintf(f, "%g", *(const double *)p);
-            break;
-        case OPT_BOOL:
-            fprintf(f, "%s", *(const bool *)p ? "true" : "false");
-            break;
-        }
-        if (o->def)
-            fprintf(f, "  (default %s)", o->def);
-        fputc('\n', f);
-    }
-    fprintf(f, "influx token = %s\n", c->influx_token ? "(set)" : "(unset)");
-    fprintf(f, "mqtt password = %s\n", c->mqtt_password ? "(set)" : "(unset)");
-}
-
 void config_free(struct config *c)
 {
     config_clear_sources(c);

@@ -114,9 +114,6 @@ void config_clear_sources(struct config *c);
  */
 int config_finish(struct config *c, char *err, size_t errlen);
 
-/* Print every option, its value and default ("config dump" for --check -v); secrets masked. */
-void config_print(const struct config *c, void *file);
-
 /* True when an optional string option is off: NULL, "" or "none" (e.g. mqtt.url, spool.dir). */
 bool config_is_none(const char *value);
 
