@@ -176,10 +176,23 @@ static int run_check(const struct config *cfg)
     return bad ? GW_EXIT_CONFIG : GW_EXIT_OK;
 }
 
+/*
+ * A start-up step failed with `rc`: print why and return the exit code. Out of memory is the
+ * fatal start-up error (3) and its paths leave `err` unwritten; everything else is a
+ * configuration error (1), with the message in `err`.
+ */
+static int start_error(int rc, const char *err)
+{
+    bool oom = rc == -ENOMEM;
+    fprintf(stderr, "iiotgw: %s\n", oom ? "out of memory" : err);
+    return oom ? GW_EXIT_FATAL : GW_EXIT_CONFIG;
+}
+
 int main(int argc, char **argv)
 {
     struct config cfg;
-    char err[512];
+    char err[512] = "";
+    int rc;
     int code = GW_EXIT_CONFIG;
     const char *config_file = NULL;
     bool cli_sources = false;
@@ -195,8 +208,8 @@ int main(int argc, char **argv)
     while ((opt = getopt_long(argc, argv, "c:r:s:o:hV", long_opts, NULL)) != -1)
         if (opt == 'c')
             config_file = optarg;
-    if (config_file && config_load_file(&cfg, config_file, err, sizeof err)) {
-        fprintf(stderr, "iiotgw: %s\n", err);
+    if (config_file && (rc = config_load_file(&cfg, config_file, err, sizeof err))) {
+        code = start_error(rc, err);
         goto out;
     }
 
@@ -204,7 +217,7 @@ int main(int argc, char **argv)
     opterr = 1;
     while ((opt = getopt_long(argc, argv, "c:r:s:o:hV", long_opts, NULL)) != -1) {
         const char *key = flag_key(opt);
-        int rc = 0;
+        rc = 0;
         switch (opt) {
         case 'c':
             break;
@@ -253,7 +266,7 @@ int main(int argc, char **argv)
             break;
         }
         if (rc) {
-            fprintf(stderr, "iiotgw: %s\n", rc == -ENOMEM ? "out of memory" : err);
+            code = start_error(rc, err);
             goto out;
         }
     }
@@ -261,8 +274,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "iiotgw: unexpected argument \"%s\" (sources go after -s)\n", argv[optind]);
         goto out;
     }
-    if (config_finish(&cfg, err, sizeof err)) {
-        fprintf(stderr, "iiotgw: %s\n", err);
+    if ((rc = config_finish(&cfg, err, sizeof err))) {
+        code = start_error(rc, err);
         goto out;
     }
     log_set_level(log_level_parse(cfg.log_level));
@@ -286,10 +299,15 @@ int main(int argc, char **argv)
     prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     /* The default loop: exec sources need ev_child, which only the default loop supports. */
     struct ev_loop *loop = EV_DEFAULT;
+    if (!loop) {
+        fprintf(stderr, "iiotgw: cannot create the event loop\n");
+        code = GW_EXIT_FATAL;
+        goto out;
+    }
     struct gateway gw;
-    if (gateway_init(&gw, loop, &cfg, err, sizeof err)) {
-        fprintf(stderr, "iiotgw: %s\n", err);
-        log_error("start_failed", "error=\"%s\"", err);
+    if ((rc = gateway_init(&gw, loop, &cfg, err, sizeof err))) {
+        code = start_error(rc, err);
+        log_error("start_failed", "rc=%d error=\"%s\"", rc, rc == -ENOMEM ? "out of memory" : err);
         gateway_free(&gw);
         goto out;
     }
