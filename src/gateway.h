@@ -43,8 +43,6 @@ struct gateway_counters {
     uint64_t rule_errors;  /* rule errors + overruns */
     uint64_t publishes;    /* rule publishes accepted by the MQTT sink (or printed) */
     uint64_t points;       /* rule points accepted by the InfluxDB sink (or printed) */
-    uint64_t publish_errors;
-    uint64_t write_errors;
     uint64_t reloads;
     uint64_t reload_failures;
 };
