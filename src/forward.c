@@ -636,6 +636,13 @@ int forward_new(struct forward **out, struct ev_loop *loop, const struct forward
     *out = fw;
     return 0;
 fail:
+    /* The sinks outlive us: they must not call back into the freed object. */
+    if (mqtt)
+        mqtt_sink_set_ack_cb(mqtt, NULL, NULL);
+    if (influx) {
+        influx_sink_set_callbacks(influx, NULL, NULL, NULL);
+        influx_sink_set_release_cb(influx, NULL);
+    }
     forward_free(fw);
     return rc;
 }
