@@ -51,7 +51,10 @@ int deadletter_open(struct deadletter **out, const char *path, deadletter_publis
             free(d);
             return -e;
         }
-        d->path = strdup(path);
+        if (!(d->path = strdup(path))) {
+            deadletter_close(d);
+            return -ENOMEM;
+        }
     }
     *out = d;
     return 0;
