@@ -242,6 +242,43 @@ static void cfg_hook(lua_State *L, lua_Debug *ar)
     luaL_error(L, "config file takes too long to evaluate (infinite loop?)");
 }
 
+/* ...and a memory cap stops `s = s .. s` repeated a few dozen times, which the instruction
+ * budget cannot see (each concatenation is one instruction) and which would otherwise take
+ * the machine's memory. Lua reports the refusal as a "not enough memory" error. */
+#define CFG_MEM_LIMIT (64u << 20)
+
+struct cfg_mem {
+    size_t used;
+};
+
+static void *cfg_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    struct cfg_mem *m = ud;
+    size_t old = ptr ? osize : 0;
+    if (nsize == 0) {
+        free(ptr);
+        m->used -= old;
+        return NULL;
+    }
+    if (nsize > old && nsize - old > CFG_MEM_LIMIT - m->used)
+        return NULL;
+    void *p = realloc(ptr, nsize);
+    if (p)
+        m->used = m->used - old + nsize;
+    return p;
+}
+
+/* The message of a failed load or run (status st, error object on the stack top). Lua's own
+ * messages carry "file:line:"; a memory refusal says only "not enough memory". */
+static void lua_error_text(lua_State *L, int st, const char *path, char *err, size_t errlen)
+{
+    if (st == LUA_ERRMEM)
+        snprintf(err, errlen, "%s: config file needs more than %u MiB of memory", path,
+                 CFG_MEM_LIMIT >> 20);
+    else
+        snprintf(err, errlen, "%s", lua_tostring(L, -1));
+}
+
 /* Apply the Lua value at the top of the stack to option `key`. */
 static int apply_value(struct config *c, lua_State *L, const char *path, const char *key,
                        char *err, size_t errlen)
@@ -324,7 +361,8 @@ static int load_sources(struct config *c, lua_State *L, const char *path, char *
 int config_load_file(struct config *c, const char *path, char *err, size_t errlen)
 {
     int rc = 0;
-    lua_State *L = luaL_newstate();
+    struct cfg_mem mem = {0};
+    lua_State *L = lua_newstate(cfg_alloc, &mem);
     if (!L)
         return -ENOMEM;
 
@@ -337,8 +375,9 @@ int config_load_file(struct config *c, const char *path, char *err, size_t errle
     fclose(f);
 
     /* Text only, no libraries, a private environment table that collects the globals. */
-    if (luaL_loadfilex(L, path, "t") != LUA_OK) {
-        snprintf(err, errlen, "%s", lua_tostring(L, -1));
+    int st = luaL_loadfilex(L, path, "t");
+    if (st != LUA_OK) {
+        lua_error_text(L, st, path, err, errlen);
         rc = -EINVAL;
         goto out;
     }
@@ -347,8 +386,8 @@ int config_load_file(struct config *c, const char *path, char *err, size_t errle
     lua_setupvalue(L, -3, 1); /* _ENV of the main chunk */
     lua_insert(L, -2);        /* env table below the chunk */
     lua_sethook(L, cfg_hook, LUA_MASKCOUNT, 10000000);
-    if (lua_pcall(L, 0, 0, 0) != LUA_OK) {
-        snprintf(err, errlen, "%s", lua_tostring(L, -1));
+    if ((st = lua_pcall(L, 0, 0, 0)) != LUA_OK) {
+        lua_error_text(L, st, path, err, errlen);
         rc = -EINVAL;
         goto out;
     }

@@ -31,4 +31,14 @@ for srcs in (["a=file:" + data, "a=stdin"], ["file:" + data, "file0=stdin"]):
 r = run(["--check", "-s", "file:" + data, "-s", "stdin"] + base)
 check(r.returncode == 0, "distinct default names are fine: %s" % r.stderr)
 
+# The config file's sandbox caps memory as well as instructions: doubling a string is one
+# instruction per step, so only the cap stops it (here at 64 MiB; 2^28 bytes = 256 MiB).
+bomb = os.path.join(d, "bomb.lua")
+with open(bomb, "w") as f:
+    f.write('local s = "x"\nfor i = 1, 28 do s = s .. s end\nprefix = "never"\n')
+r = run(["--check", "-c", bomb] + base)
+check(r.returncode == 1 and "bomb.lua" in r.stderr and "memory" in r.stderr,
+      "a config file that allocates without bound must be refused: exit %d %s"
+      % (r.returncode, r.stderr))
+
 print("ok: --check and the daemon agree on the edge cases")
