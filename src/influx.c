@@ -670,7 +670,9 @@ int influx_sink_new(struct influx_sink **out, struct ev_loop *loop, const struct
     s->backoff_max = cfg->backoff_max > 0 ? cfg->backoff_max : 60.0;
     if (s->backoff_max < base)
         s->backoff_max = base;
-    double timeout = cfg->timeout > 0 ? cfg->timeout : 10.0;
+    /* A request timeout beyond a day is a typo, and (long)(t * 1000) of a huge double is
+     * undefined: clamp. */
+    double timeout = cfg->timeout > 0 ? (cfg->timeout < 86400.0 ? cfg->timeout : 86400.0) : 10.0;
     /* stable = 0: the ladder is reset explicitly on every 2xx (backoff_reset in on_done). */
     backoff_init(&s->bo, base, s->backoff_max, 0);
     s->retry_after = -1;
