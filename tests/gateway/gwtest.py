@@ -4,6 +4,7 @@ Only the Python standard library is used, so the tests run with Debian's /usr/bi
 Servers are the real ones started by tests/servers.sh (IIOTGW_TEST_* variables); a test that
 needs one and does not find its variable exits 77, which CTest reports as skipped.
 """
+import atexit
 import json
 import os
 import signal
@@ -150,6 +151,8 @@ class Subscriber:
             ["mosquitto_sub", "-h", host, "-p", str(port), "-V", "mqttv5",
              "--retain-as-published", "-q", "2", "-t", topic, "-F", "%r %q %t %p"] + list(extra),
             stdout=self.out, stderr=subprocess.PIPE)
+        # A failing check exits the test at once: never leave the subscriber running.
+        atexit.register(lambda p=self.proc: p.poll() is None and p.kill())
         time.sleep(0.3)  # let SUBACK happen before the publisher starts
 
     def stop(self):
