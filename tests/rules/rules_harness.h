@@ -22,6 +22,9 @@
 
 #include <cmocka.h>
 
+#include <lauxlib.h>
+#include <lua.h>
+
 #include "rules.h"
 
 #define CAP_MAX 512
@@ -185,6 +188,39 @@ static __attribute__((unused)) void h_close(struct harness *h)
         unlink(h->path);
         rmdir(h->dir);
     }
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Real Lua bytecode, for the "binary chunks are refused" tests                          */
+/* ------------------------------------------------------------------------------------ */
+
+struct h_bytes {
+    char *p;
+    size_t len;
+};
+
+static __attribute__((unused)) int h_dump_writer(lua_State *L, const void *p, size_t sz, void *ud)
+{
+    (void)L;
+    struct h_bytes *b = ud;
+    b->p = realloc(b->p, b->len + sz);
+    assert_non_null(b->p);
+    memcpy(b->p + b->len, p, sz);
+    b->len += sz;
+    return 0;
+}
+
+/* Compile `src` in a plain state and return its bytecode (malloc'd, caller frees). */
+static __attribute__((unused)) char *h_bytecode(const char *src, size_t *len)
+{
+    lua_State *L = luaL_newstate();
+    assert_int_equal(luaL_loadstring(L, src), LUA_OK);
+    struct h_bytes b = {0};
+    assert_int_equal(lua_dump(L, h_dump_writer, &b, 0), 0);
+    lua_close(L);
+    assert_int_equal(b.p[0], 27); /* ESC "Lua": really a binary chunk */
+    *len = b.len;
+    return b.p;
 }
 
 #endif

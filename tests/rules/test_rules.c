@@ -427,32 +427,11 @@ static void test_hostile_escapes(void **unused)
 
 /* A real bytecode chunk (made with lua_dump in a plain state) is refused by load and as a
  * rule file. */
-struct bytes {
-    char *p;
-    size_t len;
-};
-
-static int dump_writer(lua_State *L, const void *p, size_t sz, void *ud)
-{
-    (void)L;
-    struct bytes *b = ud;
-    b->p = realloc(b->p, b->len + sz);
-    assert_non_null(b->p);
-    memcpy(b->p + b->len, p, sz);
-    b->len += sz;
-    return 0;
-}
-
 static void test_bytecode_refused(void **unused)
 {
     (void)unused;
-    lua_State *L = luaL_newstate();
-    assert_int_equal(luaL_loadstring(L, "gw.publish('t/ok', 'bytecode ran')"), LUA_OK);
-    struct bytes b = {0};
-    assert_int_equal(lua_dump(L, dump_writer, &b, 0), 0);
-    size_t len = b.len;
-    const char *bc = b.p;
-    assert_int_equal(bc[0], 27);
+    size_t len;
+    char *bc = h_bytecode("gw.publish('t/ok', 'bytecode ran')", &len);
 
     struct harness h;
     assert_int_equal(h_open(&h,
@@ -482,8 +461,7 @@ static void test_bytecode_refused(void **unused)
     assert_null(h.r);
     assert_non_null(strstr(h.err, "attempt to load a binary chunk"));
     h_close(&h);
-    lua_close(L);
-    free(b.p);
+    free(bc);
 }
 
 /* ------------------------------------------------------------------------------------ */

@@ -399,37 +399,17 @@ static void test_bad_names_refused(void **unused)
     t_close(&t);
 }
 
-struct bytes {
-    char *p;
-    size_t len;
-};
-
-static int dump_writer(lua_State *L, const void *p, size_t sz, void *ud)
-{
-    (void)L;
-    struct bytes *b = ud;
-    b->p = realloc(b->p, b->len + sz);
-    assert_non_null(b->p);
-    memcpy(b->p + b->len, p, sz);
-    b->len += sz;
-    return 0;
-}
-
 /* A precompiled module file is refused before anything in it runs. */
 static void test_bytecode_module_refused(void **unused)
 {
     (void)unused;
-    lua_State *L = luaL_newstate();
-    assert_int_equal(luaL_loadstring(L, "gw.publish('bytecode', 'ran') return 1"), LUA_OK);
-    struct bytes b = {0};
-    assert_int_equal(lua_dump(L, dump_writer, &b, 0), 0);
-    lua_close(L);
-    assert_int_equal(b.p[0], 27);
+    size_t len;
+    char *bc = h_bytecode("gw.publish('bytecode', 'ran') return 1", &len);
 
     struct tree t;
     t_init(&t);
-    t_write_n(&t, "lua/compiled.lua", b.p, b.len);
-    free(b.p);
+    t_write_n(&t, "lua/compiled.lua", bc, len);
+    free(bc);
     assert_int_equal(t_open(&t, "require('compiled')\n"), -EINVAL);
     expect_err(&t, "require: error loading module 'compiled'");
     expect_err(&t, "attempt to load a binary chunk");
