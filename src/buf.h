@@ -15,7 +15,10 @@ struct buf {
     size_t cap;
 };
 
-#define BUF_INIT {NULL, 0, 0}
+#define BUF_INIT                                                                                   \
+    {                                                                                              \
+        NULL, 0, 0                                                                                 \
+    }
 
 /* Ensure room for `extra` more bytes (+ NUL). Returns 0 or -ENOMEM. */
 int buf_reserve(struct buf *b, size_t extra);

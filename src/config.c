@@ -33,12 +33,15 @@ struct opt {
     const char *key; /* config-file key, dotted for sub-tables */
     enum opt_type type;
     size_t off;
-    const char *def; /* default as text (NULL = unset) */
+    const char *def;  /* default as text (NULL = unset) */
     int64_t min, max; /* integer range (OPT_INT) */
     bool secret;
 };
 
-#define O(k, t, f, d, lo, hi) {k, t, offsetof(struct config, f), d, lo, hi, false}
+#define O(k, t, f, d, lo, hi)                                                                      \
+    {                                                                                              \
+        k, t, offsetof(struct config, f), d, lo, hi, false                                         \
+    }
 
 static const struct opt opts[] = {
     O("rules", OPT_STR, rules, "rules/default.lua", 0, 0),
@@ -128,8 +131,8 @@ static int set_str(struct config *c, const struct opt *o, const char *v)
 static int set_int(struct config *c, const struct opt *o, int64_t v, char *err, size_t errlen)
 {
     if (v < o->min || v > o->max) {
-        snprintf(err, errlen, "%s: %" PRId64 " is out of range [%" PRId64 ", %" PRId64 "]",
-                 o->key, v, o->min, o->max);
+        snprintf(err, errlen, "%s: %" PRId64 " is out of range [%" PRId64 ", %" PRId64 "]", o->key,
+                 v, o->min, o->max);
         return -EINVAL;
     }
     *(int64_t *)opt_ptr(c, o) = v;
@@ -280,8 +283,8 @@ static void lua_error_text(lua_State *L, int st, const char *path, char *err, si
 }
 
 /* Apply the Lua value at the top of the stack to option `key`. */
-static int apply_value(struct config *c, lua_State *L, const char *path, const char *key,
-                       char *err, size_t errlen)
+static int apply_value(struct config *c, lua_State *L, const char *path, const char *key, char *err,
+                       size_t errlen)
 {
     const struct opt *o = opt_find(key);
     if (!o) {
@@ -329,8 +332,7 @@ static int apply_value(struct config *c, lua_State *L, const char *path, const c
     return rc;
 }
 
-static int load_sources(struct config *c, lua_State *L, const char *path, char *err,
-                        size_t errlen)
+static int load_sources(struct config *c, lua_State *L, const char *path, char *err, size_t errlen)
 {
     if (lua_type(L, -1) == LUA_TSTRING) {
         config_clear_sources(c);
@@ -404,8 +406,8 @@ int config_load_file(struct config *c, const char *path, char *err, size_t errle
         const char *k = lua_tostring(L, -2);
         if (!strcmp(k, "sources")) {
             rc = load_sources(c, L, path, err, errlen);
-        } else if (lua_istable(L, -1) && (!strcmp(k, "mqtt") || !strcmp(k, "influx") ||
-                                           !strcmp(k, "spool"))) {
+        } else if (lua_istable(L, -1) &&
+                   (!strcmp(k, "mqtt") || !strcmp(k, "influx") || !strcmp(k, "spool"))) {
             lua_pushnil(L);
             while (rc == 0 && lua_next(L, -2)) {
                 char full[128];

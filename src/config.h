@@ -22,30 +22,30 @@
 
 struct config {
     /* general */
-    char **sources;            /* source specs, see source.h */
+    char **sources; /* source specs, see source.h */
     size_t nsources;
-    char *rules;               /* rule file */
-    char *prefix;              /* topic prefix, default "iiot" */
-    char *log_level;           /* error|warn|info|debug */
-    int64_t max_line;          /* bytes, default 4096 */
-    double stats_interval;     /* seconds, default 30 (0 = off) */
-    double tick_interval;      /* on_tick period, seconds, default 1 */
-    double reload_debounce;    /* seconds, default 0.2 */
-    int64_t rule_mem_limit;    /* bytes, default 32 MiB */
-    int64_t rule_instr_limit;  /* VM instructions per call, default 10M */
-    char *lua_path;            /* require() search dirs, ';'-separated; unset = rules.h default */
-    char *deadletter_file;     /* JSON lines; "none" = off; default iiotgw-deadletter.jsonl */
-    bool deadletter_topic;     /* also publish on <prefix>/gateway/deadletter, default true */
-    double drain_timeout;      /* finite sources: max wait for acks after EOF, default 30 s */
-    double shutdown_timeout;   /* SIGTERM: max wait for acks, default 5 s */
-    char *gateway_id;          /* tag/client-id suffix, default: hostname */
+    char *rules;              /* rule file */
+    char *prefix;             /* topic prefix, default "iiot" */
+    char *log_level;          /* error|warn|info|debug */
+    int64_t max_line;         /* bytes, default 4096 */
+    double stats_interval;    /* seconds, default 30 (0 = off) */
+    double tick_interval;     /* on_tick period, seconds, default 1 */
+    double reload_debounce;   /* seconds, default 0.2 */
+    int64_t rule_mem_limit;   /* bytes, default 32 MiB */
+    int64_t rule_instr_limit; /* VM instructions per call, default 10M */
+    char *lua_path;           /* require() search dirs, ';'-separated; unset = rules.h default */
+    char *deadletter_file;    /* JSON lines; "none" = off; default iiotgw-deadletter.jsonl */
+    bool deadletter_topic;    /* also publish on <prefix>/gateway/deadletter, default true */
+    double drain_timeout;     /* finite sources: max wait for acks after EOF, default 30 s */
+    double shutdown_timeout;  /* SIGTERM: max wait for acks, default 5 s */
+    char *gateway_id;         /* tag/client-id suffix, default: hostname */
     bool dry_run;
     bool check;
 
     /* MQTT */
-    char *mqtt_url;            /* mqtt://[user[:pass]@]host[:port], mqtts://..., or "none" */
+    char *mqtt_url; /* mqtt://[user[:pass]@]host[:port], mqtts://..., or "none" */
     char *mqtt_client_id;
-    int64_t mqtt_protocol;     /* 3 (3.1.1) or 5 */
+    int64_t mqtt_protocol; /* 3 (3.1.1) or 5 */
     int64_t mqtt_keepalive;
     char *mqtt_cafile;
     char *mqtt_capath;
@@ -58,12 +58,12 @@ struct config {
     int64_t mqtt_queue_max_msgs;
     int64_t mqtt_queue_max_bytes;
     int64_t mqtt_max_inflight;
-    double mqtt_backoff_base;  /* reconnect delay: first, seconds (default 1) */
-    double mqtt_backoff_max;   /* reconnect delay: cap, seconds (default 60) */
+    double mqtt_backoff_base; /* reconnect delay: first, seconds (default 1) */
+    double mqtt_backoff_max;  /* reconnect delay: cap, seconds (default 60) */
 
     /* InfluxDB */
-    char *influx_url;          /* http(s)://host:port base URL, or "none" */
-    int64_t influx_api;        /* 2 or 1 (set to 1 by --influx-db) */
+    char *influx_url;   /* http(s)://host:port base URL, or "none" */
+    int64_t influx_api; /* 2 or 1 (set to 1 by --influx-db) */
     char *influx_org;
     char *influx_bucket;
     char *influx_db;
@@ -78,13 +78,13 @@ struct config {
     double influx_backoff_max;  /* retry delay: cap, seconds (default 60) */
 
     /* store-and-forward spool (docs/reliability.md) */
-    char *spool_dir;           /* directory, or "none" (default): sinks fed directly */
-    char *spool_fsync;         /* always | interval (default) | none */
-    double spool_sync_interval; /* seconds between spool ticks, default 0.1 */
-    int64_t spool_max_bytes;   /* bound, default 256 MiB */
+    char *spool_dir;             /* directory, or "none" (default): sinks fed directly */
+    char *spool_fsync;           /* always | interval (default) | none */
+    double spool_sync_interval;  /* seconds between spool ticks, default 0.1 */
+    int64_t spool_max_bytes;     /* bound, default 256 MiB */
     int64_t spool_segment_bytes; /* default 8 MiB */
-    double spool_replay_share; /* 0..1, backlog's share of each sink's window, default 0.2 */
-    char *spool_replay_prefix; /* "none" (default) or a topic prefix for replayed messages */
+    double spool_replay_share;   /* 0..1, backlog's share of each sink's window, default 0.2 */
+    char *spool_replay_prefix;   /* "none" (default) or a topic prefix for replayed messages */
 
     /* resolved secrets (never printed) */
     char *influx_token;

@@ -38,23 +38,23 @@
 
 enum { LIVE = 0, BACK = 1 };
 
-#define NSINKS 4          /* spool cursors: MQTT 0/1, InfluxDB 2/3 */
-#define TOKEN_BITS 3      /* low bits of a sink token: 0 = direct, else spool sink id + 1 */
-#define LAT_RING 4096     /* seq -> user token, for the latency callback */
+#define NSINKS          4    /* spool cursors: MQTT 0/1, InfluxDB 2/3 */
+#define TOKEN_BITS      3    /* low bits of a sink token: 0 = direct, else spool sink id + 1 */
+#define LAT_RING        4096 /* seq -> user token, for the latency callback */
 #define REOPEN_INTERVAL 5.0
 
 struct fdest {
-    bool on;              /* the sink exists */
-    unsigned sink[2];     /* spool sink id of the live and the backlog cursor */
-    bool more[2];         /* the cursor may have unread records */
-    uint64_t out[2];      /* handed to the sink, not yet acknowledged */
-    uint64_t appended;    /* records appended this run */
-    uint64_t handed_new;  /* records of this run handed to the sink */
-    bool up;              /* InfluxDB: no failed request since the last success */
-    size_t window;        /* max sink pending we create */
-    size_t share_slots;   /* backlog's guaranteed part of the window */
+    bool on;             /* the sink exists */
+    unsigned sink[2];    /* spool sink id of the live and the backlog cursor */
+    bool more[2];        /* the cursor may have unread records */
+    uint64_t out[2];     /* handed to the sink, not yet acknowledged */
+    uint64_t appended;   /* records appended this run */
+    uint64_t handed_new; /* records of this run handed to the sink */
+    bool up;             /* InfluxDB: no failed request since the last success */
+    size_t window;       /* max sink pending we create */
+    size_t share_slots;  /* backlog's guaranteed part of the window */
     bool pumping, repump;
-    bool stalled;         /* the sink refused a record (closed): stop pumping */
+    bool stalled; /* the sink refused a record (closed): stop pumping */
 };
 
 struct lat_slot {
@@ -75,13 +75,13 @@ struct forward {
     size_t alert_len;
     size_t mqtt_max_bytes;
     bool backlog_first;
-    uint64_t open_seq;     /* records below were appended before this start */
+    uint64_t open_seq; /* records below were appended before this start */
     struct fdest d[2];
     ev_prepare prep;
     ev_timer tick;
-    bool dirty;            /* appended since the last spool_sync (policy `always`) */
-    int degraded;          /* the errno we last reported as degraded, 0 = ok */
-    int open_err;          /* spool_open failed with this (sp == NULL) */
+    bool dirty;   /* appended since the last spool_sync (policy `always`) */
+    int degraded; /* the errno we last reported as degraded, 0 = ok */
+    int open_err; /* spool_open failed with this (sp == NULL) */
     double reopen_at;
     uint64_t influx_retries_seen;
     struct lat_slot *lat;
@@ -195,8 +195,8 @@ static int open_spool(struct forward *fw)
         d->sink[BACK] = d->sink[LIVE] == a ? b : a;
         d->more[LIVE] = d->more[BACK] = true;
         d->out[LIVE] = d->out[BACK] = 0;
-        log_info("spool_cursors", "sink=%s live=%u backlog=%u replay_live=%" PRIu64
-                 " replay_backlog=%" PRIu64,
+        log_info("spool_cursors",
+                 "sink=%s live=%u backlog=%u replay_live=%" PRIu64 " replay_backlog=%" PRIu64,
                  names[i], d->sink[LIVE], d->sink[BACK], st.pending[d->sink[LIVE]],
                  st.pending[d->sink[BACK]]);
     }
@@ -243,8 +243,7 @@ static int send_one(struct forward *fw, enum forward_dest dest, int role)
         }
         struct buf *t = &fw->topic;
         buf_clear(t);
-        if (replay && fw->replay_prefix &&
-            strlen(fw->replay_prefix) + 1 + m.topic_len <= 65535) {
+        if (replay && fw->replay_prefix && strlen(fw->replay_prefix) + 1 + m.topic_len <= 65535) {
             buf_append(t, fw->replay_prefix, strlen(fw->replay_prefix));
             buf_append(t, "/", 1);
         }
@@ -446,14 +445,14 @@ static bool topic_ok(const char *topic, size_t *tlen)
     return *tlen > 0 && *tlen <= 65535 && mosquitto_pub_topic_check(topic) == MOSQ_ERR_SUCCESS;
 }
 
-int forward_publish(struct forward *fw, const char *topic, const void *payload, size_t len,
-                    int qos, bool retain, uint64_t user)
+int forward_publish(struct forward *fw, const char *topic, const void *payload, size_t len, int qos,
+                    bool retain, uint64_t user)
 {
     if (!fw->mqtt)
         return 0;
     size_t tlen;
-    if (!topic_ok(topic, &tlen) || qos < 0 || qos > 2 || (!payload && len) ||
-        len > 268435455u || len + tlen > fw->mqtt_max_bytes)
+    if (!topic_ok(topic, &tlen) || qos < 0 || qos > 2 || (!payload && len) || len > 268435455u ||
+        len + tlen > fw->mqtt_max_bytes)
         return -EINVAL;
     if (fw->sp) {
         struct fdest *d = &fw->d[FWD_MQTT];
@@ -463,8 +462,12 @@ int forward_publish(struct forward *fw, const char *topic, const void *payload, 
         unsigned flags = fw->alert_prefix && strncmp(topic, fw->alert_prefix, fw->alert_len) == 0
                              ? SPOOL_F_ALERT
                              : 0;
-        struct spool_mqtt_msg m = {.topic = topic, .topic_len = tlen, .payload = payload,
-                                   .payload_len = len, .qos = qos, .retain = retain};
+        struct spool_mqtt_msg m = {.topic = topic,
+                                   .topic_len = tlen,
+                                   .payload = payload,
+                                   .payload_len = len,
+                                   .qos = qos,
+                                   .retain = retain};
         uint64_t seq;
         int r = spool_append_mqtt(fw->sp, 1u << d->sink[role], flags, &m, &seq);
         if (r == 0) {
@@ -589,8 +592,8 @@ int forward_new(struct forward **out, struct ev_loop *loop, const struct forward
     fw->backlog_first = cfg->replay_share >= 1.0;
     if ((mqtt || influx) && dup_opt(&fw->dir, cfg->dir))
         goto fail;
-    if (dup_opt(&fw->replay_prefix, cfg->replay_prefix) || dup_opt(&fw->status_topic,
-                                                                   cfg->status_topic) ||
+    if (dup_opt(&fw->replay_prefix, cfg->replay_prefix) ||
+        dup_opt(&fw->status_topic, cfg->status_topic) ||
         dup_opt(&fw->alert_prefix, cfg->alert_prefix))
         goto fail;
     fw->alert_len = fw->alert_prefix ? strlen(fw->alert_prefix) : 0;
@@ -604,7 +607,9 @@ int forward_new(struct forward **out, struct ev_loop *loop, const struct forward
         d->up = true;
         d->window = win[i];
         double s = cfg->replay_share * (double)win[i];
-        d->share_slots = fw->backlog_first ? win[i] : cfg->replay_share > 0 && s < 1 ? 1 : (size_t)s;
+        d->share_slots = fw->backlog_first                ? win[i]
+                         : cfg->replay_share > 0 && s < 1 ? 1
+                                                          : (size_t)s;
     }
     if (mqtt)
         mqtt_sink_set_ack_cb(mqtt, on_mqtt_ack, fw);
@@ -658,9 +663,9 @@ void forward_free(struct forward *fw)
     if (fw->sp) {
         struct spool_stats st;
         spool_stats(fw->sp, &st);
-        log_info("spool_closed", "bytes=%" PRIu64 " pending_mqtt=%" PRIu64
-                 " pending_influx=%" PRIu64,
-                 st.bytes, st.pending[0] + st.pending[1], st.pending[2] + st.pending[3]);
+        log_info("spool_closed",
+                 "bytes=%" PRIu64 " pending_mqtt=%" PRIu64 " pending_influx=%" PRIu64, st.bytes,
+                 st.pending[0] + st.pending[1], st.pending[2] + st.pending[3]);
         spool_close(fw->sp);
     }
     free(fw->dir);

@@ -63,15 +63,15 @@ struct forward_config {
 };
 
 struct forward_stats {
-    bool enabled;              /* a spool is configured */
+    bool enabled; /* a spool is configured */
     uint64_t bytes;
-    uint64_t pending[2];       /* per destination, records not yet acknowledged */
-    double oldest_age;         /* seconds, max over the sinks */
-    uint64_t replayed;         /* records handed to a sink as replay (counter) */
+    uint64_t pending[2]; /* per destination, records not yet acknowledged */
+    double oldest_age;   /* seconds, max over the sinks */
+    uint64_t replayed;   /* records handed to a sink as replay (counter) */
     uint64_t drops_full;
     uint64_t drops_corrupt;
     uint64_t append_errors;
-    uint64_t direct;           /* records delivered around the spool (degraded, too big) */
+    uint64_t direct; /* records delivered around the spool (degraded, too big) */
     bool degraded;
 };
 
@@ -101,8 +101,8 @@ void forward_set_callbacks(struct forward *fw, forward_ack_cb ack, forward_rejec
  * spooled and pumped (a live message goes out within this call when the window has room).
  * Returns 0 (accepted), -EINVAL, -ENOMEM. With no MQTT sink: 0, nothing done.
  */
-int forward_publish(struct forward *fw, const char *topic, const void *payload, size_t len,
-                    int qos, bool retain, uint64_t user);
+int forward_publish(struct forward *fw, const char *topic, const void *payload, size_t len, int qos,
+                    bool retain, uint64_t user);
 
 /* One rule point (line protocol, no '\n'). Returns 0, -EINVAL, -ENOMEM. */
 int forward_write(struct forward *fw, const char *line, size_t len);

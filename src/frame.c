@@ -67,7 +67,7 @@ void framer_feed(struct framer *f, const char *data, size_t n, frame_line_cb cb,
     while (n > 0) {
         const char *nl = memchr(data, '\n', n);
         size_t seg = nl ? (size_t)(nl - data) : n; /* bytes before the '\n' (or all) */
-        size_t step = nl ? seg + 1 : n;             /* bytes consumed this round */
+        size_t step = nl ? seg + 1 : n;            /* bytes consumed this round */
 
         if (f->discarding) {
             /* tail of an overlong line: already delivered and counted, just skip it */

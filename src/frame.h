@@ -35,9 +35,9 @@ struct framer {
     char *buf;
     size_t len;
     size_t max_line;
-    uint64_t line_no;     /* number of the last line delivered */
-    uint64_t overlong;    /* lines that exceeded max_line */
-    int discarding;       /* inside the tail of an overlong line */
+    uint64_t line_no;  /* number of the last line delivered */
+    uint64_t overlong; /* lines that exceeded max_line */
+    int discarding;    /* inside the tail of an overlong line */
 };
 
 /* Allocate the max_line + 1 byte line buffer once. Returns 0 or -ENOMEM / -EINVAL

@@ -91,8 +91,8 @@ static int out_publish(void *ud, const char *topic, const char *payload, size_t 
         track_alert(gw, topic, payload, len);
     if (gw->dry) {
         dry_flush_header(gw);
-        fprintf(gw->dry, "PUBLISH %s qos=%d retain=%d %.*s\n", topic, qos, retain ? 1 : 0,
-                (int)len, payload);
+        fprintf(gw->dry, "PUBLISH %s qos=%d retain=%d %.*s\n", topic, qos, retain ? 1 : 0, (int)len,
+                payload);
         gw->n.publishes++;
         return 0;
     }
@@ -291,8 +291,8 @@ static void on_source_line(void *ud, struct source *src, char *line, size_t len,
                       log_quote(q, sizeof q, line, len));
         }
         if (gw->dry) {
-            snprintf(gw->dry_header_buf, sizeof gw->dry_header_buf, "# %s:%" PRIu64 " (text)",
-                     name, line_no);
+            snprintf(gw->dry_header_buf, sizeof gw->dry_header_buf, "# %s:%" PRIu64 " (text)", name,
+                     line_no);
             gw->dry_header = gw->dry_header_buf;
         }
         int rc = rules_line(gw->rules, name, line_no, rx_ns, line, len, err, sizeof err);
@@ -307,8 +307,8 @@ static void on_source_line(void *ud, struct source *src, char *line, size_t len,
     }
     if (er == EXTRACT_UNTERMINATED) {
         gw->n.unterminated++;
-        log_warn("line_rejected", "source=%s line=%" PRIu64 " reason=unterminated offset=%zu",
-                 name, line_no, off);
+        log_warn("line_rejected", "source=%s line=%" PRIu64 " reason=unterminated offset=%zu", name,
+                 line_no, off);
         deadletter_put(gw->dl, DL_UNTERMINATED, name, line_no,
                        "JSON object never closes (line cut short?)", line, len);
         return;
@@ -881,15 +881,14 @@ int gateway_init(struct gateway *gw, struct ev_loop *loop, const struct config *
             .index = (int)i,
             .max_line = (size_t)cfg->max_line,
         };
-        rc = source_new(&gw->sources[i], loop, &sc, on_source_line, on_source_done, gw, err,
-                        errlen);
+        rc =
+            source_new(&gw->sources[i], loop, &sc, on_source_line, on_source_done, gw, err, errlen);
         if (rc)
             return rc;
         gw->nsources++;
         if (source_is_finite(gw->sources[i]))
             gw->finite_sources++;
-        log_info("source_added", "source=%s spec=%s", source_name(gw->sources[i]),
-                 cfg->sources[i]);
+        log_info("source_added", "source=%s spec=%s", source_name(gw->sources[i]), cfg->sources[i]);
     }
 
     ev_signal_init(&gw->sig_int, on_signal, SIGINT);

@@ -53,7 +53,7 @@ struct gateway_counters {
  * sequence follows packets in flight; completed latencies are kept until the next stats report
  * (p50/p99/max go into the stats).
  */
-#define GW_LAT_RING 4096
+#define GW_LAT_RING    4096
 #define GW_LAT_SAMPLES 65536
 
 struct gw_lat_slot {
@@ -69,7 +69,7 @@ struct gw_latency {
     uint64_t current;         /* token for publishes of the packet being ruled (0 = none) */
     double *samples;          /* completed latencies (seconds) since the last report */
     size_t nsamples;
-    uint64_t lost_track;      /* packets still unacknowledged when their slot was reused */
+    uint64_t lost_track; /* packets still unacknowledged when their slot was reused */
 };
 
 struct gateway {
@@ -87,17 +87,17 @@ struct gateway {
 
     ev_signal sig_int, sig_term, sig_hup, sig_usr1;
     ev_stat rules_stat;
-    ev_timer reload_timer;  /* debounce after a rule file change */
-    ev_timer tick_timer;    /* on_tick */
+    ev_timer reload_timer; /* debounce after a rule file change */
+    ev_timer tick_timer;   /* on_tick */
     ev_timer stats_timer;
-    ev_timer drain_timer;   /* polls pending acks while draining / shutting down */
-    ev_timer resume_timer;  /* back-pressure: resume paused finite sources */
+    ev_timer drain_timer;  /* polls pending acks while draining / shutting down */
+    ev_timer resume_timer; /* back-pressure: resume paused finite sources */
 
     enum { GW_RUNNING, GW_DRAINING, GW_STOPPING, GW_CLOSING } state;
     double drain_deadline;
     bool paused;
     int exit_code;
-    double started;         /* monotonic */
+    double started; /* monotonic */
 
     FILE *dry;              /* --dry-run output (stdout), else NULL */
     const char *dry_header; /* pending "# source:line" header for the current call */

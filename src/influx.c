@@ -42,8 +42,8 @@
 /* Types                                                                                    */
 /* ---------------------------------------------------------------------------------------- */
 
-#define RESP_MAX 4096     /* response body bytes kept for error messages */
-#define MESSAGE_MAX 512   /* server message handed to the reject callback */
+#define RESP_MAX    4096 /* response body bytes kept for error messages */
+#define MESSAGE_MAX 512  /* server message handed to the reject callback */
 
 /* One batch: lines joined by '\n' (no trailing '\n') and one token per line. */
 struct batch {
@@ -65,9 +65,9 @@ struct influx_sink {
     struct ev_loop *loop;
 
     /* config (copied) */
-    char *write_url;      /* full request URL incl. query */
-    char *secret;         /* token or "user:password": only for redaction, never logged */
-    char *secret_pw;      /* v1 password part (points into secret), redacted too */
+    char *write_url; /* full request URL incl. query */
+    char *secret;    /* token or "user:password": only for redaction, never logged */
+    char *secret_pw; /* v1 password part (points into secret), redacted too */
     size_t batch_lines;
     double linger;
     bool gzip;
@@ -84,17 +84,17 @@ struct influx_sink {
     ev_timer curl_timer;
 
     /* batching */
-    struct batch *cur;              /* accumulating, may be NULL */
-    struct batch *qhead, *qtail;    /* sealed, waiting to be sent, in order */
-    struct batch *inflight;         /* being sent (at most one) */
+    struct batch *cur;           /* accumulating, may be NULL */
+    struct batch *qhead, *qtail; /* sealed, waiting to be sent, in order */
+    struct batch *inflight;      /* being sent (at most one) */
     ev_timer linger_timer;
     ev_timer retry_timer;
     struct backoff bo;
 
     /* the current response */
-    struct buf gz;                  /* compressed body of the in-flight batch */
-    struct buf resp;                /* response body, capped at RESP_MAX */
-    double retry_after;             /* seconds from Retry-After, < 0 when absent */
+    struct buf gz;      /* compressed body of the in-flight batch */
+    struct buf resp;    /* response body, capped at RESP_MAX */
+    double retry_after; /* seconds from Retry-After, < 0 when absent */
 
     influx_ack_cb ack;
     influx_reject_cb reject;
@@ -211,9 +211,10 @@ static void queue_enforce(struct influx_sink *s)
         struct batch *b = queue_pop(s);
         pending_sub(s, b);
         s->st.lines_dropped += b->n;
-        log_error("influx_queue_full", "dropped_lines=%zu dropped_bytes=%zu pending_bytes=%zu "
-                  "queue_max_bytes=%zu", b->n, b->body.len, s->st.pending_bytes,
-                  s->queue_max_bytes);
+        log_error("influx_queue_full",
+                  "dropped_lines=%zu dropped_bytes=%zu pending_bytes=%zu "
+                  "queue_max_bytes=%zu",
+                  b->n, b->body.len, s->st.pending_bytes, s->queue_max_bytes);
         batch_free(b);
     }
 }
@@ -378,13 +379,14 @@ static void on_done(struct influx_sink *s, CURLcode res, long status)
             if (!lo || !hi) {
                 batch_free(lo);
                 batch_free(hi);
-                schedule_retry(s, b, backoff_next(&s->bo, now), status, "413, split failed: ENOMEM");
+                schedule_retry(s, b, backoff_next(&s->bo, now), status,
+                               "413, split failed: ENOMEM");
             } else {
                 s->st.splits++;
                 log_warn("influx_split", "status=413 lines=%zu halves=%zu+%zu", b->n, lo->n, hi->n);
                 /* The halves together count exactly what b counted. */
-                s->st.pending_bytes = s->st.pending_bytes - batch_bytes(b) + batch_bytes(lo) +
-                                      batch_bytes(hi);
+                s->st.pending_bytes =
+                    s->st.pending_bytes - batch_bytes(b) + batch_bytes(lo) + batch_bytes(hi);
                 queue_push_front(s, hi);
                 queue_push_front(s, lo);
                 batch_free(b);
@@ -461,8 +463,8 @@ static void sock_io_cb(struct ev_loop *loop, ev_io *w, int revents)
     (void)loop;
     struct influx_sock *k = container_of(w, struct influx_sock, io);
     struct influx_sink *s = k->s;
-    int action = ((revents & EV_READ) ? CURL_CSELECT_IN : 0) |
-                 ((revents & EV_WRITE) ? CURL_CSELECT_OUT : 0);
+    int action =
+        ((revents & EV_READ) ? CURL_CSELECT_IN : 0) | ((revents & EV_WRITE) ? CURL_CSELECT_OUT : 0);
     int running;
     /* k may be freed inside (CURL_POLL_REMOVE): do not touch it afterwards. */
     curl_multi_socket_action(s->multi, w->fd, action, &running);
@@ -637,7 +639,8 @@ int influx_sink_new(struct influx_sink **out, struct ev_loop *loop, const struct
     } while (0)
     if (!loop || !cfg)
         BAD("influx: no loop or config");
-    if (!cfg->url || (strncmp(cfg->url, "http://", 7) != 0 && strncmp(cfg->url, "https://", 8) != 0))
+    if (!cfg->url ||
+        (strncmp(cfg->url, "http://", 7) != 0 && strncmp(cfg->url, "https://", 8) != 0))
         BAD("influx: url must start with http:// or https://");
     int api = cfg->api ? cfg->api : 2;
     if (api != 1 && api != 2)
@@ -692,8 +695,7 @@ int influx_sink_new(struct influx_sink **out, struct ev_loop *loop, const struct
     while (ul > 8 && cfg->url[ul - 1] == '/')
         ul--;
     bool first = true;
-    if (buf_append(&u, cfg->url, ul) ||
-        buf_append_str(&u, api == 2 ? "/api/v2/write" : "/write"))
+    if (buf_append(&u, cfg->url, ul) || buf_append_str(&u, api == 2 ? "/api/v2/write" : "/write"))
         goto fail;
     if (api == 2) {
         if (query_add(&u, s->easy, "org", cfg->org, &first) ||
@@ -769,8 +771,10 @@ int influx_sink_new(struct influx_sink **out, struct ev_loop *loop, const struct
     curl_multi_setopt(s->multi, CURLMOPT_TIMERFUNCTION, multi_timer_cb);
     curl_multi_setopt(s->multi, CURLMOPT_TIMERDATA, s);
 
-    log_info("influx_sink_started", "api=%d batch_lines=%zu linger=%.3f gzip=%d timeout=%.3f "
-             "auth=%s", api, s->batch_lines, s->linger, (int)s->gzip, timeout, auth_kind);
+    log_info("influx_sink_started",
+             "api=%d batch_lines=%zu linger=%.3f gzip=%d timeout=%.3f "
+             "auth=%s",
+             api, s->batch_lines, s->linger, (int)s->gzip, timeout, auth_kind);
     *out = s;
     return 0;
 

@@ -40,33 +40,33 @@
 
 /* Zero fields take the defaults below. */
 struct influx_config {
-    const char *url;           /* base URL, e.g. http://127.0.0.1:8086 (required) */
-    int api;                   /* 2 (default) or 1 */
-    const char *org;           /* v2 */
-    const char *bucket;        /* v2 */
-    const char *db;            /* v1 */
-    const char *rp;            /* v1, optional */
-    const char *token;         /* v2 token, or v1 "user:password"; never logged */
-    size_t batch_lines;        /* default 5000 */
-    double linger;             /* seconds, default 1.0 */
-    bool gzip;                 /* default false */
-    double timeout;            /* per request, seconds, default 10 */
-    size_t queue_max_bytes;    /* pending batches bound, default 64 MiB */
-    double backoff_base;       /* default 1 s */
-    double backoff_max;        /* default 60 s */
+    const char *url;        /* base URL, e.g. http://127.0.0.1:8086 (required) */
+    int api;                /* 2 (default) or 1 */
+    const char *org;        /* v2 */
+    const char *bucket;     /* v2 */
+    const char *db;         /* v1 */
+    const char *rp;         /* v1, optional */
+    const char *token;      /* v2 token, or v1 "user:password"; never logged */
+    size_t batch_lines;     /* default 5000 */
+    double linger;          /* seconds, default 1.0 */
+    bool gzip;              /* default false */
+    double timeout;         /* per request, seconds, default 10 */
+    size_t queue_max_bytes; /* pending batches bound, default 64 MiB */
+    double backoff_base;    /* default 1 s */
+    double backoff_max;     /* default 60 s */
 };
 
 struct influx_stats {
-    uint64_t lines;            /* accepted by influx_sink_write */
-    uint64_t lines_written;    /* acknowledged with 2xx */
-    uint64_t lines_rejected;   /* 4xx: handed to the reject callback */
-    uint64_t lines_dropped;    /* dropped from a full queue */
-    uint64_t batches;          /* requests that got a 2xx */
-    uint64_t retries;          /* failed attempts that were scheduled again */
-    uint64_t splits;           /* 413 splits */
-    size_t pending_lines;      /* accepted, not yet acknowledged or rejected */
-    size_t pending_bytes;      /* their bytes, each line + 1 (its '\n'); what queue_max_bytes bounds */
-    int last_status;           /* last HTTP status (0 = transport error) */
+    uint64_t lines;          /* accepted by influx_sink_write */
+    uint64_t lines_written;  /* acknowledged with 2xx */
+    uint64_t lines_rejected; /* 4xx: handed to the reject callback */
+    uint64_t lines_dropped;  /* dropped from a full queue */
+    uint64_t batches;        /* requests that got a 2xx */
+    uint64_t retries;        /* failed attempts that were scheduled again */
+    uint64_t splits;         /* 413 splits */
+    size_t pending_lines;    /* accepted, not yet acknowledged or rejected */
+    size_t pending_bytes; /* their bytes, each line + 1 (its '\n'); what queue_max_bytes bounds */
+    int last_status;      /* last HTTP status (0 = transport error) */
 };
 
 /*

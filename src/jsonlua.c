@@ -48,9 +48,8 @@ enum {
         C_UTF8, C_UTF8, C_UTF8, C_UTF8, C_UTF8
 
 static const unsigned char str_class[256] = {
-    CTRL8(0), CTRL8(8), CTRL8(16), CTRL8(24),
-    ['"'] = C_QUOTE, ['\\'] = C_BSLASH,
-    [0x80] = UTF16(0), UTF16(1), UTF16(2), UTF16(3), UTF16(4), UTF16(5), UTF16(6), UTF16(7),
+    CTRL8(0), CTRL8(8), CTRL8(16), CTRL8(24), ['"'] = C_QUOTE, ['\\'] = C_BSLASH, [0x80] = UTF16(0),
+    UTF16(1), UTF16(2), UTF16(3),  UTF16(4),  UTF16(5),        UTF16(6),          UTF16(7),
 };
 
 struct parser {
@@ -214,14 +213,30 @@ static int parse_string_escaped(struct parser *ps, const char *seg)
             const char *esc = p;
             p += 2;
             switch (c) {
-            case '"': luaL_addchar(&b, '"'); break;
-            case '\\': luaL_addchar(&b, '\\'); break;
-            case '/': luaL_addchar(&b, '/'); break;
-            case 'b': luaL_addchar(&b, '\b'); break;
-            case 'f': luaL_addchar(&b, '\f'); break;
-            case 'n': luaL_addchar(&b, '\n'); break;
-            case 'r': luaL_addchar(&b, '\r'); break;
-            case 't': luaL_addchar(&b, '\t'); break;
+            case '"':
+                luaL_addchar(&b, '"');
+                break;
+            case '\\':
+                luaL_addchar(&b, '\\');
+                break;
+            case '/':
+                luaL_addchar(&b, '/');
+                break;
+            case 'b':
+                luaL_addchar(&b, '\b');
+                break;
+            case 'f':
+                luaL_addchar(&b, '\f');
+                break;
+            case 'n':
+                luaL_addchar(&b, '\n');
+                break;
+            case 'r':
+                luaL_addchar(&b, '\r');
+                break;
+            case 't':
+                luaL_addchar(&b, '\t');
+                break;
             case 'u': {
                 unsigned cp, lo;
                 if (end - p < 4 || hex4(p, &cp))
@@ -299,9 +314,9 @@ static int parse_number(struct parser *ps)
 {
     const char *start = ps->p, *p = ps->p, *end = ps->end;
     bool neg = false, is_int = true, exact = true;
-    uint64_t m = 0;   /* all significant digits, while they fit */
-    int ndigits = 0;  /* digits accumulated into m */
-    int frac = 0;     /* digits after the '.' that went into m */
+    uint64_t m = 0;  /* all significant digits, while they fit */
+    int ndigits = 0; /* digits accumulated into m */
+    int frac = 0;    /* digits after the '.' that went into m */
     long exp10 = 0;
 
     if (*p == '-') {

@@ -288,8 +288,7 @@ static int check_fields(const struct lp_field *fields, size_t nfields)
 }
 
 /* Escaped "measurement,tag=v,..." (tags sorted in place). No rollback: the callers do it. */
-static int put_series(struct buf *out, const char *measurement, struct lp_tag *tags,
-                      size_t ntags)
+static int put_series(struct buf *out, const char *measurement, struct lp_tag *tags, size_t ntags)
 {
     int rc = put_escaped(out, measurement, strlen(measurement), ESC_MEAS);
     if (rc)

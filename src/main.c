@@ -96,17 +96,28 @@ static const struct option long_opts[] = {
 static const char *flag_key(int opt)
 {
     switch (opt) {
-    case 'r': return "rules";
-    case OPT_MQTT: return "mqtt.url";
-    case OPT_INFLUX: return "influx.url";
-    case OPT_INFLUX_ORG: return "influx.org";
-    case OPT_INFLUX_BUCKET: return "influx.bucket";
-    case OPT_INFLUX_DB: return "influx.db";
-    case OPT_INFLUX_TOKEN_FILE: return "influx.token_file";
-    case OPT_PREFIX: return "prefix";
-    case OPT_DEADLETTER: return "deadletter_file";
-    case OPT_SPOOL: return "spool.dir";
-    case OPT_LOG_LEVEL: return "log_level";
+    case 'r':
+        return "rules";
+    case OPT_MQTT:
+        return "mqtt.url";
+    case OPT_INFLUX:
+        return "influx.url";
+    case OPT_INFLUX_ORG:
+        return "influx.org";
+    case OPT_INFLUX_BUCKET:
+        return "influx.bucket";
+    case OPT_INFLUX_DB:
+        return "influx.db";
+    case OPT_INFLUX_TOKEN_FILE:
+        return "influx.token_file";
+    case OPT_PREFIX:
+        return "prefix";
+    case OPT_DEADLETTER:
+        return "deadletter_file";
+    case OPT_SPOOL:
+        return "spool.dir";
+    case OPT_LOG_LEVEL:
+        return "log_level";
     }
     return NULL;
 }
@@ -120,7 +131,7 @@ static bool check_sources(const struct config *cfg)
 {
     char err[512];
     bool ok = true;
-    char (*names)[SOURCE_NAME_MAX] = calloc(cfg->nsources ? cfg->nsources : 1, sizeof *names);
+    char(*names)[SOURCE_NAME_MAX] = calloc(cfg->nsources ? cfg->nsources : 1, sizeof *names);
     if (!names) {
         fprintf(stderr, "iiotgw: out of memory\n");
         return false;
@@ -135,8 +146,10 @@ static bool check_sources(const struct config *cfg)
         }
         for (size_t j = 0; j < i; j++) {
             if (strcmp(names[i], names[j]) == 0) {
-                fprintf(stderr, "iiotgw: source %zu: name \"%s\" is already used by source %zu "
-                                "(names must be unique: NAME=KIND:ARG)\n", i, names[i], j);
+                fprintf(stderr,
+                        "iiotgw: source %zu: name \"%s\" is already used by source %zu "
+                        "(names must be unique: NAME=KIND:ARG)\n",
+                        i, names[i], j);
                 ok = false;
                 break;
             }

@@ -46,7 +46,7 @@
  * ---------------------------------------------------------------------------------------- */
 
 #define MQTT_CONNECT_TIMEOUT 15.0 /* s: an attempt that got no CONNACK by then is abandoned */
-#define MQTT_DROP_LOG_EVERY 10.0  /* s: rate limit of the queue overflow warning */
+#define MQTT_DROP_LOG_EVERY  10.0 /* s: rate limit of the queue overflow warning */
 
 struct mqtt_msg {
     struct mqtt_msg *next;
@@ -55,10 +55,10 @@ struct mqtt_msg {
     int mid;
     int qos;
     bool retain;
-    size_t len;   /* payload bytes */
-    char *topic;  /* points into data */
+    size_t len;  /* payload bytes */
+    char *topic; /* points into data */
     char *payload;
-    char data[];  /* topic NUL payload */
+    char data[]; /* topic NUL payload */
 };
 
 struct msg_list {
@@ -72,7 +72,7 @@ enum mqtt_state {
     ST_WAIT,       /* not connected, retry timer armed (or about to be) */
     ST_CONNECTING, /* socket up or pending, waiting for CONNACK */
     ST_CONNECTED,
-    ST_CLOSED,     /* after close finished: never reconnect */
+    ST_CLOSED, /* after close finished: never reconnect */
 };
 
 struct mqtt_sink {
@@ -498,8 +498,8 @@ static void publish_status(struct mqtt_sink *m, const char *value)
     if (!m->cfg.status_topic || m->state != ST_CONNECTED)
         return;
     int mid = -1;
-    int rc = mosquitto_publish(m->mosq, &mid, m->cfg.status_topic, (int)strlen(value), value, 1,
-                               true);
+    int rc =
+        mosquitto_publish(m->mosq, &mid, m->cfg.status_topic, (int)strlen(value), value, 1, true);
     if (rc != MOSQ_ERR_SUCCESS && rc != MOSQ_ERR_NO_CONN && rc != MOSQ_ERR_CONN_LOST &&
         rc != MOSQ_ERR_ERRNO) {
         log_warn("mqtt_status_failed", "topic=%s rc=%d reason=\"%s\"", m->cfg.status_topic, rc,
@@ -519,7 +519,8 @@ static void handle_connect(struct mqtt_sink *m, int rc, int flags)
          * socket check in the caller turns that into a retry. */
         m->st.connect_failures++;
         log_error("mqtt_connect_refused", "host=%s port=%d rc=%d reason=\"%s\"", m->cfg.host,
-                  m->cfg.port, rc, m->v5 ? mosquitto_reason_string(rc) : mosquitto_connack_string(rc));
+                  m->cfg.port, rc,
+                  m->v5 ? mosquitto_reason_string(rc) : mosquitto_connack_string(rc));
         m->state = ST_WAIT; /* not CONNECTING: conn_lost must not count it twice */
         io_stop(m);
         schedule_retry(m);
@@ -531,7 +532,8 @@ static void handle_connect(struct mqtt_sink *m, int rc, int flags)
     m->state = ST_CONNECTED;
     m->st.connected = true;
     backoff_success(&m->bo, util_mono());
-    log_info("mqtt_connected", "host=%s port=%d client_id=%s protocol=%d session_present=%d "
+    log_info("mqtt_connected",
+             "host=%s port=%d client_id=%s protocol=%d session_present=%d "
              "inflight=%zu queued=%zu",
              m->cfg.host, m->cfg.port, m->cfg.client_id, m->v5 ? 5 : 3, flags & 1,
              m->inflight.count, m->fifo.count);
@@ -639,8 +641,8 @@ static void pump(struct mqtt_sink *m)
         m->depth++;
         m->publishing = msg;
         m->publishing_acked = false;
-        int rc = mosquitto_publish(m->mosq, &mid, msg->topic, (int)msg->len, msg->payload,
-                                   msg->qos, msg->retain);
+        int rc = mosquitto_publish(m->mosq, &mid, msg->topic, (int)msg->len, msg->payload, msg->qos,
+                                   msg->retain);
         m->publishing = NULL;
         if (leave(m)) {
             free(msg); /* destroy() freed everything else */
@@ -731,8 +733,7 @@ static void after_loop_call(struct mqtt_sink *m, int rc)
 {
     if (m->doomed || m->state == ST_CLOSED)
         return;
-    if (mosquitto_socket(m->mosq) < 0 &&
-        (m->state == ST_CONNECTING || m->state == ST_CONNECTED))
+    if (mosquitto_socket(m->mosq) < 0 && (m->state == ST_CONNECTING || m->state == ST_CONNECTED))
         conn_lost(m, rc ? rc : MOSQ_ERR_CONN_LOST);
     else
         sync_io(m);
@@ -979,9 +980,9 @@ int mqtt_sink_new(struct mqtt_sink **out, struct ev_loop *loop, const struct mqt
     }
 
     if (dup_str(m, 0, &c->host) || dup_str(m, 1, &c->cafile) || dup_str(m, 2, &c->capath) ||
-        dup_str(m, 3, &c->certfile) || dup_str(m, 4, &c->keyfile) ||
-        dup_str(m, 5, &c->username) || dup_str(m, 6, &c->password) ||
-        dup_str(m, 7, &c->client_id) || dup_str(m, 8, &c->status_topic)) {
+        dup_str(m, 3, &c->certfile) || dup_str(m, 4, &c->keyfile) || dup_str(m, 5, &c->username) ||
+        dup_str(m, 6, &c->password) || dup_str(m, 7, &c->client_id) ||
+        dup_str(m, 8, &c->status_topic)) {
         snprintf(err, errlen, "mqtt: out of memory");
         goto fail;
     }
@@ -998,8 +999,8 @@ int mqtt_sink_new(struct mqtt_sink **out, struct ev_loop *loop, const struct mqt
     ev_timer_init(&m->close_timer, close_timer_cb, 0., 0.);
     ev_timer_start(loop, &m->misc_timer);
 
-    log_info("mqtt_connecting", "host=%s port=%d tls=%d client_id=%s protocol=%d",
-             c->host, c->port, c->tls ? 1 : 0, c->client_id, m->v5 ? 5 : 3);
+    log_info("mqtt_connecting", "host=%s port=%d tls=%d client_id=%s protocol=%d", c->host, c->port,
+             c->tls ? 1 : 0, c->client_id, m->v5 ? 5 : 3);
     *out = m;
     start_connect(m);
     return 0;
@@ -1197,8 +1198,9 @@ int mqtt_parse_url(const char *url, struct mqtt_config *cfg, char *storage, size
             rc = pct_decode(colon + 1, (size_t)(at - colon - 1), &o, end);
         }
         if (rc) {
-            snprintf(err, errlen, rc == -ENOSPC ? "mqtt url: too long"
-                                                : "mqtt url: bad %%-escape in user or password");
+            snprintf(err, errlen,
+                     rc == -ENOSPC ? "mqtt url: too long"
+                                   : "mqtt url: bad %%-escape in user or password");
             return -EINVAL;
         }
         hp = at + 1;
@@ -1257,8 +1259,7 @@ int mqtt_parse_url(const char *url, struct mqtt_config *cfg, char *storage, size
             char ch = h[i];
             if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
                   (ch >= '0' && ch <= '9') || ch == '.' || ch == '-' || ch == '_')) {
-                snprintf(err, errlen, "mqtt url: bad character '%c' in host",
-                         ch);
+                snprintf(err, errlen, "mqtt url: bad character '%c' in host", ch);
                 return -EINVAL;
             }
         }

@@ -29,39 +29,39 @@
 #include <ev.h>
 
 struct mqtt_config {
-    const char *host;          /* required */
-    int port;                  /* default 1883 (8883 with tls) */
-    bool tls;                  /* mqtts:// */
-    const char *cafile;        /* TLS: CA bundle (NULL = system default) */
+    const char *host;   /* required */
+    int port;           /* default 1883 (8883 with tls) */
+    bool tls;           /* mqtts:// */
+    const char *cafile; /* TLS: CA bundle (NULL = system default) */
     const char *capath;
-    const char *certfile;      /* TLS client certificate (optional) */
+    const char *certfile; /* TLS client certificate (optional) */
     const char *keyfile;
-    bool tls_insecure;         /* skip hostname verification (tests only) */
-    const char *username;      /* optional */
-    const char *password;      /* optional; never logged */
-    const char *client_id;     /* default "iiotgw-<hostname>" */
-    int protocol;              /* 3 = MQTT 3.1.1 (default), 5 = MQTT 5 */
-    int keepalive;             /* seconds, default 30 */
-    bool clean_session;        /* default true */
-    unsigned session_expiry;   /* MQTT 5, seconds, with clean_session false */
-    const char *status_topic;  /* retained "online"/"offline" + last will; NULL = none */
-    size_t queue_max_msgs;     /* offline FIFO bound, default 100000 */
-    size_t queue_max_bytes;    /* offline FIFO bound, default 64 MiB */
-    unsigned max_inflight;     /* messages handed to libmosquitto and not yet acknowledged
-                                  (QoS 0 until written), default 100; the rest wait in the FIFO */
-    double backoff_base;       /* default 1 s */
-    double backoff_max;        /* default 60 s */
+    bool tls_insecure;        /* skip hostname verification (tests only) */
+    const char *username;     /* optional */
+    const char *password;     /* optional; never logged */
+    const char *client_id;    /* default "iiotgw-<hostname>" */
+    int protocol;             /* 3 = MQTT 3.1.1 (default), 5 = MQTT 5 */
+    int keepalive;            /* seconds, default 30 */
+    bool clean_session;       /* default true */
+    unsigned session_expiry;  /* MQTT 5, seconds, with clean_session false */
+    const char *status_topic; /* retained "online"/"offline" + last will; NULL = none */
+    size_t queue_max_msgs;    /* offline FIFO bound, default 100000 */
+    size_t queue_max_bytes;   /* offline FIFO bound, default 64 MiB */
+    unsigned max_inflight;    /* messages handed to libmosquitto and not yet acknowledged
+                                 (QoS 0 until written), default 100; the rest wait in the FIFO */
+    double backoff_base;      /* default 1 s */
+    double backoff_max;       /* default 60 s */
 };
 
 struct mqtt_stats {
-    uint64_t published;        /* handed to the broker */
-    uint64_t acked;            /* PUBACK/PUBCOMP received (QoS 0: written to the socket) */
-    uint64_t dropped;          /* dropped from the full offline FIFO */
+    uint64_t published; /* handed to the broker */
+    uint64_t acked;     /* PUBACK/PUBCOMP received (QoS 0: written to the socket) */
+    uint64_t dropped;   /* dropped from the full offline FIFO */
     uint64_t reconnects;
     uint64_t connect_failures;
-    size_t queued;             /* waiting in the offline FIFO */
+    size_t queued; /* waiting in the offline FIFO */
     size_t queued_bytes;
-    size_t inflight;           /* handed to libmosquitto, not yet acknowledged */
+    size_t inflight; /* handed to libmosquitto, not yet acknowledged */
     bool connected;
 };
 

@@ -56,16 +56,16 @@
 
 #define DEFAULT_MEM_LIMIT   (32u * 1024u * 1024u)
 #define DEFAULT_INSTR_LIMIT 10000000ull
-#define OVERRUN_RECHECK     1000   /* hook period once the budget is spent */
+#define OVERRUN_RECHECK     1000 /* hook period once the budget is spent */
 #define MAX_TAGS            32
 #define MAX_FIELDS          64
 #define JSON_MAX_DEPTH      64
-#define JSON_MAX_NODES      100000 /* cJSON trees live outside the Lua memory cap */
-#define STATE_MAX_DEPTH     100    /* gw.state nesting copied across a reload */
+#define JSON_MAX_NODES      100000               /* cJSON trees live outside the Lua memory cap */
+#define STATE_MAX_DEPTH     100                  /* gw.state nesting copied across a reload */
 #define MAX_RULE_SIZE       (4u * 1024u * 1024u) /* also the largest module file */
-#define REQ_MAX_NAME        128    /* bytes of a module name */
-#define REQ_MAX_DEPTH       32     /* modules requiring modules */
-#define REQ_MAX_DIRS        16     /* entries of the module search path */
+#define REQ_MAX_NAME        128                  /* bytes of a module name */
+#define REQ_MAX_DEPTH       32                   /* modules requiring modules */
+#define REQ_MAX_DIRS        16                   /* entries of the module search path */
 #define DEFAULT_LUA_DIR     "/usr/local/share/iiotgw/lua"
 
 /* ------------------------------------------------------------------------------------ */
@@ -76,35 +76,35 @@
 struct rule_state {
     struct rules *r;
     lua_State *L;
-    lua_State *co;      /* reusable call thread; NULL after a failed call */
-    int co_ref;         /* registry ref anchoring co */
-    int gw_ref;         /* registry ref of our gw table (gw.state lives there) */
-    int names_ref;      /* registry ref of the interned call_names sequence */
-    int chunk_ref;      /* registry ref of the compiled rule chunk until it has run */
-    int req_cache_ref;  /* registry ref: module name -> what require returned */
-    int req_stack_ref;  /* registry ref: sequence of the module names being loaded */
-    int req_depth;      /* valid entries of that sequence (0 outside require) */
+    lua_State *co;     /* reusable call thread; NULL after a failed call */
+    int co_ref;        /* registry ref anchoring co */
+    int gw_ref;        /* registry ref of our gw table (gw.state lives there) */
+    int names_ref;     /* registry ref of the interned call_names sequence */
+    int chunk_ref;     /* registry ref of the compiled rule chunk until it has run */
+    int req_cache_ref; /* registry ref: module name -> what require returned */
+    int req_stack_ref; /* registry ref: sequence of the module names being loaded */
+    int req_depth;     /* valid entries of that sequence (0 outside require) */
     size_t mem_used;
     size_t mem_limit;
-    uint64_t instr_left;/* budget beyond the current hook period */
-    bool overrun;       /* budget spent in the current call */
+    uint64_t instr_left;                 /* budget beyond the current hook period */
+    bool overrun;                        /* budget spent in the current call */
     char overrun_where[LUA_IDSIZE + 24]; /* rule file:line where the budget ran out */
-    int64_t ts_ns;      /* default gw.point timestamp of the current call */
+    int64_t ts_ns;                       /* default gw.point timestamp of the current call */
 };
 
 struct rules {
     char *path;
-    char *chunkname;    /* "@" path: what Lua reports in ar.source */
+    char *chunkname;            /* "@" path: what Lua reports in ar.source */
     char short_src[LUA_IDSIZE]; /* what Lua prints in "file:line:" messages */
     char *prefix;
-    char **lua_dirs;    /* module search path, resolved once at open (reloads reuse it) */
+    char **lua_dirs; /* module search path, resolved once at open (reloads reuse it) */
     size_t nlua_dirs;
     size_t mem_limit;
     uint64_t instr_limit;
     struct rule_sink sink;
     struct rule_state *live;
     struct rules_stats stats;
-    struct buf lp;      /* scratch for one encoded point */
+    struct buf lp; /* scratch for one encoded point */
 };
 
 /*
@@ -124,9 +124,9 @@ struct call {
     const char *source;
     uint64_t line_no;
     int64_t rx_ns;
-    const char *text;   /* JSON for CALL_PACKET, the line for CALL_LINE */
+    const char *text; /* JSON for CALL_PACKET, the line for CALL_LINE */
     size_t len;
-    double now;         /* CALL_TICK */
+    double now; /* CALL_TICK */
     bool decode_failed;
     char *err;
     size_t errlen;
@@ -310,7 +310,8 @@ static int sb_collectgarbage(lua_State *L)
     const char *opt = luaL_optstring(L, 1, "collect");
     if (strcmp(opt, "count") != 0)
         return luaL_error(L, "collectgarbage: only \"count\" is available to rules");
-    lua_pushnumber(L, (double)lua_gc(L, LUA_GCCOUNT, 0) + (double)lua_gc(L, LUA_GCCOUNTB, 0) / 1024);
+    lua_pushnumber(L,
+                   (double)lua_gc(L, LUA_GCCOUNT, 0) + (double)lua_gc(L, LUA_GCCOUNTB, 0) / 1024);
     return 1;
 }
 
@@ -515,8 +516,7 @@ static cJSON *to_cjson(lua_State *L, int idx, int depth, size_t *nodes, const ch
             lua_pushnil(L);
             while (out && lua_next(L, idx)) {
                 size_t klen;
-                const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &klen)
-                                                               : NULL;
+                const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &klen) : NULL;
                 if (!k || strlen(k) != klen) {
                     lua_pop(L, 2);
                     cJSON_Delete(out);
@@ -632,8 +632,8 @@ static int emit_point(struct rules *r, const char *what, size_t wlen)
         char qw[256];
         if (wlen == SIZE_MAX)
             wlen = strcspn(what, ",");
-        log_warn("rule_point_failed", "measurement=%s rc=%d",
-                 log_quote(qw, sizeof qw, what, wlen), rc);
+        log_warn("rule_point_failed", "measurement=%s rc=%d", log_quote(qw, sizeof qw, what, wlen),
+                 rc);
     }
     return rc;
 }
@@ -686,8 +686,10 @@ static int gw_publish(lua_State *L)
         payload = lua_tolstring(L, -1, &plen);
         break;
     default:
-        return luaL_error(L, "gw.publish: payload must be a string, number, boolean or table, "
-                             "got %s", luaL_typename(L, 2));
+        return luaL_error(L,
+                          "gw.publish: payload must be a string, number, boolean or table, "
+                          "got %s",
+                          luaL_typename(L, 2));
     }
     int rc = emit_publish(st->r, topic, tlen, payload, plen, qos, retain);
     lua_pushboolean(L, rc == 0);
@@ -737,8 +739,8 @@ static size_t collect_tags(lua_State *L, int idx, struct lp_tag *tags, char (*ta
                 tags[nt].value = tagnum[nt];
                 break;
             default:
-                luaL_error(L, "gw.point: tag %s must be a string or number, got %s",
-                           tags[nt].key, luaL_typename(L, -1));
+                luaL_error(L, "gw.point: tag %s must be a string or number, got %s", tags[nt].key,
+                           luaL_typename(L, -1));
             }
             nt++;
             lua_pop(L, 1);
@@ -929,15 +931,15 @@ static int gw_point(lua_State *L)
 #define MAPPER_MAX_DEPTH   16
 
 struct map_entry {
-    uint32_t key0;        /* index (in the keys sequence) of the first path key */
-    uint16_t nkeys;       /* path length, >= 1; the last key is the leaf */
-    bool same_parent;     /* parent path equals the previous entry's: reuse its walk */
+    uint32_t key0;    /* index (in the keys sequence) of the first path key */
+    uint16_t nkeys;   /* path length, >= 1; the last key is the leaf */
+    bool same_parent; /* parent path equals the previous entry's: reuse its walk */
     bool retain;
     int qos;
-    const char *path;     /* "n1.t", for error messages (pool) */
-    const char *topic;    /* NULL: no publish (pool) */
+    const char *path;  /* "n1.t", for error messages (pool) */
+    const char *topic; /* NULL: no publish (pool) */
     size_t topic_len;
-    const char *line;     /* NULL: no point; else "measurement,tags field=" (pool) */
+    const char *line; /* NULL: no point; else "measurement,tags field=" (pool) */
     size_t line_len;
 };
 
@@ -946,8 +948,8 @@ struct mapper {
     struct map_entry e[]; /* followed by the string pool */
 };
 
-static const char *const map_keys[] = {"path",  "topic", "qos",   "retain",
-                                       "measurement", "tags", "field", NULL};
+static const char *const map_keys[] = {"path",        "topic", "qos",   "retain",
+                                       "measurement", "tags",  "field", NULL};
 
 /* Pool writer: strings are copied behind the entries, NUL-terminated. */
 struct pool {
@@ -996,9 +998,11 @@ static void map_entry_build(lua_State *L, struct rules *r, int idx, size_t i, st
             for (const char *const *k = map_keys; *k && !ok; k++)
                 ok = strcmp(lua_tostring(L, -2), *k) == 0;
         if (!ok)
-            luaL_error(L, "%s: unknown key %s (expected path, topic, qos, retain, "
-                          "measurement, tags, field)",
-                       what, lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "(not a string)");
+            luaL_error(L,
+                       "%s: unknown key %s (expected path, topic, qos, retain, "
+                       "measurement, tags, field)",
+                       what,
+                       lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "(not a string)");
         lua_pop(L, 1);
     }
 
@@ -1068,9 +1072,10 @@ static void map_entry_build(lua_State *L, struct rules *r, int idx, size_t i, st
         if (!rc)
             rc = buf_append_char(&r->lp, '=');
         if (rc)
-            luaL_error(L, "%s: %s", what, rc == -EINVAL ? "invalid measurement or tags (empty, "
-                                                          "or a newline)"
-                                                        : "out of memory");
+            luaL_error(L, "%s: %s", what,
+                       rc == -EINVAL ? "invalid measurement or tags (empty, "
+                                       "or a newline)"
+                                     : "out of memory");
         slen = r->lp.len;
     } else if (!lua_isnil(L, tags_idx)) {
         luaL_error(L, "%s: tags without a measurement", what);
@@ -1103,7 +1108,7 @@ static void map_entry_build(lua_State *L, struct rules *r, int idx, size_t i, st
             const char *dot = strchr(k, '.');
             size_t kl = dot ? (size_t)(dot - k) : strlen(k);
             lua_pushlstring(L, k, kl);
-            lua_rawseti(L, keys_idx, (lua_Integer)++*nkeys);
+            lua_rawseti(L, keys_idx, (lua_Integer)++ * nkeys);
             k += kl + 1;
         }
     }
@@ -1303,8 +1308,10 @@ static int gw_json(lua_State *L)
 }
 
 static const luaL_Reg gw_funcs[] = {
-    {"publish", gw_publish}, {"point", gw_point},     {"log", gw_log},   {"now", gw_now},
-    {"now_ns", gw_now_ns},   {"iso8601", gw_iso8601}, {"json", gw_json}, {"series", gw_series},
+    {"publish", gw_publish}, {"point", gw_point},
+    {"log", gw_log},         {"now", gw_now},
+    {"now_ns", gw_now_ns},   {"iso8601", gw_iso8601},
+    {"json", gw_json},       {"series", gw_series},
     {"mapper", gw_mapper},   {NULL, NULL},
 };
 
@@ -1315,7 +1322,7 @@ static const luaL_Reg gw_funcs[] = {
 struct copy_ctx {
     lua_State *from;
     lua_State *to;
-    int seen;          /* index in `to` of {old table address -> new table} */
+    int seen; /* index in `to` of {old table address -> new table} */
     size_t skipped;
 };
 
@@ -1636,21 +1643,18 @@ static void rule_where(struct rule_state *st, lua_State *co, char *out, size_t n
 }
 
 /* Turn a failed call into "file:line: message" (keeping Lua's own position when it has one). */
-static void format_error(struct rule_state *st, lua_State *co, int status, char *err,
-                         size_t errlen)
+static void format_error(struct rule_state *st, lua_State *co, int status, char *err, size_t errlen)
 {
     char where[LUA_IDSIZE + 24];
     rule_where(st, co, where, sizeof where);
     if (status == LUA_YIELD || st->overrun) {
         set_err(err, errlen, "%s: instruction budget exceeded (%llu instructions)",
-                st->overrun ? st->overrun_where : where,
-                (unsigned long long)st->r->instr_limit);
+                st->overrun ? st->overrun_where : where, (unsigned long long)st->r->instr_limit);
         return;
     }
     const char *msg = lua_type(co, -1) == LUA_TSTRING ? lua_tostring(co, -1) : NULL;
     if (!msg) {
-        set_err(err, errlen, "%s: (error object is a %s value)", where,
-                luaL_typename(co, -1));
+        set_err(err, errlen, "%s: (error object is a %s value)", where, luaL_typename(co, -1));
         return;
     }
     size_t sl = strlen(st->r->short_src);
@@ -1836,8 +1840,10 @@ static int sb_require(lua_State *L)
         return luaL_argerror(L, 1, "module name (string) expected");
     const char *name = lua_tolstring(L, 1, &nlen);
     if (!module_name_ok(name, nlen))
-        return luaL_error(L, "require: invalid module name '%s' (allowed: identifiers joined "
-                             "by dots, e.g. \"alerts\" or \"site.pumps\")", name);
+        return luaL_error(L,
+                          "require: invalid module name '%s' (allowed: identifiers joined "
+                          "by dots, e.g. \"alerts\" or \"site.pumps\")",
+                          name);
     lua_settop(L, 1);
     lua_rawgeti(L, LUA_REGISTRYINDEX, st->req_cache_ref); /* REQ_IDX_CACHE */
     lua_pushvalue(L, REQ_IDX_NAME);
@@ -1878,7 +1884,7 @@ static int sb_require(lua_State *L)
     for (d = 0; d < r->nlua_dirs; d++) {
         /* Both strings exist before the file is read, so nothing can raise (and leak `code`)
          * between read_file and free. */
-        lua_pushfstring(L, "%s/%s.lua", r->lua_dirs[d], rel); /* REQ_IDX_PATH */
+        lua_pushfstring(L, "%s/%s.lua", r->lua_dirs[d], rel);     /* REQ_IDX_PATH */
         lua_pushfstring(L, "@%s", lua_tostring(L, REQ_IDX_PATH)); /* REQ_IDX_PATH + 1 */
         int rc = read_file(lua_tostring(L, REQ_IDX_PATH), &code, &code_len);
         if (rc == 0)
@@ -2104,8 +2110,7 @@ int rules_open(struct rules **out, const struct rules_config *cfg, const struct 
     if (pl < LUA_IDSIZE)
         memcpy(r->short_src, cfg->path, pl + 1);
     else
-        snprintf(r->short_src, sizeof r->short_src, "...%s",
-                 cfg->path + pl - (LUA_IDSIZE - 4));
+        snprintf(r->short_src, sizeof r->short_src, "...%s", cfg->path + pl - (LUA_IDSIZE - 4));
     r->mem_limit = cfg->mem_limit ? cfg->mem_limit : DEFAULT_MEM_LIMIT;
     r->instr_limit = cfg->instr_limit ? cfg->instr_limit : DEFAULT_INSTR_LIMIT;
     r->sink = *sink;
@@ -2142,9 +2147,14 @@ int rules_reload(struct rules *r, char *err, size_t errlen)
 int rules_packet(struct rules *r, const struct packet *pkt, char *err, size_t errlen)
 {
     struct rule_state *st = r->live;
-    struct call c = {.kind = CALL_PACKET, .source = pkt->source, .line_no = pkt->line_no,
-                     .rx_ns = pkt->rx_ns, .text = pkt->json, .len = pkt->json_len,
-                     .err = err, .errlen = errlen};
+    struct call c = {.kind = CALL_PACKET,
+                     .source = pkt->source,
+                     .line_no = pkt->line_no,
+                     .rx_ns = pkt->rx_ns,
+                     .text = pkt->json,
+                     .len = pkt->json_len,
+                     .err = err,
+                     .errlen = errlen};
     st->ts_ns = pkt->rx_ns;
     r->stats.calls++;
     return rs_call(st, &c);
@@ -2154,8 +2164,14 @@ int rules_line(struct rules *r, const char *source, uint64_t line_no, int64_t rx
                const char *text, size_t len, char *err, size_t errlen)
 {
     struct rule_state *st = r->live;
-    struct call c = {.kind = CALL_LINE, .source = source, .line_no = line_no, .rx_ns = rx_ns,
-                     .text = text, .len = len, .err = err, .errlen = errlen};
+    struct call c = {.kind = CALL_LINE,
+                     .source = source,
+                     .line_no = line_no,
+                     .rx_ns = rx_ns,
+                     .text = text,
+                     .len = len,
+                     .err = err,
+                     .errlen = errlen};
     st->ts_ns = rx_ns;
     r->stats.calls++;
     return rs_call(st, &c);
@@ -2164,8 +2180,7 @@ int rules_line(struct rules *r, const char *source, uint64_t line_no, int64_t rx
 int rules_tick(struct rules *r, int64_t now_ns, char *err, size_t errlen)
 {
     struct rule_state *st = r->live;
-    struct call c = {.kind = CALL_TICK, .now = (double)now_ns / 1e9, .err = err,
-                     .errlen = errlen};
+    struct call c = {.kind = CALL_TICK, .now = (double)now_ns / 1e9, .err = err, .errlen = errlen};
     st->ts_ns = now_ns;
     r->stats.calls++;
     return rs_call(st, &c);

@@ -48,10 +48,10 @@ struct rule_sink {
 };
 
 struct rules_config {
-    const char *path;          /* rule file */
-    const char *prefix;        /* topic prefix exposed as gw.prefix (default "iiot") */
-    size_t mem_limit;          /* bytes per Lua state; 0 = default 32 MiB */
-    uint64_t instr_limit;      /* VM instructions per call; 0 = default 10,000,000 */
+    const char *path;     /* rule file */
+    const char *prefix;   /* topic prefix exposed as gw.prefix (default "iiot") */
+    size_t mem_limit;     /* bytes per Lua state; 0 = default 32 MiB */
+    uint64_t instr_limit; /* VM instructions per call; 0 = default 10,000,000 */
     /* Directories searched by the rule's require(name), ';'-separated, as DIR/name.lua (dots
      * in name become '/'). NULL or "" = the rule file's directory, then <that dir>/../lua,
      * then /usr/local/share/iiotgw/lua. Resolved once by rules_open (reloads reuse it). */
@@ -60,25 +60,25 @@ struct rules_config {
 
 /* One telemetry object handed to on_packet. */
 struct packet {
-    const char *source;   /* source name */
-    uint64_t line_no;     /* line number within the source */
-    int64_t rx_ns;        /* receive time, ns since epoch (default point timestamp) */
-    const char *json;     /* the extracted object text (not NUL-terminated) */
+    const char *source; /* source name */
+    uint64_t line_no;   /* line number within the source */
+    int64_t rx_ns;      /* receive time, ns since epoch (default point timestamp) */
+    const char *json;   /* the extracted object text (not NUL-terminated) */
     size_t json_len;
 };
 
 struct rules_stats {
-    uint64_t calls;        /* on_packet/on_line/on_tick calls */
-    uint64_t errors;       /* Lua errors (runtime, memory) */
-    uint64_t overruns;     /* instruction budget exceeded */
-    uint64_t decode_errors;/* invalid JSON objects */
-    uint64_t publishes;    /* gw.publish calls that reached the sink */
-    uint64_t points;       /* gw.point calls that reached the sink */
-    uint64_t reloads;      /* successful reloads */
+    uint64_t calls;         /* on_packet/on_line/on_tick calls */
+    uint64_t errors;        /* Lua errors (runtime, memory) */
+    uint64_t overruns;      /* instruction budget exceeded */
+    uint64_t decode_errors; /* invalid JSON objects */
+    uint64_t publishes;     /* gw.publish calls that reached the sink */
+    uint64_t points;        /* gw.point calls that reached the sink */
+    uint64_t reloads;       /* successful reloads */
     uint64_t reload_failures;
-    double time_total;     /* seconds spent inside Lua calls */
-    double time_max;       /* longest single call, seconds */
-    size_t mem_used;       /* bytes currently allocated by the live state */
+    double time_total; /* seconds spent inside Lua calls */
+    double time_max;   /* longest single call, seconds */
+    size_t mem_used;   /* bytes currently allocated by the live state */
 };
 
 struct rules;

@@ -58,9 +58,9 @@
 /* Configuration                                                                             */
 /* ----------------------------------------------------------------------------------------- */
 
-#define SPOOL_MAX_SINKS 8
+#define SPOOL_MAX_SINKS  8
 #define SPOOL_MAX_RECORD (16u * 1024 * 1024) /* payload bytes; larger appends get -EMSGSIZE */
-#define SPOOL_SEQ_NONE 0                     /* never a valid sequence number (they start at 1) */
+#define SPOOL_SEQ_NONE   0                   /* never a valid sequence number (they start at 1) */
 
 enum spool_fsync {
     SPOOL_FSYNC_INTERVAL = 0, /* default: write + fdatasync on every spool_tick() */
@@ -77,16 +77,16 @@ int spool_fsync_parse(const char *s);
 const char *spool_fsync_name(int policy);
 
 struct spool_config {
-    unsigned nsinks;          /* number of sink cursors, 1..SPOOL_MAX_SINKS (0 -> 2) */
-    uint64_t max_bytes;       /* bound on all segments, default 256 MiB */
-    uint64_t segment_bytes;   /* roll segments at this size, default 8 MiB (clamped to
-                                 max_bytes / 4 so dropping one segment frees room) */
-    size_t write_buffer;      /* user-space write buffer, default 256 KiB */
-    int fsync;                /* enum spool_fsync, default SPOOL_FSYNC_INTERVAL */
-    double sync_interval;     /* seconds between spool_tick() calls the daemon makes
-                                 (documentation of the loss window; default 0.1) */
-    double state_interval;    /* minimum seconds between state-file writes, default 1.0 */
-    double retry_interval;    /* degraded: retry the disk after this many seconds, default 5 */
+    unsigned nsinks;        /* number of sink cursors, 1..SPOOL_MAX_SINKS (0 -> 2) */
+    uint64_t max_bytes;     /* bound on all segments, default 256 MiB */
+    uint64_t segment_bytes; /* roll segments at this size, default 8 MiB (clamped to
+                               max_bytes / 4 so dropping one segment frees room) */
+    size_t write_buffer;    /* user-space write buffer, default 256 KiB */
+    int fsync;              /* enum spool_fsync, default SPOOL_FSYNC_INTERVAL */
+    double sync_interval;   /* seconds between spool_tick() calls the daemon makes
+                               (documentation of the loss window; default 0.1) */
+    double state_interval;  /* minimum seconds between state-file writes, default 1.0 */
+    double retry_interval;  /* degraded: retry the disk after this many seconds, default 5 */
 };
 
 /* ----------------------------------------------------------------------------------------- */
@@ -94,19 +94,20 @@ struct spool_config {
 /* ----------------------------------------------------------------------------------------- */
 
 /* Flags stored with a record (spool_append `flags`). */
-#define SPOOL_F_ALERT 0x01u     /* never dropped by the byte bound (see docs/reliability.md) */
-#define SPOOL_F_RELOCATED 0x02u /* set by the spool: an alert copied forward out of a dropped
-                                   segment, so it arrives later than its neighbours */
+#define SPOOL_F_ALERT 0x01u /* never dropped by the byte bound (see docs/reliability.md) */
+#define SPOOL_F_RELOCATED                                                                          \
+    0x02u /* set by the spool: an alert copied forward out of a dropped                            \
+             segment, so it arrives later than its neighbours */
 /* Set in spool_rec.flags only (not stored): the record was appended before this spool_open()
  * or is being re-delivered after spool_rewind(). Publish such MQTT messages without retain. */
 #define SPOOL_R_REPLAY 0x100u
 
 struct spool_rec {
-    uint64_t seq;           /* sequence number; pass it as the sink token and to spool_ack */
-    int64_t wall_ns;        /* CLOCK_REALTIME when appended */
-    unsigned flags;         /* SPOOL_F_* | SPOOL_R_REPLAY */
-    unsigned sinks;         /* the record's sink mask */
-    const void *data;       /* payload, owned by the spool (see the lifetime rule above) */
+    uint64_t seq;     /* sequence number; pass it as the sink token and to spool_ack */
+    int64_t wall_ns;  /* CLOCK_REALTIME when appended */
+    unsigned flags;   /* SPOOL_F_* | SPOOL_R_REPLAY */
+    unsigned sinks;   /* the record's sink mask */
+    const void *data; /* payload, owned by the spool (see the lifetime rule above) */
     size_t len;
 };
 
@@ -128,26 +129,26 @@ struct spool_report {
 };
 
 struct spool_stats {
-    uint64_t bytes;                          /* segment bytes incl. the write buffer */
+    uint64_t bytes; /* segment bytes incl. the write buffer */
     unsigned segments;
     uint64_t next_seq;
-    uint64_t written_seq;                    /* highest seq handed to write(2) */
-    uint64_t synced_seq;                     /* highest seq fdatasync()ed (0 with `none`) */
-    uint64_t pending[SPOOL_MAX_SINKS];       /* records not yet acked, per sink */
-    uint64_t committed[SPOOL_MAX_SINKS];     /* lowest un-acked seq, per sink */
-    double oldest_age[SPOOL_MAX_SINKS];      /* seconds since the oldest un-acked record of the
-                                                sink was appended; 0 when none */
-    uint64_t appended;                       /* records appended since open */
+    uint64_t written_seq;                /* highest seq handed to write(2) */
+    uint64_t synced_seq;                 /* highest seq fdatasync()ed (0 with `none`) */
+    uint64_t pending[SPOOL_MAX_SINKS];   /* records not yet acked, per sink */
+    uint64_t committed[SPOOL_MAX_SINKS]; /* lowest un-acked seq, per sink */
+    double oldest_age[SPOOL_MAX_SINKS];  /* seconds since the oldest un-acked record of the
+                                            sink was appended; 0 when none */
+    uint64_t appended;                   /* records appended since open */
     uint64_t appended_bytes;
-    uint64_t drops_full;                     /* non-alert records dropped by the byte bound */
-    uint64_t drops_corrupt;                  /* damaged records skipped (recovery + reads) */
-    uint64_t rejected_full;                  /* appends refused: spool full of alerts */
-    uint64_t append_errors;                  /* appends refused: disk error (degraded) */
-    uint64_t relocated;                      /* alerts copied forward out of dropped segments */
-    uint64_t writes;                         /* write(2) calls */
-    uint64_t fsyncs;                         /* fdatasync/fsync calls */
+    uint64_t drops_full;    /* non-alert records dropped by the byte bound */
+    uint64_t drops_corrupt; /* damaged records skipped (recovery + reads) */
+    uint64_t rejected_full; /* appends refused: spool full of alerts */
+    uint64_t append_errors; /* appends refused: disk error (degraded) */
+    uint64_t relocated;     /* alerts copied forward out of dropped segments */
+    uint64_t writes;        /* write(2) calls */
+    uint64_t fsyncs;        /* fdatasync/fsync calls */
     uint64_t state_writes;
-    int degraded;                            /* 0, or the negative errno that degraded it */
+    int degraded; /* 0, or the negative errno that degraded it */
 };
 
 struct spool;
@@ -277,13 +278,13 @@ void spool_stats(struct spool *sp, struct spool_stats *st);
  *   u32 payload_len, i64 rx_ns, topic bytes, payload bytes.
  */
 struct spool_mqtt_msg {
-    const char *topic;   /* not NUL-terminated after decode: use topic_len */
+    const char *topic; /* not NUL-terminated after decode: use topic_len */
     size_t topic_len;
     const void *payload;
     size_t payload_len;
     int qos;
     bool retain;
-    int64_t rx_ns;       /* when the packet was received (wall clock) */
+    int64_t rx_ns; /* when the packet was received (wall clock) */
 };
 
 /* Append the encoded message to `out`. Returns 0, -EINVAL (topic > 65535), -ENOMEM. */

@@ -10,7 +10,7 @@
 #include <stdint.h>
 
 /* Recover the struct that embeds a libev watcher (see ev.pod, "associating custom data"). */
-#define container_of(ptr, type, member) ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
+#define container_of(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 

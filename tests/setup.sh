@@ -37,5 +37,5 @@ if [ -n "$missing" ]; then
         own_policy=1
     fi
     apt-get install -y -qq --no-install-recommends $missing >/dev/null
-    [ "$own_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d
+    if [ "$own_policy" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
 fi

@@ -39,7 +39,7 @@ static void transmit(struct node1 *n, uint32_t now)
     char cmd[64];
     int len = rylr_format_send(n->cfg.peer, n->frame, (size_t)n->frame_len, cmd, sizeof(cmd));
     if (len < 0)
-        return;   /* cannot happen: a DATA frame always fits */
+        return; /* cannot happen: a DATA frame always fits */
     n->hal->radio_write(n->hal->ctx, cmd, (size_t)len);
     n->sends++;
     n->stats.transmissions++;
@@ -129,7 +129,7 @@ void node1_on_line(struct node1 *n, const char *line, size_t len, uint32_t now)
         return;
     }
     if (m.kind != RYLR_RCV)
-        return;   /* +OK after AT+SEND: the module transmitted; the ACK is what counts */
+        return; /* +OK after AT+SEND: the module transmitted; the ACK is what counts */
     rc = rylr_hex_decode(m.data, m.data_len, raw, sizeof(raw));
     if (rc < 0 || rframe_decode(raw, (size_t)rc, &f) < 0 || f.src != n->cfg.peer ||
         (f.type != RFRAME_ACK && f.type != RFRAME_NACK)) {
@@ -137,7 +137,7 @@ void node1_on_line(struct node1 *n, const char *line, size_t len, uint32_t now)
         return;
     }
     if (n->state != NODE1_WAIT_ACK || f.seq != n->cur.seq)
-        return;   /* a late ACK for an attempt we already gave up on */
+        return; /* a late ACK for an attempt we already gave up on */
     if (f.type == RFRAME_ACK) {
         resolve(n, true);
     } else {
@@ -162,7 +162,7 @@ void node1_poll(struct node1 *n, uint32_t now)
         if (fw_ms_diff(now, n->next_sample) < 0)
             break;
         n->next_sample += n->cfg.period_ms;
-        if (fw_ms_diff(now, n->next_sample) >= 0)   /* fell behind: resynchronise */
+        if (fw_ms_diff(now, n->next_sample) >= 0) /* fell behind: resynchronise */
             n->next_sample = now + n->cfg.period_ms;
         start_frame(n);
         /* Sampling may take ~170 ms on hardware (SHT3x + BME680 heater); re-read the clock. */
@@ -201,7 +201,7 @@ void node1_sensors_sample(void *ud, struct rframe *f)
     f->t_x100 = r.t_x100;
     f->h_x100 = r.h_x100;
     if (!s->bme_ok)
-        s->bme_ok = bme680_init(s->hal, &s->calib) == 0;   /* retried until the sensor answers */
+        s->bme_ok = bme680_init(s->hal, &s->calib) == 0; /* retried until the sensor answers */
     if (!s->bme_ok ||
         bme680_measure_gas(s->hal, &s->calib, r.has_t ? r.t_x100 / 100 : 25, &ohms) < 0)
         f->flags |= RFRAME_NO_GAS;

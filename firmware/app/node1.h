@@ -29,29 +29,29 @@
 #include "rylr998.h"
 
 struct node1_config {
-    uint8_t addr;             /* own RYLR998 address (1) */
-    uint8_t peer;             /* receiver address (2) */
-    uint32_t period_ms;       /* 10000 */
-    uint32_t first_ms;        /* first sample this long after setup, default 1000 */
-    uint32_t ack_timeout_ms;  /* 1000 */
-    uint32_t backoff_ms;      /* 250 */
-    uint8_t max_retries;      /* 3 */
-    uint32_t seed;            /* jitter PRNG and first sequence number */
+    uint8_t addr;            /* own RYLR998 address (1) */
+    uint8_t peer;            /* receiver address (2) */
+    uint32_t period_ms;      /* 10000 */
+    uint32_t first_ms;       /* first sample this long after setup, default 1000 */
+    uint32_t ack_timeout_ms; /* 1000 */
+    uint32_t backoff_ms;     /* 250 */
+    uint8_t max_retries;     /* 3 */
+    uint32_t seed;           /* jitter PRNG and first sequence number */
 };
 
 /* Defaults from the brief / this design. */
 void node1_config_defaults(struct node1_config *cfg);
 
 struct node1_stats {
-    uint32_t frames;           /* DATA frames created (distinct sequence numbers) */
-    uint32_t transmissions;    /* AT+SEND issued, including retransmissions */
+    uint32_t frames;        /* DATA frames created (distinct sequence numbers) */
+    uint32_t transmissions; /* AT+SEND issued, including retransmissions */
     uint32_t retransmissions;
     uint32_t acked;
-    uint32_t failed;           /* frames given up after max_retries */
-    uint32_t nacks;            /* NACKs received */
-    uint32_t timeouts;         /* ACK waits that expired */
-    uint32_t at_errors;        /* +ERR answers to AT+SEND */
-    uint32_t bad_rx;           /* received frames that were corrupt or not for us */
+    uint32_t failed;    /* frames given up after max_retries */
+    uint32_t nacks;     /* NACKs received */
+    uint32_t timeouts;  /* ACK waits that expired */
+    uint32_t at_errors; /* +ERR answers to AT+SEND */
+    uint32_t bad_rx;    /* received frames that were corrupt or not for us */
 };
 
 /* Fill f->flags/t_x100/h_x100/gas; type/src/seq are set by the machine. */
@@ -75,7 +75,7 @@ struct node1 {
     struct rframe cur;
     uint8_t frame[RFRAME_MAX_LEN];
     int frame_len;
-    uint8_t sends;             /* transmissions of cur so far */
+    uint8_t sends; /* transmissions of cur so far */
     uint16_t next_seq;
     uint32_t rng;
     struct node1_stats stats;
@@ -99,7 +99,7 @@ void node1_poll(struct node1 *n, uint32_t now);
 struct node1_sensors {
     const struct fw_hal *hal;
     struct bme680_calib calib;
-    bool bme_ok;   /* calibration read; until then retried on every sample */
+    bool bme_ok; /* calibration read; until then retried on every sample */
 };
 
 void node1_sensors_init(struct node1_sensors *s, const struct fw_hal *hal);

@@ -89,7 +89,7 @@ static void on_rcv(struct node2 *n, const struct rylr_msg *m, uint32_t now)
     n->have_last = true;
     n->last_seq = f.seq;
     n->stats.rx++;
-    reply(n, RFRAME_ACK, f.seq);   /* first: node 1 is waiting, the print can wait */
+    reply(n, RFRAME_ACK, f.seq); /* first: node 1 is waiting, the print can wait */
 
     struct telemetry *t = &n->tel;
     t->n1_has_t = !(f.flags & RFRAME_NO_TEMP);

@@ -30,18 +30,18 @@
 #include "telemetry.h"
 
 struct node2_config {
-    uint8_t addr;             /* own address (2) */
-    uint8_t peer;             /* sensor node address (1) */
-    uint32_t sht_first_ms;    /* first own-SHT3x read after boot, default 30000 */
-    uint32_t sht_period_ms;   /* default 10000 */
+    uint8_t addr;           /* own address (2) */
+    uint8_t peer;           /* sensor node address (1) */
+    uint32_t sht_first_ms;  /* first own-SHT3x read after boot, default 30000 */
+    uint32_t sht_period_ms; /* default 10000 */
 };
 
 void node2_config_defaults(struct node2_config *cfg);
 
 struct node2_stats {
-    uint32_t rx, err, dup;    /* as in the telemetry line */
-    uint32_t acks, nacks;     /* replies sent */
-    uint32_t bad;             /* malformed lines, bad hex, wrong version, foreign sender */
+    uint32_t rx, err, dup; /* as in the telemetry line */
+    uint32_t acks, nacks;  /* replies sent */
+    uint32_t bad;          /* malformed lines, bad hex, wrong version, foreign sender */
 };
 
 /* Read node 2's own SHT3x; returns 0 or a negative errno (all keys omitted). */

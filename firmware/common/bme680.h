@@ -20,41 +20,41 @@
 
 #include "hal.h"
 
-#define BME680_ADDR 0x76
+#define BME680_ADDR    0x76
 #define BME680_CHIP_ID 0x61
 
-#define BME680_REG_RES_HEAT_VAL 0x00
+#define BME680_REG_RES_HEAT_VAL   0x00
 #define BME680_REG_RES_HEAT_RANGE 0x02
-#define BME680_REG_RANGE_SW_ERR 0x04
-#define BME680_REG_MEAS_STATUS 0x1D
-#define BME680_REG_GAS_R_MSB 0x2A
-#define BME680_REG_GAS_R_LSB 0x2B
-#define BME680_REG_RES_HEAT_0 0x5A
-#define BME680_REG_GAS_WAIT_0 0x64
-#define BME680_REG_CTRL_GAS_1 0x71
-#define BME680_REG_CTRL_MEAS 0x74
-#define BME680_REG_PAR_G2 0xEB   /* LSB at 0xEB, MSB at 0xEC */
-#define BME680_REG_PAR_G1 0xED
-#define BME680_REG_PAR_G3 0xEE
-#define BME680_REG_CHIP_ID 0xD0
+#define BME680_REG_RANGE_SW_ERR   0x04
+#define BME680_REG_MEAS_STATUS    0x1D
+#define BME680_REG_GAS_R_MSB      0x2A
+#define BME680_REG_GAS_R_LSB      0x2B
+#define BME680_REG_RES_HEAT_0     0x5A
+#define BME680_REG_GAS_WAIT_0     0x64
+#define BME680_REG_CTRL_GAS_1     0x71
+#define BME680_REG_CTRL_MEAS      0x74
+#define BME680_REG_PAR_G2         0xEB /* LSB at 0xEB, MSB at 0xEC */
+#define BME680_REG_PAR_G1         0xED
+#define BME680_REG_PAR_G3         0xEE
+#define BME680_REG_CHIP_ID        0xD0
 
-#define BME680_NEW_DATA 0x80     /* meas_status_0 */
-#define BME680_GAS_VALID 0x20    /* gas_r_lsb */
-#define BME680_HEAT_STAB 0x10    /* gas_r_lsb */
-#define BME680_RUN_GAS 0x10      /* ctrl_gas_1 */
-#define BME680_MODE_FORCED 0x01  /* ctrl_meas<1:0> */
+#define BME680_NEW_DATA    0x80 /* meas_status_0 */
+#define BME680_GAS_VALID   0x20 /* gas_r_lsb */
+#define BME680_HEAT_STAB   0x10 /* gas_r_lsb */
+#define BME680_RUN_GAS     0x10 /* ctrl_gas_1 */
+#define BME680_MODE_FORCED 0x01 /* ctrl_meas<1:0> */
 
 /* Node 1's heater profile (the brief): 300 °C for 150 ms. */
 #define BME680_HEAT_TEMP_C 300
-#define BME680_HEAT_MS 150
+#define BME680_HEAT_MS     150
 
 struct bme680_calib {
     int8_t par_g1;
     int16_t par_g2;
     int8_t par_g3;
-    uint8_t res_heat_range;  /* 0..3 */
+    uint8_t res_heat_range; /* 0..3 */
     int8_t res_heat_val;
-    int8_t range_sw_err;     /* signed 4-bit value, -8..7 */
+    int8_t range_sw_err; /* signed 4-bit value, -8..7 */
 };
 
 /* Datasheet integer formula. range is 0..15, adc 0..1023. Returns ohms. */

@@ -33,6 +33,7 @@ void fwlog_write(const struct fw_hal *hal, const char *level, const char *func, 
     if (func && file) {
         rc = snprintf(buf, sizeof(buf), "\xe2\x94\x94\xe2\x94\x80 %s @ %s:%d\n", func, file, line);
         if (rc > 0)
-            hal->console_write(hal->ctx, buf, (size_t)rc < sizeof(buf) ? (size_t)rc : sizeof(buf) - 1);
+            hal->console_write(hal->ctx, buf,
+                               (size_t)rc < sizeof(buf) ? (size_t)rc : sizeof(buf) - 1);
     }
 }

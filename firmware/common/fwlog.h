@@ -19,8 +19,8 @@
 #define FWLOG_LOC NULL, NULL, 0
 #endif
 
-#define FW_INFO(hal, ...) fwlog_write((hal), "INFO ", FWLOG_LOC, __VA_ARGS__)
-#define FW_WARN(hal, ...) fwlog_write((hal), "WARN ", FWLOG_LOC, __VA_ARGS__)
+#define FW_INFO(hal, ...)  fwlog_write((hal), "INFO ", FWLOG_LOC, __VA_ARGS__)
+#define FW_WARN(hal, ...)  fwlog_write((hal), "WARN ", FWLOG_LOC, __VA_ARGS__)
 #define FW_ERROR(hal, ...) fwlog_write((hal), "ERROR", FWLOG_LOC, __VA_ARGS__)
 
 /*

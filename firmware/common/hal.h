@@ -15,7 +15,7 @@
 #include <stdint.h>
 
 struct fw_hal {
-    void *ctx;                                  /* board state, passed back to every call */
+    void *ctx; /* board state, passed back to every call */
     /* Milliseconds since boot; wraps after ~49 days (compare with (int32_t)(a - b)). */
     uint32_t (*millis)(void *ctx);
     /* Busy/sleep wait; incoming UART bytes keep arriving into the ISR ring buffers meanwhile. */

@@ -10,13 +10,13 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#define LINEBUF_MAX 300   /* +RCV with 240 data characters fits */
+#define LINEBUF_MAX 300 /* +RCV with 240 data characters fits */
 
 struct linebuf {
     char buf[LINEBUF_MAX + 1];
     size_t len;
-    bool discarding;   /* inside an overlong line: drop up to the next '\n' */
-    bool complete;     /* buf holds a returned line; the next byte starts a new one */
+    bool discarding; /* inside an overlong line: drop up to the next '\n' */
+    bool complete;   /* buf holds a returned line; the next byte starts a new one */
 };
 
 void linebuf_init(struct linebuf *lb);

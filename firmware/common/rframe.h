@@ -23,19 +23,19 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define RFRAME_VERSION 1
+#define RFRAME_VERSION  1
 #define RFRAME_DATA_LEN 16
-#define RFRAME_ACK_LEN 7
-#define RFRAME_MAX_LEN RFRAME_DATA_LEN
+#define RFRAME_ACK_LEN  7
+#define RFRAME_MAX_LEN  RFRAME_DATA_LEN
 
 enum rframe_type { RFRAME_DATA = 1, RFRAME_ACK = 2, RFRAME_NACK = 3 };
 
 #define RFRAME_NO_TEMP 0x01u
-#define RFRAME_NO_HUM 0x02u
-#define RFRAME_NO_GAS 0x04u
+#define RFRAME_NO_HUM  0x02u
+#define RFRAME_NO_GAS  0x04u
 
 struct rframe {
-    uint8_t type;     /* enum rframe_type */
+    uint8_t type; /* enum rframe_type */
     uint8_t src;
     uint16_t seq;
     /* DATA payload */

@@ -15,9 +15,9 @@
 #define RING_SIZE 512u
 
 struct ring {
-    volatile uint32_t head;      /* written by the producer */
-    volatile uint32_t tail;      /* written by the consumer */
-    volatile uint32_t dropped;   /* producer-side overflow count */
+    volatile uint32_t head;    /* written by the producer */
+    volatile uint32_t tail;    /* written by the consumer */
+    volatile uint32_t dropped; /* producer-side overflow count */
     uint8_t data[RING_SIZE];
 };
 
@@ -34,7 +34,7 @@ static inline bool ring_put(struct ring *r, uint8_t b)
         return false;
     }
     r->data[h & (RING_SIZE - 1)] = b;
-    __atomic_signal_fence(__ATOMIC_SEQ_CST);   /* data before index, vs. the compiler */
+    __atomic_signal_fence(__ATOMIC_SEQ_CST); /* data before index, vs. the compiler */
     r->head = h + 1;
     return true;
 }

@@ -27,7 +27,7 @@ static int parse_int(const char **pp, const char *end, long *out)
     if (!digits || (p < end && *p != ','))
         return -EINVAL;
     if (p < end)
-        p++;   /* comma */
+        p++; /* comma */
     *pp = p;
     *out = neg ? -v : v;
     return 0;
@@ -85,7 +85,7 @@ int rylr_parse(const char *line, size_t len, struct rylr_msg *msg)
         msg->snr = (int16_t)snr;
         return 0;
     }
-    return 0;   /* RYLR_UNKNOWN: echo or noise */
+    return 0; /* RYLR_UNKNOWN: echo or noise */
 }
 
 /* ---- hex payload -------------------------------------------------------------------------- */
@@ -201,7 +201,8 @@ void rylr_setup_poll(struct rylr_setup *s, const struct fw_hal *hal, uint32_t no
 
 bool rylr_setup_on_msg(struct rylr_setup *s, const struct fw_hal *hal, const struct rylr_msg *m)
 {
-    static const char *const names[RYLR_SETUP_STEPS] = {"ADDRESS", "NETWORKID", "BAND", "PARAMETER"};
+    static const char *const names[RYLR_SETUP_STEPS] = {"ADDRESS", "NETWORKID", "BAND",
+                                                        "PARAMETER"};
 
     if (rylr_setup_done(s) || !s->waiting)
         return false;
@@ -213,7 +214,7 @@ bool rylr_setup_on_msg(struct rylr_setup *s, const struct fw_hal *hal, const str
     }
     if (m->kind == RYLR_ERR) {
         FW_WARN(hal, "AT+%s -> +ERR=%d, retrying", names[s->step], m->err);
-        s->deadline = hal->millis(hal->ctx);   /* resend at the next poll */
+        s->deadline = hal->millis(hal->ctx); /* resend at the next poll */
         return true;
     }
     return false;

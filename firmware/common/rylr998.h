@@ -26,12 +26,12 @@ enum rylr_kind { RYLR_UNKNOWN = 0, RYLR_OK, RYLR_ERR, RYLR_RCV, RYLR_READY };
 
 struct rylr_msg {
     enum rylr_kind kind;
-    int err;              /* RYLR_ERR: module error code */
-    uint16_t addr;        /* RYLR_RCV: sender address */
-    const char *data;     /* RYLR_RCV: points into the parsed line (not NUL-terminated) */
+    int err;          /* RYLR_ERR: module error code */
+    uint16_t addr;    /* RYLR_RCV: sender address */
+    const char *data; /* RYLR_RCV: points into the parsed line (not NUL-terminated) */
     size_t data_len;
-    int16_t rssi;         /* dBm */
-    int16_t snr;          /* dB */
+    int16_t rssi; /* dBm */
+    int16_t snr;  /* dB */
 };
 
 /*
@@ -59,7 +59,7 @@ int rylr_format_send(uint16_t addr, const uint8_t *frame, size_t n, char *buf, s
 
 struct rylr_setup {
     uint8_t addr;
-    uint8_t step;          /* index of the command in flight; RYLR_SETUP_STEPS when done */
+    uint8_t step; /* index of the command in flight; RYLR_SETUP_STEPS when done */
     bool waiting;
     uint32_t deadline;
     uint32_t retries;

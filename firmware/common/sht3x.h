@@ -25,8 +25,8 @@
 struct sht3x_reading {
     bool has_t;
     bool has_h;
-    int16_t t_x100;   /* °C × 100 */
-    uint16_t h_x100;  /* %RH × 100 */
+    int16_t t_x100;  /* °C × 100 */
+    uint16_t h_x100; /* %RH × 100 */
 };
 
 /* raw -> °C × 100, rounded to nearest. */

@@ -42,8 +42,13 @@ static void hex_to_bytes(const char *hex, uint8_t *out, size_t n)
 static void test_frame_data_vector(void **state)
 {
     (void)state;
-    struct rframe f = {.type = RFRAME_DATA, .src = 1, .seq = 0x1234, .flags = 0,
-                       .t_x100 = 2764, .h_x100 = 5410, .gas = 84190};
+    struct rframe f = {.type = RFRAME_DATA,
+                       .src = 1,
+                       .seq = 0x1234,
+                       .flags = 0,
+                       .t_x100 = 2764,
+                       .h_x100 = 5410,
+                       .gas = 84190};
     uint8_t buf[RFRAME_MAX_LEN], want[RFRAME_MAX_LEN];
     assert_int_equal(rframe_encode(&f, buf, sizeof(buf)), 16);
     hex_to_bytes("0101011234000ACC1522000148DE586B", want, sizeof(want));
@@ -62,8 +67,8 @@ static void test_frame_negative_and_flags(void **state)
 {
     (void)state;
     uint8_t buf[RFRAME_MAX_LEN], want[RFRAME_MAX_LEN];
-    struct rframe f = {.type = RFRAME_DATA, .src = 1, .seq = 0xFFFF, .t_x100 = -1234,
-                       .h_x100 = 10000, .gas = 0};
+    struct rframe f = {
+        .type = RFRAME_DATA, .src = 1, .seq = 0xFFFF, .t_x100 = -1234, .h_x100 = 10000, .gas = 0};
     assert_int_equal(rframe_encode(&f, buf, sizeof(buf)), 16);
     hex_to_bytes("010101FFFF00FB2E2710000000007E5D", want, sizeof(want));
     assert_memory_equal(buf, want, 16);
@@ -71,8 +76,11 @@ static void test_frame_negative_and_flags(void **state)
     assert_int_equal(rframe_decode(buf, 16, &g), 0);
     assert_int_equal(g.t_x100, -1234);
 
-    struct rframe m = {.type = RFRAME_DATA, .src = 1, .seq = 7,
-                       .flags = RFRAME_NO_TEMP | RFRAME_NO_HUM, .gas = 123456};
+    struct rframe m = {.type = RFRAME_DATA,
+                       .src = 1,
+                       .seq = 7,
+                       .flags = RFRAME_NO_TEMP | RFRAME_NO_HUM,
+                       .gas = 123456};
     assert_int_equal(rframe_encode(&m, buf, sizeof(buf)), 16);
     hex_to_bytes("010101000703000000000001E240AC87", want, sizeof(want));
     assert_memory_equal(buf, want, 16);
@@ -98,8 +106,8 @@ static void test_frame_ack_nack_vectors(void **state)
 static void test_frame_every_bit_flip_detected(void **state)
 {
     (void)state;
-    struct rframe f = {.type = RFRAME_DATA, .src = 1, .seq = 42, .t_x100 = 2100,
-                       .h_x100 = 4000, .gas = 99999};
+    struct rframe f = {
+        .type = RFRAME_DATA, .src = 1, .seq = 42, .t_x100 = 2100, .h_x100 = 4000, .gas = 99999};
     uint8_t buf[RFRAME_MAX_LEN];
     struct rframe g;
     assert_int_equal(rframe_encode(&f, buf, sizeof(buf)), 16);

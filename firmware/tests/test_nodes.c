@@ -27,9 +27,9 @@
 
 struct fake {
     uint32_t now;
-    char sent[MAX_SENT][80];   /* radio_write calls, "\r\n" stripped */
+    char sent[MAX_SENT][80]; /* radio_write calls, "\r\n" stripped */
     int nsent;
-    char data[MAX_SENT][TELEMETRY_MAX_LINE];   /* data_write calls */
+    char data[MAX_SENT][TELEMETRY_MAX_LINE]; /* data_write calls */
     int ndata;
     int results_acked, results_failed;
     unsigned last_sends;
@@ -37,8 +37,14 @@ struct fake {
     int sht_fail;
 };
 
-static uint32_t f_millis(void *ctx) { return ((struct fake *)ctx)->now; }
-static void f_delay(void *ctx, uint32_t ms) { ((struct fake *)ctx)->now += ms; }
+static uint32_t f_millis(void *ctx)
+{
+    return ((struct fake *)ctx)->now;
+}
+static void f_delay(void *ctx, uint32_t ms)
+{
+    ((struct fake *)ctx)->now += ms;
+}
 static void f_radio(void *ctx, const char *b, size_t n)
 {
     struct fake *f = ctx;
@@ -47,7 +53,12 @@ static void f_radio(void *ctx, const char *b, size_t n)
     memcpy(f->sent[f->nsent], b, n - 2);
     f->sent[f->nsent++][n - 2] = '\0';
 }
-static void f_console(void *ctx, const char *b, size_t n) { (void)ctx; (void)b; (void)n; }
+static void f_console(void *ctx, const char *b, size_t n)
+{
+    (void)ctx;
+    (void)b;
+    (void)n;
+}
 static void f_data(void *ctx, const char *b, size_t n)
 {
     struct fake *f = ctx;
@@ -60,7 +71,7 @@ static void sample(void *ud, struct rframe *fr)
 {
     struct fake *f = ud;
     fr->t_x100 = f->t_x100;
-    f->t_x100 += 10;   /* distinct after rounding to tenths */
+    f->t_x100 += 10; /* distinct after rounding to tenths */
     fr->h_x100 = 5000;
     fr->gas = 100000;
 }
@@ -89,8 +100,12 @@ static int read_own(void *ud, struct sht3x_reading *r)
 
 static struct fw_hal fake_hal(struct fake *f)
 {
-    return (struct fw_hal){.ctx = f, .millis = f_millis, .delay_ms = f_delay, .radio_write = f_radio,
-                           .console_write = f_console, .data_write = f_data};
+    return (struct fw_hal){.ctx = f,
+                           .millis = f_millis,
+                           .delay_ms = f_delay,
+                           .radio_write = f_radio,
+                           .console_write = f_console,
+                           .data_write = f_data};
 }
 
 /* Answer the 4 setup commands with +OK. */
@@ -161,11 +176,11 @@ static void test_node1_setup_retries_on_err_and_timeout(void **state)
     node1_init(&n, &cfg, &hal, sample, result, &f);
     node1_poll(&n, f.now);
     assert_int_equal(f.nsent, 1);
-    node1_on_line(&n, "+ERR=4", 6, f.now);   /* rejected: resent at the next poll */
+    node1_on_line(&n, "+ERR=4", 6, f.now); /* rejected: resent at the next poll */
     node1_poll(&n, f.now);
     assert_int_equal(f.nsent, 2);
     assert_string_equal(f.sent[1], "AT+ADDRESS=1");
-    f.now += RYLR_SETUP_TIMEOUT_MS - 1;      /* no answer: resent after the timeout only */
+    f.now += RYLR_SETUP_TIMEOUT_MS - 1; /* no answer: resent after the timeout only */
     node1_poll(&n, f.now);
     assert_int_equal(f.nsent, 2);
     f.now += 1;
@@ -262,7 +277,7 @@ static void test_node1_retransmits_same_frame_with_backoff_then_gives_up(void **
     assert_int_equal(f.last_sends, 4);
     assert_int_equal(n.stats.failed, 1);
     assert_int_equal(n.stats.timeouts, 4);
-    assert_int_equal(f.nsent, 4);   /* nothing more for this frame */
+    assert_int_equal(f.nsent, 4); /* nothing more for this frame */
     assert_int_equal(n.state, NODE1_IDLE);
 }
 
@@ -328,8 +343,8 @@ static void test_node2_accept_dup_crc(void **state)
     node2_init(&n, &cfg, &hal, read_own, &f);
     n2_setup(&n, &f);
 
-    struct rframe d = {.type = RFRAME_DATA, .src = 1, .seq = 77, .t_x100 = 2764,
-                       .h_x100 = 5410, .gas = 84190};
+    struct rframe d = {
+        .type = RFRAME_DATA, .src = 1, .seq = 77, .t_x100 = 2764, .h_x100 = 5410, .gas = 84190};
     f.now = 12345;
     rcv_line(line, sizeof(line), 1, &d, -1);
     node2_on_line(&n, line, strlen(line), f.now);
@@ -339,9 +354,10 @@ static void test_node2_accept_dup_crc(void **state)
     assert_int_equal(reply.seq, 77);
     assert_memory_equal(f.sent[0], "AT+SEND=1,14,", 13);
     assert_int_equal(f.ndata, 1);
-    assert_string_equal(f.data[0], "{\"ts\":12000,\"id\":\"N2\",\"n1\":{\"t\":27.6,\"h\":54.1,\"g\":84190},"
-                                   "\"n2\":{},\"sig\":{\"rssi\":-50,\"snr\":9},"
-                                   "\"sts\":{\"rx\":1,\"err\":0,\"dup\":0}}\n");
+    assert_string_equal(f.data[0],
+                        "{\"ts\":12000,\"id\":\"N2\",\"n1\":{\"t\":27.6,\"h\":54.1,\"g\":84190},"
+                        "\"n2\":{},\"sig\":{\"rssi\":-50,\"snr\":9},"
+                        "\"sts\":{\"rx\":1,\"err\":0,\"dup\":0}}\n");
 
     /* retransmission of the same sequence number: re-ACKed, counted, not printed */
     node2_on_line(&n, line, strlen(line), f.now + 1000);
@@ -373,9 +389,10 @@ static void test_node2_accept_dup_crc(void **state)
     rcv_line(line, sizeof(line), 1, &d, -1);
     node2_on_line(&n, line, strlen(line), 30499);
     assert_int_equal(f.ndata, 2);
-    assert_string_equal(f.data[1], "{\"ts\":30000,\"id\":\"N2\",\"n1\":{\"t\":27.6,\"h\":54.1,\"g\":84190},"
-                                   "\"n2\":{\"t\":23.5,\"h\":45.7},\"sig\":{\"rssi\":-50,\"snr\":9},"
-                                   "\"sts\":{\"rx\":2,\"err\":1,\"dup\":1}}\n");
+    assert_string_equal(f.data[1],
+                        "{\"ts\":30000,\"id\":\"N2\",\"n1\":{\"t\":27.6,\"h\":54.1,\"g\":84190},"
+                        "\"n2\":{\"t\":23.5,\"h\":45.7},\"sig\":{\"rssi\":-50,\"snr\":9},"
+                        "\"sts\":{\"rx\":2,\"err\":1,\"dup\":1}}\n");
 
     /* a failed own read omits both keys again */
     f.sht_fail = 1;
@@ -419,7 +436,7 @@ static void test_nodes_end_to_end_lossy(void **state)
             if (((drop = drop * 1103515245u + 12345u) >> 16) % 3 == 0)
                 continue;
             char line[128];
-            const char *p = f1.sent[i] + 8;   /* "AT+SEND=" */
+            const char *p = f1.sent[i] + 8; /* "AT+SEND=" */
             snprintf(line, sizeof(line), "+RCV=1,%s,-60,7", strchr(p, ',') + 1);
             node2_on_line(&n2, line, strlen(line), t);
         }

@@ -61,7 +61,7 @@ static void test_sht3x_decode_crc(void **state)
     assert_true(r.has_t && r.has_h);
     assert_int_equal(r.t_x100, 2500);
     assert_int_equal(r.h_x100, 5000);
-    raw[5] ^= 1;   /* humidity word corrupted: only humidity goes missing */
+    raw[5] ^= 1; /* humidity word corrupted: only humidity goes missing */
     sht3x_decode(raw, &r);
     assert_true(r.has_t);
     assert_false(r.has_h);
@@ -80,8 +80,11 @@ static void test_bme680_gas_worked_numbers(void **state)
         uint8_t range;
         int8_t err;
         uint32_t ohms;
-    } v[] = {{512, 5, 0, 248262}, {600, 4, 0, 468719}, {420, 6, -1, 134252},
-             {1000, 3, 2, 734494}, {256, 8, 0, 38669}};
+    } v[] = {{512, 5, 0, 248262},
+             {600, 4, 0, 468719},
+             {420, 6, -1, 134252},
+             {1000, 3, 2, 734494},
+             {256, 8, 0, 38669}};
     for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
         uint32_t r = bme680_gas_resistance(v[i].adc, v[i].range, v[i].err);
         float rf = bme680_gas_resistance_f(v[i].adc, v[i].range, v[i].err);
@@ -93,7 +96,7 @@ static void test_bme680_gas_worked_numbers(void **state)
         for (uint16_t adc = 100; adc < 1024; adc += 61) {
             float rf = bme680_gas_resistance_f(adc, range, 0);
             uint32_t ri = bme680_gas_resistance(adc, range, 0);
-            assert_true(fabsf(rf - (float)ri) <= fmaxf(1.0f, 1e-3f * rf));   /* integer rounding */
+            assert_true(fabsf(rf - (float)ri) <= fmaxf(1.0f, 1e-3f * rf)); /* integer rounding */
         }
 }
 
@@ -103,8 +106,8 @@ static void test_bme680_heater(void **state)
     /* par_g1=-26, par_g2=-10291, par_g3=18, res_heat_range=1, res_heat_val=44, 25 °C:
      * var1 = 0, var2 = 758*((((143718*300*5)/100)+3276800)/10) = 411788806, var3 = 205894403,
      * var4 = 41178880, var5 = 71300, res_x100 = (577-250)*34 = 11118 -> 111 */
-    struct bme680_calib c = {.par_g1 = -26, .par_g2 = -10291, .par_g3 = 18,
-                             .res_heat_range = 1, .res_heat_val = 44};
+    struct bme680_calib c = {
+        .par_g1 = -26, .par_g2 = -10291, .par_g3 = 18, .res_heat_range = 1, .res_heat_val = 44};
     assert_int_equal(bme680_heater_res(300, 25, &c), 111);
     /* 150 ms: 150/4 = 37, factor 1 -> 37 + 64 = 0x65 (148 ms) */
     assert_int_equal(bme680_heater_dur(150), 0x65);
@@ -117,10 +120,20 @@ static void test_bme680_heater(void **state)
 static void test_telemetry_brief_line(void **state)
 {
     (void)state;
-    struct telemetry t = {.ts_ms = 12000, .n1_has_t = true, .n1_has_h = true, .n1_has_g = true,
-                          .n1_t_x100 = 2764, .n1_h_x100 = 5410, .n1_g = 84190,
-                          .n2_has_t = true, .n2_has_h = true, .n2_t_x100 = 2680,
-                          .n2_h_x100 = 4875, .rssi = -39, .snr = 13, .rx = 1};
+    struct telemetry t = {.ts_ms = 12000,
+                          .n1_has_t = true,
+                          .n1_has_h = true,
+                          .n1_has_g = true,
+                          .n1_t_x100 = 2764,
+                          .n1_h_x100 = 5410,
+                          .n1_g = 84190,
+                          .n2_has_t = true,
+                          .n2_has_h = true,
+                          .n2_t_x100 = 2680,
+                          .n2_h_x100 = 4875,
+                          .rssi = -39,
+                          .snr = 13,
+                          .rx = 1};
     char buf[TELEMETRY_MAX_LINE];
     const char *want = "{\"ts\":12000,\"id\":\"N2\",\"n1\":{\"t\":27.6,\"h\":54.1,\"g\":84190},"
                        "\"n2\":{\"t\":26.8,\"h\":48.8},\"sig\":{\"rssi\":-39,\"snr\":13},"
@@ -132,8 +145,15 @@ static void test_telemetry_brief_line(void **state)
 static void test_telemetry_missing_and_negative(void **state)
 {
     (void)state;
-    struct telemetry t = {.ts_ms = 500, .n1_has_t = true, .n1_t_x100 = -5, .n1_has_g = true,
-                          .n1_g = 0, .rssi = -120, .snr = -7, .rx = 4294967295u, .err = 3,
+    struct telemetry t = {.ts_ms = 500,
+                          .n1_has_t = true,
+                          .n1_t_x100 = -5,
+                          .n1_has_g = true,
+                          .n1_g = 0,
+                          .rssi = -120,
+                          .snr = -7,
+                          .rx = 4294967295u,
+                          .err = 3,
                           .dup = 2};
     char buf[TELEMETRY_MAX_LINE];
     telemetry_format(&t, buf, sizeof(buf));
@@ -154,11 +174,21 @@ static void test_telemetry_missing_and_negative(void **state)
 static void test_telemetry_worst_case_fits(void **state)
 {
     (void)state;
-    struct telemetry t = {.ts_ms = UINT32_MAX, .n1_has_t = true, .n1_has_h = true,
-                          .n1_has_g = true, .n1_t_x100 = INT16_MIN, .n1_h_x100 = UINT16_MAX,
-                          .n1_g = UINT32_MAX, .n2_has_t = true, .n2_has_h = true,
-                          .n2_t_x100 = INT16_MIN, .n2_h_x100 = UINT16_MAX, .rssi = INT16_MIN,
-                          .snr = INT16_MIN, .rx = UINT32_MAX, .err = UINT32_MAX,
+    struct telemetry t = {.ts_ms = UINT32_MAX,
+                          .n1_has_t = true,
+                          .n1_has_h = true,
+                          .n1_has_g = true,
+                          .n1_t_x100 = INT16_MIN,
+                          .n1_h_x100 = UINT16_MAX,
+                          .n1_g = UINT32_MAX,
+                          .n2_has_t = true,
+                          .n2_has_h = true,
+                          .n2_t_x100 = INT16_MIN,
+                          .n2_h_x100 = UINT16_MAX,
+                          .rssi = INT16_MIN,
+                          .snr = INT16_MIN,
+                          .rx = UINT32_MAX,
+                          .err = UINT32_MAX,
                           .dup = UINT32_MAX};
     char buf[TELEMETRY_MAX_LINE];
     int n = telemetry_format(&t, buf, sizeof(buf));

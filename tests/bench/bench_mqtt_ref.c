@@ -63,8 +63,8 @@ int main(int argc, char **argv)
         lat[k] = util_mono() - t0;
     }
     qsort(lat, n, sizeof *lat, cmp);
-    printf("%.3f %.3f %.3f %zu\n", lat[(n - 1) / 2] * 1e3, lat[(size_t)((double)(n - 1) * 0.99)] * 1e3,
-           lat[n - 1] * 1e3, n);
+    printf("%.3f %.3f %.3f %zu\n", lat[(n - 1) / 2] * 1e3,
+           lat[(size_t)((double)(n - 1) * 0.99)] * 1e3, lat[n - 1] * 1e3, n);
     mosquitto_disconnect(m);
     mosquitto_destroy(m);
     mosquitto_lib_cleanup();

@@ -140,8 +140,11 @@ int main(int argc, char **argv)
             size_t off, olen;
             if (extract_object(buf, clen, &off, &olen) != EXTRACT_OK)
                 return 1;
-            struct packet p = {.source = "bench", .line_no = i + 1, .rx_ns = now + (int64_t)i,
-                               .json = buf + off, .json_len = olen};
+            struct packet p = {.source = "bench",
+                               .line_no = i + 1,
+                               .rx_ns = now + (int64_t)i,
+                               .json = buf + off,
+                               .json_len = olen};
             if (rules_packet(r, &p, err, sizeof err)) {
                 fprintf(stderr, "rule error: %s\n", err);
                 return 1;
@@ -159,8 +162,8 @@ int main(int argc, char **argv)
     printf("  rate:             %.0f packets/s   (target >= 200000)  %s\n", rate,
            rate >= 200000 ? "PASS" : "MISS");
     printf("  cJSON_Parse loop: %.0f objects/s (reference, same objects, same run)\n", ref_rate);
-    printf("  ratio:            %.2fx of bare cJSON parse (target >= 0.40)  %s\n",
-           rate / ref_rate, rate / ref_rate >= 0.4 ? "PASS" : "MISS");
+    printf("  ratio:            %.2fx of bare cJSON parse (target >= 0.40)  %s\n", rate / ref_rate,
+           rate / ref_rate >= 0.4 ? "PASS" : "MISS");
 
     for (size_t i = 0; i < n; i++) {
         free(lines[i]);

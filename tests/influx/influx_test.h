@@ -106,7 +106,8 @@ static inline int it_free_port(void)
     a.sin_family = AF_INET;
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     socklen_t l = sizeof a;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) || getsockname(fd, (struct sockaddr *)&a, &l)) {
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) ||
+        getsockname(fd, (struct sockaddr *)&a, &l)) {
         if (fd >= 0)
             close(fd);
         return -1;
@@ -201,8 +202,8 @@ static inline void it_reject(void *ud, const char *lines, size_t len, long statu
  * influx_sink_new() refuses the config. Needs <cmocka.h> included first. Free with
  * influx_sink_free().
  */
-static inline struct influx_sink *it_sink_new(struct ev_loop *loop,
-                                              const struct influx_config *cfg, struct it_rec *rec)
+static inline struct influx_sink *it_sink_new(struct ev_loop *loop, const struct influx_config *cfg,
+                                              struct it_rec *rec)
 {
     struct influx_sink *s = NULL;
     char err[128];

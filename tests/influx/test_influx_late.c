@@ -39,8 +39,16 @@ static struct influx_sink *new_sink(struct ev_loop *loop, const char *url, size_
                                     struct it_rec *rec)
 {
     struct influx_config cfg = {
-        .url = url, .api = 2, .org = "o", .bucket = "b", .batch_lines = 10, .linger = 0.05,
-        .timeout = 2, .backoff_base = 0.2, .backoff_max = 0.4, .queue_max_bytes = qmax,
+        .url = url,
+        .api = 2,
+        .org = "o",
+        .bucket = "b",
+        .batch_lines = 10,
+        .linger = 0.05,
+        .timeout = 2,
+        .backoff_base = 0.2,
+        .backoff_max = 0.4,
+        .queue_max_bytes = qmax,
     };
     return it_sink_new(loop, &cfg, rec);
 }
@@ -68,7 +76,8 @@ static void test_refused_then_server(void **state)
     size_t batch_bytes = (strlen(l) + 1) * 10;
     struct influx_sink *b = new_sink(loop, url, batch_bytes * 5 / 2, &rb);
     for (int i = 0; i < 50; i++) {
-        snprintf(l, sizeof l, "late%u,s=b value=%02d %lld", run, i, (long long)(t0 + i * 1000000LL));
+        snprintf(l, sizeof l, "late%u,s=b value=%02d %lld", run, i,
+                 (long long)(t0 + i * 1000000LL));
         assert_int_equal(influx_sink_write(b, l, strlen(l), (uint64_t)i), 0);
     }
     /* batches 2, 3, 4 were dropped as 3, 4, 5 arrived; 1 is in flight, 5 waits */
@@ -89,7 +98,7 @@ static void test_refused_then_server(void **state)
     char addr[64], data[128];
     snprintf(addr, sizeof addr, "-httpListenAddr=127.0.0.1:%d", port);
     snprintf(data, sizeof data, "-storageDataPath=%s", vm_dir);
-    char *argv[] = {"victoria-metrics", addr, data, "-retentionPeriod=100y",
+    char *argv[] = {"victoria-metrics",   addr, data, "-retentionPeriod=100y",
                     "-loggerLevel=ERROR", NULL};
     vm_pid = it_spawn(argv, NULL, 0);
     assert_true(vm_pid > 0);

@@ -19,7 +19,7 @@
 #include "influx_test.h"
 #include "log.h"
 
-#define TOKEN "s3cr3t-T0KEN-4f9a"
+#define TOKEN       "s3cr3t-T0KEN-4f9a"
 #define V1_PASSWORD "pw-V1-9z8y"
 
 static char log_path[] = "/tmp/influx_mock_log_XXXXXX";
@@ -71,7 +71,8 @@ static int srv_requests(struct srv *v, struct req *out, int max)
     assert_int_equal(it_http(url, NULL, &b), 200);
     int n = 0;
     char *save = NULL;
-    for (char *l = b.p ? strtok_r(b.p, "\n", &save) : NULL; l && n < max; l = strtok_r(NULL, "\n", &save)) {
+    for (char *l = b.p ? strtok_r(b.p, "\n", &save) : NULL; l && n < max;
+         l = strtok_r(NULL, "\n", &save)) {
         struct req *r = &out[n];
         r->first[0] = '\0';
         assert_true(sscanf(l, "t=%lf status=%d lines=%d gzip=%d auth=%d path=%255s first=%511[^\n]",
@@ -87,9 +88,17 @@ static struct influx_sink *new_sink(struct ev_loop *loop, const char *url, struc
                                     double base, double max, double timeout, bool gz)
 {
     struct influx_config cfg = {
-        .url = url, .api = 2, .org = "my org&x=1", .bucket = "tele/metry", .token = TOKEN,
-        .batch_lines = 1000, .linger = 10, .gzip = gz, .timeout = timeout,
-        .backoff_base = base, .backoff_max = max,
+        .url = url,
+        .api = 2,
+        .org = "my org&x=1",
+        .bucket = "tele/metry",
+        .token = TOKEN,
+        .batch_lines = 1000,
+        .linger = 10,
+        .gzip = gz,
+        .timeout = timeout,
+        .backoff_base = base,
+        .backoff_max = max,
     };
     return it_sink_new(loop, &cfg, rec);
 }
@@ -150,7 +159,8 @@ static void test_401_reject(void **state)
     assert_non_null(strstr(rec.reject_msg, "unauthorized access"));
     assert_null(strstr(rec.reject_msg, TOKEN));
     assert_non_null(strstr(rec.reject_msg, "Token ***"));
-    assert_string_equal(rec.reject_lines.p, "m,t=a value=0 1000\nm,t=a value=1 1001\nm,t=a value=2 1002");
+    assert_string_equal(rec.reject_lines.p,
+                        "m,t=a value=0 1000\nm,t=a value=1 1001\nm,t=a value=2 1002");
     assert_int_equal(rec.nacks, 0);
     struct influx_stats st = it_stats(s);
     assert_int_equal(st.lines_rejected, 3);
@@ -173,8 +183,12 @@ static void test_401_v1_basic(void **state)
     srv_start(&v, "401");
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
     struct it_rec rec = {0};
-    struct influx_config cfg = {.url = v.url, .api = 1, .db = "d b", .rp = "r&p",
-                                .token = "gwuser:" V1_PASSWORD, .linger = 0.05};
+    struct influx_config cfg = {.url = v.url,
+                                .api = 1,
+                                .db = "d b",
+                                .rp = "r&p",
+                                .token = "gwuser:" V1_PASSWORD,
+                                .linger = 0.05};
     struct influx_sink *s = it_sink_new(loop, &cfg, &rec);
     write_n(s, 1, "v1");
     RUN_UNTIL(loop, rec.rejects == 1, 3);
@@ -248,8 +262,8 @@ static void test_413_split(void **state)
  * Run one "fails first, then 204" scenario; returns the gaps between consecutive requests.
  * Asserts all lines are acked in order and `nreq` requests were made.
  */
-static void retry_scenario(const char *scenario, double base, double max, double timeout,
-                           int nreq, double *gaps)
+static void retry_scenario(const char *scenario, double base, double max, double timeout, int nreq,
+                           double *gaps)
 {
     struct srv v;
     srv_start(&v, scenario);
@@ -354,8 +368,9 @@ static void test_400_message(void **state)
     RUN_FOR(loop, 0.3);
     assert_int_equal(rec.rejects, 1);
     assert_int_equal(rec.reject_status, 400);
-    assert_string_equal(rec.reject_msg,
-                        "{\"error\":\"partial write: unable to parse 'bad line': missing fields\"}");
+    assert_string_equal(
+        rec.reject_msg,
+        "{\"error\":\"partial write: unable to parse 'bad line': missing fields\"}");
     struct req r[4];
     assert_int_equal(srv_requests(&v, r, 4), 1);
     assert_int_equal(it_stats(s).lines_rejected, 2);

@@ -43,7 +43,8 @@ static void test_config_validation(void **state)
     assert_int_equal(influx_sink_new(&s, loop, &ok2, NULL, 0), 0);
     assert_non_null(s);
     influx_sink_free(s);
-    struct influx_config v1 = {.url = "https://h/", .api = 1, .db = "d", .rp = "r p", .token = "u:p"};
+    struct influx_config v1 = {
+        .url = "https://h/", .api = 1, .db = "d", .rp = "r p", .token = "u:p"};
     assert_int_equal(influx_sink_new(&s, loop, &v1, NULL, 0), 0);
     influx_sink_free(s);
     ev_loop_destroy(loop);
@@ -54,8 +55,8 @@ static void test_write_validation_and_counters(void **state)
     (void)state;
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
     /* a port nobody listens on; the loop is never run, so nothing is sent */
-    struct influx_config cfg = {.url = "http://127.0.0.1:1", .org = "o", .bucket = "b",
-                                .batch_lines = 3, .linger = 5};
+    struct influx_config cfg = {
+        .url = "http://127.0.0.1:1", .org = "o", .bucket = "b", .batch_lines = 3, .linger = 5};
     struct influx_sink *s = NULL;
     assert_int_equal(influx_sink_new(&s, loop, &cfg, NULL, 0), 0);
     assert_int_equal(influx_sink_write(s, "", 0, 1), -EINVAL);

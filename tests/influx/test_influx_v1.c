@@ -44,9 +44,15 @@ static void test_v1_roundtrip(void **state)
     struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
     struct it_rec rec = {0};
     struct influx_config cfg = {
-        .url = influx_url, .api = 1, .db = db, .rp = "autogen",
+        .url = influx_url,
+        .api = 1,
+        .db = db,
+        .rp = "autogen",
         /* auth is disabled on the test server: Basic credentials are sent and ignored */
-        .token = "gw:pa ss", .batch_lines = 100, .linger = 0.05, .timeout = 5,
+        .token = "gw:pa ss",
+        .batch_lines = 100,
+        .linger = 0.05,
+        .timeout = 5,
     };
     struct influx_sink *s = it_sink_new(loop, &cfg, &rec);
 
@@ -54,9 +60,11 @@ static void test_v1_roundtrip(void **state)
     int64_t t1 = util_now_ns() / 1000 * 1000 - 30LL * 1000000000 + 789;
     int64_t t2 = t1 + 1000000001LL;
     char l1[512], l2[512];
-    snprintf(l1, sizeof l1,
-             "str\\ m,node=n\\ 1,unit=a\\,b s=\"a \\\"quoted\\\" \\\\ back\\\\slash\",v=1.25,i=-42i,"
-             "b=true %lld", (long long)t1);
+    snprintf(
+        l1, sizeof l1,
+        "str\\ m,node=n\\ 1,unit=a\\,b s=\"a \\\"quoted\\\" \\\\ back\\\\slash\",v=1.25,i=-42i,"
+        "b=true %lld",
+        (long long)t1);
     snprintf(l2, sizeof l2,
              "str\\ m,node=n\\ 1,unit=a\\,b s=\"x = y, z\",v=-0.5,i=9007199254740993i,b=false %lld",
              (long long)t2);
@@ -114,7 +122,11 @@ static void test_v1_unknown_db(void **state)
     char nodb[80];
     snprintf(nodb, sizeof nodb, "%s_missing", db);
     struct influx_config cfg = {
-        .url = influx_url, .api = 1, .db = nodb, .linger = 0.05, .timeout = 5,
+        .url = influx_url,
+        .api = 1,
+        .db = nodb,
+        .linger = 0.05,
+        .timeout = 5,
         .backoff_base = 0.05,
     };
     struct influx_sink *s = it_sink_new(loop, &cfg, &rec);

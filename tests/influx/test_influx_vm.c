@@ -50,7 +50,8 @@ static cJSON *vm_export(const char *prefix, size_t want_samples)
         size_t samples = 0;
         assert_int_equal(it_http(url, NULL, &out), 200);
         char *save = NULL;
-        for (char *l = out.p ? strtok_r(out.p, "\n", &save) : NULL; l; l = strtok_r(NULL, "\n", &save)) {
+        for (char *l = out.p ? strtok_r(out.p, "\n", &save) : NULL; l;
+             l = strtok_r(NULL, "\n", &save)) {
             cJSON *j = cJSON_Parse(l);
             assert_non_null(j);
             samples += (size_t)cJSON_GetArraySize(cJSON_GetObjectItem(j, "values"));
@@ -86,9 +87,17 @@ static struct influx_sink *new_sink(struct ev_loop *loop, size_t batch_lines, do
                                     bool gzip, struct it_rec *rec)
 {
     struct influx_config cfg = {
-        .url = vm_url, .api = 2, .org = "my org&x=1", .bucket = "tele/metry",
-        .token = "vm-ignores-this-token", .batch_lines = batch_lines, .linger = linger,
-        .gzip = gzip, .timeout = 5, .backoff_base = 0.2, .backoff_max = 1,
+        .url = vm_url,
+        .api = 2,
+        .org = "my org&x=1",
+        .bucket = "tele/metry",
+        .token = "vm-ignores-this-token",
+        .batch_lines = batch_lines,
+        .linger = linger,
+        .gzip = gzip,
+        .timeout = 5,
+        .backoff_base = 0.2,
+        .backoff_max = 1,
     };
     return it_sink_new(loop, &cfg, rec);
 }
@@ -165,7 +174,8 @@ static void test_batch_by_count(void **state)
     int64_t t0 = util_now_ns() / 1000000 * 1000000 - 120LL * 1000000000;
     char l[128];
     for (int i = 0; i < 35; i++) {
-        snprintf(l, sizeof l, "cnt%u,node=n1 value=%d %lld", run_id, i, (long long)(t0 + i * 1000000000LL));
+        snprintf(l, sizeof l, "cnt%u,node=n1 value=%d %lld", run_id, i,
+                 (long long)(t0 + i * 1000000000LL));
         assert_int_equal(influx_sink_write(s, l, strlen(l), (uint64_t)i), 0);
     }
     RUN_UNTIL(loop, it_stats(s).batches == 3, 5);
@@ -193,7 +203,8 @@ static void test_batch_by_count(void **state)
     assert_int_equal(cJSON_GetArraySize(vals), 35);
     for (int i = 0; i < 35; i++) {
         assert_int_equal((int)cJSON_GetArrayItem(vals, i)->valuedouble, i);
-        assert_int_equal((int64_t)cJSON_GetArrayItem(tss, i)->valuedouble, t0 / 1000000 + i * 1000LL);
+        assert_int_equal((int64_t)cJSON_GetArrayItem(tss, i)->valuedouble,
+                         t0 / 1000000 + i * 1000LL);
     }
     cJSON_Delete(arr);
     influx_sink_free(s);
@@ -211,7 +222,8 @@ static void test_batch_by_linger(void **state)
     char l[128];
     double start = util_mono();
     for (int i = 0; i < 5; i++) {
-        snprintf(l, sizeof l, "lin%u,node=n1 value=%d %lld", run_id, i, (long long)(t0 + i * 1000000LL));
+        snprintf(l, sizeof l, "lin%u,node=n1 value=%d %lld", run_id, i,
+                 (long long)(t0 + i * 1000000LL));
         assert_int_equal(influx_sink_write(s, l, strlen(l), (uint64_t)i), 0);
         RUN_FOR(loop, 0.02);
     }
@@ -228,7 +240,8 @@ static void test_batch_by_linger(void **state)
     /* flush sends at once, without waiting for the (now 5 s) linger */
     s = new_sink(loop, 1000, 5.0, false, &rec);
     for (int i = 5; i < 8; i++) {
-        snprintf(l, sizeof l, "lin%u,node=n1 value=%d %lld", run_id, i, (long long)(t0 + i * 1000000LL));
+        snprintf(l, sizeof l, "lin%u,node=n1 value=%d %lld", run_id, i,
+                 (long long)(t0 + i * 1000000LL));
         assert_int_equal(influx_sink_write(s, l, strlen(l), (uint64_t)i), 0);
     }
     RUN_FOR(loop, 0.1);

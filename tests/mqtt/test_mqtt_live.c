@@ -47,7 +47,7 @@
  * Test context and failure handling
  * ---------------------------------------------------------------------------------------- */
 
-#define MAXB 4
+#define MAXB       4
 #define MAX_TOKENS 512
 
 struct broker {
@@ -62,7 +62,7 @@ struct t {
     struct ev_loop *loop;
     const char *host;
     int shared_port;
-    char dir[64];   /* private temp dir */
+    char dir[64];    /* private temp dir */
     char prefix[96]; /* unique topic prefix */
     struct broker brokers[MAXB];
     int nbrokers;
@@ -232,7 +232,8 @@ static int free_port(void)
 static bool port_open(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     bool ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
     close(fd);
@@ -263,8 +264,9 @@ static struct broker *broker_conf(struct t *t, const char *extra)
     /* As root mosquitto would switch to user "mosquitto", who cannot read our 0700 dir. */
     if (geteuid() == 0)
         fprintf(f, "user root\n");
-    fprintf(f, "per_listener_settings false\npersistence false\nlog_type all\n"
-               "listener %d 127.0.0.1\n%s\n",
+    fprintf(f,
+            "per_listener_settings false\npersistence false\nlog_type all\n"
+            "listener %d 127.0.0.1\n%s\n",
             b->port, extra ? extra : "allow_anonymous true\n");
     fclose(f);
     return b;
@@ -351,7 +353,7 @@ static void sub_on_message(struct mosquitto *mosq, void *ud, const struct mosqui
         struct rx *r = &s->rx[s->n++];
         util_strlcpy(r->topic, msg->topic, sizeof r->topic);
         size_t len = (size_t)msg->payloadlen < sizeof r->payload - 1 ? (size_t)msg->payloadlen
-                                                                    : sizeof r->payload - 1;
+                                                                     : sizeof r->payload - 1;
         memcpy(r->payload, msg->payload, len);
         r->payload[len] = '\0';
         r->qos = msg->qos;
@@ -505,8 +507,7 @@ static void publish_num(struct t *t, struct mqtt_sink *m, const char *leaf, unsi
 }
 
 /* The subscriber's messages on <prefix>/<leaf> must be 0..n-1 in order, exactly once. */
-static void check_sequence(struct t *t, struct sub *s, const char *leaf, unsigned first,
-                           unsigned n)
+static void check_sequence(struct t *t, struct sub *s, const char *leaf, unsigned first, unsigned n)
 {
     char topic[160];
     snprintf(topic, sizeof topic, "%s/%s", t->prefix, leaf);
@@ -537,10 +538,14 @@ struct brief_msg {
 };
 
 static const struct brief_msg brief[9] = {
-    {"node1/temperature", "27.6", true},     {"node1/humidity", "54.1", true},
-    {"node1/gas_resistance", "84190", true}, {"node2/temperature", "26.8", true},
-    {"node2/humidity", "48.8", true},        {"signal/rssi", "-39", false},
-    {"signal/snr", "13", false},             {"stats/packets_received", "1", false},
+    {"node1/temperature", "27.6", true},
+    {"node1/humidity", "54.1", true},
+    {"node1/gas_resistance", "84190", true},
+    {"node2/temperature", "26.8", true},
+    {"node2/humidity", "48.8", true},
+    {"signal/rssi", "-39", false},
+    {"signal/snr", "13", false},
+    {"stats/packets_received", "1", false},
     {"stats/crc_errors", "0", false},
 };
 
@@ -599,8 +604,7 @@ static int scenario_basic(struct t *t, int protocol)
     snprintf(topic, sizeof topic, "%s/q2", t->prefix);
     CHECK(t, mqtt_sink_publish(m, topic, "two", 3, 2, false, 101) == 0, "publish q2");
 
-    CHECK(t, run_until(t, p_idle, m, 5), "not all acknowledged: pending=%zu",
-          mqtt_sink_pending(m));
+    CHECK(t, run_until(t, p_idle, m, 5), "not all acknowledged: pending=%zu", mqtt_sink_pending(m));
     for (unsigned i = 0; i < 9; i++)
         CHECK(t, t->acks[i] == 1, "token %u acked %u times", i, t->acks[i]);
     CHECK(t, t->acks[100] == 1 && t->acks[101] == 1, "q0/q2 acks %u %u", t->acks[100],
@@ -611,7 +615,8 @@ static int scenario_basic(struct t *t, int protocol)
           "stats published=%llu acked=%llu", (unsigned long long)st.published,
           (unsigned long long)st.acked);
 
-    CHECK(t, wait_sub(t, s, NULL, NULL, 12, 3), "subscriber got %d of 12", sub_count(s, NULL, NULL));
+    CHECK(t, wait_sub(t, s, NULL, NULL, 12, 3), "subscriber got %d of 12",
+          sub_count(s, NULL, NULL));
     for (unsigned i = 0; i < 9; i++) {
         snprintf(topic, sizeof topic, "%s/%s", t->prefix, brief[i].leaf);
         struct rx r;
@@ -639,8 +644,7 @@ static int scenario_basic(struct t *t, int protocol)
         bool got = sub_last(late, topic, &r);
         CHECK(t, got == brief[i].retain, "%s retained=%d seen=%d", topic, brief[i].retain, got);
         if (got)
-            CHECK(t, r.retain && strcmp(r.payload, brief[i].payload) == 0, "%s retain flag",
-                  topic);
+            CHECK(t, r.retain && strcmp(r.payload, brief[i].payload) == 0, "%s retain flag", topic);
     }
     CHECK(t, sub_last(late, status, &r) && r.retain && strcmp(r.payload, "online") == 0,
           "retained status is not online");
@@ -806,7 +810,8 @@ static int scenario_queue(struct t *t, bool overflow)
     snprintf(filter, sizeof filter, "%s/#", t->prefix);
     struct sub *s = sub_start(t, b->port, filter, 1);
     CHECK(t, run_until(t, p_idle, m, 5), "queue not drained: pending=%zu", mqtt_sink_pending(m));
-    CHECK(t, wait_sub(t, s, NULL, NULL, (int)keep, 3), "subscriber got %d", sub_count(s, NULL, NULL));
+    CHECK(t, wait_sub(t, s, NULL, NULL, (int)keep, 3), "subscriber got %d",
+          sub_count(s, NULL, NULL));
     run_for(t, 0.1);
     check_sequence(t, s, "seq", total - keep, keep);
     for (unsigned i = 0; i < total; i++)
@@ -964,8 +969,7 @@ static int scenario_restart(struct t *t)
     }
     printf("restart: %u messages, in flight at kill=%zu, lost=%u, acked-but-unseen=%u, "
            "duplicates=%u, reconnects=%llu\n",
-           RS_N, r->inflight_at_kill, lost, missing_acked, dups,
-           (unsigned long long)st.reconnects);
+           RS_N, r->inflight_at_kill, lost, missing_acked, dups, (unsigned long long)st.reconnects);
     CHECK(t, lost == 0, "%u messages never delivered", lost);
     CHECK(t, missing_acked == 0, "%u acknowledged messages lost", missing_acked);
     sink_close(t, r->m, 2);
@@ -1095,8 +1099,7 @@ static int scenario_tls(struct t *t)
 int main(int argc, char **argv)
 {
     if (argc != 2) {
-        fprintf(stderr, "usage: %s basic|will|v5|start_down|overflow|restart|auth|tls\n",
-                argv[0]);
+        fprintf(stderr, "usage: %s basic|will|v5|start_down|overflow|restart|auth|tls\n", argv[0]);
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);

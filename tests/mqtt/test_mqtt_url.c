@@ -128,13 +128,13 @@ static void test_storage_too_small(void **state)
     struct mqtt_config cfg;
     memset(&cfg, 0, sizeof cfg);
     char storage[8], err[128];
-    assert_int_equal(mqtt_parse_url("mqtt://averylonghostname", &cfg, storage, sizeof storage, err,
-                                    sizeof err),
-                     -EINVAL);
+    assert_int_equal(
+        mqtt_parse_url("mqtt://averylonghostname", &cfg, storage, sizeof storage, err, sizeof err),
+        -EINVAL);
     assert_non_null(strstr(err, "too long"));
-    assert_int_equal(mqtt_parse_url("mqtt://userlongname:pw@h", &cfg, storage, sizeof storage,
-                                    err, sizeof err),
-                     -EINVAL);
+    assert_int_equal(
+        mqtt_parse_url("mqtt://userlongname:pw@h", &cfg, storage, sizeof storage, err, sizeof err),
+        -EINVAL);
     assert_int_equal(mqtt_parse_url("mqtt://h:1", &cfg, storage, sizeof storage, err, sizeof err),
                      0);
     assert_string_equal(cfg.host, "h");

@@ -55,8 +55,8 @@ static char *dup_n(const char *s, size_t n)
     return p;
 }
 
-static __attribute__((unused)) int cap_publish(void *ud, const char *topic, const char *payload, size_t len, int qos,
-                       bool retain)
+static __attribute__((unused)) int cap_publish(void *ud, const char *topic, const char *payload,
+                                               size_t len, int qos, bool retain)
 {
     struct cap *c = ud;
     if (c->npub == CAP_MAX)
@@ -103,8 +103,8 @@ static __attribute__((unused)) void cap_clear(struct cap *c)
 }
 
 /* Assert publish #i is exactly (topic, payload, qos, retain). */
-static __attribute__((unused)) void expect_pub(const struct cap *c, size_t i, const char *topic, const char *payload,
-                       int qos, bool retain)
+static __attribute__((unused)) void expect_pub(const struct cap *c, size_t i, const char *topic,
+                                               const char *payload, int qos, bool retain)
 {
     if (i >= c->npub)
         fail_msg("publish #%zu missing (only %zu): wanted %s %s", i, c->npub, topic, payload);
@@ -134,34 +134,36 @@ static __attribute__((unused)) void h_write_rule(struct harness *h, const char *
 }
 
 /* Write `lua` to <tmpdir>/rule.lua and open it; returns rules_open's code (err in h->err). */
-static __attribute__((unused)) int h_open(struct harness *h, const char *lua, size_t mem_limit, uint64_t instr_limit)
+static __attribute__((unused)) int h_open(struct harness *h, const char *lua, size_t mem_limit,
+                                          uint64_t instr_limit)
 {
     memset(h, 0, sizeof *h);
     snprintf(h->dir, sizeof h->dir, "/tmp/rules-test-XXXXXX");
     assert_non_null(mkdtemp(h->dir));
     snprintf(h->path, sizeof h->path, "%s/rule.lua", h->dir);
     h_write_rule(h, lua);
-    struct rules_config cfg = {.path = h->path, .prefix = NULL, .mem_limit = mem_limit,
-                               .instr_limit = instr_limit};
-    struct rule_sink sink = {.ud = &h->cap, .publish = cap_publish, .write = cap_write,
-                             .log = cap_log};
+    struct rules_config cfg = {
+        .path = h->path, .prefix = NULL, .mem_limit = mem_limit, .instr_limit = instr_limit};
+    struct rule_sink sink = {
+        .ud = &h->cap, .publish = cap_publish, .write = cap_write, .log = cap_log};
     return rules_open(&h->r, &cfg, &sink, h->err, sizeof h->err);
 }
 
 /* Open a rule file as it is (e.g. rules/default.lua). */
-static __attribute__((unused)) int h_open_file(struct harness *h, const char *path, const char *prefix)
+static __attribute__((unused)) int h_open_file(struct harness *h, const char *path,
+                                               const char *prefix)
 {
     memset(h, 0, sizeof *h);
     struct rules_config cfg = {.path = path, .prefix = prefix};
-    struct rule_sink sink = {.ud = &h->cap, .publish = cap_publish, .write = cap_write,
-                             .log = cap_log};
+    struct rule_sink sink = {
+        .ud = &h->cap, .publish = cap_publish, .write = cap_write, .log = cap_log};
     return rules_open(&h->r, &cfg, &sink, h->err, sizeof h->err);
 }
 
 static __attribute__((unused)) int h_packet(struct harness *h, const char *json, int64_t rx_ns)
 {
-    struct packet p = {.source = "test", .line_no = 7, .rx_ns = rx_ns, .json = json,
-                       .json_len = strlen(json)};
+    struct packet p = {
+        .source = "test", .line_no = 7, .rx_ns = rx_ns, .json = json, .json_len = strlen(json)};
     h->err[0] = '\0';
     return rules_packet(h->r, &p, h->err, sizeof h->err);
 }

@@ -193,8 +193,8 @@ static void test_rejections(void **unused)
     bad("\"\\udc00\"", 1);
     bad("\"a\x01\"", 2);
     bad("\"\xc3\x28\"", 1);
-    bad("\"\xc0\xaf\"", 1);        /* overlong */
-    bad("\"\xed\xa0\x80\"", 1);    /* UTF-8 encoded surrogate */
+    bad("\"\xc0\xaf\"", 1);         /* overlong */
+    bad("\"\xed\xa0\x80\"", 1);     /* UTF-8 encoded surrogate */
     bad("\"\xf4\x90\x80\x80\"", 1); /* > U+10FFFF */
     bad("tru", 0);
     bad("nul", 0);

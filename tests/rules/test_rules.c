@@ -61,21 +61,22 @@ static void test_publish_formats(void **unused)
 {
     (void)unused;
     struct harness h;
-    assert_int_equal(h_open(&h,
-                            "function on_packet(p)\n"
-                            "  gw.publish('a/int', 84190)\n"
-                            "  gw.publish('a/float', 24.0, 0, true)\n"
-                            "  gw.publish('a/float2', 27.6, 2, false)\n"
-                            "  gw.publish('a/big', 1e300)\n"
-                            "  gw.publish('a/neg', -0.5)\n"
-                            "  gw.publish('a/bool', true)\n"
-                            "  gw.publish('a/str', 'as-is \\0 bytes')\n"
-                            "  gw.publish('a/json', {b = 1, a = 2.0, c = {1, 'x', gw.null}, d = {}})\n"
-                            "  gw.publish('a/null', gw.null)\n"
-                            "  gw.publish('a/fromjson', p.n)\n"
-                            "end\n",
-                            0, 0),
-                     0);
+    assert_int_equal(
+        h_open(&h,
+               "function on_packet(p)\n"
+               "  gw.publish('a/int', 84190)\n"
+               "  gw.publish('a/float', 24.0, 0, true)\n"
+               "  gw.publish('a/float2', 27.6, 2, false)\n"
+               "  gw.publish('a/big', 1e300)\n"
+               "  gw.publish('a/neg', -0.5)\n"
+               "  gw.publish('a/bool', true)\n"
+               "  gw.publish('a/str', 'as-is \\0 bytes')\n"
+               "  gw.publish('a/json', {b = 1, a = 2.0, c = {1, 'x', gw.null}, d = {}})\n"
+               "  gw.publish('a/null', gw.null)\n"
+               "  gw.publish('a/fromjson', p.n)\n"
+               "end\n",
+               0, 0),
+        0);
     assert_int_equal(h_packet(&h, "{\"n\":24.0}", T0), 0);
     struct cap *c = &h.cap;
     assert_int_equal(c->npub, 10);
@@ -182,26 +183,27 @@ static void test_misc_api_and_hooks(void **unused)
 {
     (void)unused;
     struct harness h;
-    assert_int_equal(h_open(&h,
-                            "local order = {}\n"
-                            "function init() order[#order+1] = 'init' end\n"
-                            "order[#order+1] = 'chunk'\n"
-                            "function on_packet(p, meta)\n"
-                            "  gw.publish('o', table.concat(order, ','))\n"
-                            "  gw.publish('meta', gw.json(meta))\n"
-                            "  gw.publish('prefix', gw.prefix)\n"
-                            "  gw.publish('now', math.type(gw.now()) .. ' ' .. math.type(gw.now_ns()))\n"
-                            "  gw.publish('iso', gw.iso8601(0) .. ' ' .. gw.iso8601(1732480290.9))\n"
-                            "  gw.publish('null', tostring(p.x == gw.null))\n"
-                            "  gw.log('warn', 'careful')\n"
-                            "  print('a', 1, nil)\n"
-                            "end\n"
-                            "function on_line(text, meta)\n"
-                            "  gw.publish('line', text .. '|' .. meta.source .. '|' .. meta.line)\n"
-                            "end\n"
-                            "function on_tick(now) gw.publish('tick', now) end\n",
-                            0, 0),
-                     0);
+    assert_int_equal(
+        h_open(&h,
+               "local order = {}\n"
+               "function init() order[#order+1] = 'init' end\n"
+               "order[#order+1] = 'chunk'\n"
+               "function on_packet(p, meta)\n"
+               "  gw.publish('o', table.concat(order, ','))\n"
+               "  gw.publish('meta', gw.json(meta))\n"
+               "  gw.publish('prefix', gw.prefix)\n"
+               "  gw.publish('now', math.type(gw.now()) .. ' ' .. math.type(gw.now_ns()))\n"
+               "  gw.publish('iso', gw.iso8601(0) .. ' ' .. gw.iso8601(1732480290.9))\n"
+               "  gw.publish('null', tostring(p.x == gw.null))\n"
+               "  gw.log('warn', 'careful')\n"
+               "  print('a', 1, nil)\n"
+               "end\n"
+               "function on_line(text, meta)\n"
+               "  gw.publish('line', text .. '|' .. meta.source .. '|' .. meta.line)\n"
+               "end\n"
+               "function on_tick(now) gw.publish('tick', now) end\n",
+               0, 0),
+        0);
     assert_int_equal(h_packet(&h, "{\"x\":null}", T0), 0);
     struct cap *c = &h.cap;
     expect_pub(c, 0, "o", "chunk,init", 1, false);
@@ -354,8 +356,9 @@ static void test_hostile_loops(void **unused)
     hostile("while true do pcall(function() while true do end end) end", OVERRUN, NULL);
     hostile("xpcall(function() while true do end end, function(e) return e end)", OVERRUN, NULL);
     /* Non-yieldable contexts (C function calling Lua): the hook raises, pcall re-raises. */
-    hostile("while true do pcall(table.sort, {3,2,1,5,4}, function(a, b) while true do end end) end",
-            OVERRUN, NULL);
+    hostile(
+        "while true do pcall(table.sort, {3,2,1,5,4}, function(a, b) while true do end end) end",
+        OVERRUN, NULL);
     hostile("while true do pcall(string.gsub, 'aaa', 'a', function() while true do end end) end",
             OVERRUN, NULL);
     hostile("xpcall(error, function(e) while true do end end)", OVERRUN, NULL);
@@ -365,14 +368,15 @@ static void test_hostile_loops(void **unused)
     hostile("local t = setmetatable({}, {__tostring = function() while true do end end}) "
             "while true do pcall(tostring, t) end",
             OVERRUN, NULL);
-    hostile("do local x <close> = setmetatable({}, {__close = function() while true do end end}) end",
-            OVERRUN, NULL);
+    hostile(
+        "do local x <close> = setmetatable({}, {__close = function() while true do end end}) end",
+        OVERRUN, NULL);
     /* The hook's error reaches xpcall's handler while hooks are off: the handler is skipped. */
     hostile("while true do xpcall(table.sort, function() while true do end end, {3,2,1}, "
             "function() while true do end end) end",
             OVERRUN, NULL);
-    hostile("xpcall(function() while true do end end, function(e) while true do end end)",
-            OVERRUN, NULL);
+    hostile("xpcall(function() while true do end end, function(e) while true do end end)", OVERRUN,
+            NULL);
     /* Unbounded recursion: a stack overflow or the memory cap, whichever comes first. */
     hostile("local function f() return f() + 1 end f()", ERR, NULL);
 }
@@ -394,9 +398,10 @@ static void test_hostile_memory(void **unused)
 static void test_hostile_escapes(void **unused)
 {
     (void)unused;
-    hostile("gw.publish('r', table.concat({type(os), type(io), type(debug), "
-            "type(package), type(dofile), type(loadfile), type(string.dump), type(coroutine)}, ','))",
-            OK_PUB, "nil,nil,nil,nil,nil,nil,nil,nil");
+    hostile(
+        "gw.publish('r', table.concat({type(os), type(io), type(debug), "
+        "type(package), type(dofile), type(loadfile), type(string.dump), type(coroutine)}, ','))",
+        OK_PUB, "nil,nil,nil,nil,nil,nil,nil,nil");
     hostile("os.execute('touch /tmp/pwned')", ERR, "attempt to index a nil value");
     /* require is the sandbox's own (test_rules_modules.c): .lua files from the search path only */
     hostile("require('os')", ERR, "module 'os' not found");
@@ -540,21 +545,20 @@ static void test_open_failures(void **unused)
     assert_non_null(strstr(err, "/nonexistent/rule.lua"));
 }
 
-static const char *rule_v1 =
-    "local S = gw.state\n"
-    "S.count = S.count or 0\n"
-    "function init()\n"
-    "  S.nested = S.nested or {a = {b = 1, f = 2.0}, list = {1, 2, 3}}\n"
-    "  S.cyc = S.cyc or {}\n"
-    "  S.cyc.self = S.cyc\n"
-    "  S.shared = S.nested.a\n"
-    "  S.fn = print\n"
-    "  S.null = gw.null\n"
-    "end\n"
-    "function on_packet(p)\n"
-    "  S.count = S.count + 1\n"
-    "  gw.publish('v1', S.count)\n"
-    "end\n";
+static const char *rule_v1 = "local S = gw.state\n"
+                             "S.count = S.count or 0\n"
+                             "function init()\n"
+                             "  S.nested = S.nested or {a = {b = 1, f = 2.0}, list = {1, 2, 3}}\n"
+                             "  S.cyc = S.cyc or {}\n"
+                             "  S.cyc.self = S.cyc\n"
+                             "  S.shared = S.nested.a\n"
+                             "  S.fn = print\n"
+                             "  S.null = gw.null\n"
+                             "end\n"
+                             "function on_packet(p)\n"
+                             "  S.count = S.count + 1\n"
+                             "  gw.publish('v1', S.count)\n"
+                             "end\n";
 
 static const char *rule_v2 =
     "local S = gw.state\n"

@@ -11,7 +11,7 @@
 #define SAMPLE                                                                                     \
     "{\"ts\":12000,\"id\":\"N2\",\"n1\":{\"t\":27.6,\"h\":54.1,\"g\":84190},\"n2\":{\"t\":26.8,"   \
     "\"h\":48.8},\"sig\":{\"rssi\":-39,\"snr\":13},\"sts\":{\"rx\":1,\"err\":0}}"
-#define T0 1732480290000000000LL /* 2024-11-24T20:31:30Z */
+#define T0  1732480290000000000LL /* 2024-11-24T20:31:30Z */
 #define SEC 1000000000LL
 
 static char *pkt_with(char *out, size_t n, double t1, const char *n2)
@@ -77,7 +77,8 @@ static void test_float_stays_float_and_prefix(void **unused)
     expect_pub(&h.cap, 0, "plant7/node1/temperature", "24.0", 1, true);
     expect_pub(&h.cap, 1, "plant7/node1/humidity", "55.0", 1, true);
     expect_pub(&h.cap, 2, "plant7/node1/gas_resistance", "107016", 1, true);
-    assert_string_equal(h.cap.line[0], "temperature,node=node1,unit=celsius value=24 " "1732480290000000000");
+    assert_string_equal(h.cap.line[0], "temperature,node=node1,unit=celsius value=24 "
+                                       "1732480290000000000");
     h_close(&h);
 }
 
@@ -156,9 +157,8 @@ static void test_temperature_alert_hysteresis(void **unused)
     assert_int_equal(count_topic(&h.cap, topic), 0); /* "ok" only once */
 
     /* node2 has its own alert. */
-    assert_int_equal(h_packet(&h, pkt_with(pkt, sizeof pkt, 30.0, "{\"t\":35.5,\"h\":40.0}"),
-                              T0 + 60 * SEC),
-                     0);
+    assert_int_equal(
+        h_packet(&h, pkt_with(pkt, sizeof pkt, 30.0, "{\"t\":35.5,\"h\":40.0}"), T0 + 60 * SEC), 0);
     p = find_topic(&h.cap, "iiot/alerts/node2/temperature");
     assert_non_null(p);
     assert_non_null(strstr(p->payload, "\"state\":\"firing\""));

@@ -90,8 +90,9 @@ static void test_mapper_matches_hand_written(void **unused)
         cap_clear(&h.cap);
     }
     /* Spot-check the first document, so "equal" cannot mean "equally wrong". */
-    assert_int_equal(h_packet(&h, "{\"mode\":\"map\",\"d\":{\"a\":{\"x\":27.6,\"y\":84190},"
-                                  "\"b\":24.0}}",
+    assert_int_equal(h_packet(&h,
+                              "{\"mode\":\"map\",\"d\":{\"a\":{\"x\":27.6,\"y\":84190},"
+                              "\"b\":24.0}}",
                               T0),
                      0);
     expect_pub(&h.cap, 0, "t/ax", "27.6", 2, true);
@@ -182,21 +183,22 @@ static void test_series(void **unused)
 {
     (void)unused;
     struct harness h;
-    assert_int_equal(h_open(&h,
-                            "local S = gw.series('my m', {['k k']='v,v', n=7, a='x'})\n"
-                            "local N = gw.series('bare')\n"
-                            "function on_packet(p)\n"
-                            "  gw.point(S, 1.5)\n"
-                            "  gw.point('my m', {['k k']='v,v', n=7, a='x'}, 1.5)\n"
-                            "  gw.point(S, {i=5, s='q\"', b=false}, 99)\n"
-                            "  gw.point(N, 84190)\n"
-                            "  gw.publish('s', tostring(S))\n"
-                            "  if p.bad == 1 then gw.point(S, {}) end\n"
-                            "  if p.bad == 2 then gw.point(gw.mapper({{path='v', topic='t'}}), 1) end\n"
-                            "  if p.bad == 3 then gw.series('m', {k='a\\nb'}) end\n"
-                            "end\n",
-                            0, 0),
-                     0);
+    assert_int_equal(
+        h_open(&h,
+               "local S = gw.series('my m', {['k k']='v,v', n=7, a='x'})\n"
+               "local N = gw.series('bare')\n"
+               "function on_packet(p)\n"
+               "  gw.point(S, 1.5)\n"
+               "  gw.point('my m', {['k k']='v,v', n=7, a='x'}, 1.5)\n"
+               "  gw.point(S, {i=5, s='q\"', b=false}, 99)\n"
+               "  gw.point(N, 84190)\n"
+               "  gw.publish('s', tostring(S))\n"
+               "  if p.bad == 1 then gw.point(S, {}) end\n"
+               "  if p.bad == 2 then gw.point(gw.mapper({{path='v', topic='t'}}), 1) end\n"
+               "  if p.bad == 3 then gw.series('m', {k='a\\nb'}) end\n"
+               "end\n",
+               0, 0),
+        0);
     assert_int_equal(h_packet(&h, "{}", T0), 0);
     struct cap *c = &h.cap;
     assert_int_equal(c->nline, 4);
@@ -244,8 +246,8 @@ static void test_decoder_object_sizes(void **unused)
         size_t len = 0;
         json[len++] = '{';
         for (int k = 1; k <= sizes[s]; k++)
-            len += (size_t)snprintf(json + len, sizeof json - len, "%s\"k%d\":%d",
-                                    k > 1 ? "," : "", k, k);
+            len += (size_t)snprintf(json + len, sizeof json - len, "%s\"k%d\":%d", k > 1 ? "," : "",
+                                    k, k);
         len += (size_t)snprintf(json + len, sizeof json - len, ",\"k3\":\"last\"}");
         assert_int_equal(h_packet(&h, json, T0), 0);
         char want[16];

@@ -20,8 +20,8 @@
 #include <lua.h>
 #include <lualib.h>
 
-#define T0 1732480290000000000LL /* 2024-11-24T20:31:30Z */
-#define SEC 1000000000LL
+#define T0        1732480290000000000LL /* 2024-11-24T20:31:30Z */
+#define SEC       1000000000LL
 #define MAX_FILES 32
 
 /* A temp tree with a rule and modules; everything written is removed by t_close. */
@@ -85,10 +85,12 @@ static void t_init(struct tree *t)
 static int t_open_path(struct tree *t, const char *rule_path, const char *lua_path,
                        size_t mem_limit, uint64_t instr_limit)
 {
-    struct rules_config cfg = {.path = rule_path ? rule_path : t->rule, .lua_path = lua_path,
-                               .mem_limit = mem_limit, .instr_limit = instr_limit};
-    struct rule_sink sink = {.ud = &t->cap, .publish = cap_publish, .write = cap_write,
-                             .log = cap_log};
+    struct rules_config cfg = {.path = rule_path ? rule_path : t->rule,
+                               .lua_path = lua_path,
+                               .mem_limit = mem_limit,
+                               .instr_limit = instr_limit};
+    struct rule_sink sink = {
+        .ud = &t->cap, .publish = cap_publish, .write = cap_write, .log = cap_log};
     t->err[0] = '\0';
     return rules_open(&t->r, &cfg, &sink, t->err, sizeof t->err);
 }
@@ -102,8 +104,8 @@ static int t_open(struct tree *t, const char *lua)
 
 static int t_packet(struct tree *t, const char *json, int64_t rx_ns)
 {
-    struct packet p = {.source = "test", .line_no = 1, .rx_ns = rx_ns, .json = json,
-                       .json_len = strlen(json)};
+    struct packet p = {
+        .source = "test", .line_no = 1, .rx_ns = rx_ns, .json = json, .json_len = strlen(json)};
     t->err[0] = '\0';
     return rules_packet(t->r, &p, t->err, sizeof t->err);
 }
@@ -154,8 +156,9 @@ static void test_default_path(void **unused)
     t_write(&t, "lua/near.lua", "return {where = 'lua'}\n"); /* shadowed by rules/near.lua */
     t_write(&t, "lua/far.lua", "return {where = 'lua'}\n");
     t_mkdir(&t, "lua/site");
-    t_write(&t, "lua/site/pumps.lua", "local name, path = ...\n"
-                                      "return {where = name .. ' ' .. path}\n");
+    t_write(&t, "lua/site/pumps.lua",
+            "local name, path = ...\n"
+            "return {where = name .. ' ' .. path}\n");
     assert_int_equal(t_open(&t, "local a, b, c = require('near'), require('far'), "
                                 "require('site.pumps')\n"
                                 "function on_packet(p)\n"
@@ -180,8 +183,9 @@ static void test_explicit_path(void **unused)
     t_mkdir(&t, "y");
     t_write(&t, "y/m.lua", "return 'from y'\n");
     t_write(&t, "rules/only_default.lua", "return 1\n");
-    t_write(&t, "rules/rule.lua", "local m = require('m')\n"
-                                  "function on_packet(p) gw.publish('r', m) end\n");
+    t_write(&t, "rules/rule.lua",
+            "local m = require('m')\n"
+            "function on_packet(p) gw.publish('r', m) end\n");
     char lp[256];
     snprintf(lp, sizeof lp, "%s/x/;;%s/y", t.dir, t.dir); /* trailing '/' and empty entry */
     assert_int_equal(t_open_path(&t, NULL, lp, 0, 0), 0);
@@ -248,8 +252,9 @@ static void test_cached_once(void **unused)
     (void)unused;
     struct tree t;
     t_init(&t);
-    t_write(&t, "lua/counted.lua", "gw.publish('body', 'ran')\n"
-                                   "return {n = 0}\n");
+    t_write(&t, "lua/counted.lua",
+            "gw.publish('body', 'ran')\n"
+            "return {n = 0}\n");
     t_write(&t, "lua/nothing.lua", "local x = 1\n");
     assert_int_equal(t_open(&t, "local a = require('counted')\n"
                                 "local b = require('counted')\n"
@@ -276,10 +281,11 @@ static void test_module_env_is_sandbox(void **unused)
     (void)unused;
     struct tree t;
     t_init(&t);
-    t_write(&t, "lua/peek.lua", "shared_by_module = 'hi'\n"
-                                "return table.concat({type(os), type(io), type(package), "
-                                "type(debug), type(dofile), type(gw), type(require), "
-                                "tostring(rule_global)}, ',')\n");
+    t_write(&t, "lua/peek.lua",
+            "shared_by_module = 'hi'\n"
+            "return table.concat({type(os), type(io), type(package), "
+            "type(debug), type(dofile), type(gw), type(require), "
+            "tostring(rule_global)}, ',')\n");
     assert_int_equal(t_open(&t, "rule_global = 7\n"
                                 "local s = require('peek')\n"
                                 "function on_packet(p) gw.publish('r', s .. ',' .. "
@@ -338,15 +344,17 @@ static void test_syntax_error_located(void **unused)
     (void)unused;
     struct tree t;
     t_init(&t);
-    t_write(&t, "lua/broken.lua", "local M = {}\n"
-                                  "function M.f()\n"
-                                  "  return 1 +\n"
-                                  "end\n"
-                                  "return M\n");
+    t_write(&t, "lua/broken.lua",
+            "local M = {}\n"
+            "function M.f()\n"
+            "  return 1 +\n"
+            "end\n"
+            "return M\n");
     assert_int_equal(t_open(&t, "local x = 1\nlocal b = require('broken')\n"), -EINVAL);
     char want[512];
-    snprintf(want, sizeof want, "%s:2: require: error loading module 'broken' from "
-                                "%s/lua/broken.lua: %s/lua/broken.lua:4: unexpected symbol",
+    snprintf(want, sizeof want,
+             "%s:2: require: error loading module 'broken' from "
+             "%s/lua/broken.lua: %s/lua/broken.lua:4: unexpected symbol",
              t.rule, t.dir, t.dir);
     if (strncmp(t.err, want, strlen(want)) != 0)
         fail_msg("error \"%s\" does not start with \"%s\"", t.err, want);
@@ -357,8 +365,8 @@ static void test_bad_names_refused(void **unused)
 {
     (void)unused;
     static const char *const bad[] = {
-        "'..'", "'../lua/x'", "'.x'", "'x.'", "'a..b'", "'a/b'", "'/etc/passwd'", "''",
-        "'1abc'", "'a-b'", "'a b'", "'a.1b'", "'\\0x'", "string.rep('a', 129)",
+        "'..'", "'../lua/x'", "'.x'",  "'x.'",  "'a..b'", "'a/b'",  "'/etc/passwd'",
+        "''",   "'1abc'",     "'a-b'", "'a b'", "'a.1b'", "'\\0x'", "string.rep('a', 129)",
     };
     struct tree t;
     t_init(&t);
@@ -443,9 +451,10 @@ static void test_module_loop_budget(void **unused)
     struct tree t;
     t_init(&t);
     t_write(&t, "lua/spin.lua", "local n = 0\nwhile true do n = n + 1 end\n");
-    t_write(&t, "lua/slow.lua", "local M = {}\n"
-                                "function M.forever() while true do end end\n"
-                                "return M\n");
+    t_write(&t, "lua/slow.lua",
+            "local M = {}\n"
+            "function M.forever() while true do end end\n"
+            "return M\n");
     assert_int_equal(t_open(&t, "require('spin')\n"), -EINVAL);
     expect_err(&t, "instruction budget exceeded (10000000 instructions)");
     rules_close(t.r);
@@ -530,8 +539,8 @@ static int t_open_repo(struct tree *t, const char *lua)
     return t_open_path(t, NULL, LUA_MOD_DIR, 0, 0);
 }
 
-#define STRICT_G                                                                               \
-    "setmetatable(_G, {__newindex = function(_, k) error('global write: ' .. k, 2) end,\n"     \
+#define STRICT_G                                                                                   \
+    "setmetatable(_G, {__newindex = function(_, k) error('global write: ' .. k, 2) end,\n"         \
     "  __index = function(_, k) error('global read: ' .. k, 2) end})\n"
 
 static const char ALERT_RULE[] =
@@ -553,8 +562,7 @@ static const char ALERT_RULE[] =
     "function on_tick(now)\n"
     "  local r = dead:check(now)\n"
     "  if r then gw.publish('ret', r) end\n"
-    "end\n"
-    STRICT_G; /* the module must not touch globals after load either */
+    "end\n" STRICT_G; /* the module must not touch globals after load either */
 
 static void pkt_t(struct tree *t, double temp, int64_t at)
 {
@@ -604,13 +612,16 @@ static void test_alerts_threshold(void **unused)
     assert_int_equal(t.cap.npub, 6);
     expect_pub(&t.cap, 0, "iiot/alerts/tank/level",
                "{\"state\":\"firing\",\"threshold\":10,\"time\":\"2024-11-24T20:31:30Z\","
-               "\"value\":10}", 1, true);
+               "\"value\":10}",
+               1, true);
     expect_pub(&t.cap, 2, "iiot/alerts/tank/level",
                "{\"state\":\"ok\",\"threshold\":12,\"time\":\"2024-11-24T20:31:30Z\","
-               "\"value\":13}", 1, true);
+               "\"value\":13}",
+               1, true);
     expect_pub(&t.cap, 4, "iiot/alerts/tank/level",
                "{\"state\":\"firing\",\"threshold\":10,\"time\":\"2024-11-24T20:31:30Z\","
-               "\"value\":9}", 1, true);
+               "\"value\":9}",
+               1, true);
     t_close(&t);
 }
 
@@ -658,14 +669,14 @@ static void test_alerts_state_survives_reload(void **unused)
     assert_int_equal(t_packet(&t, "{\"seen\":true}", T0), 0);
     assert_int_equal(t.cap.npub, 2); /* alert + ret */
     assert_int_equal(t_reload(&t), 0);
-    pkt_t(&t, 37.0, T0 + SEC);         /* still firing: nothing */
+    pkt_t(&t, 37.0, T0 + SEC); /* still firing: nothing */
     assert_int_equal(t.cap.npub, 2);
     assert_int_equal(t_tick(&t, T0 + 130 * SEC), 0); /* last-seen survived: fires */
     assert_int_equal(t.cap.npub, 4);
     assert_non_null(strstr(t.cap.pub[2].payload, "\"value\":130"));
     assert_int_equal(t_reload(&t), 0);
     assert_int_equal(t_tick(&t, T0 + 140 * SEC), 0); /* still firing: nothing */
-    pkt_t(&t, 32.0, T0 + 150 * SEC);                  /* clears once */
+    pkt_t(&t, 32.0, T0 + 150 * SEC);                 /* clears once */
     assert_int_equal(t.cap.npub, 6);
     expect_pub(&t.cap, 4, "iiot/alerts/node1/temperature",
                "{\"node\":\"node1\",\"state\":\"ok\",\"threshold\":33.0,"
@@ -700,8 +711,7 @@ static void test_alerts_option_errors(void **unused)
         char want[200];
         snprintf(want, sizeof want, "%s:2:", t.rule);
         if (strncmp(t.err, want, strlen(want)) != 0 || !strstr(t.err, cases[i].msg))
-            fail_msg("case %zu: error \"%s\", wanted \"%s ... %s\"", i, t.err, want,
-                     cases[i].msg);
+            fail_msg("case %zu: error \"%s\", wanted \"%s ... %s\"", i, t.err, want, cases[i].msg);
         t_close(&t);
     }
 }
@@ -716,24 +726,24 @@ static void test_smooth(void **unused)
     struct tree t;
     t_init(&t);
     assert_int_equal(
-        t_open_repo(&t,
-                    "local smooth = require('smooth')\n"
-                    "local avg = smooth.average{n = 3}\n"
-                    "local ema = smooth.ema{alpha = 0.5, key = 'ema'}\n"
-                    "local tema = smooth.ema{tau = 10}\n"
-                    "local rate = smooth.rate{per = 60, counter = true, key = 'rx'}\n"
-                    "local function s(v) return v == nil and 'nil' or string.format('%.4f', v) end\n"
-                    "function on_packet(p, meta)\n"
-                    "  local now = meta.rx_ns / 1e9\n"
-                    "  gw.publish('avg', s(avg:add(p.x)) .. ' ' .. avg:count())\n"
-                    "  gw.publish('ema', s(ema:add(p.x)))\n"
-                    "  gw.publish('tema', s(tema:add(p.x, now)))\n"
-                    "  gw.publish('rate', s(rate:add(p.rx, now)))\n"
-                    "end\n" STRICT_G),
+        t_open_repo(
+            &t, "local smooth = require('smooth')\n"
+                "local avg = smooth.average{n = 3}\n"
+                "local ema = smooth.ema{alpha = 0.5, key = 'ema'}\n"
+                "local tema = smooth.ema{tau = 10}\n"
+                "local rate = smooth.rate{per = 60, counter = true, key = 'rx'}\n"
+                "local function s(v) return v == nil and 'nil' or string.format('%.4f', v) end\n"
+                "function on_packet(p, meta)\n"
+                "  local now = meta.rx_ns / 1e9\n"
+                "  gw.publish('avg', s(avg:add(p.x)) .. ' ' .. avg:count())\n"
+                "  gw.publish('ema', s(ema:add(p.x)))\n"
+                "  gw.publish('tema', s(tema:add(p.x, now)))\n"
+                "  gw.publish('rate', s(rate:add(p.rx, now)))\n"
+                "end\n" STRICT_G),
         0);
     static const char *const pk[] = {
-        "{\"x\":1,\"rx\":100}", "{\"x\":2,\"rx\":110}", "{\"x\":3,\"rx\":130}",
-        "{\"x\":4}",            "{\"rx\":5}",           "{\"x\":10,\"rx\":15}",
+        "{\"x\":1,\"rx\":100}", "{\"x\":2,\"rx\":110}", "{\"x\":3,\"rx\":130}", "{\"x\":4}",
+        "{\"rx\":5}",           "{\"x\":10,\"rx\":15}",
     };
     for (size_t i = 0; i < 6; i++)
         assert_int_equal(t_packet(&t, pk[i], T0 + (int64_t)i * 10 * SEC), 0);
@@ -794,9 +804,8 @@ static void test_example_matches_default(void **unused)
     assert_int_equal(h_open_file(&d, RULES_DIR "/default.lua", NULL), 0);
     struct tree t;
     t_init(&t);
-    assert_int_equal(t_open_path(&t, RULES_DIR "/examples/alerts-with-modules.lua",
-                                 LUA_MOD_DIR, 0, 0),
-                     0);
+    assert_int_equal(
+        t_open_path(&t, RULES_DIR "/examples/alerts-with-modules.lua", LUA_MOD_DIR, 0, 0), 0);
     /* step: packet JSON, or NULL = a tick; times in seconds after T0 */
     static const struct {
         int at;

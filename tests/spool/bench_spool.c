@@ -105,16 +105,17 @@ int main(int argc, char **argv)
     struct spool_stats st;
     spool_stats(sp, &st);
     if (got[0] + got[1] != n || st.pending[0] || st.pending[1]) {
-        fprintf(stderr, "lost records: %" PRIu64 " + %" PRIu64 " of %" PRIu64 "\n", got[0],
-                got[1], n);
+        fprintf(stderr, "lost records: %" PRIu64 " + %" PRIu64 " of %" PRIu64 "\n", got[0], got[1],
+                n);
         return 1;
     }
-    printf("mode=%s policy=%s records=%" PRIu64 " bytes=%" PRIu64 " append_s=%.3f appends_per_s=%.0f "
+    printf("mode=%s policy=%s records=%" PRIu64 " bytes=%" PRIu64
+           " append_s=%.3f appends_per_s=%.0f "
            "MB_per_s=%.0f read_ack_s=%.3f pipeline_records_per_s=%.0f writes=%" PRIu64
            " fsyncs=%" PRIu64 " ticks=%" PRIu64 "\n",
-           live ? "live" : "batch", spool_fsync_name(pol), n, st.appended_bytes, t1 - t0, (double)n / (t1 - t0),
-           (double)n * 132 / (t1 - t0) / 1e6, t2 - t1, (double)n / (t2 - t0), st.writes,
-           st.fsyncs, ticks);
+           live ? "live" : "batch", spool_fsync_name(pol), n, st.appended_bytes, t1 - t0,
+           (double)n / (t1 - t0), (double)n * 132 / (t1 - t0) / 1e6, t2 - t1, (double)n / (t2 - t0),
+           st.writes, st.fsyncs, ticks);
     spool_close(sp);
     if (argc <= 4)
         nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);

@@ -175,8 +175,12 @@ static void basic_crc32c_and_mqtt_codec(void **state)
     /* chaining = one pass */
     assert_int_equal(spool_crc32c(spool_crc32c(0, "1234", 4), "56789", 5), 0xe3069283u);
 
-    struct spool_mqtt_msg m = {.topic = "iiot/node1/temperature", .payload = "27.6",
-                               .payload_len = 4, .qos = 1, .retain = true, .rx_ns = 1234567};
+    struct spool_mqtt_msg m = {.topic = "iiot/node1/temperature",
+                               .payload = "27.6",
+                               .payload_len = 4,
+                               .qos = 1,
+                               .retain = true,
+                               .rx_ns = 1234567};
     m.topic_len = strlen(m.topic);
     struct buf b = BUF_INIT;
     assert_int_equal(spool_encode_mqtt(&b, &m), 0);
@@ -809,11 +813,11 @@ static void crash_sigkill_keeps_synced_records(void **state)
         }
         for (uint64_t i = 0; i <= it; i++) {
             if (have[i] < synced[i])
-                fail_msg("iteration %" PRIu64 ": %" PRIu64 " records synced, %" PRIu64
-                         " found", i, synced[i], have[i]);
+                fail_msg("iteration %" PRIu64 ": %" PRIu64 " records synced, %" PRIu64 " found", i,
+                         synced[i], have[i]);
         }
-        print_message("kill %" PRIu64 ": synced %" PRIu64 " found %" PRIu64
-                      " truncated %" PRIu64 " bytes\n",
+        print_message("kill %" PRIu64 ": synced %" PRIu64 " found %" PRIu64 " truncated %" PRIu64
+                      " bytes\n",
                       it, synced[it], have[it], rep.bytes_truncated);
         assert_int_equal(spool_close(sp), 0);
     }

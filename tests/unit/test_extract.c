@@ -37,8 +37,8 @@ static void expect_clean_n(const char *in, size_t n, const char *want, size_t wn
     line[n] = '#';
     size_t got = extract_clean(line, n);
     if (got != wn || memcmp(line, want, wn) != 0)
-        fail_msg("clean: got %zu bytes \"%.*s\", want %zu bytes \"%.*s\"", got, (int)got, line,
-                 wn, (int)wn, want);
+        fail_msg("clean: got %zu bytes \"%.*s\", want %zu bytes \"%.*s\"", got, (int)got, line, wn,
+                 (int)wn, want);
     assert_int_equal(line[n], '#'); /* never writes past the input */
     free(line);
 }
@@ -60,8 +60,7 @@ static void expect_object(const char *in, enum extract_result res, const char *w
     if (res == EXTRACT_UNTERMINATED)
         assert_int_equal(off + olen, len);
     if (olen != strlen(want) || memcmp(in + off, want, olen) != 0)
-        fail_msg("extract_object(\"%s\") -> \"%.*s\", want \"%s\"", in, (int)olen, in + off,
-                 want);
+        fail_msg("extract_object(\"%s\") -> \"%.*s\", want \"%s\"", in, (int)olen, in + off, want);
 }
 
 /* clean + extract, the way the source pipeline uses it; returns the object or "" */
@@ -114,12 +113,17 @@ static void test_clean_osc_and_two_byte(void **state)
     (void)state;
     expect_clean("\x1b]0;title\x07text", "text");
     expect_clean("\x1b]8;;http://x/\x1b\\link\x1b]8;;\x1b\\ end", "link end");
-    expect_clean("\x1b]0;a\x1b[b\x07z", "z");      /* ESC inside OSC that is not ST */
+    expect_clean("\x1b]0;a\x1b[b\x07z", "z"); /* ESC inside OSC that is not ST */
     expect_clean("keep\x1b]0;never closed {\"a\":1}", "keep");
-    expect_clean("\x1b(Bplain\x1b" "7x\x1b" "8", "plainx");
-    expect_clean("ab\x1b", "ab");                  /* lone ESC at the end */
+    expect_clean("\x1b(Bplain\x1b"
+                 "7x\x1b"
+                 "8",
+                 "plainx");
+    expect_clean("ab\x1b", "ab"); /* lone ESC at the end */
     expect_clean("\x1b", "");
-    expect_clean("a\x1b\x1b" "b", "ab");           /* ESC ESC is a two-byte sequence */
+    expect_clean("a\x1b\x1b"
+                 "b",
+                 "ab"); /* ESC ESC is a two-byte sequence */
 }
 
 static void test_clean_trailing(void **state)
@@ -201,12 +205,11 @@ static void test_object_unterminated(void **state)
 {
     (void)state;
     /* cut by RTT overflow after complete inner objects: never salvage them */
-    expect_object("JSON: {\"ts\":1,\"n1\":{\"t\":24.0},\"n2\":{\"t\":23.",
-                  EXTRACT_UNTERMINATED, "{\"ts\":1,\"n1\":{\"t\":24.0},\"n2\":{\"t\":23.");
+    expect_object("JSON: {\"ts\":1,\"n1\":{\"t\":24.0},\"n2\":{\"t\":23.", EXTRACT_UNTERMINATED,
+                  "{\"ts\":1,\"n1\":{\"t\":24.0},\"n2\":{\"t\":23.");
     expect_object("{\"ts\":14385\\n (main.rs:573)", EXTRACT_UNTERMINATED,
                   "{\"ts\":14385\\n (main.rs:573)");
-    expect_object("{\"a\":\"never closed } }", EXTRACT_UNTERMINATED,
-                  "{\"a\":\"never closed } }");
+    expect_object("{\"a\":\"never closed } }", EXTRACT_UNTERMINATED, "{\"a\":\"never closed } }");
     expect_object("{\"a\":\"x\\", EXTRACT_UNTERMINATED, "{\"a\":\"x\\"); /* escape at end */
     expect_object("{\"a\":{}", EXTRACT_UNTERMINATED, "{\"a\":{}");
     expect_object("{\"", EXTRACT_UNTERMINATED, "{\"");

@@ -108,8 +108,8 @@ static void test_brief_schema(void **state)
     (void)state;
     struct lp_tag tags[] = {{"unit", "celsius"}, {"node", "node1"}};
     struct lp_field f[] = {ffloat("value", 27.6)};
-    expect_line("temperature,node=node1,unit=celsius value=27.6 1732480290000000000",
-                "temperature", tags, 2, f, 1, TS);
+    expect_line("temperature,node=node1,unit=celsius value=27.6 1732480290000000000", "temperature",
+                tags, 2, f, 1, TS);
     /* tags were sorted in place, as the header allows */
     assert_string_equal(tags[0].key, "node");
 
@@ -157,8 +157,8 @@ static void test_field_types(void **state)
 static void test_tag_sorting(void **state)
 {
     (void)state;
-    struct lp_tag tags[] = {{"z", "1"}, {"b", "2"}, {"a", "3"}, {"ab", "4"}, {"B", "5"},
-                            {"m", "6"}};
+    struct lp_tag tags[] = {{"z", "1"},  {"b", "2"}, {"a", "3"},
+                            {"ab", "4"}, {"B", "5"}, {"m", "6"}};
     struct lp_field f[] = {ffloat("v", 1)};
     expect_line("m,B=5,a=3,ab=4,b=2,m=6,z=1 v=1 1", "m", tags, 6, f, 1, 1);
     /* already sorted input stays sorted */
@@ -187,8 +187,8 @@ static void test_escape_docs_examples(void **state)
     (void)state;
     /* "Measurement name with spaces" */
     struct lp_field f1[] = {fstr("fieldKey", "string value")};
-    expect_line("my\\ Measurement fieldKey=\"string value\" 1", "my Measurement", NULL, 0, f1,
-                1, 1);
+    expect_line("my\\ Measurement fieldKey=\"string value\" 1", "my Measurement", NULL, 0, f1, 1,
+                1);
     /* "Double quotes in a string field value" */
     struct lp_field f2[] = {fstr("fieldKey", "\"string\" within a string")};
     expect_line("myMeasurement fieldKey=\"\\\"string\\\" within a string\" 1", "myMeasurement",
@@ -249,12 +249,12 @@ static void test_rejections(void **state)
     struct lp_field ok[] = {ffloat("v", 1)};
     struct lp_tag good = {"node", "n1"};
 
-    expect_einval("", NULL, 0, ok, 1);        /* empty measurement */
-    expect_einval(NULL, NULL, 0, ok, 1);      /* no measurement */
-    expect_einval("m", NULL, 0, ok, 0);       /* no fields */
-    expect_einval("m", NULL, 0, NULL, 1);     /* fields missing */
-    expect_einval("m\n", NULL, 0, ok, 1);     /* LF in measurement */
-    expect_einval("m\rx", NULL, 0, ok, 1);    /* CR in measurement */
+    expect_einval("", NULL, 0, ok, 1);     /* empty measurement */
+    expect_einval(NULL, NULL, 0, ok, 1);   /* no measurement */
+    expect_einval("m", NULL, 0, ok, 0);    /* no fields */
+    expect_einval("m", NULL, 0, NULL, 1);  /* fields missing */
+    expect_einval("m\n", NULL, 0, ok, 1);  /* LF in measurement */
+    expect_einval("m\rx", NULL, 0, ok, 1); /* CR in measurement */
 
     struct lp_tag t[2] = {good, {"", "x"}};
     expect_einval("m", t, 2, ok, 1); /* empty tag key */
@@ -416,8 +416,8 @@ static void test_append_key_and_format_int(void **state)
     assert_int_equal(lp_append_key(&b, "a\nb", 3), -EINVAL);
     assert_string_equal(b.p, "f\\ v\\,\\=x");
     buf_free(&b);
-    static const int64_t v[] = {0, 7, -7, 9, 10, 99, 100, -39, 84190, 1732480290000000000LL,
-                                INT64_MAX, INT64_MIN};
+    static const int64_t v[] = {
+        0, 7, -7, 9, 10, 99, 100, -39, 84190, 1732480290000000000LL, INT64_MAX, INT64_MIN};
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
         char got[24], want[24];
         snprintf(want, sizeof want, "%lld", (long long)v[i]);

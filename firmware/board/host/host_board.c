@@ -18,11 +18,11 @@
 #include "sht3x.h"
 
 /* Calibration the emulated BME680 reports (plausible values; see docs/firmware.md). */
-#define SIM_PAR_G1 (-26)
-#define SIM_PAR_G2 (-10291)
-#define SIM_PAR_G3 18
+#define SIM_PAR_G1         (-26)
+#define SIM_PAR_G2         (-10291)
+#define SIM_PAR_G3         18
 #define SIM_RES_HEAT_RANGE 1
-#define SIM_RES_HEAT_VAL 44
+#define SIM_RES_HEAT_VAL   44
 
 /* ---- clock ---------------------------------------------------------------------------------- */
 
@@ -106,10 +106,11 @@ static void bme_measure(struct host_board *b)
             range = r;
         }
     }
-    bool heated = b->bme_regs[BME680_REG_RES_HEAT_0] != 0 && b->bme_regs[BME680_REG_GAS_WAIT_0] != 0;
+    bool heated =
+        b->bme_regs[BME680_REG_RES_HEAT_0] != 0 && b->bme_regs[BME680_REG_GAS_WAIT_0] != 0;
     b->bme_regs[BME680_REG_GAS_R_MSB] = (uint8_t)(adc >> 2);
-    b->bme_regs[BME680_REG_GAS_R_LSB] = (uint8_t)(((adc & 3) << 6) | BME680_GAS_VALID |
-                                                 (heated ? BME680_HEAT_STAB : 0) | range);
+    b->bme_regs[BME680_REG_GAS_R_LSB] =
+        (uint8_t)(((adc & 3) << 6) | BME680_GAS_VALID | (heated ? BME680_HEAT_STAB : 0) | range);
     b->bme_regs[BME680_REG_MEAS_STATUS] = BME680_NEW_DATA;
 }
 
@@ -135,7 +136,7 @@ static int hb_i2c_write(void *ctx, uint8_t addr, const uint8_t *buf, size_t len)
         }
         return 0;
     }
-    return -EIO;   /* no device: address NACK */
+    return -EIO; /* no device: address NACK */
 }
 
 static int hb_i2c_read(void *ctx, uint8_t addr, uint8_t *buf, size_t len)
@@ -143,7 +144,7 @@ static int hb_i2c_read(void *ctx, uint8_t addr, uint8_t *buf, size_t len)
     struct host_board *b = ctx;
     if (addr == SHT3X_ADDR && b->sht_present) {
         if (!b->sht_ready || len > 6)
-            return -EIO;   /* the real sensor NACKs a read with no measurement pending */
+            return -EIO; /* the real sensor NACKs a read with no measurement pending */
         memcpy(buf, b->sht_out, len);
         b->sht_ready = false;
         return 0;
@@ -167,7 +168,7 @@ static void hb_console(void *ctx, const char *buf, size_t len)
 {
     struct host_board *b = ctx;
     if (b->console && fwrite(buf, 1, len, b->console) != len)
-        b->stop = true;   /* reader gone (EPIPE): nothing left to do */
+        b->stop = true; /* reader gone (EPIPE): nothing left to do */
 }
 
 static void hb_data(void *ctx, const char *buf, size_t len)
@@ -203,16 +204,20 @@ int host_board_init(struct host_board *b, double speed, const struct sensor_mode
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
     sigprocmask(SIG_BLOCK, &set, NULL);
-    signal(SIGPIPE, SIG_IGN);   /* a closed stdout shows up as a write error instead */
+    signal(SIGPIPE, SIG_IGN); /* a closed stdout shows up as a write error instead */
     b->sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
     if (b->sigfd < 0) {
         rc = -errno;
         radio_sim_close(&b->radio);
         return rc;
     }
-    b->hal = (struct fw_hal){.ctx = b, .millis = hb_millis, .delay_ms = hb_delay,
-                             .i2c_write = hb_i2c_write, .i2c_read = hb_i2c_read,
-                             .radio_write = hb_radio_write, .console_write = hb_console,
+    b->hal = (struct fw_hal){.ctx = b,
+                             .millis = hb_millis,
+                             .delay_ms = hb_delay,
+                             .i2c_write = hb_i2c_write,
+                             .i2c_read = hb_i2c_read,
+                             .radio_write = hb_radio_write,
+                             .console_write = hb_console,
                              .data_write = data ? hb_data : NULL};
     return 0;
 }
@@ -227,7 +232,8 @@ void host_board_close(struct host_board *b)
 
 void host_board_wait(struct host_board *b)
 {
-    struct pollfd p[2] = {{.fd = b->radio.fd, .events = POLLIN}, {.fd = b->sigfd, .events = POLLIN}};
+    struct pollfd p[2] = {{.fd = b->radio.fd, .events = POLLIN},
+                          {.fd = b->sigfd, .events = POLLIN}};
     struct timespec ts = {.tv_sec = 0, .tv_nsec = 200000};
     if (ppoll(p, 2, &ts, NULL) > 0) {
         if (p[1].revents & POLLIN) {
@@ -266,14 +272,14 @@ int host_parse_u32(const char *s, uint32_t *out)
 /* ---- command line shared by the simulators ------------------------------------------------ */
 
 static const struct option sim_options[] = {
-    {"udp-port", required_argument, NULL, 'u'},   {"peer-port", required_argument, NULL, 'p'},
-    {"seed", required_argument, NULL, 's'},       {"speed", required_argument, NULL, 'x'},
-    {"loss", required_argument, NULL, 'l'},       {"corrupt", required_argument, NULL, 'c'},
-    {"distance", required_argument, NULL, 'd'},   {"start-hour", required_argument, NULL, 'H'},
-    {"sht-error", required_argument, NULL, 'E'},  {"count", required_argument, NULL, 'n'},
-    {"duration", required_argument, NULL, 'T'},   {"help", no_argument, NULL, 'h'}};
+    {"udp-port", required_argument, NULL, 'u'},  {"peer-port", required_argument, NULL, 'p'},
+    {"seed", required_argument, NULL, 's'},      {"speed", required_argument, NULL, 'x'},
+    {"loss", required_argument, NULL, 'l'},      {"corrupt", required_argument, NULL, 'c'},
+    {"distance", required_argument, NULL, 'd'},  {"start-hour", required_argument, NULL, 'H'},
+    {"sht-error", required_argument, NULL, 'E'}, {"count", required_argument, NULL, 'n'},
+    {"duration", required_argument, NULL, 'T'},  {"help", no_argument, NULL, 'h'}};
 #define SIM_NOPTIONS (sizeof(sim_options) / sizeof(sim_options[0]))
-#define SIM_OWN_MAX 16   /* room for a node's own options */
+#define SIM_OWN_MAX  16 /* room for a node's own options */
 
 void host_sim_args_defaults(struct host_sim_args *a, const char *prog, uint16_t udp_port,
                             uint16_t peer_port, uint32_t seed)
@@ -294,18 +300,43 @@ static int sim_option(struct host_sim_args *a, int c, const char *arg, bool *bad
     uint32_t u = 0; /* set by host_parse_u32 on success; -O3 cannot prove it */
 
     switch (c) {
-    case 'u': *bad = host_parse_u32(arg, &u) || u > 65535; a->radio.udp_port = (uint16_t)u; break;
-    case 'p': *bad = host_parse_u32(arg, &u) || u > 65535; a->radio.peer_port = (uint16_t)u; break;
-    case 's': *bad = host_parse_u32(arg, &a->seed) != 0; break;
-    case 'x': *bad = host_parse_double(arg, 0.001, 1e6, &a->speed) != 0; break;
-    case 'l': *bad = host_parse_double(arg, 0, 1, &a->radio.loss) != 0; break;
-    case 'c': *bad = host_parse_double(arg, 0, 1, &a->radio.corrupt) != 0; break;
-    case 'd': *bad = host_parse_double(arg, 0.1, 1e6, &a->radio.distance_m) != 0; break;
-    case 'H': *bad = host_parse_double(arg, 0, 24, &a->model.start_hour) != 0; break;
-    case 'E': *bad = host_parse_double(arg, 0, 1, &a->sht_error) != 0; break;
-    case 'n': *bad = host_parse_u32(arg, &a->count) != 0; break;
-    case 'T': *bad = host_parse_double(arg, 0, 1e9, &a->duration) != 0; break;
-    default: return 0;
+    case 'u':
+        *bad = host_parse_u32(arg, &u) || u > 65535;
+        a->radio.udp_port = (uint16_t)u;
+        break;
+    case 'p':
+        *bad = host_parse_u32(arg, &u) || u > 65535;
+        a->radio.peer_port = (uint16_t)u;
+        break;
+    case 's':
+        *bad = host_parse_u32(arg, &a->seed) != 0;
+        break;
+    case 'x':
+        *bad = host_parse_double(arg, 0.001, 1e6, &a->speed) != 0;
+        break;
+    case 'l':
+        *bad = host_parse_double(arg, 0, 1, &a->radio.loss) != 0;
+        break;
+    case 'c':
+        *bad = host_parse_double(arg, 0, 1, &a->radio.corrupt) != 0;
+        break;
+    case 'd':
+        *bad = host_parse_double(arg, 0.1, 1e6, &a->radio.distance_m) != 0;
+        break;
+    case 'H':
+        *bad = host_parse_double(arg, 0, 24, &a->model.start_hour) != 0;
+        break;
+    case 'E':
+        *bad = host_parse_double(arg, 0, 1, &a->sht_error) != 0;
+        break;
+    case 'n':
+        *bad = host_parse_u32(arg, &a->count) != 0;
+        break;
+    case 'T':
+        *bad = host_parse_double(arg, 0, 1e9, &a->duration) != 0;
+        break;
+    default:
+        return 0;
     }
     return 1;
 }
@@ -329,7 +360,7 @@ int host_sim_parse(struct host_sim_args *a, int argc, char **argv, const struct 
             usage(stdout);
             return 0;
         }
-        if (c == '?') {   /* unknown option or missing value: getopt said which */
+        if (c == '?') { /* unknown option or missing value: getopt said which */
             usage(stderr);
             return 2;
         }

@@ -37,12 +37,12 @@ struct host_board {
     bool stop;
     /* emulated I2C devices */
     bool sht_present, bme_present;
-    double sht_error;          /* probability a word's CRC is corrupted */
+    double sht_error; /* probability a word's CRC is corrupted */
     uint8_t sht_out[6];
     bool sht_ready;
     uint8_t bme_regs[256];
     uint8_t bme_ptr;
-    struct sensor_env last_env;   /* what the model produced at the last sample */
+    struct sensor_env last_env; /* what the model produced at the last sample */
     struct fw_hal hal;
 };
 
@@ -73,14 +73,14 @@ int host_parse_u32(const char *s, uint32_t *out);
  * --duration, -h/--help) — parsed in one place so the two nodes cannot drift apart.
  */
 struct host_sim_args {
-    const char *prog;                  /* "node1_sim": prefix of error messages */
-    struct sensor_model_config model;  /* .seed set from seed after parsing */
-    struct radio_sim_config radio;     /* .seed set from seed after parsing */
-    double speed;                      /* simulated seconds per real second, default 1 */
-    double duration;                   /* exit after this many simulated seconds; 0 = never */
-    double sht_error;                  /* probability an SHT3x word has a bad CRC */
+    const char *prog;                 /* "node1_sim": prefix of error messages */
+    struct sensor_model_config model; /* .seed set from seed after parsing */
+    struct radio_sim_config radio;    /* .seed set from seed after parsing */
+    double speed;                     /* simulated seconds per real second, default 1 */
+    double duration;                  /* exit after this many simulated seconds; 0 = never */
+    double sht_error;                 /* probability an SHT3x word has a bad CRC */
     uint32_t seed;
-    uint32_t count;                    /* node-specific "done" count; 0 = never */
+    uint32_t count; /* node-specific "done" count; 0 = never */
 };
 
 /*

@@ -49,29 +49,30 @@ static void result(void *ud, const struct rframe *f, bool acked, unsigned sends)
 
 static void usage(FILE *out)
 {
-    fputs("usage: node1_sim [options]\n"
-          "Node 1 (sensor node) firmware on a simulated board: SHT3x + BME680 from a seeded\n"
-          "environment model, RYLR998 over loopback UDP to node2_sim.\n\n"
-          "  --udp-port N      this node's radio port on 127.0.0.1 (default 47001)\n"
-          "  --peer-port N     node 2's radio port (default 47002)\n"
-          "  --seed N          sensor model / radio impairment / jitter seed (default 1)\n"
-          "  --speed X         simulated seconds per real second (default 1; 360 = an hour in 10 s)\n"
-          "  --loss P          probability a transmission is lost (0..1, default 0)\n"
-          "  --corrupt P       probability a transmission gets one bit flipped (default 0)\n"
-          "  --distance M      metres to node 2, drives RSSI/SNR (default 30)\n"
-          "  --heat-at S       start a heat excursion S simulated seconds after start\n"
-          "  --heat-for S      ... lasting S seconds (default 0 = none)\n"
-          "  --heat-delta C    ... of C degrees (default 15)\n"
-          "  --start-hour H    time of day at start, 0..24 (default 12)\n"
-          "  --period-ms N     transmit period (default 10000)\n"
-          "  --count N         exit after N frames were resolved (acked or given up)\n"
-          "  --duration S      exit after S simulated seconds\n"
-          "  --no-bme          simulate a missing BME680 (gas flagged missing)\n"
-          "  --sht-error P     probability each SHT3x word has a bad CRC (default 0)\n"
-          "  -h, --help        this text\n\n"
-          "stdout: one JSON line per resolved frame, then a {\"summary\":...} line.\n"
-          "stderr: the firmware's console (log lines). Exits 0 on --count/--duration/SIGTERM.\n",
-          out);
+    fputs(
+        "usage: node1_sim [options]\n"
+        "Node 1 (sensor node) firmware on a simulated board: SHT3x + BME680 from a seeded\n"
+        "environment model, RYLR998 over loopback UDP to node2_sim.\n\n"
+        "  --udp-port N      this node's radio port on 127.0.0.1 (default 47001)\n"
+        "  --peer-port N     node 2's radio port (default 47002)\n"
+        "  --seed N          sensor model / radio impairment / jitter seed (default 1)\n"
+        "  --speed X         simulated seconds per real second (default 1; 360 = an hour in 10 s)\n"
+        "  --loss P          probability a transmission is lost (0..1, default 0)\n"
+        "  --corrupt P       probability a transmission gets one bit flipped (default 0)\n"
+        "  --distance M      metres to node 2, drives RSSI/SNR (default 30)\n"
+        "  --heat-at S       start a heat excursion S simulated seconds after start\n"
+        "  --heat-for S      ... lasting S seconds (default 0 = none)\n"
+        "  --heat-delta C    ... of C degrees (default 15)\n"
+        "  --start-hour H    time of day at start, 0..24 (default 12)\n"
+        "  --period-ms N     transmit period (default 10000)\n"
+        "  --count N         exit after N frames were resolved (acked or given up)\n"
+        "  --duration S      exit after S simulated seconds\n"
+        "  --no-bme          simulate a missing BME680 (gas flagged missing)\n"
+        "  --sht-error P     probability each SHT3x word has a bad CRC (default 0)\n"
+        "  -h, --help        this text\n\n"
+        "stdout: one JSON line per resolved frame, then a {\"summary\":...} line.\n"
+        "stderr: the firmware's console (log lines). Exits 0 on --count/--duration/SIGTERM.\n",
+        out);
 }
 
 /* node 1's own options (the shared ones are host_sim_parse's) */
@@ -86,21 +87,28 @@ static int node1_option(void *ud, int c, const char *arg)
     struct node1_args *a = ud;
 
     switch (c) {
-    case 'A': return host_parse_double(arg, 0, 1e9, &a->sim.model.heat_at);
-    case 'F': return host_parse_double(arg, 0, 1e9, &a->sim.model.heat_for);
-    case 'D': return host_parse_double(arg, -100, 100, &a->sim.model.heat_delta);
-    case 'P': return host_parse_u32(arg, &a->nc.period_ms) || a->nc.period_ms < 100 ? -EINVAL : 0;
-    case 'B': a->no_bme = true; return 0;
-    default: return -EINVAL;
+    case 'A':
+        return host_parse_double(arg, 0, 1e9, &a->sim.model.heat_at);
+    case 'F':
+        return host_parse_double(arg, 0, 1e9, &a->sim.model.heat_for);
+    case 'D':
+        return host_parse_double(arg, -100, 100, &a->sim.model.heat_delta);
+    case 'P':
+        return host_parse_u32(arg, &a->nc.period_ms) || a->nc.period_ms < 100 ? -EINVAL : 0;
+    case 'B':
+        a->no_bme = true;
+        return 0;
+    default:
+        return -EINVAL;
     }
 }
 
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"heat-at", required_argument, NULL, 'A'},   {"heat-for", required_argument, NULL, 'F'},
+        {"heat-at", required_argument, NULL, 'A'},    {"heat-for", required_argument, NULL, 'F'},
         {"heat-delta", required_argument, NULL, 'D'}, {"period-ms", required_argument, NULL, 'P'},
-        {"no-bme", no_argument, NULL, 'B'},          {NULL, 0, NULL, 0}};
+        {"no-bme", no_argument, NULL, 'B'},           {NULL, 0, NULL, 0}};
     struct node1_args args;
 
     host_sim_args_defaults(&args.sim, "node1_sim", 47001, 47002, 1);
@@ -112,7 +120,7 @@ int main(int argc, char **argv)
     const struct host_sim_args *a = &args.sim;
     args.nc.seed = a->seed * 7919u + 1;
 
-    static struct sim1 sim;   /* large (ring buffers): keep it off the stack */
+    static struct sim1 sim; /* large (ring buffers): keep it off the stack */
     setvbuf(stdout, NULL, _IOLBF, 0);
     int err = host_board_init(&sim.board, a->speed, &a->model, &a->radio, stderr, NULL);
     if (err < 0) {

@@ -65,20 +65,28 @@ static int node2_option(void *ud, int c, const char *arg)
     struct node2_args *a = ud;
 
     switch (c) {
-    case 'S': return host_parse_u32(arg, &a->nc.sht_first_ms);
-    case 'N': a->no_sht = true; return 0;
-    case 'o': a->data_path = arg; return 0;
-    case 'I': return host_parse_double(arg, 0, 1e9, &a->idle_exit);
-    default: return -EINVAL;
+    case 'S':
+        return host_parse_u32(arg, &a->nc.sht_first_ms);
+    case 'N':
+        a->no_sht = true;
+        return 0;
+    case 'o':
+        a->data_path = arg;
+        return 0;
+    case 'I':
+        return host_parse_double(arg, 0, 1e9, &a->idle_exit);
+    default:
+        return -EINVAL;
     }
 }
 
 int main(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"sht-first-ms", required_argument, NULL, 'S'}, {"no-sht", no_argument, NULL, 'N'},
-        {"data-out", required_argument, NULL, 'o'},     {"idle-exit", required_argument, NULL, 'I'},
-        {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {{"sht-first-ms", required_argument, NULL, 'S'},
+                                         {"no-sht", no_argument, NULL, 'N'},
+                                         {"data-out", required_argument, NULL, 'o'},
+                                         {"idle-exit", required_argument, NULL, 'I'},
+                                         {NULL, 0, NULL, 0}};
     struct node2_args args = {.data_path = NULL};
 
     host_sim_args_defaults(&args.sim, "node2_sim", 47002, 47001, 2);
@@ -99,7 +107,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "node2_sim: %s: %s\n", data_path, strerror(errno));
         return 1;
     }
-    static struct host_board board;   /* large (ring buffers): keep it off the stack */
+    static struct host_board board; /* large (ring buffers): keep it off the stack */
     setvbuf(stdout, NULL, _IOLBF, 0);
     int err = host_board_init(&board, a->speed, &a->model, &a->radio, stdout, data);
     if (err < 0) {

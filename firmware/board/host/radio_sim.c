@@ -43,7 +43,8 @@ static void corrupt_payload(struct radio_sim *r, char *data, size_t len)
 static void transmit(struct radio_sim *r, unsigned dst, char *data, size_t len)
 {
     char dgram[300];
-    struct sockaddr_in peer = {.sin_family = AF_INET, .sin_port = htons(r->cfg.peer_port),
+    struct sockaddr_in peer = {.sin_family = AF_INET,
+                               .sin_port = htons(r->cfg.peer_port),
                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 
     r->stats.sent++;
@@ -77,7 +78,7 @@ static void at_command(struct radio_sim *r, char *cmd)
         to_node(r, "+OK\r\n");
         transmit(r, (unsigned)dst, end + 1, (size_t)len);
     } else if (strncmp(cmd, "AT+", 3) == 0 || strcmp(cmd, "AT") == 0) {
-        to_node(r, "+OK\r\n");   /* NETWORKID, BAND, PARAMETER: accepted */
+        to_node(r, "+OK\r\n"); /* NETWORKID, BAND, PARAMETER: accepted */
     } else {
         goto bad;
     }
@@ -90,7 +91,8 @@ bad:
 
 int radio_sim_open(struct radio_sim *r, const struct radio_sim_config *cfg)
 {
-    struct sockaddr_in me = {.sin_family = AF_INET, .sin_port = htons(cfg->udp_port),
+    struct sockaddr_in me = {.sin_family = AF_INET,
+                             .sin_port = htons(cfg->udp_port),
                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     memset(r, 0, sizeof(*r));
     r->cfg = *cfg;
@@ -160,7 +162,7 @@ void radio_sim_poll(struct radio_sim *r)
             snr = 13.0;
         if (snr < -20.0)
             snr = -20.0;
-        if (snr < -7.5) {   /* below the SF7 demodulation floor: not heard */
+        if (snr < -7.5) { /* below the SF7 demodulation floor: not heard */
             r->stats.lost++;
             continue;
         }

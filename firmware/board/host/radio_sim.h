@@ -30,11 +30,11 @@
 #include "ring.h"
 
 struct radio_sim_config {
-    uint16_t udp_port;   /* this module's port on 127.0.0.1 */
-    uint16_t peer_port;  /* the other module's port */
-    double loss;         /* 0..1 */
-    double corrupt;      /* 0..1 */
-    double distance_m;   /* > 0 */
+    uint16_t udp_port;  /* this module's port on 127.0.0.1 */
+    uint16_t peer_port; /* the other module's port */
+    double loss;        /* 0..1 */
+    double corrupt;     /* 0..1 */
+    double distance_m;  /* > 0 */
     uint32_t seed;
 };
 
@@ -47,9 +47,9 @@ struct radio_sim {
     int fd;
     uint16_t address;
     uint32_t rng;
-    char cmd[320];          /* AT command being assembled from UART bytes */
+    char cmd[320]; /* AT command being assembled from UART bytes */
     size_t cmd_len;
-    struct ring to_node;    /* module -> node UART bytes */
+    struct ring to_node; /* module -> node UART bytes */
     struct radio_sim_stats stats;
 };
 

@@ -21,19 +21,19 @@
 
 struct sensor_model_config {
     uint32_t seed;
-    double start_hour;     /* local time of day at simulated t = 0, default 12 */
-    double t_mean, t_amp;  /* °C; default 24, 3 */
-    double h_mean, h_amp;  /* %RH; default 52, 6 */
-    double g_base;         /* ohms; default 90000 */
-    double g_drift_per_day;/* fraction; default 0.20 (a new sensor's resistance still climbs) */
-    double t_noise, h_noise, g_noise;  /* std dev; default 0.08 °C, 0.3 %RH, 0.01 (fraction) */
-    double heat_at, heat_for, heat_delta;  /* s, s, °C; heat_for = 0 disables */
+    double start_hour;      /* local time of day at simulated t = 0, default 12 */
+    double t_mean, t_amp;   /* °C; default 24, 3 */
+    double h_mean, h_amp;   /* %RH; default 52, 6 */
+    double g_base;          /* ohms; default 90000 */
+    double g_drift_per_day; /* fraction; default 0.20 (a new sensor's resistance still climbs) */
+    double t_noise, h_noise, g_noise;     /* std dev; default 0.08 °C, 0.3 %RH, 0.01 (fraction) */
+    double heat_at, heat_for, heat_delta; /* s, s, °C; heat_for = 0 disables */
 };
 
 struct sensor_env {
-    double t;   /* °C */
-    double h;   /* %RH */
-    double g;   /* ohms */
+    double t; /* °C */
+    double h; /* %RH */
+    double g; /* ohms */
 };
 
 struct sensor_model {

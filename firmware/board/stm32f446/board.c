@@ -29,7 +29,7 @@ static void clock_init(void)
     RCC->CR |= RCC_CR_PLLON;
     while (!(RCC->CR & RCC_CR_PLLRDY))
         ;
-    RCC->CFGR = RCC_CFGR_PPRE1_DIV2 | RCC_CFGR_SW_PLL;   /* AHB /1, APB1 /2, APB2 /1 */
+    RCC->CFGR = RCC_CFGR_PPRE1_DIV2 | RCC_CFGR_SW_PLL; /* AHB /1, APB1 /2, APB2 /1 */
     while ((RCC->CFGR & RCC_CFGR_SWS_MASK) != RCC_CFGR_SWS_PLL)
         ;
 }
@@ -44,19 +44,20 @@ static void pin_af(struct gpio_regs *port, unsigned pin, unsigned af, int open_d
         port->OTYPER |= 1u << pin;
         port->PUPDR = (port->PUPDR & ~(3u << (2 * pin))) | (1u << (2 * pin));
     }
-    port->AFR[pin / 8] = (port->AFR[pin / 8] & ~(0xFu << (4 * (pin % 8)))) | (af << (4 * (pin % 8)));
+    port->AFR[pin / 8] =
+        (port->AFR[pin / 8] & ~(0xFu << (4 * (pin % 8)))) | (af << (4 * (pin % 8)));
 }
 
 static void gpio_init(void)
 {
     RCC->AHB1ENR |= RCC_AHB1ENR_GPIOA | RCC_AHB1ENR_GPIOB;
-    pin_af(GPIOA, 2, 7, 0);   /* USART2 TX */
-    pin_af(GPIOA, 3, 7, 0);   /* USART2 RX */
-    pin_af(GPIOA, 0, 8, 0);   /* UART4 TX */
-    pin_af(GPIOA, 1, 8, 0);   /* UART4 RX */
-    pin_af(GPIOB, 8, 4, 1);   /* I2C1 SCL */
-    pin_af(GPIOB, 9, 4, 1);   /* I2C1 SDA */
-    GPIOA->MODER = (GPIOA->MODER & ~(3u << 10)) | (1u << 10);   /* PA5 LED output */
+    pin_af(GPIOA, 2, 7, 0);                                   /* USART2 TX */
+    pin_af(GPIOA, 3, 7, 0);                                   /* USART2 RX */
+    pin_af(GPIOA, 0, 8, 0);                                   /* UART4 TX */
+    pin_af(GPIOA, 1, 8, 0);                                   /* UART4 RX */
+    pin_af(GPIOB, 8, 4, 1);                                   /* I2C1 SCL */
+    pin_af(GPIOB, 9, 4, 1);                                   /* I2C1 SDA */
+    GPIOA->MODER = (GPIOA->MODER & ~(3u << 10)) | (1u << 10); /* PA5 LED output */
 }
 
 void board_led_toggle(void)
@@ -80,7 +81,7 @@ static void b_delay(void *ctx, uint32_t ms)
 {
     struct board *b = ctx;
     uint32_t start = b->ms;
-    while (b->ms - start < ms + 1)   /* +1: the first tick may come at once */
+    while (b->ms - start < ms + 1) /* +1: the first tick may come at once */
         __asm__ volatile("wfi");
 }
 
@@ -93,7 +94,7 @@ void board_idle(void)
 
 static void usart_init(struct usart_regs *u, uint32_t baud, int rx_irq)
 {
-    u->BRR = (BOARD_APB1_HZ + baud / 2) / baud;   /* oversampling by 16 */
+    u->BRR = (BOARD_APB1_HZ + baud / 2) / baud; /* oversampling by 16 */
     u->CR1 = USART_CR1_UE | USART_CR1_TE | USART_CR1_RE | (rx_irq ? USART_CR1_RXNEIE : 0);
 }
 
@@ -112,7 +113,7 @@ void UART4_IRQHandler(void)
 {
     uint32_t sr = UART4->SR;
     if (sr & (USART_SR_RXNE | USART_SR_ORE)) {
-        uint8_t c = (uint8_t)UART4->DR;   /* reading SR then DR also clears ORE */
+        uint8_t c = (uint8_t)UART4->DR; /* reading SR then DR also clears ORE */
         ring_put(&isr_board->radio_rx, c);
     }
 }
@@ -143,7 +144,7 @@ static void b_data_write(void *ctx, const char *buf, size_t len)
 
 /* ---- I2C1, polled master (RM0390 section 24.3.3) ---------------------------------------- */
 
-#define I2C_SPIN 200000u   /* ~10 ms at 84 MHz: far beyond any legal clock stretch */
+#define I2C_SPIN 200000u /* ~10 ms at 84 MHz: far beyond any legal clock stretch */
 
 static int i2c_wait(uint32_t flag)
 {
@@ -165,9 +166,9 @@ static void i2c_init(void)
     RCC->APB1ENR |= RCC_APB1ENR_I2C1;
     I2C1->CR1 = I2C_CR1_SWRST;
     I2C1->CR1 = 0;
-    I2C1->CR2 = BOARD_APB1_HZ / 1000000u;           /* FREQ = 42 */
-    I2C1->CCR = BOARD_APB1_HZ / (2u * 100000u);      /* standard mode 100 kHz */
-    I2C1->TRISE = BOARD_APB1_HZ / 1000000u + 1u;     /* 1000 ns max rise time */
+    I2C1->CR2 = BOARD_APB1_HZ / 1000000u;        /* FREQ = 42 */
+    I2C1->CCR = BOARD_APB1_HZ / (2u * 100000u);  /* standard mode 100 kHz */
+    I2C1->TRISE = BOARD_APB1_HZ / 1000000u + 1u; /* 1000 ns max rise time */
     I2C1->CR1 = I2C_CR1_PE;
 }
 
@@ -288,8 +289,12 @@ void board_init(struct board *b)
     nvic_enable(IRQ_UART4);
     i2c_init();
 
-    b->hal = (struct fw_hal){.ctx = b, .millis = b_millis, .delay_ms = b_delay,
-                             .i2c_write = b_i2c_write, .i2c_read = b_i2c_read,
-                             .radio_write = b_radio_write, .console_write = b_console_write,
+    b->hal = (struct fw_hal){.ctx = b,
+                             .millis = b_millis,
+                             .delay_ms = b_delay,
+                             .i2c_write = b_i2c_write,
+                             .i2c_read = b_i2c_read,
+                             .radio_write = b_radio_write,
+                             .console_write = b_console_write,
                              .data_write = b_data_write};
 }

@@ -20,11 +20,11 @@
 #include "ring.h"
 
 #define BOARD_SYSCLK_HZ 84000000u
-#define BOARD_APB1_HZ 42000000u
+#define BOARD_APB1_HZ   42000000u
 
 struct board {
-    struct ring radio_rx;          /* UART4 RX ISR -> main loop */
-    volatile uint32_t ms;          /* SysTick ISR */
+    struct ring radio_rx; /* UART4 RX ISR -> main loop */
+    volatile uint32_t ms; /* SysTick ISR */
     struct fw_hal hal;
 };
 

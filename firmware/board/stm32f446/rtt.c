@@ -12,9 +12,9 @@ struct rtt_buffer {
     const char *name;
     char *buf;
     uint32_t size;
-    volatile uint32_t wr;   /* written by the target */
-    volatile uint32_t rd;   /* written by the host */
-    uint32_t flags;         /* 0 = SEGGER_RTT_MODE_NO_BLOCK_SKIP */
+    volatile uint32_t wr; /* written by the target */
+    volatile uint32_t rd; /* written by the host */
+    uint32_t flags;       /* 0 = SEGGER_RTT_MODE_NO_BLOCK_SKIP */
 };
 
 struct rtt_cb {
@@ -38,7 +38,8 @@ void rtt_init(void)
     cb->max_up = 1;
     cb->max_down = 1;
     cb->up[0] = (struct rtt_buffer){.name = "Terminal", .buf = up_buf, .size = sizeof(up_buf)};
-    cb->down[0] = (struct rtt_buffer){.name = "Terminal", .buf = down_buf, .size = sizeof(down_buf)};
+    cb->down[0] =
+        (struct rtt_buffer){.name = "Terminal", .buf = down_buf, .size = sizeof(down_buf)};
     /* Write the id last, and not from one literal: a host scanning RAM must never find a
      * half-initialised block, nor a stale copy of the string elsewhere. */
     __atomic_signal_fence(__ATOMIC_SEQ_CST);
@@ -65,7 +66,7 @@ size_t rtt_write(const char *buf, size_t len)
     wr += (uint32_t)len;
     if (wr >= b->size)
         wr -= b->size;
-    __asm__ volatile("dmb" ::: "memory");   /* data visible before the host sees wr move */
+    __asm__ volatile("dmb" ::: "memory"); /* data visible before the host sees wr move */
     b->wr = wr;
     return len;
 }

@@ -3,11 +3,11 @@
  *
  * The control block layout is SEGGER's (and what probe-rs, OpenOCD and J-Link look for):
  *   char id[16] = "SEGGER RTT"; int max_up; int max_down; up buffers[]; down buffers[];
- *   buffer = { const char *name; char *buf; unsigned size; unsigned wr; unsigned rd; unsigned flags; }
- * The host finds it by scanning RAM for the id string (or via the _SEGGER_RTT ELF symbol) and
- * reads bytes between rd and wr, advancing rd. We never block: a write that does not fit in
- * the free space is dropped whole (SEGGER's NO_BLOCK_SKIP mode) so lines are never cut short —
- * the prototype's truncated-line problem — and a missing probe cannot stall the firmware.
+ *   buffer = { const char *name; char *buf; unsigned size; unsigned wr; unsigned rd; unsigned
+ * flags; } The host finds it by scanning RAM for the id string (or via the _SEGGER_RTT ELF symbol)
+ * and reads bytes between rd and wr, advancing rd. We never block: a write that does not fit in the
+ * free space is dropped whole (SEGGER's NO_BLOCK_SKIP mode) so lines are never cut short — the
+ * prototype's truncated-line problem — and a missing probe cannot stall the firmware.
  */
 #ifndef FW_RTT_H
 #define FW_RTT_H

@@ -38,8 +38,7 @@ void UART4_IRQHandler(void) WEAK_ALIAS;
 typedef void (*vector_fn)(void);
 
 /* Cortex-M vector table: initial SP, 15 system exceptions, then the STM32F446 IRQs. */
-__attribute__((section(".isr_vector"), used))
-static const vector_fn vectors[16 + IRQ_COUNT] = {
+__attribute__((section(".isr_vector"), used)) static const vector_fn vectors[16 + IRQ_COUNT] = {
     [0] = (vector_fn)(uintptr_t)&_estack,
     [1] = Reset_Handler,
     [2] = NMI_Handler,
@@ -61,7 +60,7 @@ static const vector_fn vectors[16 + IRQ_COUNT] = {
 
 void Reset_Handler(void)
 {
-    SCB_CPACR |= 0xFu << 20;   /* CP10 + CP11 full access */
+    SCB_CPACR |= 0xFu << 20; /* CP10 + CP11 full access */
     __asm__ volatile("dsb\n\tisb" ::: "memory");
 
     uint32_t *src = &_sidata;
