@@ -33,7 +33,6 @@
 -- passes — meta.rx_ns / 1e9 in on_packet, the `now` argument of on_tick — so --dry-run over a
 -- capture behaves like the live system did. The module defines no globals.
 --
--- Owner: rules engineer (modules).
 
 local M = {}
 

@@ -28,7 +28,6 @@
 -- result unchanged. Results are floats. No clock is read: times are the caller's `now`
 -- (seconds), so results are deterministic. The module defines no globals.
 --
--- Owner: rules engineer (modules).
 
 local M = {}
 

@@ -1,4 +1,4 @@
--- rules/default.lua — the stock iiotgw rule: the brief's MQTT topics and InfluxDB schema,
+-- rules/default.lua — the stock iiotgw rule: the project's MQTT topics and InfluxDB schema,
 -- plus temperature and offline alerts.
 --
 -- Per telemetry packet it publishes (QoS 1) and writes, in this order:
@@ -31,7 +31,6 @@
 -- Hot path: the metric map, topics and functions are built once at load time, never per
 -- packet; the nine metrics cost one C call (gw.mapper), only the alerts run as Lua.
 --
--- Owner: rules engineer.
 
 -------------------------------------------------------------------------------------------
 -- THRESHOLDS — edit here

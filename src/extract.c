@@ -9,7 +9,6 @@
  * is valid JSON is the decoder's job.
  *
  * Ownership: pure module; the caller owns the line (cleaned in place).
- * Owner: pure-modules engineer.
  */
 #include "extract.h"
 

@@ -22,7 +22,6 @@
  * A '{' at the very end of a line (nothing follows it) is not a candidate: EXTRACT_NONE.
  *
  * Pure module: no allocation, no I/O, no recursion (nesting depth is a counter).
- * Owner of this contract and extract.c: pure-modules engineer.
  */
 #ifndef IIOTGW_EXTRACT_H
 #define IIOTGW_EXTRACT_H

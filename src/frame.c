@@ -8,7 +8,6 @@
  * bytes), and its tail is then skipped up to the next '\n', however many feeds that takes.
  *
  * Ownership: struct framer is embedded by the caller; it owns buf (framer_free).
- * Owner: pure-modules engineer.
  */
 #include "frame.h"
 

@@ -16,7 +16,6 @@
  * its buffer (framer_free). The `line` pointer handed to the callback is valid only during
  * the callback; the callback may modify the bytes in place (extract_clean does).
  * line[len] is always '\0' (the buffer has max_line + 1 bytes), for convenience only.
- * Owner of this contract and frame.c: pure-modules engineer.
  */
 #ifndef IIOTGW_FRAME_H
 #define IIOTGW_FRAME_H

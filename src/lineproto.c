@@ -7,7 +7,6 @@
  * doubles ("27.6", "84190") without going through snprintf/strtod.
  *
  * Ownership: pure module, no state; the caller owns every input and the output buf.
- * Owner: performance engineer (written by the pure-modules engineer).
  */
 #include "lineproto.h"
 

@@ -16,8 +16,6 @@
  * Integer fields get the 'i' suffix, unsigned the 'u' suffix.
  *
  * Pure module. Ownership: the caller owns every input; output is appended to `out`.
- * Owner of this contract and lineproto.c: performance engineer (written by the pure-modules
- * engineer).
  */
 #ifndef IIOTGW_LINEPROTO_H
 #define IIOTGW_LINEPROTO_H

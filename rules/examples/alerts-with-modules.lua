@@ -15,7 +15,6 @@
 -- Alert state lives in gw.state (the modules put it there), so a hot reload keeps it. After
 -- editing a module, send SIGHUP or touch this file: the daemon watches only the rule file.
 --
--- Owner: rules engineer (modules).
 
 local alerts = require("alerts")
 local smooth = require("smooth")
