@@ -5,8 +5,6 @@
  * Run one group per ctest entry: `test_source <cmocka-filter>` (see CMakeLists.txt). Every
  * wait is bounded by an ev_timer deadline, so a broken source fails a test instead of hanging.
  * Log assertions capture our own stderr (where log.c writes) into a temporary file.
- *
- * Owner: sources engineer.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -621,6 +619,9 @@ static void test_exec_restart(void **state)
     assert_true(g0 < 0.15);   /* nominal 0.05 s plus a fork/exec */
     assert_true(g3 > g0);
     assert_true(st.restarts >= 4);
+    /* every run after the first is one restart: the counter matches the starts logged */
+    int started = count_matching_lines(log, "event=source_started source=probe", NULL);
+    assert_int_equal(st.restarts, (uint64_t)started - 1);
     assert_int_equal(r->done_calls, 0);
 
     assert_true(count_matching_lines(log, "level=warn event=source_stderr source=probe",
@@ -875,16 +876,25 @@ static void test_tcp_reconnect(void **state)
 /* serial (pseudo-terminal)                                                             */
 /* ------------------------------------------------------------------------------------ */
 
+static int pty_set_nonblock(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    return fl < 0 ? -errno : fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 ? -errno : 0;
+}
+
 /* A new pty whose slave is reachable at `link` (re-pointed atomically); returns the master.
  * The test keeps only the master, like a USB adapter the source is the only user of. */
 static int plug_pty(const char *link)
 {
     int m, sl;
     char name[128], tmp[300];
-    struct termios raw;
-    memset(&raw, 0, sizeof raw);
-    cfmakeraw(&raw);
-    assert_int_equal(openpty(&m, &sl, name, &raw, NULL), 0);
+    /* The kernel's defaults for a new tty (cooked: ICANON, ECHO, ICRNL, OPOST; 38400 baud),
+     * as a freshly plugged adapter has them: every raw/8N1/baud setting the tests see must
+     * come from the source. */
+    assert_int_equal(openpty(&m, &sl, name, NULL, NULL), 0);
+    struct termios t;
+    assert_int_equal(tcgetattr(sl, &t), 0);
+    assert_true(t.c_lflag & ICANON);
     close(sl);
     fcntl(m, F_SETFD, FD_CLOEXEC);
     snprintf(tmp, sizeof tmp, "%s.new", link);
@@ -968,6 +978,94 @@ static void test_serial_pty_replug(void **state)
     rec_free(r);
 }
 
+/* Feeds a buffer into a non-blocking pty master as fast as the tty layer takes it. */
+struct pty_feed {
+    ev_io io;
+    const char *data;
+    size_t len, off;
+};
+
+static void pty_feed_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)revents;
+    struct pty_feed *pf = container_of(w, struct pty_feed, io);
+    ssize_t n = write(w->fd, pf->data + pf->off, pf->len - pf->off);
+    if (n > 0)
+        pf->off += (size_t)n;
+    if (pf->off == pf->len || (n < 0 && errno != EAGAIN))
+        ev_io_stop(loop, w);
+}
+
+/* No :BAUD in the spec: 115200. A stream much larger than the tty buffers arrives complete
+ * and in order, and raw mode really is raw: the "\r" before each "\n" is not turned into a
+ * second line end (ICRNL) and nothing is echoed back (ECHO would feed the master). */
+static void test_serial_pty_stream(void **state)
+{
+    (void)state;
+    int fds_before = count_fds();
+    char dir[] = "/tmp/iiotgw-source-tty-XXXXXX", link[128];
+    assert_non_null(mkdtemp(dir));
+    snprintf(link, sizeof link, "%s/ttyACM", dir);
+    int m = plug_pty(link);
+    assert_int_equal(pty_set_nonblock(m), 0);
+
+    enum { NLINES = 3000 };
+    size_t cap = NLINES * 64, len = 0;
+    char *data = malloc(cap);
+    assert_non_null(data);
+    for (int i = 1; i <= NLINES; i++)
+        len += (size_t)snprintf(data + len, cap - len,
+                                "{\"node\":%d,\"seq\":%d,\"t\":21.5,\"rssi\":-97}\r\n", i % 7, i);
+
+    struct rec *r = rec_new();
+    char spec[200], err[256];
+    snprintf(spec, sizeof spec, "acm=serial:%s", link);
+    struct source_config c = test_cfg(spec);
+    struct source *s;
+    assert_int_equal(source_new(&s, r->loop, &c, rec_line, rec_done, r, err, sizeof err), 0);
+    assert_int_equal(source_kind(s), SOURCE_SERIAL);
+    assert_false(source_is_finite(s));
+    bool up = run_until(r->loop, src_up, s, 2.0);
+    struct termios t;
+    assert_int_equal(tcgetattr(m, &t), 0);
+
+    struct pty_feed pf = {.data = data, .len = len};
+    ev_io_init(&pf.io, pty_feed_cb, m, EV_WRITE);
+    ev_io_start(r->loop, &pf.io);
+    struct nlines nl = {r, NLINES};
+    bool got = run_until(r->loop, have_lines, &nl, 10.0);
+    run_until(r->loop, NULL, NULL, 0.05); /* nothing extra may follow */
+    ev_io_stop(r->loop, &pf.io);
+    char echo[64];
+    ssize_t echoed = read(m, echo, sizeof echo);
+    struct source_stats st;
+    source_get_stats(s, &st);
+    source_free(s);
+    close(m);
+    unlink(link);
+    rmdir(dir);
+
+    assert_true(up && got);
+    assert_int_equal(cfgetospeed(&t), B115200);
+    assert_int_equal(cfgetispeed(&t), B115200);
+    assert_int_equal(pf.off, len);
+    assert_int_equal(r->n, NLINES);
+    for (int i = 1; i <= NLINES; i++) {
+        char want[96];
+        snprintf(want, sizeof want, "{\"node\":%d,\"seq\":%d,\"t\":21.5,\"rssi\":-97}\r", i % 7, i);
+        assert_string_equal(r->lines[i - 1], want);
+        assert_int_equal(r->line_nos[i - 1], (uint64_t)i);
+    }
+    assert_true(echoed <= 0); /* no echo */
+    assert_int_equal(st.bytes, len);
+    assert_int_equal(st.lines, NLINES);
+    assert_int_equal(st.restarts, 0);
+    assert_true(st.up);
+    free(data);
+    assert_int_equal(count_fds(), fds_before); /* nothing leaked */
+    rec_free(r);
+}
+
 /* ------------------------------------------------------------------------------------ */
 /* main                                                                                 */
 /* ------------------------------------------------------------------------------------ */
@@ -986,7 +1084,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_exec_restart),        cmocka_unit_test(test_exec_stop_group),
         cmocka_unit_test(test_exec_sigkill),        cmocka_unit_test(test_exec_fds),
         cmocka_unit_test(test_exec_free_reaps),     cmocka_unit_test(test_tcp_reconnect),
-        cmocka_unit_test(test_serial_pty_replug),
+        cmocka_unit_test(test_serial_pty_replug),   cmocka_unit_test(test_serial_pty_stream),
     };
     if (argc > 1)
         cmocka_set_test_filter(argv[1]);
