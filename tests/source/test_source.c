@@ -633,6 +633,70 @@ static void test_exec_restart(void **state)
     rec_free(r);
 }
 
+/* The restart_in= values of a source's source_exited lines, in order; returns how many. */
+static int restart_delays(const char *log, const char *name, double *out, int max)
+{
+    char key[96];
+    snprintf(key, sizeof key, "event=source_exited source=%s ", name);
+    int n = 0;
+    for (const char *p = strstr(log, key); p && n < max; p = strstr(p + 1, key)) {
+        const char *eol = strchr(p, '\n'), *ri = strstr(p, "restart_in=");
+        if (ri && (!eol || ri < eol))
+            out[n++] = strtod(ri + strlen("restart_in="), NULL);
+    }
+    return n;
+}
+
+/* One command, two policies: runs that last longer than backoff_stable reset the ladder, so
+ * every restart waits the base delay; with a long stable period the same runs climb it. */
+static void test_exec_backoff_stable(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *spec;
+        double stable;
+    } cases[] = {
+        {"steady=exec:echo run; sleep 0.3; exit 1", 0.25},
+        {"climbing=exec:echo run; sleep 0.3; exit 1", 60},
+    };
+    double delays[2][8];
+    int nd[2];
+    uint64_t restarts[2];
+    struct capture cap;
+    capture_begin(&cap);
+    for (int k = 0; k < 2; k++) {
+        struct rec *r = rec_new();
+        char err[256];
+        struct source_config c = test_cfg(cases[k].spec);
+        c.backoff_base = 0.1; /* ladder 0.1, 0.2, 0.4, 0.8 (each drawn from [d/2, d]) */
+        c.backoff_max = 0.8;
+        c.backoff_stable = cases[k].stable;
+        struct source *s;
+        assert_int_equal(source_new(&s, r->loop, &c, rec_line, rec_done, r, err, sizeof err), 0);
+        struct nlines nl = {r, 5}; /* 5 runs: 4 exits with a restart delay */
+        bool ok = run_until(r->loop, have_lines, &nl, 8.0);
+        struct source_stats st;
+        source_get_stats(s, &st);
+        restarts[k] = st.restarts;
+        source_stop(s);
+        assert_true(run_until(r->loop, src_stopped, s, 3.0));
+        source_free(s);
+        rec_free(r);
+        assert_true(ok);
+    }
+    char *log = capture_end(&cap);
+    nd[0] = restart_delays(log, "steady", delays[0], 8);
+    nd[1] = restart_delays(log, "climbing", delays[1], 8);
+    free(log);
+    assert_true(nd[0] >= 4 && nd[1] >= 4);
+    for (int k = 0; k < 2; k++)
+        assert_int_equal(restarts[k], 4);
+    for (int i = 0; i < 4; i++) /* reset every time: always the base delay */
+        assert_true(delays[0][i] >= 0.05 && delays[0][i] <= 0.1);
+    assert_true(delays[1][0] <= 0.1); /* first step of the ladder */
+    assert_true(delays[1][3] >= 0.4); /* fourth: nominal 0.8, at least half of it */
+}
+
 static pid_t line_pid(struct rec *r, size_t i)
 {
     assert_true(i < r->n);
@@ -1078,13 +1142,21 @@ int main(int argc, char **argv)
     /* create the default loop (epoll fd, SIGCHLD pipe) up front so fd counts balance */
     ev_default_loop(0);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parse_good),          cmocka_unit_test(test_parse_bad),
-        cmocka_unit_test(test_new_errors),          cmocka_unit_test(test_file_session),
-        cmocka_unit_test(test_file_pause_overlong), cmocka_unit_test(test_stdin_pipe),
-        cmocka_unit_test(test_exec_restart),        cmocka_unit_test(test_exec_stop_group),
-        cmocka_unit_test(test_exec_sigkill),        cmocka_unit_test(test_exec_fds),
-        cmocka_unit_test(test_exec_free_reaps),     cmocka_unit_test(test_tcp_reconnect),
-        cmocka_unit_test(test_serial_pty_replug),   cmocka_unit_test(test_serial_pty_stream),
+        cmocka_unit_test(test_parse_good),
+        cmocka_unit_test(test_parse_bad),
+        cmocka_unit_test(test_new_errors),
+        cmocka_unit_test(test_file_session),
+        cmocka_unit_test(test_file_pause_overlong),
+        cmocka_unit_test(test_stdin_pipe),
+        cmocka_unit_test(test_exec_restart),
+        cmocka_unit_test(test_exec_backoff_stable),
+        cmocka_unit_test(test_exec_stop_group),
+        cmocka_unit_test(test_exec_sigkill),
+        cmocka_unit_test(test_exec_fds),
+        cmocka_unit_test(test_exec_free_reaps),
+        cmocka_unit_test(test_tcp_reconnect),
+        cmocka_unit_test(test_serial_pty_replug),
+        cmocka_unit_test(test_serial_pty_stream),
     };
     if (argc > 1)
         cmocka_set_test_filter(argv[1]);
