@@ -1,6 +1,7 @@
 /*
- * test_source.c — tests of the sources module (src/source.c) against real fds, processes,
- * sockets and pseudo-terminals on the libev default loop.
+ * test_source.c — tests of the sources module (src/source.c and src/source_*.c), through its
+ * public API only, against real fds, processes, sockets and pseudo-terminals on the libev
+ * default loop.
  *
  * Run one group per ctest entry: `test_source <cmocka-filter>` (see CMakeLists.txt). Every
  * wait is bounded by an ev_timer deadline, so a broken source fails a test instead of hanging.
