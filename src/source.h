@@ -29,7 +29,9 @@
  *
  * Ownership: source_new() returns an object owned by the caller (source_free()). The `line`
  * handed to the callback is only valid during the call and may be modified in place.
- * Owner of this contract and source.c: sources engineer.
+ *
+ * Implementation: source.c (what all kinds share) and one file per kind (source_exec.c,
+ * source_serial.c, source_tcp.c, source_file.c), joined by the private source_int.h.
  */
 #ifndef IIOTGW_SOURCE_H
 #define IIOTGW_SOURCE_H
@@ -66,7 +68,9 @@ struct source_stats {
     uint64_t bytes;    /* data bytes read (exec: stdout only) */
     uint64_t lines;    /* lines delivered to on_line, overlong ones included */
     uint64_t overlong; /* lines that exceeded max_line (delivered truncated, FRAME_OVERLONG) */
-    uint64_t restarts; /* exec restarts / reconnects / reopens */
+    uint64_t restarts; /* live sources: times it came up again after the first time (exec: a
+                        * successful respawn, tcp: a reconnect, serial: a reopen); failed
+                        * attempts do not count; never reset; always 0 for file and stdin */
     bool up;           /* currently connected / running / open */
 };
 

@@ -1,12 +1,11 @@
 /*
- * test_source.c — tests of the sources module (src/source.c) against real fds, processes,
- * sockets and pseudo-terminals on the libev default loop.
+ * test_source.c — tests of the sources module (src/source.c and src/source_*.c), through its
+ * public API only, against real fds, processes, sockets and pseudo-terminals on the libev
+ * default loop.
  *
  * Run one group per ctest entry: `test_source <cmocka-filter>` (see CMakeLists.txt). Every
  * wait is bounded by an ev_timer deadline, so a broken source fails a test instead of hanging.
  * Log assertions capture our own stderr (where log.c writes) into a temporary file.
- *
- * Owner: sources engineer.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -621,6 +620,9 @@ static void test_exec_restart(void **state)
     assert_true(g0 < 0.15);   /* nominal 0.05 s plus a fork/exec */
     assert_true(g3 > g0);
     assert_true(st.restarts >= 4);
+    /* every run after the first is one restart: the counter matches the starts logged */
+    int started = count_matching_lines(log, "event=source_started source=probe", NULL);
+    assert_int_equal(st.restarts, (uint64_t)started - 1);
     assert_int_equal(r->done_calls, 0);
 
     assert_true(count_matching_lines(log, "level=warn event=source_stderr source=probe",
@@ -630,6 +632,70 @@ static void test_exec_restart(void **state)
     free(log);
     assert_int_equal(count_fds(), fds_before); /* nothing leaked */
     rec_free(r);
+}
+
+/* The restart_in= values of a source's source_exited lines, in order; returns how many. */
+static int restart_delays(const char *log, const char *name, double *out, int max)
+{
+    char key[96];
+    snprintf(key, sizeof key, "event=source_exited source=%s ", name);
+    int n = 0;
+    for (const char *p = strstr(log, key); p && n < max; p = strstr(p + 1, key)) {
+        const char *eol = strchr(p, '\n'), *ri = strstr(p, "restart_in=");
+        if (ri && (!eol || ri < eol))
+            out[n++] = strtod(ri + strlen("restart_in="), NULL);
+    }
+    return n;
+}
+
+/* One command, two policies: runs that last longer than backoff_stable reset the ladder, so
+ * every restart waits the base delay; with a long stable period the same runs climb it. */
+static void test_exec_backoff_stable(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *spec;
+        double stable;
+    } cases[] = {
+        {"steady=exec:echo run; sleep 0.3; exit 1", 0.25},
+        {"climbing=exec:echo run; sleep 0.3; exit 1", 60},
+    };
+    double delays[2][8];
+    int nd[2];
+    uint64_t restarts[2];
+    struct capture cap;
+    capture_begin(&cap);
+    for (int k = 0; k < 2; k++) {
+        struct rec *r = rec_new();
+        char err[256];
+        struct source_config c = test_cfg(cases[k].spec);
+        c.backoff_base = 0.1; /* ladder 0.1, 0.2, 0.4, 0.8 (each drawn from [d/2, d]) */
+        c.backoff_max = 0.8;
+        c.backoff_stable = cases[k].stable;
+        struct source *s;
+        assert_int_equal(source_new(&s, r->loop, &c, rec_line, rec_done, r, err, sizeof err), 0);
+        struct nlines nl = {r, 5}; /* 5 runs: 4 exits with a restart delay */
+        bool ok = run_until(r->loop, have_lines, &nl, 8.0);
+        struct source_stats st;
+        source_get_stats(s, &st);
+        restarts[k] = st.restarts;
+        source_stop(s);
+        assert_true(run_until(r->loop, src_stopped, s, 3.0));
+        source_free(s);
+        rec_free(r);
+        assert_true(ok);
+    }
+    char *log = capture_end(&cap);
+    nd[0] = restart_delays(log, "steady", delays[0], 8);
+    nd[1] = restart_delays(log, "climbing", delays[1], 8);
+    free(log);
+    assert_true(nd[0] >= 4 && nd[1] >= 4);
+    for (int k = 0; k < 2; k++)
+        assert_int_equal(restarts[k], 4);
+    for (int i = 0; i < 4; i++) /* reset every time: always the base delay */
+        assert_true(delays[0][i] >= 0.05 && delays[0][i] <= 0.1);
+    assert_true(delays[1][0] <= 0.1); /* first step of the ladder */
+    assert_true(delays[1][3] >= 0.4); /* fourth: nominal 0.8, at least half of it */
 }
 
 static pid_t line_pid(struct rec *r, size_t i)
@@ -875,16 +941,25 @@ static void test_tcp_reconnect(void **state)
 /* serial (pseudo-terminal)                                                             */
 /* ------------------------------------------------------------------------------------ */
 
+static int pty_set_nonblock(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    return fl < 0 ? -errno : fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 ? -errno : 0;
+}
+
 /* A new pty whose slave is reachable at `link` (re-pointed atomically); returns the master.
  * The test keeps only the master, like a USB adapter the source is the only user of. */
 static int plug_pty(const char *link)
 {
     int m, sl;
     char name[128], tmp[300];
-    struct termios raw;
-    memset(&raw, 0, sizeof raw);
-    cfmakeraw(&raw);
-    assert_int_equal(openpty(&m, &sl, name, &raw, NULL), 0);
+    /* The kernel's defaults for a new tty (cooked: ICANON, ECHO, ICRNL, OPOST; 38400 baud),
+     * as a freshly plugged adapter has them: every raw/8N1/baud setting the tests see must
+     * come from the source. */
+    assert_int_equal(openpty(&m, &sl, name, NULL, NULL), 0);
+    struct termios t;
+    assert_int_equal(tcgetattr(sl, &t), 0);
+    assert_true(t.c_lflag & ICANON);
     close(sl);
     fcntl(m, F_SETFD, FD_CLOEXEC);
     snprintf(tmp, sizeof tmp, "%s.new", link);
@@ -968,6 +1043,94 @@ static void test_serial_pty_replug(void **state)
     rec_free(r);
 }
 
+/* Feeds a buffer into a non-blocking pty master as fast as the tty layer takes it. */
+struct pty_feed {
+    ev_io io;
+    const char *data;
+    size_t len, off;
+};
+
+static void pty_feed_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)revents;
+    struct pty_feed *pf = container_of(w, struct pty_feed, io);
+    ssize_t n = write(w->fd, pf->data + pf->off, pf->len - pf->off);
+    if (n > 0)
+        pf->off += (size_t)n;
+    if (pf->off == pf->len || (n < 0 && errno != EAGAIN))
+        ev_io_stop(loop, w);
+}
+
+/* No :BAUD in the spec: 115200. A stream much larger than the tty buffers arrives complete
+ * and in order, and raw mode really is raw: the "\r" before each "\n" is not turned into a
+ * second line end (ICRNL) and nothing is echoed back (ECHO would feed the master). */
+static void test_serial_pty_stream(void **state)
+{
+    (void)state;
+    int fds_before = count_fds();
+    char dir[] = "/tmp/iiotgw-source-tty-XXXXXX", link[128];
+    assert_non_null(mkdtemp(dir));
+    snprintf(link, sizeof link, "%s/ttyACM", dir);
+    int m = plug_pty(link);
+    assert_int_equal(pty_set_nonblock(m), 0);
+
+    enum { NLINES = 3000 };
+    size_t cap = NLINES * 64, len = 0;
+    char *data = malloc(cap);
+    assert_non_null(data);
+    for (int i = 1; i <= NLINES; i++)
+        len += (size_t)snprintf(data + len, cap - len,
+                                "{\"node\":%d,\"seq\":%d,\"t\":21.5,\"rssi\":-97}\r\n", i % 7, i);
+
+    struct rec *r = rec_new();
+    char spec[200], err[256];
+    snprintf(spec, sizeof spec, "acm=serial:%s", link);
+    struct source_config c = test_cfg(spec);
+    struct source *s;
+    assert_int_equal(source_new(&s, r->loop, &c, rec_line, rec_done, r, err, sizeof err), 0);
+    assert_int_equal(source_kind(s), SOURCE_SERIAL);
+    assert_false(source_is_finite(s));
+    bool up = run_until(r->loop, src_up, s, 2.0);
+    struct termios t;
+    assert_int_equal(tcgetattr(m, &t), 0);
+
+    struct pty_feed pf = {.data = data, .len = len};
+    ev_io_init(&pf.io, pty_feed_cb, m, EV_WRITE);
+    ev_io_start(r->loop, &pf.io);
+    struct nlines nl = {r, NLINES};
+    bool got = run_until(r->loop, have_lines, &nl, 10.0);
+    run_until(r->loop, NULL, NULL, 0.05); /* nothing extra may follow */
+    ev_io_stop(r->loop, &pf.io);
+    char echo[64];
+    ssize_t echoed = read(m, echo, sizeof echo);
+    struct source_stats st;
+    source_get_stats(s, &st);
+    source_free(s);
+    close(m);
+    unlink(link);
+    rmdir(dir);
+
+    assert_true(up && got);
+    assert_int_equal(cfgetospeed(&t), B115200);
+    assert_int_equal(cfgetispeed(&t), B115200);
+    assert_int_equal(pf.off, len);
+    assert_int_equal(r->n, NLINES);
+    for (int i = 1; i <= NLINES; i++) {
+        char want[96];
+        snprintf(want, sizeof want, "{\"node\":%d,\"seq\":%d,\"t\":21.5,\"rssi\":-97}\r", i % 7, i);
+        assert_string_equal(r->lines[i - 1], want);
+        assert_int_equal(r->line_nos[i - 1], (uint64_t)i);
+    }
+    assert_true(echoed <= 0); /* no echo */
+    assert_int_equal(st.bytes, len);
+    assert_int_equal(st.lines, NLINES);
+    assert_int_equal(st.restarts, 0);
+    assert_true(st.up);
+    free(data);
+    assert_int_equal(count_fds(), fds_before); /* nothing leaked */
+    rec_free(r);
+}
+
 /* ------------------------------------------------------------------------------------ */
 /* main                                                                                 */
 /* ------------------------------------------------------------------------------------ */
@@ -980,13 +1143,21 @@ int main(int argc, char **argv)
     /* create the default loop (epoll fd, SIGCHLD pipe) up front so fd counts balance */
     ev_default_loop(0);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parse_good),          cmocka_unit_test(test_parse_bad),
-        cmocka_unit_test(test_new_errors),          cmocka_unit_test(test_file_session),
-        cmocka_unit_test(test_file_pause_overlong), cmocka_unit_test(test_stdin_pipe),
-        cmocka_unit_test(test_exec_restart),        cmocka_unit_test(test_exec_stop_group),
-        cmocka_unit_test(test_exec_sigkill),        cmocka_unit_test(test_exec_fds),
-        cmocka_unit_test(test_exec_free_reaps),     cmocka_unit_test(test_tcp_reconnect),
+        cmocka_unit_test(test_parse_good),
+        cmocka_unit_test(test_parse_bad),
+        cmocka_unit_test(test_new_errors),
+        cmocka_unit_test(test_file_session),
+        cmocka_unit_test(test_file_pause_overlong),
+        cmocka_unit_test(test_stdin_pipe),
+        cmocka_unit_test(test_exec_restart),
+        cmocka_unit_test(test_exec_backoff_stable),
+        cmocka_unit_test(test_exec_stop_group),
+        cmocka_unit_test(test_exec_sigkill),
+        cmocka_unit_test(test_exec_fds),
+        cmocka_unit_test(test_exec_free_reaps),
+        cmocka_unit_test(test_tcp_reconnect),
         cmocka_unit_test(test_serial_pty_replug),
+        cmocka_unit_test(test_serial_pty_stream),
     };
     if (argc > 1)
         cmocka_set_test_filter(argv[1]);
