@@ -14,13 +14,17 @@
 #include "jsonlua.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
 #include <lauxlib.h>
+
+#include "lineproto.h"
 
 /* ------------------------------------------------------------------------------------ */
 /* Sentinel and character classes                                                       */
@@ -588,4 +592,184 @@ int jsonlua_decode(lua_State *L, const char *s, size_t len, char *err, size_t er
     if (err && errlen)
         snprintf(err, errlen, "offset %zu: %s", (size_t)(ps.err_at - s), ps.err_msg);
     return -EBADMSG;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Encoding: Lua value -> JSON text (through cJSON)                                     */
+/* ------------------------------------------------------------------------------------ */
+
+/* The reasons that mean "resources ran out" (-ENOMEM) rather than "no JSON form" (-EINVAL). */
+static const char jl_oom[] = "out of memory";
+static const char jl_nostack[] = "Lua stack exhausted";
+
+size_t jsonlua_number(lua_State *L, int idx, char *out)
+{
+    if (lua_isinteger(L, idx))
+        return (size_t)lp_format_int(out, (int64_t)lua_tointeger(L, idx));
+    double d = lua_tonumber(L, idx);
+    if (!isfinite(d))
+        return 0;
+    size_t n = (size_t)lp_format_double(out, JSONLUA_NUM_MAX, d);
+    if (!strpbrk(out, ".eEn")) {
+        memcpy(out + n, ".0", 3);
+        n += 2;
+    }
+    return n;
+}
+
+/* Sort an object's children by key so payloads are deterministic (Lua's hash order is not). */
+static void jl_sort_children(cJSON *obj)
+{
+    cJSON *sorted = NULL;
+    cJSON *c = obj->child;
+    while (c) {
+        cJSON *next = c->next;
+        cJSON **pp = &sorted;
+        while (*pp && strcmp((*pp)->string, c->string) <= 0)
+            pp = &(*pp)->next;
+        c->next = *pp;
+        *pp = c;
+        c = next;
+    }
+    /* Rebuild the prev links: cJSON keeps child->prev pointing at the last element. */
+    cJSON *prev = NULL;
+    for (c = sorted; c; c = c->next) {
+        c->prev = prev;
+        prev = c;
+    }
+    if (sorted)
+        sorted->prev = prev;
+    obj->child = sorted;
+}
+
+/*
+ * Convert the Lua value at idx (absolute) into a cJSON tree. Uses only Lua API calls that
+ * cannot raise (no allocation on the Lua side), so a failure can free the tree and report
+ * *why instead of longjmp-ing past it. Numbers are emitted as raw text so integers stay
+ * integers and floats keep their ".0".
+ */
+static cJSON *jl_to_cjson(lua_State *L, int idx, int depth, size_t *nodes, const char **why)
+{
+    char num[JSONLUA_NUM_MAX];
+    if (++*nodes > JSONLUA_MAX_NODES) {
+        *why = "value too large to encode";
+        return NULL;
+    }
+    switch (lua_type(L, idx)) {
+    case LUA_TNIL:
+        return cJSON_CreateNull();
+    case LUA_TLIGHTUSERDATA:
+        if (lua_touserdata(L, idx) == jsonlua_null())
+            return cJSON_CreateNull();
+        break;
+    case LUA_TBOOLEAN:
+        return cJSON_CreateBool(lua_toboolean(L, idx));
+    case LUA_TNUMBER:
+        if (!jsonlua_number(L, idx, num)) {
+            *why = "non-finite number (nan/inf) has no JSON form";
+            return NULL;
+        }
+        return cJSON_CreateRaw(num);
+    case LUA_TSTRING: {
+        size_t len;
+        const char *s = lua_tolstring(L, idx, &len);
+        if (strlen(s) != len) {
+            *why = "string with a NUL byte cannot be encoded";
+            return NULL;
+        }
+        return cJSON_CreateString(s);
+    }
+    case LUA_TTABLE: {
+        if (depth >= JSONLUA_MAX_DEPTH) {
+            *why = "table nested too deeply (or cyclic)";
+            return NULL;
+        }
+        if (!lua_checkstack(L, 4)) {
+            *why = jl_nostack;
+            return NULL;
+        }
+        size_t n = (size_t)lua_rawlen(L, idx), count = 0;
+        lua_pushnil(L);
+        while (lua_next(L, idx)) {
+            count++;
+            lua_pop(L, 1);
+        }
+        cJSON *out;
+        if (n > 0 && count == n) {
+            out = cJSON_CreateArray();
+            for (size_t i = 1; out && i <= n; i++) {
+                lua_rawgeti(L, idx, (lua_Integer)i);
+                cJSON *item = jl_to_cjson(L, lua_gettop(L), depth + 1, nodes, why);
+                lua_pop(L, 1);
+                if (!item) {
+                    cJSON_Delete(out);
+                    return NULL;
+                }
+                cJSON_AddItemToArray(out, item);
+            }
+        } else {
+            out = cJSON_CreateObject();
+            lua_pushnil(L);
+            while (out && lua_next(L, idx)) {
+                size_t klen;
+                const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &klen) : NULL;
+                if (!k || strlen(k) != klen) {
+                    lua_pop(L, 2);
+                    cJSON_Delete(out);
+                    *why = "object keys must be strings (or the table a sequence 1..n)";
+                    return NULL;
+                }
+                cJSON *item = jl_to_cjson(L, lua_gettop(L), depth + 1, nodes, why);
+                lua_pop(L, 1);
+                if (!item) {
+                    lua_pop(L, 1);
+                    cJSON_Delete(out);
+                    return NULL;
+                }
+                cJSON_AddItemToObject(out, k, item);
+            }
+            if (out)
+                jl_sort_children(out);
+        }
+        if (!out)
+            *why = jl_oom;
+        return out;
+    }
+    default:
+        break;
+    }
+    *why = "value of this type has no JSON form (function, userdata or thread)";
+    return NULL;
+}
+
+static int jl_push_cstring(lua_State *L)
+{
+    lua_pushstring(L, lua_touserdata(L, 1));
+    return 1;
+}
+
+int jsonlua_encode(lua_State *L, int idx, char *err, size_t errlen)
+{
+    size_t nodes = 0;
+    const char *why = jl_oom;
+    idx = lua_absindex(L, idx);
+    luaL_checkstack(L, 8, "json");
+    cJSON *root = jl_to_cjson(L, idx, 0, &nodes, &why);
+    char *txt = root ? cJSON_PrintUnformatted(root) : NULL;
+    cJSON_Delete(root);
+    if (!txt) {
+        if (root)
+            why = jl_oom; /* the tree was fine, printing it ran out of memory */
+        if (err && errlen)
+            snprintf(err, errlen, "%s", why);
+        return why == jl_oom || why == jl_nostack ? -ENOMEM : -EINVAL;
+    }
+    /* Push under a pcall: a memory error must not leak the malloc'd text. */
+    lua_pushcfunction(L, jl_push_cstring);
+    lua_pushlightuserdata(L, txt);
+    int rc = lua_pcall(L, 1, 1, 0);
+    cJSON_free(txt);
+    if (rc != LUA_OK)
+        lua_error(L);
+    return 0;
 }

@@ -43,7 +43,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <cjson/cJSON.h>
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
@@ -59,8 +58,6 @@
 #define OVERRUN_RECHECK     1000 /* hook period once the budget is spent */
 #define MAX_TAGS            32
 #define MAX_FIELDS          64
-#define JSON_MAX_DEPTH      64
-#define JSON_MAX_NODES      100000               /* cJSON trees live outside the Lua memory cap */
 #define STATE_MAX_DEPTH     100                  /* gw.state nesting copied across a reload */
 #define MAX_RULE_SIZE       (4u * 1024u * 1024u) /* also the largest module file */
 #define REQ_MAX_NAME        128                  /* bytes of a module name */
@@ -386,191 +383,21 @@ static size_t fmt_int(char *out, lua_Integer v)
     return (size_t)lp_format_int(out, (int64_t)v);
 }
 
-/*
- * Shortest round-trip float text that always reads as a float: "24.0", "27.6", "1e+300".
- * out >= 40 bytes. The caller has checked isfinite().
- */
-static size_t fmt_float(char *out, double v)
-{
-    size_t n = (size_t)lp_format_double(out, 40, v);
-    if (!strpbrk(out, ".eEn")) {
-        memcpy(out + n, ".0", 3);
-        n += 2;
-    }
-    return n;
-}
-
-/* Scalar (number) as text for a payload or tag value; raises on NaN/Inf. out >= 40. */
+/* Scalar (number) as text for a payload or tag value; raises on NaN/Inf. out >= 48. */
 static size_t fmt_number(lua_State *L, int idx, char *out, const char *what)
 {
-    if (lua_isinteger(L, idx))
-        return fmt_int(out, lua_tointeger(L, idx));
-    double d = lua_tonumber(L, idx);
-    if (!isfinite(d))
+    size_t n = jsonlua_number(L, idx, out);
+    if (!n)
         luaL_error(L, "%s: non-finite number (nan/inf) cannot be sent", what);
-    return fmt_float(out, d);
-}
-
-/* ------------------------------------------------------------------------------------ */
-/* JSON encoding (cJSON)                                                                */
-/* ------------------------------------------------------------------------------------ */
-
-/* Sort an object's children by key so payloads are deterministic (Lua's hash order is not). */
-static void sort_children(cJSON *obj)
-{
-    cJSON *sorted = NULL;
-    cJSON *c = obj->child;
-    while (c) {
-        cJSON *next = c->next;
-        cJSON **pp = &sorted;
-        while (*pp && strcmp((*pp)->string, c->string) <= 0)
-            pp = &(*pp)->next;
-        c->next = *pp;
-        *pp = c;
-        c = next;
-    }
-    /* Rebuild the prev links: cJSON keeps child->prev pointing at the last element. */
-    cJSON *prev = NULL;
-    for (c = sorted; c; c = c->next) {
-        c->prev = prev;
-        prev = c;
-    }
-    if (sorted)
-        sorted->prev = prev;
-    obj->child = sorted;
-}
-
-/*
- * Convert the Lua value at idx (absolute) into a cJSON tree. Uses only Lua API calls that
- * cannot raise (no allocation on the Lua side), so a failure can free the tree and report
- * *why instead of longjmp-ing past it. Numbers are emitted as raw text so integers stay
- * integers and floats keep their ".0".
- */
-static cJSON *to_cjson(lua_State *L, int idx, int depth, size_t *nodes, const char **why)
-{
-    char num[48];
-    if (++*nodes > JSON_MAX_NODES) {
-        *why = "value too large to encode";
-        return NULL;
-    }
-    switch (lua_type(L, idx)) {
-    case LUA_TNIL:
-        return cJSON_CreateNull();
-    case LUA_TLIGHTUSERDATA:
-        if (lua_touserdata(L, idx) == jsonlua_null())
-            return cJSON_CreateNull();
-        break;
-    case LUA_TBOOLEAN:
-        return cJSON_CreateBool(lua_toboolean(L, idx));
-    case LUA_TNUMBER:
-        if (lua_isinteger(L, idx)) {
-            fmt_int(num, lua_tointeger(L, idx));
-        } else {
-            double d = lua_tonumber(L, idx);
-            if (!isfinite(d)) {
-                *why = "non-finite number (nan/inf) has no JSON form";
-                return NULL;
-            }
-            fmt_float(num, d);
-        }
-        return cJSON_CreateRaw(num);
-    case LUA_TSTRING: {
-        size_t len;
-        const char *s = lua_tolstring(L, idx, &len);
-        if (strlen(s) != len) {
-            *why = "string with a NUL byte cannot be encoded";
-            return NULL;
-        }
-        return cJSON_CreateString(s);
-    }
-    case LUA_TTABLE: {
-        if (depth >= JSON_MAX_DEPTH) {
-            *why = "table nested too deeply (or cyclic)";
-            return NULL;
-        }
-        if (!lua_checkstack(L, 4)) {
-            *why = "Lua stack exhausted";
-            return NULL;
-        }
-        size_t n = (size_t)lua_rawlen(L, idx), count = 0;
-        lua_pushnil(L);
-        while (lua_next(L, idx)) {
-            count++;
-            lua_pop(L, 1);
-        }
-        cJSON *out;
-        if (n > 0 && count == n) {
-            out = cJSON_CreateArray();
-            for (size_t i = 1; out && i <= n; i++) {
-                lua_rawgeti(L, idx, (lua_Integer)i);
-                cJSON *item = to_cjson(L, lua_gettop(L), depth + 1, nodes, why);
-                lua_pop(L, 1);
-                if (!item) {
-                    cJSON_Delete(out);
-                    return NULL;
-                }
-                cJSON_AddItemToArray(out, item);
-            }
-        } else {
-            out = cJSON_CreateObject();
-            lua_pushnil(L);
-            while (out && lua_next(L, idx)) {
-                size_t klen;
-                const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &klen) : NULL;
-                if (!k || strlen(k) != klen) {
-                    lua_pop(L, 2);
-                    cJSON_Delete(out);
-                    *why = "object keys must be strings (or the table a sequence 1..n)";
-                    return NULL;
-                }
-                cJSON *item = to_cjson(L, lua_gettop(L), depth + 1, nodes, why);
-                lua_pop(L, 1);
-                if (!item) {
-                    lua_pop(L, 1);
-                    cJSON_Delete(out);
-                    return NULL;
-                }
-                cJSON_AddItemToObject(out, k, item);
-            }
-            if (out)
-                sort_children(out);
-        }
-        if (!out)
-            *why = "out of memory";
-        return out;
-    }
-    default:
-        break;
-    }
-    *why = "value of this type has no JSON form (function, userdata or thread)";
-    return NULL;
-}
-
-static int push_cstring(lua_State *L)
-{
-    lua_pushstring(L, lua_touserdata(L, 1));
-    return 1;
+    return n;
 }
 
 /* Encode the value at idx and push the JSON text. Raises "<what>: <why>" on failure. */
 static void push_json(lua_State *L, int idx, const char *what)
 {
-    size_t nodes = 0;
-    const char *why = "out of memory";
-    idx = lua_absindex(L, idx);
-    luaL_checkstack(L, 8, "json");
-    cJSON *root = to_cjson(L, idx, 0, &nodes, &why);
-    char *txt = root ? cJSON_PrintUnformatted(root) : NULL;
-    cJSON_Delete(root);
-    if (!txt)
-        luaL_error(L, "%s: %s", what, root ? "out of memory" : why);
-    /* Push under a pcall: a memory error must not leak the malloc'd text. */
-    lua_pushcfunction(L, push_cstring);
-    lua_pushlightuserdata(L, txt);
-    int rc = lua_pcall(L, 1, 1, 0);
-    cJSON_free(txt);
-    if (rc != LUA_OK)
-        lua_error(L);
+    char why[128];
+    if (jsonlua_encode(L, idx, why, sizeof why))
+        luaL_error(L, "%s: %s", what, why);
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -666,7 +493,7 @@ static int gw_publish(lua_State *L)
             return luaL_error(L, "gw.publish: retain must be a boolean");
         retain = lua_toboolean(L, 4);
     }
-    char num[48];
+    char num[JSONLUA_NUM_MAX];
     const char *payload;
     switch (lua_type(L, 2)) {
     case LUA_TSTRING:
@@ -721,7 +548,8 @@ static const char *check_measurement(lua_State *L, int idx, size_t *len, const c
  * Tags table at idx (or nil) into tags[] (at most MAX_TAGS); number values are formatted
  * into tagnum[]. The strings stay valid while the table is on the stack and unmodified.
  */
-static size_t collect_tags(lua_State *L, int idx, struct lp_tag *tags, char (*tagnum)[48])
+static size_t collect_tags(lua_State *L, int idx, struct lp_tag *tags,
+                           char (*tagnum)[JSONLUA_NUM_MAX])
 {
     size_t nt = 0;
     if (lua_type(L, idx) == LUA_TTABLE) {
@@ -844,7 +672,7 @@ static int gw_series(lua_State *L)
 {
     struct rules *r = state_of(L)->r;
     struct lp_tag tags[MAX_TAGS];
-    char tagnum[MAX_TAGS][48];
+    char tagnum[MAX_TAGS][JSONLUA_NUM_MAX];
     size_t mlen;
     const char *meas = check_measurement(L, 1, &mlen, "gw.series: measurement");
     size_t nt = collect_tags(L, 2, tags, tagnum);
@@ -895,7 +723,7 @@ static int gw_point(lua_State *L)
         return 1;
     }
     struct lp_tag tags[MAX_TAGS];
-    char tagnum[MAX_TAGS][48];
+    char tagnum[MAX_TAGS][JSONLUA_NUM_MAX];
     size_t mlen;
     const char *meas = check_measurement(L, 1, &mlen, "gw.point: measurement");
     size_t nt = collect_tags(L, 2, tags, tagnum);
@@ -1058,7 +886,7 @@ static void map_entry_build(lua_State *L, struct rules *r, int idx, size_t i, st
     }
     if (!lua_isnil(L, meas_idx)) {
         struct lp_tag tags[MAX_TAGS];
-        char tagnum[MAX_TAGS][48];
+        char tagnum[MAX_TAGS][JSONLUA_NUM_MAX];
         size_t mlen;
         const char *meas = check_measurement(L, meas_idx, &mlen, what);
         size_t nt = collect_tags(L, tags_idx, tags, tagnum);
@@ -1193,7 +1021,7 @@ static int mapper_call(lua_State *L)
          * integers, floats with ".0" when needed); its first lp_len bytes are the line-protocol
          * float text (as lp_format_double), which for an integer below 1e15 is the same digits.
          */
-        char num[48];
+        char num[JSONLUA_NUM_MAX];
         size_t plen, lp_len;
         if (lua_isinteger(L, -1)) {
             lua_Integer iv = lua_tointeger(L, -1);
