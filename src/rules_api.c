@@ -276,7 +276,8 @@ static size_t rules_api_collect_fields(lua_State *L, int idx, struct lp_field *f
     size_t nf = 0;
     switch (lua_type(L, idx)) {
     case LUA_TNUMBER:
-        /* Shorthand: the brief's schema, one float field "value" (84190 -> value=84190). */
+        /* Shorthand: the gateway's InfluxDB schema, one float field "value" (84190 -> value=84190).
+         */
         fields[0].key = "value";
         fields[0].type = LP_FLOAT;
         fields[0].v.f = lua_tonumber(L, idx);
