@@ -1,37 +1,44 @@
 /*
- * jsonlua.c — strict JSON decoder straight into Lua values. See jsonlua.h for the mapping and
- * for why cJSON is not used here (it cannot keep integers and floats apart).
+ * jsonlua.c — JSON <-> Lua values for the rule engine. See jsonlua.h for both mappings and
+ * for why the decoder is not cJSON (it cannot keep integers and floats apart).
  *
- * Design: a recursive-descent parser over the raw bytes with one 256-entry class table, so
- * the common case (short ASCII keys and numbers) costs one lookup per byte. Strings without
- * escapes are pushed directly from the input (Lua interns short strings: no copy of ours),
- * numbers take Clinger's exact fast path and only fall back to strtod for the rare long or
- * huge ones. Nothing here allocates except through Lua, so an allocation failure is a Lua
+ * Decoder design: a recursive-descent parser over the raw bytes with one 256-entry class
+ * table, so the common case (short ASCII keys and numbers) costs one lookup per byte. Strings
+ * without escapes are pushed directly from the input (Lua interns short strings: no copy of
+ * ours), numbers take Clinger's exact fast path and only fall back to strtod for the rare long
+ * or huge ones. The decoder allocates only through Lua, so an allocation failure is a Lua
  * error unwinding a protected call and leaves nothing to clean up.
  *
- * Owner: performance engineer (written by the rules engineer).
+ * Encoder design: the value is first converted into a cJSON tree using only Lua API calls that
+ * cannot raise, so any refusal can free the tree and return an error code; numbers go in as
+ * raw text (jsonlua_number) so integers stay integers, object members are sorted by key. The
+ * text is pushed under a pcall so that a Lua memory error cannot leak it.
  */
 #include "jsonlua.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
 #include <lauxlib.h>
+
+#include "lineproto.h"
 
 /* ------------------------------------------------------------------------------------ */
 /* Sentinel and character classes                                                       */
 /* ------------------------------------------------------------------------------------ */
 
 /* Only its address matters; const, so it is not mutable global state. */
-static const char null_sentinel = 0;
+static const char jl_null_sentinel = 0;
 
 void *jsonlua_null(void)
 {
-    return (void *)&null_sentinel;
+    return (void *)&jl_null_sentinel;
 }
 
 enum {
@@ -47,7 +54,7 @@ enum {
     C_UTF8, C_UTF8, C_UTF8, C_UTF8, C_UTF8, C_UTF8, C_UTF8, C_UTF8, C_UTF8, C_UTF8, C_UTF8,        \
         C_UTF8, C_UTF8, C_UTF8, C_UTF8, C_UTF8
 
-static const unsigned char str_class[256] = {
+static const unsigned char jl_str_class[256] = {
     CTRL8(0), CTRL8(8), CTRL8(16), CTRL8(24), ['"'] = C_QUOTE, ['\\'] = C_BSLASH, [0x80] = UTF16(0),
     UTF16(1), UTF16(2), UTF16(3),  UTF16(4),  UTF16(5),        UTF16(6),          UTF16(7),
 };
@@ -62,14 +69,14 @@ struct parser {
 };
 
 /* Record the first error; every parse function then returns -1 up the recursion. */
-static int fail(struct parser *ps, const char *at, const char *msg)
+static int jl_fail(struct parser *ps, const char *at, const char *msg)
 {
     ps->err_at = at;
     ps->err_msg = msg;
     return -1;
 }
 
-static inline void skip_ws(struct parser *ps)
+static inline void jl_skip_ws(struct parser *ps)
 {
     const char *p = ps->p, *end = ps->end;
     while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
@@ -85,7 +92,7 @@ static inline void skip_ws(struct parser *ps)
  * Length of the valid UTF-8 sequence at p (RFC 3629: no overlongs, no surrogates, <= U+10FFFF),
  * or 0 when invalid.
  */
-static size_t utf8_len(const unsigned char *p, const unsigned char *end)
+static size_t jl_utf8_len(const unsigned char *p, const unsigned char *end)
 {
     unsigned c = p[0];
     size_t n = (size_t)(end - p);
@@ -120,7 +127,7 @@ int jsonlua_utf8_valid(const char *s, size_t len)
             p++;
             continue;
         }
-        size_t n = utf8_len(p, end);
+        size_t n = jl_utf8_len(p, end);
         if (!n)
             return 0;
         p += n;
@@ -128,7 +135,7 @@ int jsonlua_utf8_valid(const char *s, size_t len)
     return 1;
 }
 
-static int hex4(const char *p, unsigned *out)
+static int jl_hex4(const char *p, unsigned *out)
 {
     unsigned v = 0;
     for (int i = 0; i < 4; i++) {
@@ -148,7 +155,7 @@ static int hex4(const char *p, unsigned *out)
     return 0;
 }
 
-static size_t put_utf8(char *o, unsigned cp)
+static size_t jl_put_utf8(char *o, unsigned cp)
 {
     if (cp < 0x80) {
         o[0] = (char)cp;
@@ -176,7 +183,7 @@ static size_t put_utf8(char *o, unsigned cp)
  * Slow path for a string containing escapes: [seg, p) is already known to be plain text.
  * Builds the value in a luaL_Buffer (its first KiB lives on the C stack).
  */
-static int parse_string_escaped(struct parser *ps, const char *seg)
+static int jl_parse_string_escaped(struct parser *ps, const char *seg)
 {
     lua_State *L = ps->L;
     const char *p = ps->p, *end = ps->end;
@@ -185,30 +192,30 @@ static int parse_string_escaped(struct parser *ps, const char *seg)
     luaL_addlstring(&b, seg, (size_t)(p - seg));
     for (;;) {
         seg = p;
-        while (p < end && str_class[(unsigned char)*p] == C_PLAIN)
+        while (p < end && jl_str_class[(unsigned char)*p] == C_PLAIN)
             p++;
         if (p > seg)
             luaL_addlstring(&b, seg, (size_t)(p - seg));
         if (p >= end)
-            return fail(ps, p, "unterminated string");
-        switch (str_class[(unsigned char)*p]) {
+            return jl_fail(ps, p, "unterminated string");
+        switch (jl_str_class[(unsigned char)*p]) {
         case C_QUOTE:
             luaL_pushresult(&b);
             ps->p = p + 1;
             return 0;
         case C_CTRL:
-            return fail(ps, p, "control character in string");
+            return jl_fail(ps, p, "control character in string");
         case C_UTF8: {
-            size_t n = utf8_len((const unsigned char *)p, (const unsigned char *)end);
+            size_t n = jl_utf8_len((const unsigned char *)p, (const unsigned char *)end);
             if (!n)
-                return fail(ps, p, "invalid UTF-8 in string");
+                return jl_fail(ps, p, "invalid UTF-8 in string");
             luaL_addlstring(&b, p, n);
             p += n;
             break;
         }
         case C_BSLASH: {
             if (end - p < 2)
-                return fail(ps, p, "unterminated string");
+                return jl_fail(ps, p, "unterminated string");
             char c = p[1];
             const char *esc = p;
             p += 2;
@@ -239,25 +246,25 @@ static int parse_string_escaped(struct parser *ps, const char *seg)
                 break;
             case 'u': {
                 unsigned cp, lo;
-                if (end - p < 4 || hex4(p, &cp))
-                    return fail(ps, esc, "invalid \\u escape");
+                if (end - p < 4 || jl_hex4(p, &cp))
+                    return jl_fail(ps, esc, "invalid \\u escape");
                 p += 4;
                 if (cp >= 0xDC00 && cp <= 0xDFFF)
-                    return fail(ps, esc, "lone low surrogate in \\u escape");
+                    return jl_fail(ps, esc, "lone low surrogate in \\u escape");
                 if (cp >= 0xD800 && cp <= 0xDBFF) {
                     /* A high surrogate must be followed by an escaped low surrogate. */
-                    if (end - p < 6 || p[0] != '\\' || p[1] != 'u' || hex4(p + 2, &lo) ||
+                    if (end - p < 6 || p[0] != '\\' || p[1] != 'u' || jl_hex4(p + 2, &lo) ||
                         lo < 0xDC00 || lo > 0xDFFF)
-                        return fail(ps, esc, "lone high surrogate in \\u escape");
+                        return jl_fail(ps, esc, "lone high surrogate in \\u escape");
                     p += 6;
                     cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
                 }
                 char u[4];
-                luaL_addlstring(&b, u, put_utf8(u, cp));
+                luaL_addlstring(&b, u, jl_put_utf8(u, cp));
                 break;
             }
             default:
-                return fail(ps, esc, "invalid escape in string");
+                return jl_fail(ps, esc, "invalid escape in string");
             }
             break;
         }
@@ -266,32 +273,32 @@ static int parse_string_escaped(struct parser *ps, const char *seg)
 }
 
 /* ps->p is just past the opening quote. Pushes the string. */
-static int parse_string(struct parser *ps)
+static int jl_parse_string(struct parser *ps)
 {
     const char *p = ps->p, *end = ps->end;
     const char *seg = p;
     for (;;) {
-        while (p < end && str_class[(unsigned char)*p] == C_PLAIN)
+        while (p < end && jl_str_class[(unsigned char)*p] == C_PLAIN)
             p++;
         if (p >= end)
-            return fail(ps, p, "unterminated string");
-        switch (str_class[(unsigned char)*p]) {
+            return jl_fail(ps, p, "unterminated string");
+        switch (jl_str_class[(unsigned char)*p]) {
         case C_QUOTE:
             lua_pushlstring(ps->L, seg, (size_t)(p - seg));
             ps->p = p + 1;
             return 0;
         case C_CTRL:
-            return fail(ps, p, "control character in string");
+            return jl_fail(ps, p, "control character in string");
         case C_UTF8: {
-            size_t n = utf8_len((const unsigned char *)p, (const unsigned char *)end);
+            size_t n = jl_utf8_len((const unsigned char *)p, (const unsigned char *)end);
             if (!n)
-                return fail(ps, p, "invalid UTF-8 in string");
+                return jl_fail(ps, p, "invalid UTF-8 in string");
             p += n;
             break;
         }
         default: /* backslash: switch to the copying path */
             ps->p = p;
-            return parse_string_escaped(ps, seg);
+            return jl_parse_string_escaped(ps, seg);
         }
     }
 }
@@ -301,16 +308,16 @@ static int parse_string(struct parser *ps)
 /* ------------------------------------------------------------------------------------ */
 
 /* Exactly representable powers of ten (Clinger's fast path needs e <= 22). */
-static const double pow10_exact[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
-                                     1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
-                                     1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+static const double jl_pow10_exact[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                        1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                        1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
 
-static inline bool is_digit(char c)
+static inline bool jl_is_digit(char c)
 {
     return c >= '0' && c <= '9';
 }
 
-static int parse_number(struct parser *ps)
+static int jl_parse_number(struct parser *ps)
 {
     const char *start = ps->p, *p = ps->p, *end = ps->end;
     bool neg = false, is_int = true, exact = true;
@@ -323,14 +330,14 @@ static int parse_number(struct parser *ps)
         neg = true;
         p++;
     }
-    if (p >= end || !is_digit(*p))
-        return fail(ps, start, "invalid number");
+    if (p >= end || !jl_is_digit(*p))
+        return jl_fail(ps, start, "invalid number");
     if (*p == '0') {
         p++;
-        if (p < end && is_digit(*p))
-            return fail(ps, start, "leading zero in number");
+        if (p < end && jl_is_digit(*p))
+            return jl_fail(ps, start, "leading zero in number");
     } else {
-        while (p < end && is_digit(*p)) {
+        while (p < end && jl_is_digit(*p)) {
             if (ndigits < 19) {
                 m = m * 10 + (uint64_t)(*p - '0');
                 ndigits++;
@@ -343,9 +350,9 @@ static int parse_number(struct parser *ps)
     if (p < end && *p == '.') {
         is_int = false;
         p++;
-        if (p >= end || !is_digit(*p))
-            return fail(ps, p, "digit expected after '.'");
-        while (p < end && is_digit(*p)) {
+        if (p >= end || !jl_is_digit(*p))
+            return jl_fail(ps, p, "digit expected after '.'");
+        while (p < end && jl_is_digit(*p)) {
             if (ndigits < 19) {
                 m = m * 10 + (uint64_t)(*p - '0');
                 if (m)
@@ -363,9 +370,9 @@ static int parse_number(struct parser *ps)
         bool eneg = false;
         if (p < end && (*p == '+' || *p == '-'))
             eneg = *p++ == '-';
-        if (p >= end || !is_digit(*p))
-            return fail(ps, p, "digit expected in exponent");
-        while (p < end && is_digit(*p)) {
+        if (p >= end || !jl_is_digit(*p))
+            return jl_fail(ps, p, "digit expected in exponent");
+        while (p < end && jl_is_digit(*p)) {
             if (exp10 < 100000)
                 exp10 = exp10 * 10 + (*p - '0');
             p++;
@@ -391,7 +398,7 @@ static int parse_number(struct parser *ps)
         long e = exp10 - frac;
         if (m <= (1ULL << 53) && e >= -22 && e <= 22) {
             double d = (double)m;
-            d = e < 0 ? d / pow10_exact[-e] : d * pow10_exact[e];
+            d = e < 0 ? d / jl_pow10_exact[-e] : d * jl_pow10_exact[e];
             lua_pushnumber(ps->L, neg ? -d : d);
             return 0;
         }
@@ -415,7 +422,7 @@ static int parse_number(struct parser *ps)
 /* Values                                                                               */
 /* ------------------------------------------------------------------------------------ */
 
-static int parse_value(struct parser *ps, int depth);
+static int jl_parse_value(struct parser *ps, int depth);
 
 /*
  * Objects are built with their final size: the first OBJ_BUFFERED key/value pairs are left
@@ -426,7 +433,7 @@ static int parse_value(struct parser *ps, int depth);
 #define OBJ_BUFFERED 16
 
 /* Replace the `npairs` pairs above `base` by one table holding them (in order: last wins). */
-static void object_from_stack(lua_State *L, int base, int npairs, int size)
+static void jl_object_from_stack(lua_State *L, int base, int npairs, int size)
 {
     lua_createtable(L, 0, size);
     for (int i = 0; i < npairs; i++) {
@@ -438,17 +445,17 @@ static void object_from_stack(lua_State *L, int base, int npairs, int size)
     lua_settop(L, base + 1);
 }
 
-static int parse_object(struct parser *ps, int depth)
+static int jl_parse_object(struct parser *ps, int depth)
 {
     lua_State *L = ps->L;
     const char *open = ps->p;
     if (depth >= JSONLUA_MAX_DEPTH)
-        return fail(ps, open, "nesting too deep");
+        return jl_fail(ps, open, "nesting too deep");
     luaL_checkstack(L, 2 * OBJ_BUFFERED + 4, "json nesting");
     ps->p++;
     int base = lua_gettop(L), npairs = 0;
     bool buffered = true; /* pairs still on the stack, no table yet */
-    skip_ws(ps);
+    jl_skip_ws(ps);
     if (ps->p < ps->end && *ps->p == '}') {
         ps->p++;
         lua_createtable(L, 0, 0);
@@ -456,115 +463,115 @@ static int parse_object(struct parser *ps, int depth)
     }
     for (;;) {
         if (buffered && npairs == OBJ_BUFFERED) {
-            object_from_stack(L, base, npairs, 2 * OBJ_BUFFERED);
+            jl_object_from_stack(L, base, npairs, 2 * OBJ_BUFFERED);
             buffered = false;
         }
         if (ps->p >= ps->end || *ps->p != '"')
-            return fail(ps, ps->p, "object key (string) expected");
+            return jl_fail(ps, ps->p, "object key (string) expected");
         ps->p++;
-        if (parse_string(ps))
+        if (jl_parse_string(ps))
             return -1;
-        skip_ws(ps);
+        jl_skip_ws(ps);
         if (ps->p >= ps->end || *ps->p != ':')
-            return fail(ps, ps->p, "':' expected after object key");
+            return jl_fail(ps, ps->p, "':' expected after object key");
         ps->p++;
-        skip_ws(ps);
-        if (parse_value(ps, depth + 1))
+        jl_skip_ws(ps);
+        if (jl_parse_value(ps, depth + 1))
             return -1;
         if (buffered)
             npairs++;
         else
             lua_rawset(L, -3);
-        skip_ws(ps);
+        jl_skip_ws(ps);
         if (ps->p >= ps->end)
-            return fail(ps, ps->p, "unterminated object");
+            return jl_fail(ps, ps->p, "unterminated object");
         if (*ps->p == ',') {
             ps->p++;
-            skip_ws(ps);
+            jl_skip_ws(ps);
             continue;
         }
         if (*ps->p == '}') {
             ps->p++;
             if (buffered)
-                object_from_stack(L, base, npairs, npairs);
+                jl_object_from_stack(L, base, npairs, npairs);
             return 0;
         }
-        return fail(ps, ps->p, "',' or '}' expected in object");
+        return jl_fail(ps, ps->p, "',' or '}' expected in object");
     }
 }
 
-static int parse_array(struct parser *ps, int depth)
+static int jl_parse_array(struct parser *ps, int depth)
 {
     lua_State *L = ps->L;
     if (depth >= JSONLUA_MAX_DEPTH)
-        return fail(ps, ps->p, "nesting too deep");
+        return jl_fail(ps, ps->p, "nesting too deep");
     luaL_checkstack(L, 4, "json nesting");
     ps->p++;
     lua_createtable(L, 4, 0);
-    skip_ws(ps);
+    jl_skip_ws(ps);
     if (ps->p < ps->end && *ps->p == ']') {
         ps->p++;
         return 0;
     }
     for (lua_Integer i = 1;; i++) {
-        if (parse_value(ps, depth + 1))
+        if (jl_parse_value(ps, depth + 1))
             return -1;
         lua_rawseti(L, -2, i);
-        skip_ws(ps);
+        jl_skip_ws(ps);
         if (ps->p >= ps->end)
-            return fail(ps, ps->p, "unterminated array");
+            return jl_fail(ps, ps->p, "unterminated array");
         if (*ps->p == ',') {
             ps->p++;
-            skip_ws(ps);
+            jl_skip_ws(ps);
             continue;
         }
         if (*ps->p == ']') {
             ps->p++;
             return 0;
         }
-        return fail(ps, ps->p, "',' or ']' expected in array");
+        return jl_fail(ps, ps->p, "',' or ']' expected in array");
     }
 }
 
-static int parse_literal(struct parser *ps, const char *word, size_t n)
+static int jl_parse_literal(struct parser *ps, const char *word, size_t n)
 {
     if ((size_t)(ps->end - ps->p) < n || memcmp(ps->p, word, n) != 0)
-        return fail(ps, ps->p, "invalid literal");
+        return jl_fail(ps, ps->p, "invalid literal");
     ps->p += n;
     return 0;
 }
 
-static int parse_value(struct parser *ps, int depth)
+static int jl_parse_value(struct parser *ps, int depth)
 {
     if (ps->p >= ps->end)
-        return fail(ps, ps->p, "value expected");
+        return jl_fail(ps, ps->p, "value expected");
     switch (*ps->p) {
     case '{':
-        return parse_object(ps, depth);
+        return jl_parse_object(ps, depth);
     case '[':
-        return parse_array(ps, depth);
+        return jl_parse_array(ps, depth);
     case '"':
         ps->p++;
-        return parse_string(ps);
+        return jl_parse_string(ps);
     case 't':
-        if (parse_literal(ps, "true", 4))
+        if (jl_parse_literal(ps, "true", 4))
             return -1;
         lua_pushboolean(ps->L, 1);
         return 0;
     case 'f':
-        if (parse_literal(ps, "false", 5))
+        if (jl_parse_literal(ps, "false", 5))
             return -1;
         lua_pushboolean(ps->L, 0);
         return 0;
     case 'n':
-        if (parse_literal(ps, "null", 4))
+        if (jl_parse_literal(ps, "null", 4))
             return -1;
         lua_pushlightuserdata(ps->L, jsonlua_null());
         return 0;
     default:
-        if (*ps->p == '-' || is_digit(*ps->p))
-            return parse_number(ps);
-        return fail(ps, ps->p, "value expected");
+        if (*ps->p == '-' || jl_is_digit(*ps->p))
+            return jl_parse_number(ps);
+        return jl_fail(ps, ps->p, "value expected");
     }
 }
 
@@ -577,15 +584,195 @@ int jsonlua_decode(lua_State *L, const char *s, size_t len, char *err, size_t er
     struct parser ps = {.L = L, .start = s, .p = s, .end = s + len};
     int top = lua_gettop(L);
     luaL_checkstack(L, 8, "json");
-    skip_ws(&ps);
-    if (parse_value(&ps, 0) == 0) {
-        skip_ws(&ps);
+    jl_skip_ws(&ps);
+    if (jl_parse_value(&ps, 0) == 0) {
+        jl_skip_ws(&ps);
         if (ps.p == ps.end)
             return 0;
-        fail(&ps, ps.p, "trailing characters after JSON value");
+        jl_fail(&ps, ps.p, "trailing characters after JSON value");
     }
     lua_settop(L, top);
     if (err && errlen)
         snprintf(err, errlen, "offset %zu: %s", (size_t)(ps.err_at - s), ps.err_msg);
     return -EBADMSG;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Encoding: Lua value -> JSON text (through cJSON)                                     */
+/* ------------------------------------------------------------------------------------ */
+
+/* The reasons that mean "resources ran out" (-ENOMEM) rather than "no JSON form" (-EINVAL). */
+static const char jl_oom[] = "out of memory";
+static const char jl_nostack[] = "Lua stack exhausted";
+
+size_t jsonlua_number(lua_State *L, int idx, char *out)
+{
+    if (lua_isinteger(L, idx))
+        return (size_t)lp_format_int(out, (int64_t)lua_tointeger(L, idx));
+    double d = lua_tonumber(L, idx);
+    if (!isfinite(d))
+        return 0;
+    size_t n = (size_t)lp_format_double(out, JSONLUA_NUM_MAX, d);
+    if (!strpbrk(out, ".eEn")) {
+        memcpy(out + n, ".0", 3);
+        n += 2;
+    }
+    return n;
+}
+
+/* Sort an object's children by key so payloads are deterministic (Lua's hash order is not). */
+static void jl_sort_children(cJSON *obj)
+{
+    cJSON *sorted = NULL;
+    cJSON *c = obj->child;
+    while (c) {
+        cJSON *next = c->next;
+        cJSON **pp = &sorted;
+        while (*pp && strcmp((*pp)->string, c->string) <= 0)
+            pp = &(*pp)->next;
+        c->next = *pp;
+        *pp = c;
+        c = next;
+    }
+    /* Rebuild the prev links: cJSON keeps child->prev pointing at the last element. */
+    cJSON *prev = NULL;
+    for (c = sorted; c; c = c->next) {
+        c->prev = prev;
+        prev = c;
+    }
+    if (sorted)
+        sorted->prev = prev;
+    obj->child = sorted;
+}
+
+/*
+ * Convert the Lua value at idx (absolute) into a cJSON tree. Uses only Lua API calls that
+ * cannot raise (no allocation on the Lua side), so a failure can free the tree and report
+ * *why instead of longjmp-ing past it. Numbers are emitted as raw text so integers stay
+ * integers and floats keep their ".0".
+ */
+static cJSON *jl_to_cjson(lua_State *L, int idx, int depth, size_t *nodes, const char **why)
+{
+    char num[JSONLUA_NUM_MAX];
+    if (++*nodes > JSONLUA_MAX_NODES) {
+        *why = "value too large to encode";
+        return NULL;
+    }
+    switch (lua_type(L, idx)) {
+    case LUA_TNIL:
+        return cJSON_CreateNull();
+    case LUA_TLIGHTUSERDATA:
+        if (lua_touserdata(L, idx) == jsonlua_null())
+            return cJSON_CreateNull();
+        break;
+    case LUA_TBOOLEAN:
+        return cJSON_CreateBool(lua_toboolean(L, idx));
+    case LUA_TNUMBER:
+        if (!jsonlua_number(L, idx, num)) {
+            *why = "non-finite number (nan/inf) has no JSON form";
+            return NULL;
+        }
+        return cJSON_CreateRaw(num);
+    case LUA_TSTRING: {
+        size_t len;
+        const char *s = lua_tolstring(L, idx, &len);
+        if (strlen(s) != len) {
+            *why = "string with a NUL byte cannot be encoded";
+            return NULL;
+        }
+        return cJSON_CreateString(s);
+    }
+    case LUA_TTABLE: {
+        if (depth >= JSONLUA_MAX_DEPTH) {
+            *why = "table nested too deeply (or cyclic)";
+            return NULL;
+        }
+        if (!lua_checkstack(L, 4)) {
+            *why = jl_nostack;
+            return NULL;
+        }
+        size_t n = (size_t)lua_rawlen(L, idx), count = 0;
+        lua_pushnil(L);
+        while (lua_next(L, idx)) {
+            count++;
+            lua_pop(L, 1);
+        }
+        cJSON *out;
+        if (n > 0 && count == n) {
+            out = cJSON_CreateArray();
+            for (size_t i = 1; out && i <= n; i++) {
+                lua_rawgeti(L, idx, (lua_Integer)i);
+                cJSON *item = jl_to_cjson(L, lua_gettop(L), depth + 1, nodes, why);
+                lua_pop(L, 1);
+                if (!item) {
+                    cJSON_Delete(out);
+                    return NULL;
+                }
+                cJSON_AddItemToArray(out, item);
+            }
+        } else {
+            out = cJSON_CreateObject();
+            lua_pushnil(L);
+            while (out && lua_next(L, idx)) {
+                size_t klen;
+                const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &klen) : NULL;
+                if (!k || strlen(k) != klen) {
+                    lua_pop(L, 2);
+                    cJSON_Delete(out);
+                    *why = "object keys must be strings (or the table a sequence 1..n)";
+                    return NULL;
+                }
+                cJSON *item = jl_to_cjson(L, lua_gettop(L), depth + 1, nodes, why);
+                lua_pop(L, 1);
+                if (!item) {
+                    lua_pop(L, 1);
+                    cJSON_Delete(out);
+                    return NULL;
+                }
+                cJSON_AddItemToObject(out, k, item);
+            }
+            if (out)
+                jl_sort_children(out);
+        }
+        if (!out)
+            *why = jl_oom;
+        return out;
+    }
+    default:
+        break;
+    }
+    *why = "value of this type has no JSON form (function, userdata or thread)";
+    return NULL;
+}
+
+static int jl_push_cstring(lua_State *L)
+{
+    lua_pushstring(L, lua_touserdata(L, 1));
+    return 1;
+}
+
+int jsonlua_encode(lua_State *L, int idx, char *err, size_t errlen)
+{
+    size_t nodes = 0;
+    const char *why = jl_oom;
+    idx = lua_absindex(L, idx);
+    luaL_checkstack(L, 8, "json");
+    cJSON *root = jl_to_cjson(L, idx, 0, &nodes, &why);
+    char *txt = root ? cJSON_PrintUnformatted(root) : NULL;
+    cJSON_Delete(root);
+    if (!txt) {
+        if (root)
+            why = jl_oom; /* the tree was fine, printing it ran out of memory */
+        if (err && errlen)
+            snprintf(err, errlen, "%s", why);
+        return why == jl_oom || why == jl_nostack ? -ENOMEM : -EINVAL;
+    }
+    /* Push under a pcall: a memory error must not leak the malloc'd text. */
+    lua_pushcfunction(L, jl_push_cstring);
+    lua_pushlightuserdata(L, txt);
+    int rc = lua_pcall(L, 1, 1, 0);
+    cJSON_free(txt);
+    if (rc != LUA_OK)
+        lua_error(L);
+    return 0;
 }

@@ -4,7 +4,6 @@
  * private temp directory) and feed it packets, lines and ticks.
  *
  * Header-only (static functions) so each test executable includes exactly what it uses.
- * Owner: rules engineer.
  */
 #ifndef IIOTGW_TEST_RULES_HARNESS_H
 #define IIOTGW_TEST_RULES_HARNESS_H

@@ -1,9 +1,9 @@
 /*
- * test_jsonlua.c — the JSON-to-Lua decoder: integer/float distinction, strings and \u
+ * test_jsonlua.c — JSON <-> Lua. The decoder: integer/float distinction, strings and \u
  * escapes, the null sentinel, strict RFC 8259 rejections with byte offsets, the depth limit,
  * allocation failure inside a protected call, and agreement with cJSON on the sample data.
- *
- * Owner: rules engineer.
+ * The encoder: number texts, sorted keys, arrays vs objects, every refusal with its return
+ * code, and decode -> encode -> decode round trips of the sample data.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -317,6 +317,154 @@ static void test_sample_data_matches_cjson(void **unused)
     assert_true(n > 10);
 }
 
+/* ---- encoder ---- */
+
+struct enc {
+    int rc;
+    char err[128];
+};
+
+/* Protected: encode the value at 2, leave the text (or nothing) on the stack. */
+static int encode_fn(lua_State *L)
+{
+    struct enc *e = lua_touserdata(L, 1);
+    int top = lua_gettop(L);
+    e->rc = jsonlua_encode(L, 2, e->err, sizeof e->err);
+    if (e->rc)
+        assert_int_equal(lua_gettop(L), top);
+    else
+        assert_int_equal(lua_gettop(L), top + 1);
+    return e->rc ? 0 : 1;
+}
+
+/* Evaluate the Lua expression `expr` and encode its value; returns the rc, text into out. */
+static int encode_expr(const char *expr, char *out, size_t outlen, char *why, size_t whylen)
+{
+    lua_State *L = new_state();
+    char code[1024];
+    snprintf(code, sizeof code, "return (%s)", expr);
+    struct enc e = {0};
+    lua_pushcfunction(L, encode_fn);
+    lua_pushlightuserdata(L, &e);
+    if (luaL_dostring(L, code) != LUA_OK)
+        fail_msg("%s: %s", expr, lua_tostring(L, -1));
+    assert_int_equal(lua_pcall(L, 2, 1, 0), LUA_OK);
+    if (e.rc == 0)
+        snprintf(out, outlen, "%s", lua_tostring(L, -1));
+    snprintf(why, whylen, "%s", e.err);
+    lua_close(L);
+    return e.rc;
+}
+
+static void enc_ok(const char *expr, const char *want)
+{
+    char out[1024], why[128];
+    int rc = encode_expr(expr, out, sizeof out, why, sizeof why);
+    if (rc)
+        fail_msg("encode of %s failed (%d): %s", expr, rc, why);
+    if (strcmp(out, want) != 0)
+        fail_msg("encode of %s: got %s, want %s", expr, out, want);
+}
+
+static void enc_bad(const char *expr, int want_rc, const char *want_why)
+{
+    char out[1024], why[128];
+    int rc = encode_expr(expr, out, sizeof out, why, sizeof why);
+    if (rc != want_rc || !strstr(why, want_why))
+        fail_msg("encode of %s: got %d \"%s\", want %d \"%s\"", expr, rc, why, want_rc, want_why);
+}
+
+static void test_encode_values(void **unused)
+{
+    (void)unused;
+    enc_ok("84190", "84190");
+    enc_ok("24.0", "24.0");
+    enc_ok("27.6", "27.6");
+    enc_ok("-0.0", "-0.0");
+    enc_ok("1e300", "1e+300");
+    enc_ok("math.mininteger", "-9223372036854775808");
+    enc_ok("nil", "null");
+    enc_ok("null", "null");
+    enc_ok("true", "true");
+    enc_ok("'a\"b\\n'", "\"a\\\"b\\n\""); /* Lua 'a"b<newline>' -> "a\"b\n" */
+    enc_ok("{}", "{}");
+    enc_ok("{3, 1, 2}", "[3,1,2]");
+    enc_ok("{1, null, 3}", "[1,null,3]");
+    enc_ok("{zeta = 1, alpha = 2.5, mid = {b = true, a = 'x'}}",
+           "{\"alpha\":2.5,\"mid\":{\"a\":\"x\",\"b\":true},\"zeta\":1}");
+}
+
+static void test_encode_refusals(void **unused)
+{
+    (void)unused;
+    enc_bad("0/0", -EINVAL, "non-finite number");
+    enc_bad("{v = math.huge}", -EINVAL, "non-finite number");
+    enc_bad("'a\\0b'", -EINVAL, "NUL byte");
+    enc_bad("{1, 2, x = 3}", -EINVAL, "object keys must be strings");
+    enc_bad("{[true] = 1}", -EINVAL, "object keys must be strings");
+    enc_bad("{f = print}", -EINVAL, "no JSON form");
+    enc_bad("coroutine.create(print)", -EINVAL, "no JSON form");
+    enc_bad("(function() local t = {} t.self = t return t end)()", -EINVAL, "nested too deeply");
+    /* JSONLUA_MAX_NODES: 100001 values (the array itself plus 100000 elements). */
+    enc_bad("(function() local t = {} for i = 1, 100000 do t[i] = i end return t end)()", -EINVAL,
+            "too large");
+    char out[16], why[128];
+    assert_int_equal(encode_expr("(function() local t = {} for i = 1, 99999 do t[i] = 0 end "
+                                 "return t end)()",
+                                 out, sizeof out, why, sizeof why),
+                     0);
+    assert_string_equal(out, "[0,0,0,0,0,0,0,");
+}
+
+/* decode -> encode -> decode -> encode of every sample packet: the two texts are identical
+ * and integers stay integers ("g":84190 and never 84190.0). */
+static void test_encode_round_trip(void **unused)
+{
+    (void)unused;
+    FILE *f = fopen(SHARED_DATA_DIR "/probe-rs-session.expected.jsonl", "r");
+    if (!f)
+        skip();
+    lua_State *L = new_state();
+    char line[4096], first[4096];
+    int n = 0;
+    while (fgets(line, sizeof line, f)) {
+        size_t len = strcspn(line, "\n");
+        if (!len)
+            continue;
+        for (int pass = 0; pass < 2; pass++) {
+            struct dec d = {.s = pass ? first : line, .len = pass ? strlen(first) : len};
+            lua_pushcfunction(L, decode_fn);
+            lua_pushlightuserdata(L, &d);
+            assert_int_equal(lua_pcall(L, 1, 1, 0), LUA_OK);
+            assert_int_equal(d.rc, 0);
+            struct enc e = {0};
+            lua_pushcfunction(L, encode_fn);
+            lua_pushlightuserdata(L, &e);
+            lua_rotate(L, -3, 2); /* encode_fn, &e, value */
+            assert_int_equal(lua_pcall(L, 2, 1, 0), LUA_OK);
+            assert_int_equal(e.rc, 0);
+            const char *txt = lua_tostring(L, -1);
+            if (pass == 0)
+                snprintf(first, sizeof first, "%s", txt);
+            else
+                assert_string_equal(txt, first);
+            lua_settop(L, 0);
+        }
+        /* "g" (gas) is an integer, "t" (temperature) a float, also when it is whole (24.0) */
+        const char *g = strstr(first, "\"g\":"), *t = strstr(first, "\"t\":");
+        assert_non_null(g);
+        assert_non_null(t);
+        g += 4;
+        t += 4;
+        assert_int_equal(g[strspn(g, "0123456789")], ',');
+        assert_int_equal(t[strspn(t, "-0123456789")], '.');
+        n++;
+    }
+    fclose(f);
+    lua_close(L);
+    assert_true(n > 10);
+}
+
 static void test_utf8_valid(void **unused)
 {
     (void)unused;
@@ -337,6 +485,9 @@ int main(void)
         cmocka_unit_test(test_memory_failure_is_a_lua_error),
         cmocka_unit_test(test_sample_data_matches_cjson),
         cmocka_unit_test(test_utf8_valid),
+        cmocka_unit_test(test_encode_values),
+        cmocka_unit_test(test_encode_refusals),
+        cmocka_unit_test(test_encode_round_trip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

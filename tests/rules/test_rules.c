@@ -3,8 +3,6 @@
  * capture sink), hooks and meta, error reporting as "file:line: message", every hostile rule
  * we know of (after each one the engine must still process a normal packet), the configurable
  * budgets, and hot reload (state hand-over, failed reloads keep the old rule).
- *
- * Owner: rules engineer.
  */
 #include "rules_harness.h"
 

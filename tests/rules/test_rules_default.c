@@ -1,9 +1,8 @@
 /*
- * test_rules_default.c — rules/default.lua against the brief: exact MQTT topics, payloads,
- * QoS and retain flags, exact InfluxDB lines, node2 only when present, the temperature alert
- * with hysteresis and the offline alert driven by on_tick, and the whole sample session.
- *
- * Owner: rules engineer.
+ * test_rules_default.c — rules/default.lua against its documented output: exact MQTT topics,
+ * payloads, QoS and retain flags, exact InfluxDB lines, node2 only when present, the
+ * temperature alert with hysteresis and the offline alert driven by on_tick, and the whole
+ * sample session.
  */
 #include "rules_harness.h"
 
@@ -23,7 +22,7 @@ static char *pkt_with(char *out, size_t n, double t1, const char *n2)
     return out;
 }
 
-/* The brief's 9 publishes and 9 points, byte for byte. */
+/* The 9 publishes and 9 points of the default rule's header comment, byte for byte. */
 static void test_sample_packet(void **unused)
 {
     (void)unused;

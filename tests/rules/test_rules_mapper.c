@@ -2,8 +2,6 @@
  * test_rules_mapper.c — gw.mapper and gw.series, the pre-compiled output paths, against the
  * plain gw.publish / gw.point they must equal byte for byte; their build-time validation; and
  * the decoder's pre-sized object tables (pairs buffered on the stack, duplicates: last wins).
- *
- * Owner: performance engineer.
  */
 #include "rules_harness.h"
 

@@ -9,8 +9,6 @@
  * Every test builds its own tree in a private temp directory:
  *   D/rules/rule.lua   the rule (its directory is the first default search directory)
  *   D/lua/...          the sibling "lua" directory (the second)
- *
- * Owner: rules engineer (modules).
  */
 #include "rules_harness.h"
 
