@@ -54,7 +54,8 @@ struct rules_config {
     uint64_t instr_limit; /* VM instructions per call; 0 = default 10,000,000 */
     /* Directories searched by the rule's require(name), ';'-separated, as DIR/name.lua (dots
      * in name become '/'). NULL or "" = the rule file's directory, then <that dir>/../lua,
-     * then /usr/local/share/iiotgw/lua. Resolved once by rules_open (reloads reuse it). */
+     * then /usr/local/share/iiotgw/lua (site modules), then IIOTGW_DATADIR/lua (the package's,
+     * /usr/share/iiotgw/lua). Resolved once by rules_open (reloads reuse it). */
     const char *lua_path;
 };
 

@@ -47,7 +47,13 @@
 #define REQ_MAX_NAME    128  /* bytes of a module name */
 #define REQ_MAX_DEPTH   32   /* modules requiring modules */
 #define REQ_MAX_DIRS    16   /* entries of the module search path */
-#define DEFAULT_LUA_DIR "/usr/local/share/iiotgw/lua"
+/* Built-in search path after the rule's own directories: site modules first (what an
+ * administrator adds, also the Docker image's place), then the package's own modules. */
+#define SITE_LUA_DIR "/usr/local/share/iiotgw/lua"
+#ifndef IIOTGW_DATADIR
+#define IIOTGW_DATADIR "/usr/share/iiotgw"
+#endif
+#define DIST_LUA_DIR IIOTGW_DATADIR "/lua"
 
 /* ------------------------------------------------------------------------------------ */
 /* Memory cap                                                                           */
@@ -506,7 +512,7 @@ static int rules_sbx_dirs_add(struct rules *r, const char *s, size_t n, char *er
  * lua_path ("dir;dir;...") or, when NULL/empty, the default: the rule file's directory, the
  * `lua` directory next to it (<rule dir>/../lua, computed lexically so that rules/x.lua gives
  * "lua" and /etc/iiotgw/rules/x.lua gives /etc/iiotgw/lua, which is what a reader of the
- * error message expects), then DEFAULT_LUA_DIR.
+ * error message expects), then SITE_LUA_DIR and DIST_LUA_DIR (once if they are the same).
  */
 int rules_sbx_dirs_init(struct rules *r, const char *lua_path, char *err, size_t errlen)
 {
@@ -562,7 +568,9 @@ int rules_sbx_dirs_init(struct rules *r, const char *lua_path, char *err, size_t
     if (!rc)
         rc = rules_sbx_dirs_add(r, sib, strlen(sib), err, errlen);
     if (!rc)
-        rc = rules_sbx_dirs_add(r, DEFAULT_LUA_DIR, strlen(DEFAULT_LUA_DIR), err, errlen);
+        rc = rules_sbx_dirs_add(r, SITE_LUA_DIR, strlen(SITE_LUA_DIR), err, errlen);
+    if (!rc && strcmp(DIST_LUA_DIR, SITE_LUA_DIR) != 0)
+        rc = rules_sbx_dirs_add(r, DIST_LUA_DIR, strlen(DIST_LUA_DIR), err, errlen);
     return rc;
 }
 
