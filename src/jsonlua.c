@@ -180,6 +180,20 @@ static size_t jl_put_utf8(char *o, unsigned cp)
 }
 
 /*
+ * Fail inside a string being built in a luaL_Buffer. Once the buffer outgrows its C-stack part
+ * it lives in a to-be-closed slot, and Lua 5.4.4's lua_settop() (jsonlua_decode's cleanup)
+ * keeps a stale stack pointer when closing that slot moves the stack. luaL_pushresult() closes
+ * it with lua_closeslot(), which re-reads the stack; the emptied result is then dropped.
+ */
+static int jl_fail_buffer(struct parser *ps, luaL_Buffer *b, const char *at, const char *msg)
+{
+    luaL_buffsub(b, luaL_bufflen(b));
+    luaL_pushresult(b);
+    lua_pop(ps->L, 1);
+    return jl_fail(ps, at, msg);
+}
+
+/*
  * Slow path for a string containing escapes: [seg, p) is already known to be plain text.
  * Builds the value in a luaL_Buffer (its first KiB lives on the C stack).
  */
@@ -197,25 +211,25 @@ static int jl_parse_string_escaped(struct parser *ps, const char *seg)
         if (p > seg)
             luaL_addlstring(&b, seg, (size_t)(p - seg));
         if (p >= end)
-            return jl_fail(ps, p, "unterminated string");
+            return jl_fail_buffer(ps, &b, p, "unterminated string");
         switch (jl_str_class[(unsigned char)*p]) {
         case C_QUOTE:
             luaL_pushresult(&b);
             ps->p = p + 1;
             return 0;
         case C_CTRL:
-            return jl_fail(ps, p, "control character in string");
+            return jl_fail_buffer(ps, &b, p, "control character in string");
         case C_UTF8: {
             size_t n = jl_utf8_len((const unsigned char *)p, (const unsigned char *)end);
             if (!n)
-                return jl_fail(ps, p, "invalid UTF-8 in string");
+                return jl_fail_buffer(ps, &b, p, "invalid UTF-8 in string");
             luaL_addlstring(&b, p, n);
             p += n;
             break;
         }
         case C_BSLASH: {
             if (end - p < 2)
-                return jl_fail(ps, p, "unterminated string");
+                return jl_fail_buffer(ps, &b, p, "unterminated string");
             char c = p[1];
             const char *esc = p;
             p += 2;
@@ -247,15 +261,15 @@ static int jl_parse_string_escaped(struct parser *ps, const char *seg)
             case 'u': {
                 unsigned cp, lo;
                 if (end - p < 4 || jl_hex4(p, &cp))
-                    return jl_fail(ps, esc, "invalid \\u escape");
+                    return jl_fail_buffer(ps, &b, esc, "invalid \\u escape");
                 p += 4;
                 if (cp >= 0xDC00 && cp <= 0xDFFF)
-                    return jl_fail(ps, esc, "lone low surrogate in \\u escape");
+                    return jl_fail_buffer(ps, &b, esc, "lone low surrogate in \\u escape");
                 if (cp >= 0xD800 && cp <= 0xDBFF) {
                     /* A high surrogate must be followed by an escaped low surrogate. */
                     if (end - p < 6 || p[0] != '\\' || p[1] != 'u' || jl_hex4(p + 2, &lo) ||
                         lo < 0xDC00 || lo > 0xDFFF)
-                        return jl_fail(ps, esc, "lone high surrogate in \\u escape");
+                        return jl_fail_buffer(ps, &b, esc, "lone high surrogate in \\u escape");
                     p += 6;
                     cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
                 }
@@ -264,7 +278,7 @@ static int jl_parse_string_escaped(struct parser *ps, const char *seg)
                 break;
             }
             default:
-                return jl_fail(ps, esc, "invalid escape in string");
+                return jl_fail_buffer(ps, &b, esc, "invalid escape in string");
             }
             break;
         }

@@ -7,8 +7,9 @@ set -euo pipefail
 
 # Build dependencies (keep in sync with README.md "deps:build" and docker/Dockerfile).
 build_pkgs="build-essential cmake pkg-config liblua5.4-dev libmosquitto-dev libcurl4-openssl-dev libcjson-dev libev-dev zlib1g-dev libcmocka-dev"
-# Test and demo: real servers, clients, unit-test framework, firmware cross compiler.
-test_pkgs="lua5.4 mosquitto mosquitto-clients victoria-metrics influxdb influxdb-client curl python3 python3-yaml docker-compose gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm openssl"
+# Test and demo: real servers, clients, unit-test framework, firmware cross compiler, clang and
+# its libFuzzer runtime (tests/fuzz).
+test_pkgs="lua5.4 mosquitto mosquitto-clients victoria-metrics influxdb influxdb-client curl python3 python3-yaml docker-compose gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm openssl clang libclang-rt-14-dev"
 
 want=${1:-all}
 case "$want" in
