@@ -39,6 +39,8 @@
 
 #include "backoff.h"
 #include "log.h"
+#include "mqttrec.h"
+#include "sink.h"
 #include "util.h"
 
 /* ------------------------------------------------------------------------------------------
@@ -52,6 +54,7 @@ struct mqtt_msg {
     struct mqtt_msg *next;
     struct mqtt_msg *prev; /* inflight list only */
     uint64_t token;
+    uint64_t user; /* the producer's token from the record (sink seam), else 0 */
     int mid;
     int qos;
     bool retain;
@@ -106,6 +109,7 @@ struct mqtt_sink {
 
     mqtt_ack_cb ack_cb;
     void *ack_ud;
+    struct sink_callbacks seam; /* set through the sink ops; wins over ack_cb */
 
     /* clean shutdown */
     bool closing;
@@ -260,12 +264,15 @@ static bool leave(struct mqtt_sink *m)
 }
 
 /* Call the user's ack callback; it may free the sink. Returns true if the sink is gone. */
-static bool call_ack(struct mqtt_sink *m, uint64_t token)
+static bool call_ack(struct mqtt_sink *m, uint64_t token, uint64_t user)
 {
-    if (!m->ack_cb || m->doomed)
+    if ((!m->ack_cb && !m->seam.ack) || m->doomed)
         return false;
     m->depth++;
-    m->ack_cb(m->ack_ud, token);
+    if (m->seam.ack)
+        m->seam.ack(m->seam.ud, token, user);
+    else
+        m->ack_cb(m->ack_ud, token);
     return leave(m);
 }
 
@@ -600,9 +607,9 @@ static void handle_publish(struct mqtt_sink *m, int mid, int reason)
     }
     list_unlink(&m->inflight, msg);
     m->st.acked++;
-    uint64_t token = msg->token;
+    uint64_t token = msg->token, user = msg->user;
     free(msg);
-    if (call_ack(m, token) || m->doomed)
+    if (call_ack(m, token, user) || m->doomed)
         return;
     pump(m);
     close_check(m, false);
@@ -652,9 +659,9 @@ static void pump(struct mqtt_sink *m)
             /* QoS 0 written synchronously: acknowledged already. */
             m->st.published++;
             m->st.acked++;
-            uint64_t token = msg->token;
+            uint64_t token = msg->token, user = msg->user;
             free(msg);
-            if (call_ack(m, token))
+            if (call_ack(m, token, user))
                 return;
             continue;
         }
@@ -682,37 +689,40 @@ static void pump(struct mqtt_sink *m)
     sync_io(m);
 }
 
-int mqtt_sink_publish(struct mqtt_sink *m, const char *topic, const void *payload, size_t len,
-                      int qos, bool retain, uint64_t token)
+/*
+ * Queue one validated message: topic = prefix (may be NULL) + '/' + topic[0, tlen). Copies
+ * everything. Returns 0 or -ENOMEM.
+ */
+static int mqtt_enqueue(struct mqtt_sink *m, const char *prefix, const char *topic, size_t tlen,
+                        const void *payload, size_t len, int qos, bool retain, uint64_t token,
+                        uint64_t user)
 {
-    if (!m || !topic || (!payload && len) || qos < 0 || qos > 2 || len > 268435455u)
-        return -EINVAL;
-    if (m->doomed || m->state == ST_CLOSED)
-        return -EINVAL;
-    size_t tlen = strlen(topic);
-    if (tlen == 0 || tlen > 65535 || mosquitto_pub_topic_check(topic) != MOSQ_ERR_SUCCESS)
-        return -EINVAL;
-    if (len + tlen > m->cfg.queue_max_bytes)
-        return -EINVAL; /* could never fit in the FIFO */
-
-    struct mqtt_msg *msg = malloc(sizeof *msg + tlen + 1 + len + 1);
+    size_t plen = prefix ? strlen(prefix) + 1 : 0;
+    size_t full = plen + tlen;
+    struct mqtt_msg *msg = malloc(sizeof *msg + full + 1 + len + 1);
     if (!msg)
         return -ENOMEM;
     msg->token = token;
+    msg->user = user;
     msg->mid = -1;
     msg->qos = qos;
     msg->retain = retain;
     msg->len = len;
     msg->topic = msg->data;
-    memcpy(msg->topic, topic, tlen + 1);
-    msg->payload = msg->data + tlen + 1;
+    if (prefix) {
+        memcpy(msg->topic, prefix, plen - 1);
+        msg->topic[plen - 1] = '/';
+    }
+    memcpy(msg->topic + plen, topic, tlen);
+    msg->topic[full] = '\0';
+    msg->payload = msg->data + full + 1;
     if (len)
         memcpy(msg->payload, payload, len);
     msg->payload[len] = '\0';
 
     /* Bounded FIFO: drop the oldest not-yet-handed messages to make room. */
     while (m->fifo.head && (m->fifo.count + 1 > m->cfg.queue_max_msgs ||
-                            m->fifo.bytes + tlen + len > m->cfg.queue_max_bytes)) {
+                            m->fifo.bytes + full + len > m->cfg.queue_max_bytes)) {
         struct mqtt_msg *old = m->fifo.head;
         list_unlink(&m->fifo, old);
         free(old);
@@ -722,6 +732,22 @@ int mqtt_sink_publish(struct mqtt_sink *m, const char *topic, const void *payloa
     log_drops(m, false);
     pump(m);
     return 0;
+}
+
+int mqtt_sink_publish(struct mqtt_sink *m, const char *topic, const void *payload, size_t len,
+                      int qos, bool retain, uint64_t token)
+{
+    if (!m || !topic || m->doomed || m->state == ST_CLOSED)
+        return -EINVAL;
+    struct mqtt_rec r = {.topic = topic,
+                         .topic_len = strlen(topic),
+                         .payload = payload,
+                         .payload_len = len,
+                         .qos = qos,
+                         .retain = retain};
+    if (mqtt_rec_check(&r, m->cfg.queue_max_bytes) < 0)
+        return -EINVAL;
+    return mqtt_enqueue(m, NULL, topic, r.topic_len, payload, len, qos, retain, token, 0);
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -934,7 +960,7 @@ int mqtt_sink_new(struct mqtt_sink **out, struct ev_loop *loop, const struct mqt
         snprintf(err, errlen, "mqtt: password given without username");
         return -EINVAL;
     }
-    if (cfg->status_topic && mosquitto_pub_topic_check(cfg->status_topic) != MOSQ_ERR_SUCCESS) {
+    if (cfg->status_topic && mqtt_topic_check(cfg->status_topic, strlen(cfg->status_topic)) < 0) {
         snprintf(err, errlen, "mqtt: invalid status topic");
         return -EINVAL;
     }
@@ -982,7 +1008,7 @@ int mqtt_sink_new(struct mqtt_sink **out, struct ev_loop *loop, const struct mqt
     if (dup_str(m, 0, &c->host) || dup_str(m, 1, &c->cafile) || dup_str(m, 2, &c->capath) ||
         dup_str(m, 3, &c->certfile) || dup_str(m, 4, &c->keyfile) || dup_str(m, 5, &c->username) ||
         dup_str(m, 6, &c->password) || dup_str(m, 7, &c->client_id) ||
-        dup_str(m, 8, &c->status_topic)) {
+        dup_str(m, 8, &c->status_topic) || dup_str(m, 9, &c->replay_prefix)) {
         snprintf(err, errlen, "mqtt: out of memory");
         goto fail;
     }
@@ -1083,6 +1109,7 @@ void mqtt_sink_free(struct mqtt_sink *m)
         /* Inside a libmosquitto call (a callback of ours called the user): defer. */
         m->doomed = true;
         m->ack_cb = NULL;
+        m->seam = (struct sink_callbacks){0};
         m->done_cb = NULL;
         io_stop(m);
         ev_timer_stop(m->loop, &m->misc_timer);
@@ -1095,209 +1122,92 @@ void mqtt_sink_free(struct mqtt_sink *m)
 }
 
 /* ------------------------------------------------------------------------------------------
- * URL parsing
+ * The sink seam (sink.h): records are mqttrec.h messages
  * ---------------------------------------------------------------------------------------- */
 
-static int hexval(int c)
+static int mqtt_op_check(const void *self, const void *rec, size_t len)
 {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
+    const struct mqtt_sink *m = self;
+    struct mqtt_rec r;
+    if (mqtt_rec_decode(rec, len, &r) < 0)
+        return -EINVAL;
+    return mqtt_rec_check(&r, m->cfg.queue_max_bytes);
 }
 
-/* Percent-decode [s, s+n) into *out (advancing it). Returns 0 or -EINVAL. */
-static int pct_decode(const char *s, size_t n, char **out, char *end)
+static int mqtt_op_submit(void *self, const void *rec, size_t len, unsigned flags, uint64_t token)
 {
-    char *o = *out;
-    for (size_t i = 0; i < n; i++) {
-        int c = (unsigned char)s[i];
-        if (c == '%') {
-            int hi = i + 1 < n ? hexval(s[i + 1]) : -1;
-            int lo = i + 2 < n ? hexval(s[i + 2]) : -1;
-            if (hi < 0 || lo < 0)
-                return -EINVAL;
-            c = hi * 16 + lo;
-            if (c == 0)
-                return -EINVAL;
-            i += 2;
-        }
-        if (o >= end)
-            return -ENOSPC;
-        *o++ = (char)c;
-    }
-    if (o >= end)
-        return -ENOSPC;
-    *o++ = '\0';
-    *out = o;
-    return 0;
+    struct mqtt_sink *m = self;
+    struct mqtt_rec r;
+    if (m->doomed || m->state == ST_CLOSED)
+        return -EINVAL;
+    if (mqtt_rec_decode(rec, len, &r) < 0)
+        return -EINVAL;
+    /* Replays go out without retain (a stale value must not become the retained one), under
+     * replay_prefix when configured and the result is still a legal topic length. */
+    bool replay = flags & SINK_REPLAY;
+    const char *prefix =
+        replay && m->cfg.replay_prefix && strlen(m->cfg.replay_prefix) + 1 + r.topic_len <= 65535
+            ? m->cfg.replay_prefix
+            : NULL;
+    /* Checked by mqtt_op_check before it was spooled: no second validation here. */
+    return mqtt_enqueue(m, prefix, r.topic, r.topic_len, r.payload, r.payload_len, r.qos,
+                        r.retain && !replay, token, r.user);
 }
 
-int mqtt_parse_url(const char *url, struct mqtt_config *cfg, char *storage, size_t storagelen,
-                   char *err, size_t errlen)
+static size_t mqtt_op_pending(const void *self)
 {
-    char dummy[1];
-    if (!err || errlen == 0) {
-        err = dummy;
-        errlen = sizeof dummy;
-    }
-    err[0] = '\0';
-    if (!url || !cfg || !storage || storagelen == 0) {
-        snprintf(err, errlen, "mqtt url: missing argument");
-        return -EINVAL;
-    }
-    bool tls;
-    const char *p;
-    if (strncmp(url, "mqtt://", 7) == 0) {
-        tls = false;
-        p = url + 7;
-    } else if (strncmp(url, "mqtts://", 8) == 0) {
-        tls = true;
-        p = url + 8;
-    } else {
-        snprintf(err, errlen, "mqtt url: scheme must be mqtt:// or mqtts://");
-        return -EINVAL;
-    }
+    return pending_count(self);
+}
 
-    /* Authority ends at an optional single trailing '/'. */
-    size_t alen = strlen(p);
-    if (alen && p[alen - 1] == '/')
-        alen--;
-    for (size_t i = 0; i < alen; i++) {
-        unsigned char ch = (unsigned char)p[i];
-        if (ch == '/' || ch == '?' || ch == '#' || ch <= ' ' || ch >= 0x7f) {
-            snprintf(err, errlen, "mqtt url: unexpected '%c' (no path, query or spaces allowed)",
-                     ch > ' ' && ch < 0x7f ? ch : '?');
-            return -EINVAL;
-        }
-    }
+static bool mqtt_op_healthy(const void *self)
+{
+    const struct mqtt_sink *m = self;
+    return m->state == ST_CONNECTED;
+}
 
-    char *o = storage;
-    char *end = storage + storagelen;
-    const char *user = NULL, *pass = NULL;
-    /* userinfo: up to the last '@' (a password may contain '@' when percent-encoded or not) */
-    const char *at = NULL;
-    for (size_t i = 0; i < alen; i++)
-        if (p[i] == '@')
-            at = p + i;
-    const char *hp = p;
-    if (at) {
-        const char *colon = memchr(p, ':', (size_t)(at - p));
-        size_t ulen = colon ? (size_t)(colon - p) : (size_t)(at - p);
-        if (ulen == 0) {
-            snprintf(err, errlen, "mqtt url: empty user name before '@'");
-            return -EINVAL;
-        }
-        user = o;
-        int rc = pct_decode(p, ulen, &o, end);
-        if (rc == 0 && colon) {
-            pass = o;
-            rc = pct_decode(colon + 1, (size_t)(at - colon - 1), &o, end);
-        }
-        if (rc) {
-            snprintf(err, errlen,
-                     rc == -ENOSPC ? "mqtt url: too long"
-                                   : "mqtt url: bad %%-escape in user or password");
-            return -EINVAL;
-        }
-        hp = at + 1;
-    }
-    size_t hplen = (size_t)(p + alen - hp);
+static void mqtt_op_set_callbacks(void *self, const struct sink_callbacks *cb)
+{
+    struct mqtt_sink *m = self;
+    m->seam = cb ? *cb : (struct sink_callbacks){0};
+}
 
-    /* host */
-    const char *h, *portstr = NULL;
-    size_t hlen;
-    if (hplen && hp[0] == '[') {
-        const char *rb = memchr(hp, ']', hplen);
-        if (!rb) {
-            snprintf(err, errlen, "mqtt url: missing ']' after IPv6 address");
-            return -EINVAL;
-        }
-        h = hp + 1;
-        hlen = (size_t)(rb - h);
-        if (hlen == 0) {
-            snprintf(err, errlen, "mqtt url: empty IPv6 address");
-            return -EINVAL;
-        }
-        for (size_t i = 0; i < hlen; i++) {
-            char ch = h[i];
-            if (!(hexval(ch) >= 0 || ch == ':' || ch == '.')) {
-                snprintf(err, errlen, "mqtt url: bad character in IPv6 address");
-                return -EINVAL;
-            }
-        }
-        const char *after = rb + 1;
-        if (after < hp + hplen) {
-            if (*after != ':') {
-                snprintf(err, errlen, "mqtt url: expected ':port' after ']'");
-                return -EINVAL;
-            }
-            portstr = after + 1;
-        }
-    } else {
-        h = hp;
-        size_t ncolons = 0;
-        for (size_t i = 0; i < hplen; i++)
-            ncolons += hp[i] == ':';
-        if (ncolons > 1) {
-            snprintf(err, errlen,
-                     "mqtt url: too many ':' (an IPv6 address needs [], e.g. mqtt://[::1]:1883)");
-            return -EINVAL;
-        }
-        const char *colon = memchr(hp, ':', hplen);
-        hlen = colon ? (size_t)(colon - hp) : hplen;
-        if (colon)
-            portstr = colon + 1;
-        if (hlen == 0) {
-            snprintf(err, errlen, "mqtt url: missing host");
-            return -EINVAL;
-        }
-        for (size_t i = 0; i < hlen; i++) {
-            char ch = h[i];
-            if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-                  (ch >= '0' && ch <= '9') || ch == '.' || ch == '-' || ch == '_')) {
-                snprintf(err, errlen, "mqtt url: bad character '%c' in host", ch);
-                return -EINVAL;
-            }
-        }
-    }
+static void mqtt_op_close(void *self, double timeout, void (*done)(void *ud), void *ud)
+{
+    mqtt_sink_close(self, timeout, done, ud);
+}
 
-    /* port */
-    int port = tls ? 8883 : 1883;
-    if (portstr) {
-        const char *pend = p + alen;
-        size_t plen = (size_t)(pend - portstr);
-        if (plen == 0 || plen > 5) {
-            snprintf(err, errlen, "mqtt url: bad port");
-            return -EINVAL;
-        }
-        port = 0;
-        for (size_t i = 0; i < plen; i++) {
-            if (portstr[i] < '0' || portstr[i] > '9') {
-                snprintf(err, errlen, "mqtt url: port must be a number");
-                return -EINVAL;
-            }
-            port = port * 10 + (portstr[i] - '0');
-        }
-        if (port < 1 || port > 65535) {
-            snprintf(err, errlen, "mqtt url: port out of range 1..65535");
-            return -EINVAL;
-        }
-    }
+static void mqtt_op_stats(const void *self, struct sink_stats *st)
+{
+    struct mqtt_stats ms;
+    mqtt_sink_get_stats(self, &ms);
+    *st = (struct sink_stats){.up = ms.connected,
+                              .pending = ms.queued + ms.inflight,
+                              .queued = ms.queued,
+                              .inflight = ms.inflight,
+                              .acked = ms.acked,
+                              .dropped = ms.dropped,
+                              .reconnects = ms.reconnects};
+}
 
-    if ((size_t)(end - o) < hlen + 1) {
-        snprintf(err, errlen, "mqtt url: too long");
-        return -EINVAL;
-    }
-    memcpy(o, h, hlen);
-    o[hlen] = '\0';
-    cfg->host = o;
-    cfg->port = port;
-    cfg->tls = tls;
-    cfg->username = user;
-    cfg->password = pass;
-    return 0;
+static void mqtt_op_free(void *self)
+{
+    mqtt_sink_free(self);
+}
+
+static const struct sink_ops mqtt_sink_ops = {
+    .name = "mqtt",
+    .check = mqtt_op_check,
+    .submit = mqtt_op_submit,
+    .pending = mqtt_op_pending,
+    .healthy = mqtt_op_healthy,
+    .set_callbacks = mqtt_op_set_callbacks,
+    .flush = NULL,
+    .close = mqtt_op_close,
+    .stats = mqtt_op_stats,
+    .free = mqtt_op_free,
+};
+
+struct sink mqtt_sink_as_sink(struct mqtt_sink *m)
+{
+    return (struct sink){.ops = m ? &mqtt_sink_ops : NULL, .self = m};
 }

@@ -3,7 +3,7 @@
  * records, one read cursor per sink, out-of-order acknowledgements, group commit, recovery.
  * See spool.h for the API and docs/reliability.md for the format and the guarantees.
  *
- * Ownership: the spool module (issue 3). Everything here is single-threaded.
+ * Everything here is single-threaded.
  */
 #include "spool.h"
 
@@ -1663,70 +1663,4 @@ void spool_stats(struct spool *sp, struct spool_stats *st)
         st->committed[k] = sp->cur[k].base;
         st->oldest_age[k] = oldest_age(sp, k, now);
     }
-}
-
-/* ----------------------------------------------------------------------------------------- */
-/* MQTT payload helpers                                                                      */
-/* ----------------------------------------------------------------------------------------- */
-
-#define MQTT_FIXED 20u
-
-static int mqtt_hdr(uint8_t *h, const struct spool_mqtt_msg *m)
-{
-    if (!m->topic || m->topic_len > 0xffff || m->payload_len > UINT32_MAX || m->qos < 0 ||
-        m->qos > 2 || (m->payload_len && !m->payload))
-        return -EINVAL;
-    h[0] = 'M';
-    h[1] = (uint8_t)m->qos;
-    h[2] = m->retain ? 1 : 0;
-    h[3] = 0;
-    put16(h + 4, (uint16_t)m->topic_len);
-    put16(h + 6, 0);
-    put32(h + 8, (uint32_t)m->payload_len);
-    put64(h + 12, (uint64_t)m->rx_ns);
-    return 0;
-}
-
-int spool_encode_mqtt(struct buf *out, const struct spool_mqtt_msg *m)
-{
-    uint8_t h[MQTT_FIXED];
-    int r = mqtt_hdr(h, m);
-    if (r < 0)
-        return r;
-    if ((r = buf_reserve(out, MQTT_FIXED + m->topic_len + m->payload_len)) < 0)
-        return r;
-    buf_append(out, h, sizeof h);
-    buf_append(out, m->topic, m->topic_len);
-    return m->payload_len ? buf_append(out, m->payload, m->payload_len) : 0;
-}
-
-int spool_decode_mqtt(const void *data, size_t len, struct spool_mqtt_msg *m)
-{
-    const uint8_t *p = data;
-    if (!p || len < MQTT_FIXED || p[0] != 'M' || p[1] > 2 || p[2] > 1)
-        return -EBADMSG;
-    size_t tl = get16(p + 4), pl = get32(p + 8);
-    if (MQTT_FIXED + tl + pl != len)
-        return -EBADMSG;
-    m->qos = p[1];
-    m->retain = p[2] != 0;
-    m->topic_len = tl;
-    m->topic = (const char *)p + MQTT_FIXED;
-    m->payload_len = pl;
-    m->payload = p + MQTT_FIXED + tl;
-    m->rx_ns = (int64_t)get64(p + 12);
-    return 0;
-}
-
-int spool_append_mqtt(struct spool *sp, unsigned sinks, unsigned flags,
-                      const struct spool_mqtt_msg *m, uint64_t *seq)
-{
-    uint8_t h[MQTT_FIXED];
-    int r = mqtt_hdr(h, m);
-    if (r < 0)
-        return r;
-    struct iovec iov[3] = {{h, sizeof h},
-                           {(void *)(uintptr_t)m->topic, m->topic_len},
-                           {(void *)(uintptr_t)m->payload, m->payload_len}};
-    return spool_appendv(sp, sinks, flags, iov, 3, seq);
 }
