@@ -92,8 +92,8 @@ static int gw_out_write(void *ud, const char *line, size_t len)
 }
 
 /* The gateway's own messages (status, stats, dead-letter): never spooled. */
-static void gw_publish(struct gateway *gw, const char *topic, const char *payload, size_t len,
-                       int qos, bool retain)
+static void gw_publish_own(struct gateway *gw, const char *topic, const char *payload, size_t len,
+                           int qos, bool retain)
 {
     if (gw->fw)
         forward_publish(gw->fw, topic, payload, len, qos, retain, FWD_INTERNAL, 0);
@@ -103,7 +103,7 @@ static void gw_on_deadletter(void *ud, const char *json, size_t len)
 {
     struct gateway *gw = ud;
     if (gw->deadletter_publish)
-        gw_publish(gw, gw->topics.deadletter, json, len, 1, false);
+        gw_publish_own(gw, gw->topics.deadletter, json, len, 1, false);
 }
 
 static void gw_on_ack(void *ud, uint64_t user)
@@ -139,7 +139,7 @@ static void gw_publish_rule_status(struct gateway *gw, const char *error)
     cJSON_AddNumberToObject(o, "time", (double)(util_now_ns() / 1000000) / 1000.0);
     char *s = cJSON_PrintUnformatted(o);
     if (s)
-        gw_publish(gw, gw->topics.rules, s, strlen(s), 1, true);
+        gw_publish_own(gw, gw->topics.rules, s, strlen(s), 1, true);
     free(s);
     cJSON_Delete(o);
 }

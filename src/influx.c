@@ -105,7 +105,7 @@ struct influx_sink {
     struct influx_stats st;
 };
 
-static void kick(struct influx_sink *s);
+static void influx_kick(struct influx_sink *s);
 
 /* ---------------------------------------------------------------------------------------- */
 /* Batches                                                                                  */
@@ -440,7 +440,7 @@ static void check_multi_info(struct influx_sink *s)
     /* Handled after the loop: on_done may start the next request on the same easy handle. */
     if (done) {
         on_done(s, res, status);
-        kick(s);
+        influx_kick(s);
     }
 }
 
@@ -599,7 +599,7 @@ static void start_request(struct influx_sink *s)
 }
 
 /* Start the next request if nothing is in flight and no retry delay is running. */
-static void kick(struct influx_sink *s)
+static void influx_kick(struct influx_sink *s)
 {
     if (s->inflight || ev_is_active(&s->retry_timer) || !s->qhead)
         return;
@@ -612,7 +612,7 @@ static void linger_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)revents;
     struct influx_sink *s = container_of(w, struct influx_sink, linger_timer);
     seal(s);
-    kick(s);
+    influx_kick(s);
 }
 
 static void influx_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -620,7 +620,7 @@ static void influx_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)loop;
     (void)revents;
     struct influx_sink *s = container_of(w, struct influx_sink, retry_timer);
-    kick(s);
+    influx_kick(s);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -843,7 +843,7 @@ int influx_sink_write(struct influx_sink *s, const char *line, size_t len, uint6
     }
     if (s->cur->n >= s->batch_lines) {
         seal(s);
-        kick(s);
+        influx_kick(s);
     }
     return 0;
 }
@@ -851,7 +851,7 @@ int influx_sink_write(struct influx_sink *s, const char *line, size_t len, uint6
 void influx_sink_flush(struct influx_sink *s)
 {
     seal(s);
-    kick(s);
+    influx_kick(s);
 }
 
 size_t influx_sink_pending(const struct influx_sink *s)

@@ -8,7 +8,7 @@
  * mosquitto_loop_misc (keepalive, retries). Connects are asynchronous
  * (mosquitto_connect_async / mosquitto_reconnect_async) and retried with backoff.h.
  *
- * Message life cycle: mqtt_sink_publish() appends to our own bounded FIFO; pump() hands FIFO
+ * Message life cycle: mqtt_sink_publish() appends to our own bounded FIFO; mqtt_pump() hands FIFO
  * messages to libmosquitto while connected and fewer than max_inflight are unacknowledged;
  * a handed message sits in the inflight list (keyed by mid) until on_publish, which fires the
  * ack callback exactly once for its token. On a disconnect libmosquitto keeps QoS 1/2
@@ -21,7 +21,7 @@
  * libmosquitto calls on the stack; mqtt_sink_free() inside one only marks the sink doomed and
  * the outermost caller destroys it once libmosquitto has returned.
  *
- * Ownership: owned by the mqtt module (see mqtt.h for the public contract).
+ * Ownership: see mqtt.h (the sink owns its messages, config copies and watchers).
  */
 #include "mqtt.h"
 
@@ -39,6 +39,7 @@
 
 #include "backoff.h"
 #include "log.h"
+#include "mqttq.h"
 #include "mqttrec.h"
 #include "sink.h"
 #include "util.h"
@@ -49,27 +50,6 @@
 
 #define MQTT_CONNECT_TIMEOUT 15.0 /* s: an attempt that got no CONNACK by then is abandoned */
 #define MQTT_DROP_LOG_EVERY  10.0 /* s: rate limit of the queue overflow warning */
-
-struct mqtt_msg {
-    struct mqtt_msg *next;
-    struct mqtt_msg *prev; /* inflight list only */
-    uint64_t token;
-    uint64_t user; /* the producer's token from the record (sink seam), else 0 */
-    int mid;
-    int qos;
-    bool retain;
-    size_t len;  /* payload bytes */
-    char *topic; /* points into data */
-    char *payload;
-    char data[]; /* topic NUL payload */
-};
-
-struct msg_list {
-    struct mqtt_msg *head;
-    struct mqtt_msg *tail;
-    size_t count;
-    size_t bytes;
-};
 
 enum mqtt_state {
     ST_WAIT,       /* not connected, retry timer armed (or about to be) */
@@ -98,9 +78,9 @@ struct mqtt_sink {
     bool ever_connected;
     bool connect_started; /* mosquitto_connect_async done once (then reconnect_async) */
 
-    struct msg_list fifo;     /* not yet handed to libmosquitto */
-    struct msg_list inflight; /* handed, waiting for on_publish */
-    int status_mid;           /* mid of the last status publish, or -1 */
+    struct mqttq fifo;     /* not yet handed to libmosquitto */
+    struct mqttq inflight; /* handed, waiting for on_publish */
+    int status_mid;        /* mid of the last status publish, or -1 */
     /* QoS 0: libmosquitto may write the packet and call on_publish inside mosquitto_publish,
      * before we know the mid; such an ack is noted here and delivered after the call. */
     struct mqtt_msg *publishing;
@@ -125,8 +105,8 @@ struct mqtt_sink {
      * Inside mosquitto_loop_read/write/misc libmosquitto may hold its own (non-recursive)
      * message mutexes while it runs our callbacks — e.g. on CONNACK it releases queued
      * messages with msgs_out locked and calls on_publish for QoS 0 ones. A mosquitto_publish
-     * from there deadlocks. So while in_loop > 0, pump() only notes that it has work
-     * (pump_deferred) and loop_call() runs it once libmosquitto has returned.
+     * from there deadlocks. So while in_loop > 0, mqtt_pump() only notes that it has work
+     * (pump_deferred) and mqtt_loop_call() runs it once libmosquitto has returned.
      */
     int in_loop;
     bool pump_deferred;
@@ -138,81 +118,11 @@ struct mqtt_sink {
     struct mqtt_stats st;
 };
 
-static void sync_io(struct mqtt_sink *m);
-static void pump(struct mqtt_sink *m);
-static int loop_call(struct mqtt_sink *m, int (*fn)(struct mosquitto *, int), int arg);
-static void start_connect(struct mqtt_sink *m);
-static void destroy(struct mqtt_sink *m);
-
-/* ------------------------------------------------------------------------------------------
- * Message lists
- * ---------------------------------------------------------------------------------------- */
-
-static size_t msg_cost(const struct mqtt_msg *msg)
-{
-    return msg->len + strlen(msg->topic);
-}
-
-static void list_push_tail(struct msg_list *l, struct mqtt_msg *msg)
-{
-    msg->next = NULL;
-    msg->prev = l->tail;
-    if (l->tail)
-        l->tail->next = msg;
-    else
-        l->head = msg;
-    l->tail = msg;
-    l->count++;
-    l->bytes += msg_cost(msg);
-}
-
-static void list_push_head(struct msg_list *l, struct mqtt_msg *msg)
-{
-    msg->prev = NULL;
-    msg->next = l->head;
-    if (l->head)
-        l->head->prev = msg;
-    else
-        l->tail = msg;
-    l->head = msg;
-    l->count++;
-    l->bytes += msg_cost(msg);
-}
-
-static void list_unlink(struct msg_list *l, struct mqtt_msg *msg)
-{
-    if (msg->prev)
-        msg->prev->next = msg->next;
-    else
-        l->head = msg->next;
-    if (msg->next)
-        msg->next->prev = msg->prev;
-    else
-        l->tail = msg->prev;
-    msg->next = msg->prev = NULL;
-    l->count--;
-    l->bytes -= msg_cost(msg);
-}
-
-static void list_free(struct msg_list *l)
-{
-    struct mqtt_msg *msg = l->head;
-    while (msg) {
-        struct mqtt_msg *next = msg->next;
-        free(msg);
-        msg = next;
-    }
-    memset(l, 0, sizeof *l);
-}
-
-static struct mqtt_msg *inflight_find(struct msg_list *l, int mid)
-{
-    /* Acks arrive nearly in order, so the match is almost always at the head. */
-    for (struct mqtt_msg *msg = l->head; msg; msg = msg->next)
-        if (msg->mid == mid)
-            return msg;
-    return NULL;
-}
+static void mqtt_sync_io(struct mqtt_sink *m);
+static void mqtt_pump(struct mqtt_sink *m);
+static int mqtt_loop_call(struct mqtt_sink *m, int (*fn)(struct mosquitto *, int), int arg);
+static void mqtt_start_connect(struct mqtt_sink *m);
+static void mqtt_destroy(struct mqtt_sink *m);
 
 /* ------------------------------------------------------------------------------------------
  * Small helpers
@@ -225,11 +135,21 @@ static void io_stop(struct mqtt_sink *m)
     m->io_fd = -1;
 }
 
+/* Every watcher off: the sink is closed or about to be freed. */
+static void mqtt_stop_watchers(struct mqtt_sink *m)
+{
+    io_stop(m);
+    ev_timer_stop(m->loop, &m->misc_timer);
+    ev_timer_stop(m->loop, &m->retry_timer);
+    ev_timer_stop(m->loop, &m->conn_timer);
+    ev_timer_stop(m->loop, &m->close_timer);
+}
+
 /*
  * Make the io watchers match libmosquitto's socket: read always, write only while
  * mosquitto_want_write(). Called after every libmosquitto call that may change either.
  */
-static void sync_io(struct mqtt_sink *m)
+static void mqtt_sync_io(struct mqtt_sink *m)
 {
     if (m->doomed || !m->mosq)
         return;
@@ -257,7 +177,7 @@ static bool leave(struct mqtt_sink *m)
 {
     m->depth--;
     if (m->depth == 0 && m->doomed) {
-        destroy(m);
+        mqtt_destroy(m);
         return true;
     }
     return false;
@@ -310,11 +230,7 @@ static void finish_close(struct mqtt_sink *m)
     if (lost)
         log_warn("mqtt_close_pending_lost", "pending=%zu", lost);
     m->state = ST_CLOSED;
-    io_stop(m);
-    ev_timer_stop(m->loop, &m->misc_timer);
-    ev_timer_stop(m->loop, &m->retry_timer);
-    ev_timer_stop(m->loop, &m->conn_timer);
-    ev_timer_stop(m->loop, &m->close_timer);
+    mqtt_stop_watchers(m);
     m->st.connected = false;
     log_info("mqtt_closed", "published=%llu acked=%llu dropped=%llu",
              (unsigned long long)m->st.published, (unsigned long long)m->st.acked,
@@ -342,7 +258,7 @@ static void close_check(struct mqtt_sink *m, bool force)
         m->depth++;
         /* Reason 0 = normal disconnection: the broker discards the will. */
         int rc = m->v5 ? mosquitto_disconnect_v5(m->mosq, 0, NULL) : mosquitto_disconnect(m->mosq);
-        sync_io(m);
+        mqtt_sync_io(m);
         if (leave(m))
             return;
         if (rc == MOSQ_ERR_SUCCESS && m->state == ST_CONNECTED && m->io_fd >= 0) {
@@ -372,7 +288,7 @@ static void close_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
  * Connection state changes
  * ---------------------------------------------------------------------------------------- */
 
-static void schedule_retry(struct mqtt_sink *m)
+static void mqtt_schedule_retry(struct mqtt_sink *m)
 {
     if (m->state == ST_CLOSED || m->doomed)
         return;
@@ -423,15 +339,15 @@ static void conn_lost(struct mqtt_sink *m, int rc)
     while (msg) {
         struct mqtt_msg *prev = msg->prev;
         if (msg->qos == 0) {
-            list_unlink(&m->inflight, msg);
-            list_push_head(&m->fifo, msg);
+            mqttq_unlink(&m->inflight, msg);
+            mqttq_push_head(&m->fifo, msg);
         }
         msg = prev;
     }
-    schedule_retry(m);
+    mqtt_schedule_retry(m);
 }
 
-static void start_connect(struct mqtt_sink *m)
+static void mqtt_start_connect(struct mqtt_sink *m)
 {
     if (m->state == ST_CLOSED || m->doomed)
         return;
@@ -448,7 +364,7 @@ static void start_connect(struct mqtt_sink *m)
     }
     int err = errno;
     if (rc == MOSQ_ERR_SUCCESS)
-        sync_io(m);
+        mqtt_sync_io(m);
     if (leave(m))
         return;
     if (rc != MOSQ_ERR_SUCCESS) {
@@ -470,7 +386,7 @@ static void retry_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
     (void)revents;
-    start_connect(container_of(w, struct mqtt_sink, retry_timer));
+    mqtt_start_connect(container_of(w, struct mqtt_sink, retry_timer));
 }
 
 static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -490,7 +406,7 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     if (fd >= 0)
         shutdown(fd, SHUT_RDWR);
     m->depth++;
-    loop_call(m, mosquitto_loop_read, 1);
+    mqtt_loop_call(m, mosquitto_loop_read, 1);
     if (leave(m))
         return;
     conn_lost(m, MOSQ_ERR_CONN_LOST);
@@ -500,7 +416,7 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
  * libmosquitto callbacks
  * ---------------------------------------------------------------------------------------- */
 
-static void publish_status(struct mqtt_sink *m, const char *value)
+static void mqtt_publish_status(struct mqtt_sink *m, const char *value)
 {
     if (!m->cfg.status_topic || m->state != ST_CONNECTED)
         return;
@@ -530,7 +446,7 @@ static void handle_connect(struct mqtt_sink *m, int rc, int flags)
                   m->v5 ? mosquitto_reason_string(rc) : mosquitto_connack_string(rc));
         m->state = ST_WAIT; /* not CONNECTING: conn_lost must not count it twice */
         io_stop(m);
-        schedule_retry(m);
+        mqtt_schedule_retry(m);
         return;
     }
     if (m->ever_connected)
@@ -544,8 +460,8 @@ static void handle_connect(struct mqtt_sink *m, int rc, int flags)
              "inflight=%zu queued=%zu",
              m->cfg.host, m->cfg.port, m->cfg.client_id, m->v5 ? 5 : 3, flags & 1,
              m->inflight.count, m->fifo.count);
-    publish_status(m, m->closing ? "offline" : "online");
-    pump(m);
+    mqtt_publish_status(m, m->closing ? "offline" : "online");
+    mqtt_pump(m);
     close_check(m, false);
 }
 
@@ -593,7 +509,7 @@ static void handle_publish(struct mqtt_sink *m, int mid, int reason)
         close_check(m, false);
         return;
     }
-    struct mqtt_msg *msg = inflight_find(&m->inflight, mid);
+    struct mqtt_msg *msg = mqttq_find(&m->inflight, mid);
     if (!msg) {
         /* Inside mosquitto_publish only QoS 0 writes call back: it is the message in hand. */
         if (m->publishing)
@@ -605,13 +521,13 @@ static void handle_publish(struct mqtt_sink *m, int mid, int reason)
         log_warn("mqtt_publish_rejected", "topic=%s reason=%d reason_str=\"%s\"", msg->topic,
                  reason, mosquitto_reason_string(reason));
     }
-    list_unlink(&m->inflight, msg);
+    mqttq_unlink(&m->inflight, msg);
     m->st.acked++;
     uint64_t token = msg->token, user = msg->user;
     free(msg);
     if (call_ack(m, token, user) || m->doomed)
         return;
-    pump(m);
+    mqtt_pump(m);
     close_check(m, false);
 }
 
@@ -634,7 +550,7 @@ static void on_publish_v5(struct mosquitto *mosq, void *ud, int mid, int reason,
  * ---------------------------------------------------------------------------------------- */
 
 /* Hand FIFO messages to libmosquitto while connected and below max_inflight. */
-static void pump(struct mqtt_sink *m)
+static void mqtt_pump(struct mqtt_sink *m)
 {
     if (m->in_loop) {
         m->pump_deferred = true; /* see in_loop */
@@ -643,7 +559,7 @@ static void pump(struct mqtt_sink *m)
     while (m->state == ST_CONNECTED && !m->doomed && m->fifo.head &&
            m->inflight.count < m->cfg.max_inflight && !m->disconnect_sent) {
         struct mqtt_msg *msg = m->fifo.head;
-        list_unlink(&m->fifo, msg);
+        mqttq_unlink(&m->fifo, msg);
         int mid = -1;
         m->depth++;
         m->publishing = msg;
@@ -652,7 +568,7 @@ static void pump(struct mqtt_sink *m)
                                    msg->retain);
         m->publishing = NULL;
         if (leave(m)) {
-            free(msg); /* destroy() freed everything else */
+            free(msg); /* mqtt_destroy() freed everything else */
             return;
         }
         if (m->publishing_acked) {
@@ -672,7 +588,7 @@ static void pump(struct mqtt_sink *m)
              * in its resend list; QoS 0 come back to us through conn_lost).
              */
             msg->mid = mid;
-            list_push_tail(&m->inflight, msg);
+            mqttq_push_tail(&m->inflight, msg);
             m->st.published++;
             if (rc != MOSQ_ERR_SUCCESS) {
                 log_debug("mqtt_publish_conn_error", "rc=%d", rc);
@@ -686,7 +602,7 @@ static void pump(struct mqtt_sink *m)
         }
     }
     /* A publish from inside a libmosquitto callback is only queued: re-arm write now. */
-    sync_io(m);
+    mqtt_sync_io(m);
 }
 
 /*
@@ -724,13 +640,13 @@ static int mqtt_enqueue(struct mqtt_sink *m, const char *prefix, const char *top
     while (m->fifo.head && (m->fifo.count + 1 > m->cfg.queue_max_msgs ||
                             m->fifo.bytes + full + len > m->cfg.queue_max_bytes)) {
         struct mqtt_msg *old = m->fifo.head;
-        list_unlink(&m->fifo, old);
+        mqttq_unlink(&m->fifo, old);
         free(old);
         m->st.dropped++;
     }
-    list_push_tail(&m->fifo, msg);
+    mqttq_push_tail(&m->fifo, msg);
     log_drops(m, false);
-    pump(m);
+    mqtt_pump(m);
     return 0;
 }
 
@@ -762,7 +678,7 @@ static void after_loop_call(struct mqtt_sink *m, int rc)
     if (mosquitto_socket(m->mosq) < 0 && (m->state == ST_CONNECTING || m->state == ST_CONNECTED))
         conn_lost(m, rc ? rc : MOSQ_ERR_CONN_LOST);
     else
-        sync_io(m);
+        mqtt_sync_io(m);
 }
 
 /*
@@ -787,14 +703,14 @@ static void quickack(int fd)
  * Run one libmosquitto loop function with pumping deferred until it returned (see in_loop),
  * then do the deferred pump. The caller holds a depth reference. Returns the call's rc.
  */
-static int loop_call(struct mqtt_sink *m, int (*fn)(struct mosquitto *, int), int arg)
+static int mqtt_loop_call(struct mqtt_sink *m, int (*fn)(struct mosquitto *, int), int arg)
 {
     m->in_loop++;
     int rc = fn ? fn(m->mosq, arg) : mosquitto_loop_misc(m->mosq);
     m->in_loop--;
     if (!m->in_loop && m->pump_deferred && !m->doomed) {
         m->pump_deferred = false;
-        pump(m);
+        mqtt_pump(m);
     }
     return rc;
 }
@@ -805,13 +721,13 @@ static void rio_cb(struct ev_loop *loop, ev_io *w, int revents)
     (void)revents;
     struct mqtt_sink *m = container_of(w, struct mqtt_sink, rio);
     m->depth++;
-    int rc = loop_call(m, mosquitto_loop_read, 1);
+    int rc = mqtt_loop_call(m, mosquitto_loop_read, 1);
     if (mosquitto_socket(m->mosq) >= 0)
         quickack(mosquitto_socket(m->mosq));
     /* Flush at once whatever the callbacks queued (acks -> new publishes, status). */
     if (rc == MOSQ_ERR_SUCCESS && !m->doomed && mosquitto_socket(m->mosq) >= 0 &&
         mosquitto_want_write(m->mosq))
-        rc = loop_call(m, mosquitto_loop_write, 1);
+        rc = mqtt_loop_call(m, mosquitto_loop_write, 1);
     if (leave(m))
         return;
     after_loop_call(m, rc);
@@ -823,7 +739,7 @@ static void wio_cb(struct ev_loop *loop, ev_io *w, int revents)
     (void)revents;
     struct mqtt_sink *m = container_of(w, struct mqtt_sink, wio);
     m->depth++;
-    int rc = loop_call(m, mosquitto_loop_write, 1);
+    int rc = mqtt_loop_call(m, mosquitto_loop_write, 1);
     if (leave(m))
         return;
     after_loop_call(m, rc);
@@ -838,7 +754,7 @@ static void misc_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     if (m->state != ST_CONNECTING && m->state != ST_CONNECTED)
         return;
     m->depth++;
-    int rc = loop_call(m, NULL, 0);
+    int rc = mqtt_loop_call(m, NULL, 0);
     if (leave(m))
         return;
     after_loop_call(m, rc == MOSQ_ERR_NO_CONN ? MOSQ_ERR_CONN_LOST : rc);
@@ -1028,7 +944,7 @@ int mqtt_sink_new(struct mqtt_sink **out, struct ev_loop *loop, const struct mqt
     log_info("mqtt_connecting", "host=%s port=%d tls=%d client_id=%s protocol=%d", c->host, c->port,
              c->tls ? 1 : 0, c->client_id, m->v5 ? 5 : 3);
     *out = m;
-    start_connect(m);
+    mqtt_start_connect(m);
     return 0;
 
 fail:
@@ -1070,8 +986,8 @@ void mqtt_sink_close(struct mqtt_sink *m, double timeout, void (*done)(void *ud)
     m->done_ud = ud;
     log_info("mqtt_closing", "pending=%zu timeout=%.1f", pending_count(m), timeout);
     m->depth++;
-    publish_status(m, "offline");
-    sync_io(m);
+    mqtt_publish_status(m, "offline");
+    mqtt_sync_io(m);
     if (leave(m))
         return;
     /*
@@ -1084,17 +1000,13 @@ void mqtt_sink_close(struct mqtt_sink *m, double timeout, void (*done)(void *ud)
     ev_timer_start(m->loop, &m->close_timer);
 }
 
-static void destroy(struct mqtt_sink *m)
+static void mqtt_destroy(struct mqtt_sink *m)
 {
-    io_stop(m);
-    ev_timer_stop(m->loop, &m->misc_timer);
-    ev_timer_stop(m->loop, &m->retry_timer);
-    ev_timer_stop(m->loop, &m->conn_timer);
-    ev_timer_stop(m->loop, &m->close_timer);
+    mqtt_stop_watchers(m);
     if (m->mosq)
         mosquitto_destroy(m->mosq);
-    list_free(&m->fifo);
-    list_free(&m->inflight);
+    mqttq_free(&m->fifo);
+    mqttq_free(&m->inflight);
     for (size_t i = 0; i < ARRAY_LEN(m->strs); i++)
         free(m->strs[i]);
     free(m);
@@ -1111,14 +1023,10 @@ void mqtt_sink_free(struct mqtt_sink *m)
         m->ack_cb = NULL;
         m->seam = (struct sink_callbacks){0};
         m->done_cb = NULL;
-        io_stop(m);
-        ev_timer_stop(m->loop, &m->misc_timer);
-        ev_timer_stop(m->loop, &m->retry_timer);
-        ev_timer_stop(m->loop, &m->conn_timer);
-        ev_timer_stop(m->loop, &m->close_timer);
+        mqtt_stop_watchers(m);
         return;
     }
-    destroy(m);
+    mqtt_destroy(m);
 }
 
 /* ------------------------------------------------------------------------------------------
