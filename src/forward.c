@@ -612,7 +612,8 @@ int forward_new(struct forward **out, struct ev_loop *loop, const struct forward
             .max_bytes = cfg->max_bytes,
             .segment_bytes = cfg->segment_bytes,
             .fsync = cfg->fsync,
-            .sync_interval = cfg->sync_interval > 0 ? cfg->sync_interval : 0.1,
+            .sync_interval =
+                cfg->sync_interval > 0 ? cfg->sync_interval : SPOOL_DEFAULT_SYNC_INTERVAL,
         };
         ev_prepare_init(&fw->prep, fwd_on_prepare);
         ev_prepare_start(loop, &fw->prep);

@@ -656,7 +656,7 @@ int influx_sink_new(struct influx_sink **out, struct ev_loop *loop, const struct
     if (!cfg->url ||
         (strncmp(cfg->url, "http://", 7) != 0 && strncmp(cfg->url, "https://", 8) != 0))
         BAD("influx: url must start with http:// or https://");
-    int api = cfg->api ? cfg->api : 2;
+    int api = cfg->api ? cfg->api : INFLUX_DEFAULT_API;
     if (api != 1 && api != 2)
         BAD("influx: api must be 1 or 2");
     if (api == 2 && (!cfg->org || !*cfg->org || !cfg->bucket || !*cfg->bucket))
@@ -680,17 +680,19 @@ int influx_sink_new(struct influx_sink **out, struct ev_loop *loop, const struct
     }
     s->loop = loop;
     s->up = true;
-    s->batch_lines = cfg->batch_lines ? cfg->batch_lines : 5000;
-    s->linger = cfg->linger > 0 ? cfg->linger : 1.0;
+    s->batch_lines = cfg->batch_lines ? cfg->batch_lines : INFLUX_DEFAULT_BATCH_LINES;
+    s->linger = cfg->linger > 0 ? cfg->linger : INFLUX_DEFAULT_LINGER;
     s->gzip = cfg->gzip;
-    s->queue_max_bytes = cfg->queue_max_bytes ? cfg->queue_max_bytes : (size_t)64 << 20;
-    double base = cfg->backoff_base > 0 ? cfg->backoff_base : 1.0;
-    s->backoff_max = cfg->backoff_max > 0 ? cfg->backoff_max : 60.0;
+    s->queue_max_bytes =
+        cfg->queue_max_bytes ? cfg->queue_max_bytes : (size_t)INFLUX_DEFAULT_QUEUE_MAX_BYTES;
+    double base = cfg->backoff_base > 0 ? cfg->backoff_base : INFLUX_DEFAULT_BACKOFF_BASE;
+    s->backoff_max = cfg->backoff_max > 0 ? cfg->backoff_max : INFLUX_DEFAULT_BACKOFF_MAX;
     if (s->backoff_max < base)
         s->backoff_max = base;
     /* A request timeout beyond a day is a typo, and (long)(t * 1000) of a huge double is
      * undefined: clamp. */
-    double timeout = cfg->timeout > 0 ? (cfg->timeout < 86400.0 ? cfg->timeout : 86400.0) : 10.0;
+    double timeout = cfg->timeout > 0 ? (cfg->timeout < 86400.0 ? cfg->timeout : 86400.0)
+                                      : INFLUX_DEFAULT_TIMEOUT;
     /* stable = 0: the ladder is reset explicitly on every 2xx (backoff_reset in on_done). */
     backoff_init(&s->bo, base, s->backoff_max, 0);
     s->retry_after = -1;

@@ -40,7 +40,17 @@
 
 #include "sink.h"
 
-/* Zero fields take the defaults below. */
+/* Defaults of a zero field, stated once: the sink applies them and the config table
+ * (config.c) shows them as the options' defaults. Plain literals (stringified there). */
+#define INFLUX_DEFAULT_API             2
+#define INFLUX_DEFAULT_BATCH_LINES     5000
+#define INFLUX_DEFAULT_LINGER          1.0
+#define INFLUX_DEFAULT_TIMEOUT         10.0
+#define INFLUX_DEFAULT_QUEUE_MAX_BYTES 67108864 /* 64 MiB */
+#define INFLUX_DEFAULT_BACKOFF_BASE    1.0
+#define INFLUX_DEFAULT_BACKOFF_MAX     60.0
+
+/* Zero fields take the defaults above. */
 struct influx_config {
     const char *url;        /* base URL, e.g. http://127.0.0.1:8086 (required) */
     int api;                /* 2 (default) or 1 */

@@ -898,19 +898,19 @@ int mqtt_sink_new(struct mqtt_sink **out, struct ev_loop *loop, const struct mqt
     /* Defaults. */
     struct mqtt_config *c = &m->cfg;
     if (!c->port)
-        c->port = c->tls ? 8883 : 1883;
+        c->port = c->tls ? MQTT_DEFAULT_PORT_TLS : MQTT_DEFAULT_PORT;
     if (!c->keepalive)
-        c->keepalive = 30;
+        c->keepalive = MQTT_DEFAULT_KEEPALIVE;
     if (!c->queue_max_msgs)
-        c->queue_max_msgs = 100000;
+        c->queue_max_msgs = MQTT_DEFAULT_QUEUE_MAX_MSGS;
     if (!c->queue_max_bytes)
-        c->queue_max_bytes = 64u << 20;
+        c->queue_max_bytes = MQTT_DEFAULT_QUEUE_MAX_BYTES;
     if (!c->max_inflight)
-        c->max_inflight = 100;
+        c->max_inflight = MQTT_DEFAULT_MAX_INFLIGHT;
     if (c->backoff_base <= 0)
-        c->backoff_base = 1.0;
+        c->backoff_base = MQTT_DEFAULT_BACKOFF_BASE;
     if (c->backoff_max <= 0)
-        c->backoff_max = 60.0;
+        c->backoff_max = MQTT_DEFAULT_BACKOFF_MAX;
     char idbuf[96];
     if (!c->client_id) {
         char host[64];

@@ -30,6 +30,20 @@
 
 #include "sink.h"
 
+/*
+ * Defaults of a zero field, stated once: the sink applies them and the config table
+ * (config.c) shows them as the options' defaults. Plain literals, so that they can be
+ * stringified.
+ */
+#define MQTT_DEFAULT_PORT            1883
+#define MQTT_DEFAULT_PORT_TLS        8883
+#define MQTT_DEFAULT_KEEPALIVE       30
+#define MQTT_DEFAULT_QUEUE_MAX_MSGS  100000
+#define MQTT_DEFAULT_QUEUE_MAX_BYTES 67108864 /* 64 MiB */
+#define MQTT_DEFAULT_MAX_INFLIGHT    100
+#define MQTT_DEFAULT_BACKOFF_BASE    1.0
+#define MQTT_DEFAULT_BACKOFF_MAX     60.0
+
 struct mqtt_config {
     const char *host;   /* required */
     int port;           /* default 1883 (8883 with tls) */

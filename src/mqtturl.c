@@ -179,7 +179,7 @@ int mqtt_parse_url(const char *url, struct mqtt_config *cfg, char *storage, size
     }
 
     /* port */
-    int port = tls ? 8883 : 1883;
+    int port = tls ? MQTT_DEFAULT_PORT_TLS : MQTT_DEFAULT_PORT;
     if (portstr) {
         const char *pend = p + alen;
         size_t plen = (size_t)(pend - portstr);

@@ -1174,11 +1174,11 @@ static int cfg_fill(struct spool_config *o, const struct spool_config *in)
     if (o->nsinks > SPOOL_MAX_SINKS)
         return -EINVAL;
     if (!o->max_bytes)
-        o->max_bytes = 256ull << 20;
+        o->max_bytes = SPOOL_DEFAULT_MAX_BYTES;
     if (o->max_bytes < 64 * 1024)
         return -EINVAL;
     if (!o->segment_bytes)
-        o->segment_bytes = 8ull << 20;
+        o->segment_bytes = SPOOL_DEFAULT_SEGMENT_BYTES;
     if (o->segment_bytes > o->max_bytes / 4)
         o->segment_bytes = o->max_bytes / 4;
     if (o->segment_bytes < 4096)
@@ -1190,7 +1190,7 @@ static int cfg_fill(struct spool_config *o, const struct spool_config *in)
     if (o->fsync < SPOOL_FSYNC_INTERVAL || o->fsync > SPOOL_FSYNC_NONE)
         return -EINVAL;
     if (!(o->sync_interval > 0))
-        o->sync_interval = 0.1;
+        o->sync_interval = SPOOL_DEFAULT_SYNC_INTERVAL;
     if (!(o->state_interval > 0))
         o->state_interval = 1.0;
     if (!(o->retry_interval > 0))

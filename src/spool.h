@@ -73,6 +73,12 @@ uint32_t spool_crc32c(uint32_t crc, const void *data, size_t len);
 int spool_fsync_parse(const char *s);
 const char *spool_fsync_name(int policy);
 
+/* Defaults of a zero field, stated once: the spool applies them and the config table
+ * (config.c) shows them as the options' defaults. Plain literals (stringified there). */
+#define SPOOL_DEFAULT_MAX_BYTES     268435456 /* 256 MiB */
+#define SPOOL_DEFAULT_SEGMENT_BYTES 8388608   /* 8 MiB */
+#define SPOOL_DEFAULT_SYNC_INTERVAL 0.1
+
 struct spool_config {
     unsigned nsinks;        /* number of sink cursors, 1..SPOOL_MAX_SINKS (0 -> 2) */
     uint64_t max_bytes;     /* bound on all segments, default 256 MiB */

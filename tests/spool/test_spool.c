@@ -6,8 +6,6 @@
  *
  * Every test works in its own temporary directory under $TMPDIR (default /tmp).
  * Run one group with `test_spool 'recovery_*'` (the argument is a cmocka name filter).
- *
- * Ownership: the spool module (issue 3).
  */
 #include <errno.h>
 #include <fcntl.h>
