@@ -5,6 +5,10 @@
 
 #include <stdio.h>
 
+#include "forward.h"
+#include "influx.h"
+#include "mqtt.h"
+#include "rules.h"
 #include "spool.h"
 
 void gwconfig_topics(const struct config *c, struct gw_topics *t)

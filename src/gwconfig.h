@@ -12,10 +12,11 @@
 #include <stddef.h>
 
 #include "config.h"
-#include "forward.h"
-#include "influx.h"
-#include "mqtt.h"
-#include "rules.h"
+
+struct forward_config;
+struct influx_config;
+struct mqtt_config;
+struct rules_config;
 
 /* The gateway's own topics, "<prefix>/gateway/<name>". */
 struct gw_topics {

@@ -18,6 +18,7 @@
 #include "gateway.h"
 #include "gwconfig.h"
 #include "log.h"
+#include "mqtt.h"
 #include "rules.h"
 #include "source.h"
 
