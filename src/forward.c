@@ -230,8 +230,7 @@ static int fwd_send_one(struct forward *fw, struct fdest *d, int role)
     if (r == -EINVAL && d->sink.ops->check(d->sink.self, rec.data, rec.len) < 0) {
         /* Not a record this sink can ever take (damaged in a way the CRC missed, or written
          * by another version): drop it rather than block the cursor forever. */
-        log_error("spool_bad_record", "sink=%s seq=%" PRIu64 " len=%zu", d->sink.ops->name, rec.seq,
-                  rec.len);
+        log_error("spool_bad_record", "sink=%u seq=%" PRIu64 " len=%zu", cur, rec.seq, rec.len);
         spool_ack(fw->sp, cur, rec.seq);
         return 0;
     }
