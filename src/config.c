@@ -19,7 +19,9 @@
 #include <lua.h>
 #include <lualib.h>
 
+#include "influx.h"
 #include "log.h"
+#include "mqtt.h"
 #include "spool.h"
 #include "util.h"
 
@@ -43,6 +45,11 @@ struct opt {
         k, t, offsetof(struct config, f), d, lo, hi, false                                         \
     }
 
+/* A sink's or the spool's *_DEFAULT_* macro as the option's default text: defaults are stated
+ * once, in the module that applies them. */
+#define DEF_STR(x) #x
+#define DEF(x)     DEF_STR(x)
+
 static const struct opt opts[] = {
     O("rules", OPT_STR, rules, "rules/default.lua", 0, 0),
     O("prefix", OPT_STR, prefix, "iiot", 0, 0),
@@ -62,7 +69,7 @@ static const struct opt opts[] = {
     O("mqtt.url", OPT_STR, mqtt_url, "mqtt://localhost:1883", 0, 0),
     O("mqtt.client_id", OPT_STR, mqtt_client_id, NULL, 0, 0),
     O("mqtt.protocol", OPT_INT, mqtt_protocol, "3", 3, 5),
-    O("mqtt.keepalive", OPT_INT, mqtt_keepalive, "30", 5, 65535),
+    O("mqtt.keepalive", OPT_INT, mqtt_keepalive, DEF(MQTT_DEFAULT_KEEPALIVE), 5, 65535),
     O("mqtt.cafile", OPT_STR, mqtt_cafile, NULL, 0, 0),
     O("mqtt.capath", OPT_STR, mqtt_capath, NULL, 0, 0),
     O("mqtt.certfile", OPT_STR, mqtt_certfile, NULL, 0, 0),
@@ -71,31 +78,36 @@ static const struct opt opts[] = {
     O("mqtt.password_file", OPT_STR, mqtt_password_file, NULL, 0, 0),
     O("mqtt.clean_session", OPT_BOOL, mqtt_clean_session, "true", 0, 0),
     O("mqtt.session_expiry", OPT_INT, mqtt_session_expiry, "0", 0, UINT32_MAX),
-    O("mqtt.queue_max_msgs", OPT_INT, mqtt_queue_max_msgs, "100000", 1, INT64_C(1) << 40),
-    O("mqtt.queue_max_bytes", OPT_INT, mqtt_queue_max_bytes, "67108864", 1024, INT64_C(1) << 40),
-    O("mqtt.max_inflight", OPT_INT, mqtt_max_inflight, "100", 1, 65535),
-    O("mqtt.backoff_base", OPT_NUM, mqtt_backoff_base, "1", 0, 0),
-    O("mqtt.backoff_max", OPT_NUM, mqtt_backoff_max, "60", 0, 0),
+    O("mqtt.queue_max_msgs", OPT_INT, mqtt_queue_max_msgs, DEF(MQTT_DEFAULT_QUEUE_MAX_MSGS), 1,
+      INT64_C(1) << 40),
+    O("mqtt.queue_max_bytes", OPT_INT, mqtt_queue_max_bytes, DEF(MQTT_DEFAULT_QUEUE_MAX_BYTES),
+      1024, INT64_C(1) << 40),
+    O("mqtt.max_inflight", OPT_INT, mqtt_max_inflight, DEF(MQTT_DEFAULT_MAX_INFLIGHT), 1, 65535),
+    O("mqtt.backoff_base", OPT_NUM, mqtt_backoff_base, DEF(MQTT_DEFAULT_BACKOFF_BASE), 0, 0),
+    O("mqtt.backoff_max", OPT_NUM, mqtt_backoff_max, DEF(MQTT_DEFAULT_BACKOFF_MAX), 0, 0),
     O("influx.url", OPT_STR, influx_url, "none", 0, 0),
-    O("influx.api", OPT_INT, influx_api, "2", 1, 2),
+    O("influx.api", OPT_INT, influx_api, DEF(INFLUX_DEFAULT_API), 1, 2),
     O("influx.org", OPT_STR, influx_org, NULL, 0, 0),
     O("influx.bucket", OPT_STR, influx_bucket, NULL, 0, 0),
     O("influx.db", OPT_STR, influx_db, NULL, 0, 0),
     O("influx.rp", OPT_STR, influx_rp, NULL, 0, 0),
     O("influx.token_file", OPT_STR, influx_token_file, NULL, 0, 0),
-    O("influx.batch_lines", OPT_INT, influx_batch_lines, "5000", 1, 1000000),
-    O("influx.linger", OPT_NUM, influx_linger, "1", 0, 0),
+    O("influx.batch_lines", OPT_INT, influx_batch_lines, DEF(INFLUX_DEFAULT_BATCH_LINES), 1,
+      1000000),
+    O("influx.linger", OPT_NUM, influx_linger, DEF(INFLUX_DEFAULT_LINGER), 0, 0),
     O("influx.gzip", OPT_BOOL, influx_gzip, "false", 0, 0),
-    O("influx.timeout", OPT_NUM, influx_timeout, "10", 0, 0),
-    O("influx.backoff_base", OPT_NUM, influx_backoff_base, "1", 0, 0),
-    O("influx.backoff_max", OPT_NUM, influx_backoff_max, "60", 0, 0),
-    O("influx.queue_max_bytes", OPT_INT, influx_queue_max_bytes, "67108864", 1024,
-      INT64_C(1) << 40),
+    O("influx.timeout", OPT_NUM, influx_timeout, DEF(INFLUX_DEFAULT_TIMEOUT), 0, 0),
+    O("influx.backoff_base", OPT_NUM, influx_backoff_base, DEF(INFLUX_DEFAULT_BACKOFF_BASE), 0, 0),
+    O("influx.backoff_max", OPT_NUM, influx_backoff_max, DEF(INFLUX_DEFAULT_BACKOFF_MAX), 0, 0),
+    O("influx.queue_max_bytes", OPT_INT, influx_queue_max_bytes,
+      DEF(INFLUX_DEFAULT_QUEUE_MAX_BYTES), 1024, INT64_C(1) << 40),
     O("spool.dir", OPT_STR, spool_dir, "none", 0, 0),
     O("spool.fsync", OPT_STR, spool_fsync, "interval", 0, 0),
-    O("spool.sync_interval", OPT_NUM, spool_sync_interval, "0.1", 0, 0),
-    O("spool.max_bytes", OPT_INT, spool_max_bytes, "268435456", 65536, INT64_C(1) << 50),
-    O("spool.segment_bytes", OPT_INT, spool_segment_bytes, "8388608", 4096, INT64_C(1) << 40),
+    O("spool.sync_interval", OPT_NUM, spool_sync_interval, DEF(SPOOL_DEFAULT_SYNC_INTERVAL), 0, 0),
+    O("spool.max_bytes", OPT_INT, spool_max_bytes, DEF(SPOOL_DEFAULT_MAX_BYTES), 65536,
+      INT64_C(1) << 50),
+    O("spool.segment_bytes", OPT_INT, spool_segment_bytes, DEF(SPOOL_DEFAULT_SEGMENT_BYTES), 4096,
+      INT64_C(1) << 40),
     O("spool.replay_share", OPT_NUM, spool_replay_share, "0.2", 0, 0),
     O("spool.replay_prefix", OPT_STR, spool_replay_prefix, "none", 0, 0),
 };

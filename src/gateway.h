@@ -8,9 +8,12 @@
  *   anything unusable -> dead-letter (file + <prefix>/gateway/deadletter)
  *
  * It also owns the gateway's own topics under <prefix>/gateway/ (status, stats, rules,
- * deadletter), hot reload (ev_stat + debounce, SIGHUP), periodic stats (and SIGUSR1), the
- * on_tick timer, back-pressure for finite sources, and shutdown (SIGINT/SIGTERM, or EOF of all
- * finite sources followed by a bounded wait for every acknowledgement).
+ * deadletter), hot reload (ev_stat + debounce, SIGHUP), the on_tick timer, back-pressure for
+ * finite sources, and shutdown (SIGINT/SIGTERM, or EOF of all finite sources followed by a
+ * bounded wait for every acknowledgement). Its own messages take the same path as the rule
+ * outputs (forward.c, flagged FWD_INTERNAL: never spooled). Split out: the stats report and
+ * the latency ring (gwstats.c, latency.c), alert counting (alerts.c), and the translation of
+ * the configuration into each module's config (gwconfig.c, shared with --check).
  *
  * Ownership: struct gateway is embedded by main(); gateway_init() borrows `cfg` (it must
  * outlive the gateway) and creates everything else, released by gateway_free().
@@ -24,8 +27,14 @@
 
 #include <ev.h>
 
+#include "alerts.h"
 #include "buf.h"
 #include "config.h"
+#include "forward.h"
+#include "gwconfig.h"
+#include "gwstats.h"
+#include "latency.h"
+#include "sink.h"
 
 /* Exit codes (documented in --help and docs/configuration.md). */
 #define GW_EXIT_OK          0 /* clean shutdown, or finite sources fully delivered */
@@ -41,45 +50,22 @@ struct gateway_counters {
     uint64_t unterminated; /* JSON objects cut short */
     uint64_t invalid_json; /* balanced but invalid objects */
     uint64_t rule_errors;  /* rule errors + overruns */
-    uint64_t publishes;    /* rule publishes accepted by the MQTT sink (or printed) */
-    uint64_t points;       /* rule points accepted by the InfluxDB sink (or printed) */
+    uint64_t publishes;    /* rule publishes accepted for the MQTT sink (or printed) */
+    uint64_t points;       /* rule points accepted for the InfluxDB sink (or printed) */
     uint64_t reloads;
     uint64_t reload_failures;
-};
-
-/*
- * Publish-to-acknowledgement latency per packet: from the moment its line was read to the
- * PUBACK/PUBCOMP of the last message the rule published for it. A ring indexed by packet
- * sequence follows packets in flight; completed latencies are kept until the next stats report
- * (p50/p99/max go into the stats).
- */
-#define GW_LAT_RING    4096
-#define GW_LAT_SAMPLES 65536
-
-struct gw_lat_slot {
-    uint64_t seq;
-    double t0;
-    uint32_t pending;
-    bool open;
-};
-
-struct gw_latency {
-    struct gw_lat_slot *ring; /* GW_LAT_RING slots, allocated on first use */
-    uint64_t seq;             /* last packet sequence */
-    uint64_t current;         /* token for publishes of the packet being ruled (0 = none) */
-    double *samples;          /* completed latencies (seconds) since the last report */
-    size_t nsamples;
-    uint64_t lost_track; /* packets still unacknowledged when their slot was reused */
 };
 
 struct gateway {
     struct ev_loop *loop;
     const struct config *cfg;
     struct rules *rules;
-    struct mqtt_sink *mqtt;     /* NULL: disabled or dry-run */
-    struct influx_sink *influx; /* NULL: disabled or dry-run */
-    struct forward *fw;         /* rule outputs -> spool -> sinks (forward.h); NULL in dry-run */
+    struct sink sinks[FWD_NDEST]; /* MQTT, InfluxDB, or the --dry-run printer (ops NULL: off) */
+    struct dryrun *dry;           /* the printer behind sinks[] with --dry-run, else NULL */
+    struct forward *fw;           /* every output -> spool (optional) -> sinks (forward.h) */
+    size_t window[FWD_NDEST];     /* the pump's windows (gwconfig_forward) */
     struct deadletter *dl;
+    bool deadletter_publish; /* dead-letters also go to topics.deadletter */
     struct source **sources;
     size_t nsources;
     size_t finite_sources;
@@ -99,33 +85,12 @@ struct gateway {
     int exit_code;
     double started; /* monotonic */
 
-    FILE *dry;              /* --dry-run output (stdout), else NULL */
-    const char *dry_header; /* pending "# source:line" header for the current call */
-    char dry_header_buf[256];
-
-    char topic_status[256];
-    char topic_stats[256];
-    char topic_rules[256];
-    char topic_deadletter[256];
-    char topic_spool[256];
-
+    struct gw_topics topics;
     struct buf scratch;
     struct gateway_counters n;
-    struct gw_latency lat;
-
-    /* Alert topics (<prefix>/alerts/...) whose last retained payload says "firing". */
-    char **alerts;
-    size_t nalerts;
-    size_t alerts_prefix_len;
-    char alerts_prefix[256];
-
-    /* Rule time at the previous stats report, for the per-call average. */
-    uint64_t prev_rule_calls;
-    double prev_rule_time;
-
-    /* Replayed spool records at the previous stats report, for spool_replay_rate. */
-    uint64_t prev_replayed;
-    double prev_report;
+    struct latency lat;
+    struct alerts alerts;
+    struct gwstats_prev prev; /* gwstats.c: values at the previous report */
 };
 
 /*
@@ -138,7 +103,7 @@ int gateway_init(struct gateway *gw, struct ev_loop *loop, const struct config *
 /* Run the loop until shutdown. Returns a GW_EXIT_* code. */
 int gateway_run(struct gateway *gw);
 
-/* Publish/log the stats now (also on SIGUSR1 and every stats_interval). */
+/* Publish/log the stats now (also on SIGUSR1 and every stats_interval). In gwstats.c. */
 void gateway_report_stats(struct gateway *gw);
 
 void gateway_free(struct gateway *gw);

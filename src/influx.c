@@ -19,7 +19,6 @@
  * needed: measured on loopback, 100k lines reach victoria-metrics in ~0.05 s (20 requests).
  *
  * Ownership: the sink owns its config copies, batches, the curl handles and its watchers.
- * The file is owned by the InfluxDB-sink engineer ("influx").
  */
 #include "influx.h"
 
@@ -36,6 +35,7 @@
 #include "backoff.h"
 #include "buf.h"
 #include "log.h"
+#include "sink.h"
 #include "util.h"
 
 /* ---------------------------------------------------------------------------------------- */
@@ -100,10 +100,12 @@ struct influx_sink {
     influx_reject_cb reject;
     influx_ack_cb release;
     void *ud;
+    struct sink_callbacks seam; /* set through the sink ops; wins over the callbacks above */
+    bool up;                    /* no failed request since the last 2xx */
     struct influx_stats st;
 };
 
-static void kick(struct influx_sink *s);
+static void influx_kick(struct influx_sink *s);
 
 /* ---------------------------------------------------------------------------------------- */
 /* Batches                                                                                  */
@@ -301,11 +303,12 @@ fail:
 /* Response handling                                                                        */
 /* ---------------------------------------------------------------------------------------- */
 
-static void schedule_retry(struct influx_sink *s, struct batch *b, double delay, long status,
-                           const char *why)
+static void influx_schedule_retry(struct influx_sink *s, struct batch *b, double delay, long status,
+                                  const char *why)
 {
     queue_push_front(s, b);
     s->st.retries++;
+    s->up = false;
     ev_timer_stop(s->loop, &s->retry_timer);
     ev_timer_set(&s->retry_timer, delay, 0.);
     ev_timer_start(s->loop, &s->retry_timer);
@@ -336,11 +339,18 @@ static void do_reject(struct influx_sink *s, struct batch *b, long status, const
               log_quote(q, sizeof q, msg, (size_t)-1));
     pending_sub(s, b);
     s->st.lines_rejected += b->n;
-    if (s->reject)
-        s->reject(s->ud, b->body.p, b->body.len, status, msg);
-    if (s->release)
+    if (s->seam.release) {
+        if (s->seam.reject)
+            s->seam.reject(s->seam.ud, b->body.p, b->body.len, status, msg);
         for (size_t i = 0; i < b->n; i++)
-            s->release(s->ud, b->tokens[i]);
+            s->seam.release(s->seam.ud, b->tokens[i], 0);
+    } else {
+        if (s->reject)
+            s->reject(s->ud, b->body.p, b->body.len, status, msg);
+        if (s->release)
+            for (size_t i = 0; i < b->n; i++)
+                s->release(s->ud, b->tokens[i]);
+    }
     batch_free(b);
 }
 
@@ -355,15 +365,19 @@ static void on_done(struct influx_sink *s, CURLcode res, long status)
 
     if (res != CURLE_OK) {
         /* Timeouts, refused/reset connections, DNS: all transient from our point of view. */
-        schedule_retry(s, b, backoff_next(&s->bo, now), 0,
-                       s->errbuf[0] ? s->errbuf : curl_easy_strerror(res));
+        influx_schedule_retry(s, b, backoff_next(&s->bo, now), 0,
+                              s->errbuf[0] ? s->errbuf : curl_easy_strerror(res));
     } else if (status >= 200 && status < 300) {
         backoff_reset(&s->bo);
+        s->up = true;
         pending_sub(s, b);
         s->st.lines_written += b->n;
         s->st.batches++;
         log_debug("influx_written", "status=%ld lines=%zu bytes=%zu", status, b->n, b->body.len);
-        if (s->ack)
+        if (s->seam.ack)
+            for (size_t i = 0; i < b->n; i++)
+                s->seam.ack(s->seam.ud, b->tokens[i], 0);
+        else if (s->ack)
             for (size_t i = 0; i < b->n; i++)
                 s->ack(s->ud, b->tokens[i]);
         batch_free(b);
@@ -379,8 +393,8 @@ static void on_done(struct influx_sink *s, CURLcode res, long status)
             if (!lo || !hi) {
                 batch_free(lo);
                 batch_free(hi);
-                schedule_retry(s, b, backoff_next(&s->bo, now), status,
-                               "413, split failed: ENOMEM");
+                influx_schedule_retry(s, b, backoff_next(&s->bo, now), status,
+                                      "413, split failed: ENOMEM");
             } else {
                 s->st.splits++;
                 log_warn("influx_split", "status=413 lines=%zu halves=%zu+%zu", b->n, lo->n, hi->n);
@@ -396,9 +410,9 @@ static void on_done(struct influx_sink *s, CURLcode res, long status)
         double delay = s->retry_after >= 0 ? s->retry_after : backoff_next(&s->bo, now);
         if (delay > s->backoff_max)
             delay = s->backoff_max;
-        schedule_retry(s, b, delay, status, s->retry_after >= 0 ? "retry-after" : "backoff");
+        influx_schedule_retry(s, b, delay, status, s->retry_after >= 0 ? "retry-after" : "backoff");
     } else if (status >= 500 && status < 600) {
-        schedule_retry(s, b, backoff_next(&s->bo, now), status, "server error");
+        influx_schedule_retry(s, b, backoff_next(&s->bo, now), status, "server error");
     } else {
         /* 400/401/403/404/422, any other 4xx, and unexpected 1xx/3xx: the server will not
          * take this batch as it is; retrying would only repeat the refusal. */
@@ -426,7 +440,7 @@ static void check_multi_info(struct influx_sink *s)
     /* Handled after the loop: on_done may start the next request on the same easy handle. */
     if (done) {
         on_done(s, res, status);
-        kick(s);
+        influx_kick(s);
     }
 }
 
@@ -580,12 +594,12 @@ static void start_request(struct influx_sink *s)
     CURLMcode mc = curl_multi_add_handle(s->multi, s->easy);
     if (mc != CURLM_OK) {
         s->inflight = NULL;
-        schedule_retry(s, b, backoff_next(&s->bo, util_mono()), 0, curl_multi_strerror(mc));
+        influx_schedule_retry(s, b, backoff_next(&s->bo, util_mono()), 0, curl_multi_strerror(mc));
     }
 }
 
 /* Start the next request if nothing is in flight and no retry delay is running. */
-static void kick(struct influx_sink *s)
+static void influx_kick(struct influx_sink *s)
 {
     if (s->inflight || ev_is_active(&s->retry_timer) || !s->qhead)
         return;
@@ -598,15 +612,15 @@ static void linger_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)revents;
     struct influx_sink *s = container_of(w, struct influx_sink, linger_timer);
     seal(s);
-    kick(s);
+    influx_kick(s);
 }
 
-static void retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
+static void influx_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
     (void)revents;
     struct influx_sink *s = container_of(w, struct influx_sink, retry_timer);
-    kick(s);
+    influx_kick(s);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -642,7 +656,7 @@ int influx_sink_new(struct influx_sink **out, struct ev_loop *loop, const struct
     if (!cfg->url ||
         (strncmp(cfg->url, "http://", 7) != 0 && strncmp(cfg->url, "https://", 8) != 0))
         BAD("influx: url must start with http:// or https://");
-    int api = cfg->api ? cfg->api : 2;
+    int api = cfg->api ? cfg->api : INFLUX_DEFAULT_API;
     if (api != 1 && api != 2)
         BAD("influx: api must be 1 or 2");
     if (api == 2 && (!cfg->org || !*cfg->org || !cfg->bucket || !*cfg->bucket))
@@ -665,23 +679,26 @@ int influx_sink_new(struct influx_sink **out, struct ev_loop *loop, const struct
         return -ENOMEM;
     }
     s->loop = loop;
-    s->batch_lines = cfg->batch_lines ? cfg->batch_lines : 5000;
-    s->linger = cfg->linger > 0 ? cfg->linger : 1.0;
+    s->up = true;
+    s->batch_lines = cfg->batch_lines ? cfg->batch_lines : INFLUX_DEFAULT_BATCH_LINES;
+    s->linger = cfg->linger > 0 ? cfg->linger : INFLUX_DEFAULT_LINGER;
     s->gzip = cfg->gzip;
-    s->queue_max_bytes = cfg->queue_max_bytes ? cfg->queue_max_bytes : (size_t)64 << 20;
-    double base = cfg->backoff_base > 0 ? cfg->backoff_base : 1.0;
-    s->backoff_max = cfg->backoff_max > 0 ? cfg->backoff_max : 60.0;
+    s->queue_max_bytes =
+        cfg->queue_max_bytes ? cfg->queue_max_bytes : (size_t)INFLUX_DEFAULT_QUEUE_MAX_BYTES;
+    double base = cfg->backoff_base > 0 ? cfg->backoff_base : INFLUX_DEFAULT_BACKOFF_BASE;
+    s->backoff_max = cfg->backoff_max > 0 ? cfg->backoff_max : INFLUX_DEFAULT_BACKOFF_MAX;
     if (s->backoff_max < base)
         s->backoff_max = base;
     /* A request timeout beyond a day is a typo, and (long)(t * 1000) of a huge double is
      * undefined: clamp. */
-    double timeout = cfg->timeout > 0 ? (cfg->timeout < 86400.0 ? cfg->timeout : 86400.0) : 10.0;
+    double timeout = cfg->timeout > 0 ? (cfg->timeout < 86400.0 ? cfg->timeout : 86400.0)
+                                      : INFLUX_DEFAULT_TIMEOUT;
     /* stable = 0: the ladder is reset explicitly on every 2xx (backoff_reset in on_done). */
     backoff_init(&s->bo, base, s->backoff_max, 0);
     s->retry_after = -1;
     ev_timer_init(&s->curl_timer, curl_timer_cb, 0., 0.);
     ev_timer_init(&s->linger_timer, linger_cb, s->linger, 0.);
-    ev_timer_init(&s->retry_timer, retry_cb, 0., 0.);
+    ev_timer_init(&s->retry_timer, influx_retry_cb, 0., 0.);
 
     s->multi = curl_multi_init();
     s->easy = curl_easy_init();
@@ -828,7 +845,7 @@ int influx_sink_write(struct influx_sink *s, const char *line, size_t len, uint6
     }
     if (s->cur->n >= s->batch_lines) {
         seal(s);
-        kick(s);
+        influx_kick(s);
     }
     return 0;
 }
@@ -836,7 +853,7 @@ int influx_sink_write(struct influx_sink *s, const char *line, size_t len, uint6
 void influx_sink_flush(struct influx_sink *s)
 {
     seal(s);
-    kick(s);
+    influx_kick(s);
 }
 
 size_t influx_sink_pending(const struct influx_sink *s)
@@ -882,4 +899,77 @@ void influx_sink_free(struct influx_sink *s)
     }
     free(s);
     curl_global_cleanup();
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* The sink seam (sink.h): records are lines of line protocol                               */
+/* ---------------------------------------------------------------------------------------- */
+
+static int influx_op_check(const void *self, const void *rec, size_t len)
+{
+    (void)self;
+    return !rec || len == 0 || memchr(rec, '\n', len) ? -EINVAL : 0;
+}
+
+static int influx_op_submit(void *self, const void *rec, size_t len, unsigned flags, uint64_t token)
+{
+    (void)flags; /* a replayed line is sent unchanged: it carries its own timestamp */
+    return influx_sink_write(self, rec, len, token);
+}
+
+static size_t influx_op_pending(const void *self)
+{
+    return influx_sink_pending(self);
+}
+
+static bool influx_op_healthy(const void *self)
+{
+    const struct influx_sink *s = self;
+    return s->up;
+}
+
+static void influx_op_set_callbacks(void *self, const struct sink_callbacks *cb)
+{
+    struct influx_sink *s = self;
+    s->seam = cb ? *cb : (struct sink_callbacks){0};
+}
+
+static void influx_op_flush(void *self)
+{
+    influx_sink_flush(self);
+}
+
+static void influx_op_stats(const void *self, struct sink_stats *st)
+{
+    const struct influx_sink *s = self;
+    *st = (struct sink_stats){.up = s->up,
+                              .pending = s->st.pending_lines,
+                              .acked = s->st.lines_written,
+                              .rejected = s->st.lines_rejected,
+                              .dropped = s->st.lines_dropped,
+                              .retries = s->st.retries,
+                              .batches = s->st.batches};
+}
+
+static void influx_op_free(void *self)
+{
+    influx_sink_free(self);
+}
+
+static const struct sink_ops influx_sink_ops = {
+    .name = "influx",
+    .check = influx_op_check,
+    .submit = influx_op_submit,
+    .pending = influx_op_pending,
+    .healthy = influx_op_healthy,
+    .set_callbacks = influx_op_set_callbacks,
+    .flush = influx_op_flush,
+    .close = NULL,
+    .stats = influx_op_stats,
+    .free = influx_op_free,
+};
+
+struct sink influx_sink_as_sink(struct influx_sink *s)
+{
+    return (struct sink){.ops = s ? &influx_sink_ops : NULL, .self = s};
 }

@@ -38,7 +38,19 @@
 
 #include <ev.h>
 
-/* Zero fields take the defaults below. */
+#include "sink.h"
+
+/* Defaults of a zero field, stated once: the sink applies them and the config table
+ * (config.c) shows them as the options' defaults. Plain literals (stringified there). */
+#define INFLUX_DEFAULT_API             2
+#define INFLUX_DEFAULT_BATCH_LINES     5000
+#define INFLUX_DEFAULT_LINGER          1.0
+#define INFLUX_DEFAULT_TIMEOUT         10.0
+#define INFLUX_DEFAULT_QUEUE_MAX_BYTES 67108864 /* 64 MiB */
+#define INFLUX_DEFAULT_BACKOFF_BASE    1.0
+#define INFLUX_DEFAULT_BACKOFF_MAX     60.0
+
+/* Zero fields take the defaults above. */
 struct influx_config {
     const char *url;        /* base URL, e.g. http://127.0.0.1:8086 (required) */
     int api;                /* 2 (default) or 1 */
@@ -110,6 +122,14 @@ void influx_sink_flush(struct influx_sink *s);
 size_t influx_sink_pending(const struct influx_sink *s);
 
 void influx_sink_get_stats(const struct influx_sink *s, struct influx_stats *out);
+
+/*
+ * The sink seam (sink.h) over this sink: a record is one line (ops->check: non-empty, no
+ * '\n'); ops->healthy is false from a failed request until the next 2xx. While seam
+ * callbacks are set they replace the callbacks above (a refused batch: reject, then release
+ * per line). A NULL sink gives a struct sink with ops NULL. ops->free is influx_sink_free.
+ */
+struct sink influx_sink_as_sink(struct influx_sink *s);
 
 /* Abort any request and free everything, including lines not yet sent (logged as a warning:
  * flush and run the loop until influx_sink_pending() == 0 first for a clean shutdown).

@@ -16,6 +16,7 @@
 
 #include "config.h"
 #include "gateway.h"
+#include "gwconfig.h"
 #include "log.h"
 #include "mqtt.h"
 #include "rules.h"
@@ -165,20 +166,17 @@ static int run_check(const struct config *cfg)
     char err[512];
     int bad = !check_sources(cfg);
     if (!config_is_none(cfg->mqtt_url)) {
-        struct mqtt_config mc = {0};
+        struct mqtt_config mc;
         char storage[1024];
-        if (mqtt_parse_url(cfg->mqtt_url, &mc, storage, sizeof storage, err, sizeof err)) {
+        if (gwconfig_mqtt(cfg, NULL, &mc, storage, sizeof storage, err, sizeof err)) {
             fprintf(stderr, "iiotgw: mqtt.url: %s\n", err);
             bad = 1;
         }
     }
     struct rules *r = NULL;
     struct rule_sink sink = {0};
-    struct rules_config rc = {.path = cfg->rules,
-                              .prefix = cfg->prefix,
-                              .mem_limit = (size_t)cfg->rule_mem_limit,
-                              .instr_limit = (uint64_t)cfg->rule_instr_limit,
-                              .lua_path = cfg->lua_path};
+    struct rules_config rc;
+    gwconfig_rules(cfg, &rc);
     if (rules_open(&r, &rc, &sink, err, sizeof err)) {
         fprintf(stderr, "iiotgw: rules: %s\n", err);
         bad = 1;

@@ -8,7 +8,7 @@
  * mosquitto_loop_misc (keepalive, retries). Connects are asynchronous
  * (mosquitto_connect_async / mosquitto_reconnect_async) and retried with backoff.h.
  *
- * Message life cycle: mqtt_sink_publish() appends to our own bounded FIFO; pump() hands FIFO
+ * Message life cycle: mqtt_sink_publish() appends to our own bounded FIFO; mqtt_pump() hands FIFO
  * messages to libmosquitto while connected and fewer than max_inflight are unacknowledged;
  * a handed message sits in the inflight list (keyed by mid) until on_publish, which fires the
  * ack callback exactly once for its token. On a disconnect libmosquitto keeps QoS 1/2
@@ -21,7 +21,7 @@
  * libmosquitto calls on the stack; mqtt_sink_free() inside one only marks the sink doomed and
  * the outermost caller destroys it once libmosquitto has returned.
  *
- * Ownership: owned by the mqtt module (see mqtt.h for the public contract).
+ * Ownership: see mqtt.h (the sink owns its messages, config copies and watchers).
  */
 #include "mqtt.h"
 
@@ -39,6 +39,9 @@
 
 #include "backoff.h"
 #include "log.h"
+#include "mqttq.h"
+#include "mqttrec.h"
+#include "sink.h"
 #include "util.h"
 
 /* ------------------------------------------------------------------------------------------
@@ -47,26 +50,6 @@
 
 #define MQTT_CONNECT_TIMEOUT 15.0 /* s: an attempt that got no CONNACK by then is abandoned */
 #define MQTT_DROP_LOG_EVERY  10.0 /* s: rate limit of the queue overflow warning */
-
-struct mqtt_msg {
-    struct mqtt_msg *next;
-    struct mqtt_msg *prev; /* inflight list only */
-    uint64_t token;
-    int mid;
-    int qos;
-    bool retain;
-    size_t len;  /* payload bytes */
-    char *topic; /* points into data */
-    char *payload;
-    char data[]; /* topic NUL payload */
-};
-
-struct msg_list {
-    struct mqtt_msg *head;
-    struct mqtt_msg *tail;
-    size_t count;
-    size_t bytes;
-};
 
 enum mqtt_state {
     ST_WAIT,       /* not connected, retry timer armed (or about to be) */
@@ -95,9 +78,9 @@ struct mqtt_sink {
     bool ever_connected;
     bool connect_started; /* mosquitto_connect_async done once (then reconnect_async) */
 
-    struct msg_list fifo;     /* not yet handed to libmosquitto */
-    struct msg_list inflight; /* handed, waiting for on_publish */
-    int status_mid;           /* mid of the last status publish, or -1 */
+    struct mqttq fifo;     /* not yet handed to libmosquitto */
+    struct mqttq inflight; /* handed, waiting for on_publish */
+    int status_mid;        /* mid of the last status publish, or -1 */
     /* QoS 0: libmosquitto may write the packet and call on_publish inside mosquitto_publish,
      * before we know the mid; such an ack is noted here and delivered after the call. */
     struct mqtt_msg *publishing;
@@ -106,6 +89,7 @@ struct mqtt_sink {
 
     mqtt_ack_cb ack_cb;
     void *ack_ud;
+    struct sink_callbacks seam; /* set through the sink ops; wins over ack_cb */
 
     /* clean shutdown */
     bool closing;
@@ -121,8 +105,8 @@ struct mqtt_sink {
      * Inside mosquitto_loop_read/write/misc libmosquitto may hold its own (non-recursive)
      * message mutexes while it runs our callbacks — e.g. on CONNACK it releases queued
      * messages with msgs_out locked and calls on_publish for QoS 0 ones. A mosquitto_publish
-     * from there deadlocks. So while in_loop > 0, pump() only notes that it has work
-     * (pump_deferred) and loop_call() runs it once libmosquitto has returned.
+     * from there deadlocks. So while in_loop > 0, mqtt_pump() only notes that it has work
+     * (pump_deferred) and mqtt_loop_call() runs it once libmosquitto has returned.
      */
     int in_loop;
     bool pump_deferred;
@@ -134,81 +118,11 @@ struct mqtt_sink {
     struct mqtt_stats st;
 };
 
-static void sync_io(struct mqtt_sink *m);
-static void pump(struct mqtt_sink *m);
-static int loop_call(struct mqtt_sink *m, int (*fn)(struct mosquitto *, int), int arg);
-static void start_connect(struct mqtt_sink *m);
-static void destroy(struct mqtt_sink *m);
-
-/* ------------------------------------------------------------------------------------------
- * Message lists
- * ---------------------------------------------------------------------------------------- */
-
-static size_t msg_cost(const struct mqtt_msg *msg)
-{
-    return msg->len + strlen(msg->topic);
-}
-
-static void list_push_tail(struct msg_list *l, struct mqtt_msg *msg)
-{
-    msg->next = NULL;
-    msg->prev = l->tail;
-    if (l->tail)
-        l->tail->next = msg;
-    else
-        l->head = msg;
-    l->tail = msg;
-    l->count++;
-    l->bytes += msg_cost(msg);
-}
-
-static void list_push_head(struct msg_list *l, struct mqtt_msg *msg)
-{
-    msg->prev = NULL;
-    msg->next = l->head;
-    if (l->head)
-        l->head->prev = msg;
-    else
-        l->tail = msg;
-    l->head = msg;
-    l->count++;
-    l->bytes += msg_cost(msg);
-}
-
-static void list_unlink(struct msg_list *l, struct mqtt_msg *msg)
-{
-    if (msg->prev)
-        msg->prev->next = msg->next;
-    else
-        l->head = msg->next;
-    if (msg->next)
-        msg->next->prev = msg->prev;
-    else
-        l->tail = msg->prev;
-    msg->next = msg->prev = NULL;
-    l->count--;
-    l->bytes -= msg_cost(msg);
-}
-
-static void list_free(struct msg_list *l)
-{
-    struct mqtt_msg *msg = l->head;
-    while (msg) {
-        struct mqtt_msg *next = msg->next;
-        free(msg);
-        msg = next;
-    }
-    memset(l, 0, sizeof *l);
-}
-
-static struct mqtt_msg *inflight_find(struct msg_list *l, int mid)
-{
-    /* Acks arrive nearly in order, so the match is almost always at the head. */
-    for (struct mqtt_msg *msg = l->head; msg; msg = msg->next)
-        if (msg->mid == mid)
-            return msg;
-    return NULL;
-}
+static void mqtt_sync_io(struct mqtt_sink *m);
+static void mqtt_pump(struct mqtt_sink *m);
+static int mqtt_loop_call(struct mqtt_sink *m, int (*fn)(struct mosquitto *, int), int arg);
+static void mqtt_start_connect(struct mqtt_sink *m);
+static void mqtt_destroy(struct mqtt_sink *m);
 
 /* ------------------------------------------------------------------------------------------
  * Small helpers
@@ -221,11 +135,21 @@ static void io_stop(struct mqtt_sink *m)
     m->io_fd = -1;
 }
 
+/* Every watcher off: the sink is closed or about to be freed. */
+static void mqtt_stop_watchers(struct mqtt_sink *m)
+{
+    io_stop(m);
+    ev_timer_stop(m->loop, &m->misc_timer);
+    ev_timer_stop(m->loop, &m->retry_timer);
+    ev_timer_stop(m->loop, &m->conn_timer);
+    ev_timer_stop(m->loop, &m->close_timer);
+}
+
 /*
  * Make the io watchers match libmosquitto's socket: read always, write only while
  * mosquitto_want_write(). Called after every libmosquitto call that may change either.
  */
-static void sync_io(struct mqtt_sink *m)
+static void mqtt_sync_io(struct mqtt_sink *m)
 {
     if (m->doomed || !m->mosq)
         return;
@@ -253,19 +177,22 @@ static bool leave(struct mqtt_sink *m)
 {
     m->depth--;
     if (m->depth == 0 && m->doomed) {
-        destroy(m);
+        mqtt_destroy(m);
         return true;
     }
     return false;
 }
 
 /* Call the user's ack callback; it may free the sink. Returns true if the sink is gone. */
-static bool call_ack(struct mqtt_sink *m, uint64_t token)
+static bool call_ack(struct mqtt_sink *m, uint64_t token, uint64_t user)
 {
-    if (!m->ack_cb || m->doomed)
+    if ((!m->ack_cb && !m->seam.ack) || m->doomed)
         return false;
     m->depth++;
-    m->ack_cb(m->ack_ud, token);
+    if (m->seam.ack)
+        m->seam.ack(m->seam.ud, token, user);
+    else
+        m->ack_cb(m->ack_ud, token);
     return leave(m);
 }
 
@@ -303,11 +230,7 @@ static void finish_close(struct mqtt_sink *m)
     if (lost)
         log_warn("mqtt_close_pending_lost", "pending=%zu", lost);
     m->state = ST_CLOSED;
-    io_stop(m);
-    ev_timer_stop(m->loop, &m->misc_timer);
-    ev_timer_stop(m->loop, &m->retry_timer);
-    ev_timer_stop(m->loop, &m->conn_timer);
-    ev_timer_stop(m->loop, &m->close_timer);
+    mqtt_stop_watchers(m);
     m->st.connected = false;
     log_info("mqtt_closed", "published=%llu acked=%llu dropped=%llu",
              (unsigned long long)m->st.published, (unsigned long long)m->st.acked,
@@ -335,7 +258,7 @@ static void close_check(struct mqtt_sink *m, bool force)
         m->depth++;
         /* Reason 0 = normal disconnection: the broker discards the will. */
         int rc = m->v5 ? mosquitto_disconnect_v5(m->mosq, 0, NULL) : mosquitto_disconnect(m->mosq);
-        sync_io(m);
+        mqtt_sync_io(m);
         if (leave(m))
             return;
         if (rc == MOSQ_ERR_SUCCESS && m->state == ST_CONNECTED && m->io_fd >= 0) {
@@ -365,7 +288,7 @@ static void close_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
  * Connection state changes
  * ---------------------------------------------------------------------------------------- */
 
-static void schedule_retry(struct mqtt_sink *m)
+static void mqtt_schedule_retry(struct mqtt_sink *m)
 {
     if (m->state == ST_CLOSED || m->doomed)
         return;
@@ -416,15 +339,15 @@ static void conn_lost(struct mqtt_sink *m, int rc)
     while (msg) {
         struct mqtt_msg *prev = msg->prev;
         if (msg->qos == 0) {
-            list_unlink(&m->inflight, msg);
-            list_push_head(&m->fifo, msg);
+            mqttq_unlink(&m->inflight, msg);
+            mqttq_push_head(&m->fifo, msg);
         }
         msg = prev;
     }
-    schedule_retry(m);
+    mqtt_schedule_retry(m);
 }
 
-static void start_connect(struct mqtt_sink *m)
+static void mqtt_start_connect(struct mqtt_sink *m)
 {
     if (m->state == ST_CLOSED || m->doomed)
         return;
@@ -441,7 +364,7 @@ static void start_connect(struct mqtt_sink *m)
     }
     int err = errno;
     if (rc == MOSQ_ERR_SUCCESS)
-        sync_io(m);
+        mqtt_sync_io(m);
     if (leave(m))
         return;
     if (rc != MOSQ_ERR_SUCCESS) {
@@ -463,7 +386,7 @@ static void retry_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
     (void)revents;
-    start_connect(container_of(w, struct mqtt_sink, retry_timer));
+    mqtt_start_connect(container_of(w, struct mqtt_sink, retry_timer));
 }
 
 static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -483,7 +406,7 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     if (fd >= 0)
         shutdown(fd, SHUT_RDWR);
     m->depth++;
-    loop_call(m, mosquitto_loop_read, 1);
+    mqtt_loop_call(m, mosquitto_loop_read, 1);
     if (leave(m))
         return;
     conn_lost(m, MOSQ_ERR_CONN_LOST);
@@ -493,7 +416,7 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
  * libmosquitto callbacks
  * ---------------------------------------------------------------------------------------- */
 
-static void publish_status(struct mqtt_sink *m, const char *value)
+static void mqtt_publish_status(struct mqtt_sink *m, const char *value)
 {
     if (!m->cfg.status_topic || m->state != ST_CONNECTED)
         return;
@@ -523,7 +446,7 @@ static void handle_connect(struct mqtt_sink *m, int rc, int flags)
                   m->v5 ? mosquitto_reason_string(rc) : mosquitto_connack_string(rc));
         m->state = ST_WAIT; /* not CONNECTING: conn_lost must not count it twice */
         io_stop(m);
-        schedule_retry(m);
+        mqtt_schedule_retry(m);
         return;
     }
     if (m->ever_connected)
@@ -537,8 +460,8 @@ static void handle_connect(struct mqtt_sink *m, int rc, int flags)
              "inflight=%zu queued=%zu",
              m->cfg.host, m->cfg.port, m->cfg.client_id, m->v5 ? 5 : 3, flags & 1,
              m->inflight.count, m->fifo.count);
-    publish_status(m, m->closing ? "offline" : "online");
-    pump(m);
+    mqtt_publish_status(m, m->closing ? "offline" : "online");
+    mqtt_pump(m);
     close_check(m, false);
 }
 
@@ -586,7 +509,7 @@ static void handle_publish(struct mqtt_sink *m, int mid, int reason)
         close_check(m, false);
         return;
     }
-    struct mqtt_msg *msg = inflight_find(&m->inflight, mid);
+    struct mqtt_msg *msg = mqttq_find(&m->inflight, mid);
     if (!msg) {
         /* Inside mosquitto_publish only QoS 0 writes call back: it is the message in hand. */
         if (m->publishing)
@@ -598,13 +521,13 @@ static void handle_publish(struct mqtt_sink *m, int mid, int reason)
         log_warn("mqtt_publish_rejected", "topic=%s reason=%d reason_str=\"%s\"", msg->topic,
                  reason, mosquitto_reason_string(reason));
     }
-    list_unlink(&m->inflight, msg);
+    mqttq_unlink(&m->inflight, msg);
     m->st.acked++;
-    uint64_t token = msg->token;
+    uint64_t token = msg->token, user = msg->user;
     free(msg);
-    if (call_ack(m, token) || m->doomed)
+    if (call_ack(m, token, user) || m->doomed)
         return;
-    pump(m);
+    mqtt_pump(m);
     close_check(m, false);
 }
 
@@ -627,7 +550,7 @@ static void on_publish_v5(struct mosquitto *mosq, void *ud, int mid, int reason,
  * ---------------------------------------------------------------------------------------- */
 
 /* Hand FIFO messages to libmosquitto while connected and below max_inflight. */
-static void pump(struct mqtt_sink *m)
+static void mqtt_pump(struct mqtt_sink *m)
 {
     if (m->in_loop) {
         m->pump_deferred = true; /* see in_loop */
@@ -636,7 +559,7 @@ static void pump(struct mqtt_sink *m)
     while (m->state == ST_CONNECTED && !m->doomed && m->fifo.head &&
            m->inflight.count < m->cfg.max_inflight && !m->disconnect_sent) {
         struct mqtt_msg *msg = m->fifo.head;
-        list_unlink(&m->fifo, msg);
+        mqttq_unlink(&m->fifo, msg);
         int mid = -1;
         m->depth++;
         m->publishing = msg;
@@ -645,16 +568,16 @@ static void pump(struct mqtt_sink *m)
                                    msg->retain);
         m->publishing = NULL;
         if (leave(m)) {
-            free(msg); /* destroy() freed everything else */
+            free(msg); /* mqtt_destroy() freed everything else */
             return;
         }
         if (m->publishing_acked) {
             /* QoS 0 written synchronously: acknowledged already. */
             m->st.published++;
             m->st.acked++;
-            uint64_t token = msg->token;
+            uint64_t token = msg->token, user = msg->user;
             free(msg);
-            if (call_ack(m, token))
+            if (call_ack(m, token, user))
                 return;
             continue;
         }
@@ -665,7 +588,7 @@ static void pump(struct mqtt_sink *m)
              * in its resend list; QoS 0 come back to us through conn_lost).
              */
             msg->mid = mid;
-            list_push_tail(&m->inflight, msg);
+            mqttq_push_tail(&m->inflight, msg);
             m->st.published++;
             if (rc != MOSQ_ERR_SUCCESS) {
                 log_debug("mqtt_publish_conn_error", "rc=%d", rc);
@@ -679,49 +602,68 @@ static void pump(struct mqtt_sink *m)
         }
     }
     /* A publish from inside a libmosquitto callback is only queued: re-arm write now. */
-    sync_io(m);
+    mqtt_sync_io(m);
 }
 
-int mqtt_sink_publish(struct mqtt_sink *m, const char *topic, const void *payload, size_t len,
-                      int qos, bool retain, uint64_t token)
+/*
+ * Queue one validated message: topic = prefix (may be NULL) + '/' + topic[0, tlen). Copies
+ * everything. Returns 0 or -ENOMEM.
+ */
+static int mqtt_enqueue(struct mqtt_sink *m, const char *prefix, const char *topic, size_t tlen,
+                        const void *payload, size_t len, int qos, bool retain, uint64_t token,
+                        uint64_t user)
 {
-    if (!m || !topic || (!payload && len) || qos < 0 || qos > 2 || len > 268435455u)
-        return -EINVAL;
-    if (m->doomed || m->state == ST_CLOSED)
-        return -EINVAL;
-    size_t tlen = strlen(topic);
-    if (tlen == 0 || tlen > 65535 || mosquitto_pub_topic_check(topic) != MOSQ_ERR_SUCCESS)
-        return -EINVAL;
-    if (len + tlen > m->cfg.queue_max_bytes)
-        return -EINVAL; /* could never fit in the FIFO */
-
-    struct mqtt_msg *msg = malloc(sizeof *msg + tlen + 1 + len + 1);
+    size_t plen = prefix ? strlen(prefix) + 1 : 0;
+    size_t full = plen + tlen;
+    struct mqtt_msg *msg = malloc(sizeof *msg + full + 1 + len + 1);
     if (!msg)
         return -ENOMEM;
     msg->token = token;
+    msg->user = user;
     msg->mid = -1;
     msg->qos = qos;
     msg->retain = retain;
     msg->len = len;
     msg->topic = msg->data;
-    memcpy(msg->topic, topic, tlen + 1);
-    msg->payload = msg->data + tlen + 1;
+    if (prefix) {
+        memcpy(msg->topic, prefix, plen - 1);
+        msg->topic[plen - 1] = '/';
+    }
+    memcpy(msg->topic + plen, topic, tlen);
+    msg->topic[full] = '\0';
+    msg->payload = msg->data + full + 1;
     if (len)
         memcpy(msg->payload, payload, len);
     msg->payload[len] = '\0';
 
     /* Bounded FIFO: drop the oldest not-yet-handed messages to make room. */
     while (m->fifo.head && (m->fifo.count + 1 > m->cfg.queue_max_msgs ||
-                            m->fifo.bytes + tlen + len > m->cfg.queue_max_bytes)) {
+                            m->fifo.bytes + full + len > m->cfg.queue_max_bytes)) {
         struct mqtt_msg *old = m->fifo.head;
-        list_unlink(&m->fifo, old);
+        mqttq_unlink(&m->fifo, old);
         free(old);
         m->st.dropped++;
     }
-    list_push_tail(&m->fifo, msg);
+    mqttq_push_tail(&m->fifo, msg);
     log_drops(m, false);
-    pump(m);
+    mqtt_pump(m);
     return 0;
+}
+
+int mqtt_sink_publish(struct mqtt_sink *m, const char *topic, const void *payload, size_t len,
+                      int qos, bool retain, uint64_t token)
+{
+    if (!m || !topic || m->doomed || m->state == ST_CLOSED)
+        return -EINVAL;
+    struct mqtt_rec r = {.topic = topic,
+                         .topic_len = strlen(topic),
+                         .payload = payload,
+                         .payload_len = len,
+                         .qos = qos,
+                         .retain = retain};
+    if (mqtt_rec_check(&r, m->cfg.queue_max_bytes) < 0)
+        return -EINVAL;
+    return mqtt_enqueue(m, NULL, topic, r.topic_len, payload, len, qos, retain, token, 0);
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -736,7 +678,7 @@ static void after_loop_call(struct mqtt_sink *m, int rc)
     if (mosquitto_socket(m->mosq) < 0 && (m->state == ST_CONNECTING || m->state == ST_CONNECTED))
         conn_lost(m, rc ? rc : MOSQ_ERR_CONN_LOST);
     else
-        sync_io(m);
+        mqtt_sync_io(m);
 }
 
 /*
@@ -761,14 +703,14 @@ static void quickack(int fd)
  * Run one libmosquitto loop function with pumping deferred until it returned (see in_loop),
  * then do the deferred pump. The caller holds a depth reference. Returns the call's rc.
  */
-static int loop_call(struct mqtt_sink *m, int (*fn)(struct mosquitto *, int), int arg)
+static int mqtt_loop_call(struct mqtt_sink *m, int (*fn)(struct mosquitto *, int), int arg)
 {
     m->in_loop++;
     int rc = fn ? fn(m->mosq, arg) : mosquitto_loop_misc(m->mosq);
     m->in_loop--;
     if (!m->in_loop && m->pump_deferred && !m->doomed) {
         m->pump_deferred = false;
-        pump(m);
+        mqtt_pump(m);
     }
     return rc;
 }
@@ -779,13 +721,13 @@ static void rio_cb(struct ev_loop *loop, ev_io *w, int revents)
     (void)revents;
     struct mqtt_sink *m = container_of(w, struct mqtt_sink, rio);
     m->depth++;
-    int rc = loop_call(m, mosquitto_loop_read, 1);
+    int rc = mqtt_loop_call(m, mosquitto_loop_read, 1);
     if (mosquitto_socket(m->mosq) >= 0)
         quickack(mosquitto_socket(m->mosq));
     /* Flush at once whatever the callbacks queued (acks -> new publishes, status). */
     if (rc == MOSQ_ERR_SUCCESS && !m->doomed && mosquitto_socket(m->mosq) >= 0 &&
         mosquitto_want_write(m->mosq))
-        rc = loop_call(m, mosquitto_loop_write, 1);
+        rc = mqtt_loop_call(m, mosquitto_loop_write, 1);
     if (leave(m))
         return;
     after_loop_call(m, rc);
@@ -797,7 +739,7 @@ static void wio_cb(struct ev_loop *loop, ev_io *w, int revents)
     (void)revents;
     struct mqtt_sink *m = container_of(w, struct mqtt_sink, wio);
     m->depth++;
-    int rc = loop_call(m, mosquitto_loop_write, 1);
+    int rc = mqtt_loop_call(m, mosquitto_loop_write, 1);
     if (leave(m))
         return;
     after_loop_call(m, rc);
@@ -812,7 +754,7 @@ static void misc_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     if (m->state != ST_CONNECTING && m->state != ST_CONNECTED)
         return;
     m->depth++;
-    int rc = loop_call(m, NULL, 0);
+    int rc = mqtt_loop_call(m, NULL, 0);
     if (leave(m))
         return;
     after_loop_call(m, rc == MOSQ_ERR_NO_CONN ? MOSQ_ERR_CONN_LOST : rc);
@@ -934,7 +876,7 @@ int mqtt_sink_new(struct mqtt_sink **out, struct ev_loop *loop, const struct mqt
         snprintf(err, errlen, "mqtt: password given without username");
         return -EINVAL;
     }
-    if (cfg->status_topic && mosquitto_pub_topic_check(cfg->status_topic) != MOSQ_ERR_SUCCESS) {
+    if (cfg->status_topic && mqtt_topic_check(cfg->status_topic, strlen(cfg->status_topic)) < 0) {
         snprintf(err, errlen, "mqtt: invalid status topic");
         return -EINVAL;
     }
@@ -956,19 +898,19 @@ int mqtt_sink_new(struct mqtt_sink **out, struct ev_loop *loop, const struct mqt
     /* Defaults. */
     struct mqtt_config *c = &m->cfg;
     if (!c->port)
-        c->port = c->tls ? 8883 : 1883;
+        c->port = c->tls ? MQTT_DEFAULT_PORT_TLS : MQTT_DEFAULT_PORT;
     if (!c->keepalive)
-        c->keepalive = 30;
+        c->keepalive = MQTT_DEFAULT_KEEPALIVE;
     if (!c->queue_max_msgs)
-        c->queue_max_msgs = 100000;
+        c->queue_max_msgs = MQTT_DEFAULT_QUEUE_MAX_MSGS;
     if (!c->queue_max_bytes)
-        c->queue_max_bytes = 64u << 20;
+        c->queue_max_bytes = MQTT_DEFAULT_QUEUE_MAX_BYTES;
     if (!c->max_inflight)
-        c->max_inflight = 100;
+        c->max_inflight = MQTT_DEFAULT_MAX_INFLIGHT;
     if (c->backoff_base <= 0)
-        c->backoff_base = 1.0;
+        c->backoff_base = MQTT_DEFAULT_BACKOFF_BASE;
     if (c->backoff_max <= 0)
-        c->backoff_max = 60.0;
+        c->backoff_max = MQTT_DEFAULT_BACKOFF_MAX;
     char idbuf[96];
     if (!c->client_id) {
         char host[64];
@@ -982,7 +924,7 @@ int mqtt_sink_new(struct mqtt_sink **out, struct ev_loop *loop, const struct mqt
     if (dup_str(m, 0, &c->host) || dup_str(m, 1, &c->cafile) || dup_str(m, 2, &c->capath) ||
         dup_str(m, 3, &c->certfile) || dup_str(m, 4, &c->keyfile) || dup_str(m, 5, &c->username) ||
         dup_str(m, 6, &c->password) || dup_str(m, 7, &c->client_id) ||
-        dup_str(m, 8, &c->status_topic)) {
+        dup_str(m, 8, &c->status_topic) || dup_str(m, 9, &c->replay_prefix)) {
         snprintf(err, errlen, "mqtt: out of memory");
         goto fail;
     }
@@ -1002,7 +944,7 @@ int mqtt_sink_new(struct mqtt_sink **out, struct ev_loop *loop, const struct mqt
     log_info("mqtt_connecting", "host=%s port=%d tls=%d client_id=%s protocol=%d", c->host, c->port,
              c->tls ? 1 : 0, c->client_id, m->v5 ? 5 : 3);
     *out = m;
-    start_connect(m);
+    mqtt_start_connect(m);
     return 0;
 
 fail:
@@ -1044,8 +986,8 @@ void mqtt_sink_close(struct mqtt_sink *m, double timeout, void (*done)(void *ud)
     m->done_ud = ud;
     log_info("mqtt_closing", "pending=%zu timeout=%.1f", pending_count(m), timeout);
     m->depth++;
-    publish_status(m, "offline");
-    sync_io(m);
+    mqtt_publish_status(m, "offline");
+    mqtt_sync_io(m);
     if (leave(m))
         return;
     /*
@@ -1058,17 +1000,13 @@ void mqtt_sink_close(struct mqtt_sink *m, double timeout, void (*done)(void *ud)
     ev_timer_start(m->loop, &m->close_timer);
 }
 
-static void destroy(struct mqtt_sink *m)
+static void mqtt_destroy(struct mqtt_sink *m)
 {
-    io_stop(m);
-    ev_timer_stop(m->loop, &m->misc_timer);
-    ev_timer_stop(m->loop, &m->retry_timer);
-    ev_timer_stop(m->loop, &m->conn_timer);
-    ev_timer_stop(m->loop, &m->close_timer);
+    mqtt_stop_watchers(m);
     if (m->mosq)
         mosquitto_destroy(m->mosq);
-    list_free(&m->fifo);
-    list_free(&m->inflight);
+    mqttq_free(&m->fifo);
+    mqttq_free(&m->inflight);
     for (size_t i = 0; i < ARRAY_LEN(m->strs); i++)
         free(m->strs[i]);
     free(m);
@@ -1083,221 +1021,101 @@ void mqtt_sink_free(struct mqtt_sink *m)
         /* Inside a libmosquitto call (a callback of ours called the user): defer. */
         m->doomed = true;
         m->ack_cb = NULL;
+        m->seam = (struct sink_callbacks){0};
         m->done_cb = NULL;
-        io_stop(m);
-        ev_timer_stop(m->loop, &m->misc_timer);
-        ev_timer_stop(m->loop, &m->retry_timer);
-        ev_timer_stop(m->loop, &m->conn_timer);
-        ev_timer_stop(m->loop, &m->close_timer);
+        mqtt_stop_watchers(m);
         return;
     }
-    destroy(m);
+    mqtt_destroy(m);
 }
 
 /* ------------------------------------------------------------------------------------------
- * URL parsing
+ * The sink seam (sink.h): records are mqttrec.h messages
  * ---------------------------------------------------------------------------------------- */
 
-static int hexval(int c)
+static int mqtt_op_check(const void *self, const void *rec, size_t len)
 {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
+    const struct mqtt_sink *m = self;
+    struct mqtt_rec r;
+    if (mqtt_rec_decode(rec, len, &r) < 0)
+        return -EINVAL;
+    return mqtt_rec_check(&r, m->cfg.queue_max_bytes);
 }
 
-/* Percent-decode [s, s+n) into *out (advancing it). Returns 0 or -EINVAL. */
-static int pct_decode(const char *s, size_t n, char **out, char *end)
+static int mqtt_op_submit(void *self, const void *rec, size_t len, unsigned flags, uint64_t token)
 {
-    char *o = *out;
-    for (size_t i = 0; i < n; i++) {
-        int c = (unsigned char)s[i];
-        if (c == '%') {
-            int hi = i + 1 < n ? hexval(s[i + 1]) : -1;
-            int lo = i + 2 < n ? hexval(s[i + 2]) : -1;
-            if (hi < 0 || lo < 0)
-                return -EINVAL;
-            c = hi * 16 + lo;
-            if (c == 0)
-                return -EINVAL;
-            i += 2;
-        }
-        if (o >= end)
-            return -ENOSPC;
-        *o++ = (char)c;
-    }
-    if (o >= end)
-        return -ENOSPC;
-    *o++ = '\0';
-    *out = o;
-    return 0;
+    struct mqtt_sink *m = self;
+    struct mqtt_rec r;
+    if (m->doomed || m->state == ST_CLOSED)
+        return -EINVAL;
+    if (mqtt_rec_decode(rec, len, &r) < 0)
+        return -EINVAL;
+    /* Replays go out without retain (a stale value must not become the retained one), under
+     * replay_prefix when configured and the result is still a legal topic length. */
+    bool replay = flags & SINK_REPLAY;
+    const char *prefix =
+        replay && m->cfg.replay_prefix && strlen(m->cfg.replay_prefix) + 1 + r.topic_len <= 65535
+            ? m->cfg.replay_prefix
+            : NULL;
+    /* Checked by mqtt_op_check before it was spooled: no second validation here. */
+    return mqtt_enqueue(m, prefix, r.topic, r.topic_len, r.payload, r.payload_len, r.qos,
+                        r.retain && !replay, token, r.user);
 }
 
-int mqtt_parse_url(const char *url, struct mqtt_config *cfg, char *storage, size_t storagelen,
-                   char *err, size_t errlen)
+static size_t mqtt_op_pending(const void *self)
 {
-    char dummy[1];
-    if (!err || errlen == 0) {
-        err = dummy;
-        errlen = sizeof dummy;
-    }
-    err[0] = '\0';
-    if (!url || !cfg || !storage || storagelen == 0) {
-        snprintf(err, errlen, "mqtt url: missing argument");
-        return -EINVAL;
-    }
-    bool tls;
-    const char *p;
-    if (strncmp(url, "mqtt://", 7) == 0) {
-        tls = false;
-        p = url + 7;
-    } else if (strncmp(url, "mqtts://", 8) == 0) {
-        tls = true;
-        p = url + 8;
-    } else {
-        snprintf(err, errlen, "mqtt url: scheme must be mqtt:// or mqtts://");
-        return -EINVAL;
-    }
+    return pending_count(self);
+}
 
-    /* Authority ends at an optional single trailing '/'. */
-    size_t alen = strlen(p);
-    if (alen && p[alen - 1] == '/')
-        alen--;
-    for (size_t i = 0; i < alen; i++) {
-        unsigned char ch = (unsigned char)p[i];
-        if (ch == '/' || ch == '?' || ch == '#' || ch <= ' ' || ch >= 0x7f) {
-            snprintf(err, errlen, "mqtt url: unexpected '%c' (no path, query or spaces allowed)",
-                     ch > ' ' && ch < 0x7f ? ch : '?');
-            return -EINVAL;
-        }
-    }
+static bool mqtt_op_healthy(const void *self)
+{
+    const struct mqtt_sink *m = self;
+    return m->state == ST_CONNECTED;
+}
 
-    char *o = storage;
-    char *end = storage + storagelen;
-    const char *user = NULL, *pass = NULL;
-    /* userinfo: up to the last '@' (a password may contain '@' when percent-encoded or not) */
-    const char *at = NULL;
-    for (size_t i = 0; i < alen; i++)
-        if (p[i] == '@')
-            at = p + i;
-    const char *hp = p;
-    if (at) {
-        const char *colon = memchr(p, ':', (size_t)(at - p));
-        size_t ulen = colon ? (size_t)(colon - p) : (size_t)(at - p);
-        if (ulen == 0) {
-            snprintf(err, errlen, "mqtt url: empty user name before '@'");
-            return -EINVAL;
-        }
-        user = o;
-        int rc = pct_decode(p, ulen, &o, end);
-        if (rc == 0 && colon) {
-            pass = o;
-            rc = pct_decode(colon + 1, (size_t)(at - colon - 1), &o, end);
-        }
-        if (rc) {
-            snprintf(err, errlen,
-                     rc == -ENOSPC ? "mqtt url: too long"
-                                   : "mqtt url: bad %%-escape in user or password");
-            return -EINVAL;
-        }
-        hp = at + 1;
-    }
-    size_t hplen = (size_t)(p + alen - hp);
+static void mqtt_op_set_callbacks(void *self, const struct sink_callbacks *cb)
+{
+    struct mqtt_sink *m = self;
+    m->seam = cb ? *cb : (struct sink_callbacks){0};
+}
 
-    /* host */
-    const char *h, *portstr = NULL;
-    size_t hlen;
-    if (hplen && hp[0] == '[') {
-        const char *rb = memchr(hp, ']', hplen);
-        if (!rb) {
-            snprintf(err, errlen, "mqtt url: missing ']' after IPv6 address");
-            return -EINVAL;
-        }
-        h = hp + 1;
-        hlen = (size_t)(rb - h);
-        if (hlen == 0) {
-            snprintf(err, errlen, "mqtt url: empty IPv6 address");
-            return -EINVAL;
-        }
-        for (size_t i = 0; i < hlen; i++) {
-            char ch = h[i];
-            if (!(hexval(ch) >= 0 || ch == ':' || ch == '.')) {
-                snprintf(err, errlen, "mqtt url: bad character in IPv6 address");
-                return -EINVAL;
-            }
-        }
-        const char *after = rb + 1;
-        if (after < hp + hplen) {
-            if (*after != ':') {
-                snprintf(err, errlen, "mqtt url: expected ':port' after ']'");
-                return -EINVAL;
-            }
-            portstr = after + 1;
-        }
-    } else {
-        h = hp;
-        size_t ncolons = 0;
-        for (size_t i = 0; i < hplen; i++)
-            ncolons += hp[i] == ':';
-        if (ncolons > 1) {
-            snprintf(err, errlen,
-                     "mqtt url: too many ':' (an IPv6 address needs [], e.g. mqtt://[::1]:1883)");
-            return -EINVAL;
-        }
-        const char *colon = memchr(hp, ':', hplen);
-        hlen = colon ? (size_t)(colon - hp) : hplen;
-        if (colon)
-            portstr = colon + 1;
-        if (hlen == 0) {
-            snprintf(err, errlen, "mqtt url: missing host");
-            return -EINVAL;
-        }
-        for (size_t i = 0; i < hlen; i++) {
-            char ch = h[i];
-            if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-                  (ch >= '0' && ch <= '9') || ch == '.' || ch == '-' || ch == '_')) {
-                snprintf(err, errlen, "mqtt url: bad character '%c' in host", ch);
-                return -EINVAL;
-            }
-        }
-    }
+static void mqtt_op_close(void *self, double timeout, void (*done)(void *ud), void *ud)
+{
+    mqtt_sink_close(self, timeout, done, ud);
+}
 
-    /* port */
-    int port = tls ? 8883 : 1883;
-    if (portstr) {
-        const char *pend = p + alen;
-        size_t plen = (size_t)(pend - portstr);
-        if (plen == 0 || plen > 5) {
-            snprintf(err, errlen, "mqtt url: bad port");
-            return -EINVAL;
-        }
-        port = 0;
-        for (size_t i = 0; i < plen; i++) {
-            if (portstr[i] < '0' || portstr[i] > '9') {
-                snprintf(err, errlen, "mqtt url: port must be a number");
-                return -EINVAL;
-            }
-            port = port * 10 + (portstr[i] - '0');
-        }
-        if (port < 1 || port > 65535) {
-            snprintf(err, errlen, "mqtt url: port out of range 1..65535");
-            return -EINVAL;
-        }
-    }
+static void mqtt_op_stats(const void *self, struct sink_stats *st)
+{
+    struct mqtt_stats ms;
+    mqtt_sink_get_stats(self, &ms);
+    *st = (struct sink_stats){.up = ms.connected,
+                              .pending = ms.queued + ms.inflight,
+                              .queued = ms.queued,
+                              .inflight = ms.inflight,
+                              .acked = ms.acked,
+                              .dropped = ms.dropped,
+                              .reconnects = ms.reconnects};
+}
 
-    if ((size_t)(end - o) < hlen + 1) {
-        snprintf(err, errlen, "mqtt url: too long");
-        return -EINVAL;
-    }
-    memcpy(o, h, hlen);
-    o[hlen] = '\0';
-    cfg->host = o;
-    cfg->port = port;
-    cfg->tls = tls;
-    cfg->username = user;
-    cfg->password = pass;
-    return 0;
+static void mqtt_op_free(void *self)
+{
+    mqtt_sink_free(self);
+}
+
+static const struct sink_ops mqtt_sink_ops = {
+    .name = "mqtt",
+    .check = mqtt_op_check,
+    .submit = mqtt_op_submit,
+    .pending = mqtt_op_pending,
+    .healthy = mqtt_op_healthy,
+    .set_callbacks = mqtt_op_set_callbacks,
+    .flush = NULL,
+    .close = mqtt_op_close,
+    .stats = mqtt_op_stats,
+    .free = mqtt_op_free,
+};
+
+struct sink mqtt_sink_as_sink(struct mqtt_sink *m)
+{
+    return (struct sink){.ops = m ? &mqtt_sink_ops : NULL, .self = m};
 }

@@ -10,7 +10,7 @@
  *
  * Nothing here blocks the loop: connect is asynchronous, and the socket is serviced by ev_io
  * watchers (read always, write only while mosquitto_want_write()) plus a 1 s misc timer.
- * TCP_NODELAY is set on the socket (see the brief: Nagle + delayed ACK add ~44 ms to a burst),
+ * TCP_NODELAY is set on the socket (Nagle + delayed ACK add ~44 ms to a burst),
  * and TCP_QUICKACK is re-armed after every read, because a broker without set_tcp_nodelay
  * (mosquitto's default) otherwise holds the PUBACKs of a burst until our delayed ACK.
  * Limitation: libmosquitto resolves the host name with a blocking getaddrinfo() on each
@@ -28,6 +28,22 @@
 
 #include <ev.h>
 
+#include "sink.h"
+
+/*
+ * Defaults of a zero field, stated once: the sink applies them and the config table
+ * (config.c) shows them as the options' defaults. Plain literals, so that they can be
+ * stringified.
+ */
+#define MQTT_DEFAULT_PORT            1883
+#define MQTT_DEFAULT_PORT_TLS        8883
+#define MQTT_DEFAULT_KEEPALIVE       30
+#define MQTT_DEFAULT_QUEUE_MAX_MSGS  100000
+#define MQTT_DEFAULT_QUEUE_MAX_BYTES 67108864 /* 64 MiB */
+#define MQTT_DEFAULT_MAX_INFLIGHT    100
+#define MQTT_DEFAULT_BACKOFF_BASE    1.0
+#define MQTT_DEFAULT_BACKOFF_MAX     60.0
+
 struct mqtt_config {
     const char *host;   /* required */
     int port;           /* default 1883 (8883 with tls) */
@@ -36,21 +52,23 @@ struct mqtt_config {
     const char *capath;
     const char *certfile; /* TLS client certificate (optional) */
     const char *keyfile;
-    bool tls_insecure;        /* skip hostname verification (tests only) */
-    const char *username;     /* optional */
-    const char *password;     /* optional; never logged */
-    const char *client_id;    /* default "iiotgw-<hostname>" */
-    int protocol;             /* 3 = MQTT 3.1.1 (default), 5 = MQTT 5 */
-    int keepalive;            /* seconds, default 30 */
-    bool clean_session;       /* default true */
-    unsigned session_expiry;  /* MQTT 5, seconds, with clean_session false */
-    const char *status_topic; /* retained "online"/"offline" + last will; NULL = none */
-    size_t queue_max_msgs;    /* offline FIFO bound, default 100000 */
-    size_t queue_max_bytes;   /* offline FIFO bound, default 64 MiB */
-    unsigned max_inflight;    /* messages handed to libmosquitto and not yet acknowledged
-                                 (QoS 0 until written), default 100; the rest wait in the FIFO */
-    double backoff_base;      /* default 1 s */
-    double backoff_max;       /* default 60 s */
+    bool tls_insecure;         /* skip hostname verification (tests only) */
+    const char *username;      /* optional */
+    const char *password;      /* optional; never logged */
+    const char *client_id;     /* default "iiotgw-<hostname>" */
+    int protocol;              /* 3 = MQTT 3.1.1 (default), 5 = MQTT 5 */
+    int keepalive;             /* seconds, default 30 */
+    bool clean_session;        /* default true */
+    unsigned session_expiry;   /* MQTT 5, seconds, with clean_session false */
+    const char *status_topic;  /* retained "online"/"offline" + last will; NULL = none */
+    size_t queue_max_msgs;     /* offline FIFO bound, default 100000 */
+    size_t queue_max_bytes;    /* offline FIFO bound, default 64 MiB */
+    unsigned max_inflight;     /* messages handed to libmosquitto and not yet acknowledged
+                                  (QoS 0 until written), default 100; the rest wait in the FIFO */
+    double backoff_base;       /* default 1 s */
+    double backoff_max;        /* default 60 s */
+    const char *replay_prefix; /* sink seam: replayed records go to <prefix>/<topic>; NULL =
+                                  the original topic */
 };
 
 struct mqtt_stats {
@@ -106,6 +124,14 @@ void mqtt_sink_close(struct mqtt_sink *m, double timeout, void (*done)(void *ud)
 /* Destroy the sink (messages still pending are lost). Safe at any time, including from the
  * ack and done callbacks; no callback is called after it. NULL is a no-op. */
 void mqtt_sink_free(struct mqtt_sink *m);
+
+/*
+ * The sink seam (sink.h) over this sink: records are mqttrec.h messages, validated by
+ * ops->check with the rules of mqtt_sink_publish; SINK_REPLAY drops retain and applies
+ * cfg.replay_prefix. While seam callbacks are set they replace the mqtt_ack_cb. A NULL sink
+ * gives a struct sink with ops NULL (disabled). ops->free is mqtt_sink_free.
+ */
+struct sink mqtt_sink_as_sink(struct mqtt_sink *m);
 
 /*
  * Parse mqtt://[user[:pass]@]host[:port] or mqtts://... into cfg fields (host, port, tls,

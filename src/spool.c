@@ -2,12 +2,13 @@
  * spool.c — durable on-disk store-and-forward spool: segment files of CRC-32C checked
  * records, one read cursor per sink, out-of-order acknowledgements, group commit, recovery.
  * See spool.h for the API and docs/reliability.md for the format and the guarantees.
+ * This file is the runtime (append, read, ack, sync, the byte bound, the state file);
+ * the record format and CRC-32C are in spool_format.c, recovery at open in spool_recover.c.
  *
- * Ownership: the spool module (issue 3). Everything here is single-threaded.
+ * Everything here is single-threaded.
  */
 #include "spool.h"
 
-#include <dirent.h>
 #include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -21,308 +22,8 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "spool_int.h"
 #include "util.h"
-
-/* ----------------------------------------------------------------------------------------- */
-/* On-disk format                                                                            */
-/* ----------------------------------------------------------------------------------------- */
-
-/*
- * Record header, 32 bytes, little endian:
- *    0 u32 magic  "ISPL"
- *    4 u32 crc    CRC-32C over header bytes 8..31 and the payload
- *    8 u32 len    payload bytes
- *   12 u8  sinks  bitmask of sinks that need the record
- *   13 u8  flags  SPOOL_F_*
- *   14 u16 0      reserved (must be 0: part of validation)
- *   16 u64 seq
- *   24 i64 wall   CLOCK_REALTIME ns at append
- * The magic lets recovery resynchronise after damage; the CRC covering the header fields
- * means a flipped length or sequence number is detected like a flipped payload byte.
- */
-#define REC_MAGIC     0x4c505349u /* "ISPL" read as little endian */
-#define HDR           32u
-#define STATE_MAGIC   0x53505349u /* "ISPS" */
-#define STATE_VERSION 1u
-#define STATE_SIZE    96u
-#define STATE_NAME    "spool.state"
-#define STATE_TMP     "spool.state.tmp"
-#define LOCK_NAME     "spool.lock"
-#define SEG_NAME_LEN  26 /* "spool-" + 16 hex + ".seg" */
-
-static const unsigned char magic_bytes[4] = {'I', 'S', 'P', 'L'};
-
-struct hdr {
-    uint32_t crc;
-    uint32_t len;
-    unsigned sinks;
-    unsigned flags;
-    uint64_t seq;
-    int64_t wall;
-};
-
-static void put16(uint8_t *p, uint16_t v)
-{
-    v = htole16(v);
-    memcpy(p, &v, 2);
-}
-static void put32(uint8_t *p, uint32_t v)
-{
-    v = htole32(v);
-    memcpy(p, &v, 4);
-}
-static void put64(uint8_t *p, uint64_t v)
-{
-    v = htole64(v);
-    memcpy(p, &v, 8);
-}
-static uint16_t get16(const uint8_t *p)
-{
-    uint16_t v;
-    memcpy(&v, p, 2);
-    return le16toh(v);
-}
-static uint32_t get32(const uint8_t *p)
-{
-    uint32_t v;
-    memcpy(&v, p, 4);
-    return le32toh(v);
-}
-static uint64_t get64(const uint8_t *p)
-{
-    uint64_t v;
-    memcpy(&v, p, 8);
-    return le64toh(v);
-}
-
-/* ----------------------------------------------------------------------------------------- */
-/* CRC-32C                                                                                   */
-/* ----------------------------------------------------------------------------------------- */
-
-/* Reflected Castagnoli polynomial 0x82F63B78, byte-wise table (the portable fallback). */
-static const uint32_t crc32c_table[256] = {
-    0x00000000u, 0xf26b8303u, 0xe13b70f7u, 0x1350f3f4u, 0xc79a971fu, 0x35f1141cu, 0x26a1e7e8u,
-    0xd4ca64ebu, 0x8ad958cfu, 0x78b2dbccu, 0x6be22838u, 0x9989ab3bu, 0x4d43cfd0u, 0xbf284cd3u,
-    0xac78bf27u, 0x5e133c24u, 0x105ec76fu, 0xe235446cu, 0xf165b798u, 0x030e349bu, 0xd7c45070u,
-    0x25afd373u, 0x36ff2087u, 0xc494a384u, 0x9a879fa0u, 0x68ec1ca3u, 0x7bbcef57u, 0x89d76c54u,
-    0x5d1d08bfu, 0xaf768bbcu, 0xbc267848u, 0x4e4dfb4bu, 0x20bd8edeu, 0xd2d60dddu, 0xc186fe29u,
-    0x33ed7d2au, 0xe72719c1u, 0x154c9ac2u, 0x061c6936u, 0xf477ea35u, 0xaa64d611u, 0x580f5512u,
-    0x4b5fa6e6u, 0xb93425e5u, 0x6dfe410eu, 0x9f95c20du, 0x8cc531f9u, 0x7eaeb2fau, 0x30e349b1u,
-    0xc288cab2u, 0xd1d83946u, 0x23b3ba45u, 0xf779deaeu, 0x05125dadu, 0x1642ae59u, 0xe4292d5au,
-    0xba3a117eu, 0x4851927du, 0x5b016189u, 0xa96ae28au, 0x7da08661u, 0x8fcb0562u, 0x9c9bf696u,
-    0x6ef07595u, 0x417b1dbcu, 0xb3109ebfu, 0xa0406d4bu, 0x522bee48u, 0x86e18aa3u, 0x748a09a0u,
-    0x67dafa54u, 0x95b17957u, 0xcba24573u, 0x39c9c670u, 0x2a993584u, 0xd8f2b687u, 0x0c38d26cu,
-    0xfe53516fu, 0xed03a29bu, 0x1f682198u, 0x5125dad3u, 0xa34e59d0u, 0xb01eaa24u, 0x42752927u,
-    0x96bf4dccu, 0x64d4cecfu, 0x77843d3bu, 0x85efbe38u, 0xdbfc821cu, 0x2997011fu, 0x3ac7f2ebu,
-    0xc8ac71e8u, 0x1c661503u, 0xee0d9600u, 0xfd5d65f4u, 0x0f36e6f7u, 0x61c69362u, 0x93ad1061u,
-    0x80fde395u, 0x72966096u, 0xa65c047du, 0x5437877eu, 0x4767748au, 0xb50cf789u, 0xeb1fcbadu,
-    0x197448aeu, 0x0a24bb5au, 0xf84f3859u, 0x2c855cb2u, 0xdeeedfb1u, 0xcdbe2c45u, 0x3fd5af46u,
-    0x7198540du, 0x83f3d70eu, 0x90a324fau, 0x62c8a7f9u, 0xb602c312u, 0x44694011u, 0x5739b3e5u,
-    0xa55230e6u, 0xfb410cc2u, 0x092a8fc1u, 0x1a7a7c35u, 0xe811ff36u, 0x3cdb9bddu, 0xceb018deu,
-    0xdde0eb2au, 0x2f8b6829u, 0x82f63b78u, 0x709db87bu, 0x63cd4b8fu, 0x91a6c88cu, 0x456cac67u,
-    0xb7072f64u, 0xa457dc90u, 0x563c5f93u, 0x082f63b7u, 0xfa44e0b4u, 0xe9141340u, 0x1b7f9043u,
-    0xcfb5f4a8u, 0x3dde77abu, 0x2e8e845fu, 0xdce5075cu, 0x92a8fc17u, 0x60c37f14u, 0x73938ce0u,
-    0x81f80fe3u, 0x55326b08u, 0xa759e80bu, 0xb4091bffu, 0x466298fcu, 0x1871a4d8u, 0xea1a27dbu,
-    0xf94ad42fu, 0x0b21572cu, 0xdfeb33c7u, 0x2d80b0c4u, 0x3ed04330u, 0xccbbc033u, 0xa24bb5a6u,
-    0x502036a5u, 0x4370c551u, 0xb11b4652u, 0x65d122b9u, 0x97baa1bau, 0x84ea524eu, 0x7681d14du,
-    0x2892ed69u, 0xdaf96e6au, 0xc9a99d9eu, 0x3bc21e9du, 0xef087a76u, 0x1d63f975u, 0x0e330a81u,
-    0xfc588982u, 0xb21572c9u, 0x407ef1cau, 0x532e023eu, 0xa145813du, 0x758fe5d6u, 0x87e466d5u,
-    0x94b49521u, 0x66df1622u, 0x38cc2a06u, 0xcaa7a905u, 0xd9f75af1u, 0x2b9cd9f2u, 0xff56bd19u,
-    0x0d3d3e1au, 0x1e6dcdeeu, 0xec064eedu, 0xc38d26c4u, 0x31e6a5c7u, 0x22b65633u, 0xd0ddd530u,
-    0x0417b1dbu, 0xf67c32d8u, 0xe52cc12cu, 0x1747422fu, 0x49547e0bu, 0xbb3ffd08u, 0xa86f0efcu,
-    0x5a048dffu, 0x8ecee914u, 0x7ca56a17u, 0x6ff599e3u, 0x9d9e1ae0u, 0xd3d3e1abu, 0x21b862a8u,
-    0x32e8915cu, 0xc083125fu, 0x144976b4u, 0xe622f5b7u, 0xf5720643u, 0x07198540u, 0x590ab964u,
-    0xab613a67u, 0xb831c993u, 0x4a5a4a90u, 0x9e902e7bu, 0x6cfbad78u, 0x7fab5e8cu, 0x8dc0dd8fu,
-    0xe330a81au, 0x115b2b19u, 0x020bd8edu, 0xf0605beeu, 0x24aa3f05u, 0xd6c1bc06u, 0xc5914ff2u,
-    0x37faccf1u, 0x69e9f0d5u, 0x9b8273d6u, 0x88d28022u, 0x7ab90321u, 0xae7367cau, 0x5c18e4c9u,
-    0x4f48173du, 0xbd23943eu, 0xf36e6f75u, 0x0105ec76u, 0x12551f82u, 0xe03e9c81u, 0x34f4f86au,
-    0xc69f7b69u, 0xd5cf889du, 0x27a40b9eu, 0x79b737bau, 0x8bdcb4b9u, 0x988c474du, 0x6ae7c44eu,
-    0xbe2da0a5u, 0x4c4623a6u, 0x5f16d052u, 0xad7d5351u,
-};
-
-static uint32_t crc32c_sw(uint32_t c, const uint8_t *p, size_t n)
-{
-    while (n--)
-        c = crc32c_table[(c ^ *p++) & 0xffu] ^ (c >> 8);
-    return c;
-}
-
-#if defined(__x86_64__)
-/* SSE4.2 has a CRC-32C instruction: ~8 bytes per cycle, which keeps appends cheap. */
-__attribute__((target("sse4.2"))) static uint32_t crc32c_hw(uint32_t c32, const uint8_t *p,
-                                                            size_t n)
-{
-    uint64_t c = c32;
-    while (n >= 8) {
-        uint64_t v;
-        memcpy(&v, p, 8);
-        c = __builtin_ia32_crc32di(c, v);
-        p += 8;
-        n -= 8;
-    }
-    c32 = (uint32_t)c;
-    while (n--)
-        c32 = __builtin_ia32_crc32qi(c32, *p++);
-    return c32;
-}
-#endif
-
-uint32_t spool_crc32c(uint32_t crc, const void *data, size_t len)
-{
-    uint32_t c = ~crc;
-#if defined(__x86_64__)
-    if (__builtin_cpu_supports("sse4.2"))
-        return ~crc32c_hw(c, data, len);
-#endif
-    return ~crc32c_sw(c, data, len);
-}
-
-/* ----------------------------------------------------------------------------------------- */
-/* Record encoding and validation                                                            */
-/* ----------------------------------------------------------------------------------------- */
-
-static void hdr_encode(uint8_t *h, uint32_t len, unsigned sinks, unsigned flags, uint64_t seq,
-                       int64_t wall)
-{
-    put32(h, REC_MAGIC);
-    put32(h + 8, len);
-    h[12] = (uint8_t)sinks;
-    h[13] = (uint8_t)flags;
-    put16(h + 14, 0);
-    put64(h + 16, seq);
-    put64(h + 24, (uint64_t)wall);
-}
-
-static void hdr_decode(const uint8_t *h, struct hdr *o)
-{
-    o->crc = get32(h + 4);
-    o->len = get32(h + 8);
-    o->sinks = h[12];
-    o->flags = h[13];
-    o->seq = get64(h + 16);
-    o->wall = (int64_t)get64(h + 24);
-}
-
-/*
- * Is there a complete, intact record at b[off] with seq > min_seq? Checks magic, reserved
- * bits, bounds, then the CRC (last: it is the expensive part).
- */
-static bool rec_valid_at(const uint8_t *b, size_t len, size_t off, uint64_t min_seq,
-                         struct hdr *out)
-{
-    if (off > len || len - off < HDR)
-        return false;
-    const uint8_t *h = b + off;
-    if (get32(h) != REC_MAGIC || get16(h + 14) != 0 || h[12] == 0)
-        return false;
-    struct hdr d;
-    hdr_decode(h, &d);
-    if (d.len > SPOOL_MAX_RECORD || d.len > len - off - HDR || d.seq == 0 || d.seq <= min_seq)
-        return false;
-    if (spool_crc32c(0, h + 8, HDR - 8 + d.len) != d.crc)
-        return false;
-    if (out)
-        *out = d;
-    return true;
-}
-
-/* Offset of the first valid record at or after `from`, or `len` if there is none. */
-static size_t find_valid(const uint8_t *b, size_t len, size_t from, uint64_t min_seq)
-{
-    while (from < len && len - from >= HDR) {
-        const uint8_t *p = memmem(b + from, len - from, magic_bytes, sizeof magic_bytes);
-        if (!p)
-            return len;
-        size_t q = (size_t)(p - b);
-        if (rec_valid_at(b, len, q, min_seq, NULL))
-            return q;
-        from = q + 1;
-    }
-    return len;
-}
-
-/* ----------------------------------------------------------------------------------------- */
-/* Data structures                                                                           */
-/* ----------------------------------------------------------------------------------------- */
-
-struct seg {
-    uint64_t name;      /* sequence number in the file name (first seq when created) */
-    uint64_t first_seq; /* 0 while empty */
-    uint64_t last_seq;
-    uint64_t bytes; /* valid bytes, including the write buffer for the active segment */
-    uint64_t nrec;
-    uint64_t nalert;
-    bool damaged; /* recovery or a read found damage (count it once) */
-};
-
-/*
- * Ring of bits, one per sequence number from `wseq` on: 1 = done for this sink (acked,
- * not tagged for it, or vanished). Words are popped as the committed cursor passes them.
- */
-struct bitwin {
-    uint64_t *w;
-    size_t cap; /* words, power of two */
-    size_t head;
-    size_t n;
-    uint64_t wseq; /* seq of bit 0 of w[head], multiple of 64 */
-};
-
-/* A positioned reader with a chunk cache over one segment file. */
-struct reader {
-    int fd;
-    uint64_t fd_name;
-    uint8_t *buf;
-    size_t cap;
-    uint64_t bname; /* segment the chunk belongs to (UINT64_MAX = none) */
-    uint64_t boff;
-    size_t blen;
-};
-
-struct cursor {
-    uint64_t base;         /* committed: lowest seq not yet done */
-    uint64_t hi;           /* every seq < hi has been read (classified) at least once */
-    uint64_t pending;      /* records tagged for this sink not yet acked */
-    uint64_t replay_below; /* records re-read below this seq are re-deliveries */
-    struct bitwin bits;
-    size_t seg;   /* read position: index into segs ... */
-    uint64_t off; /* ... and byte offset */
-    struct reader rd;
-    /* where the oldest pending record was last found (spool_stats) */
-    uint64_t age_name, age_off;
-};
-
-struct spool {
-    struct spool_config cfg;
-    int dirfd;
-    int lockfd;
-    struct seg *segs;
-    size_t nsegs, segcap;
-    int afd;          /* active segment (segs[nsegs-1]), O_APPEND; -1 if none */
-    uint64_t flushed; /* active segment bytes already written to the file */
-    bool tail_dirty;  /* a failed write left bytes past `flushed` we could not cut */
-    uint8_t *wbuf;
-    size_t wlen, wcap;
-    uint64_t next_seq;
-    uint64_t open_seq; /* next_seq at open: older records are replays */
-    uint64_t total;    /* bytes in all segments incl. wbuf */
-    uint64_t unsynced; /* bytes written since the last fdatasync */
-    bool need_dirsync;
-    int degraded;
-    double retry_at;
-    double state_at;
-    bool state_dirty;
-    uint64_t state_next_seq; /* next_seq recorded in the last state file written */
-    struct spool_stats st;   /* counters (derived fields are filled in spool_stats) */
-    struct cursor cur[SPOOL_MAX_SINKS];
-    struct reader age_rd;
-    uint8_t *scratch;
-    size_t scratch_cap;
-};
-
-static void seg_name(char *out, size_t outlen, uint64_t name)
-{
-    snprintf(out, outlen, "spool-%016" PRIx64 ".seg", name);
-}
 
 /* ----------------------------------------------------------------------------------------- */
 /* Bit window                                                                                */
@@ -424,7 +125,7 @@ static void cur_force_done(struct cursor *c, uint64_t x)
 /* Small helpers                                                                             */
 /* ----------------------------------------------------------------------------------------- */
 
-static int grow(uint8_t **p, size_t *cap, size_t need)
+int spool_grow(uint8_t **p, size_t *cap, size_t need)
 {
     if (need <= *cap)
         return 0;
@@ -439,7 +140,7 @@ static int grow(uint8_t **p, size_t *cap, size_t need)
     return 0;
 }
 
-static int read_full(int fd, void *buf, size_t len, uint64_t off, size_t *got)
+int spool_read_full(int fd, void *buf, size_t len, uint64_t off, size_t *got)
 {
     size_t done = 0;
     while (done < len) {
@@ -472,7 +173,7 @@ static int degrade(struct spool *sp, int err, const char *op)
     return err;
 }
 
-static bool do_fsync(const struct spool *sp)
+bool spool_do_fsync(const struct spool *sp)
 {
     return sp->cfg.fsync != SPOOL_FSYNC_NONE;
 }
@@ -509,7 +210,7 @@ static const uint8_t *reader_get(struct spool *sp, struct reader *r, const struc
         if (r->fd >= 0)
             close(r->fd);
         char name[SEG_NAME_LEN + 1];
-        seg_name(name, sizeof name, s->name);
+        spool_seg_name(name, sizeof name, s->name);
         r->fd = openat(sp->dirfd, name, O_RDONLY | O_CLOEXEC);
         if (r->fd < 0) {
             *err = -errno;
@@ -524,11 +225,11 @@ static const uint8_t *reader_get(struct spool *sp, struct reader *r, const struc
         *err = -EBADMSG;
         return NULL;
     }
-    if ((*err = grow(&r->buf, &r->cap, want)) < 0)
+    if ((*err = spool_grow(&r->buf, &r->cap, want)) < 0)
         return NULL;
     size_t got = 0;
     r->bname = UINT64_MAX;
-    if ((*err = read_full(r->fd, r->buf, want, off, &got)) < 0)
+    if ((*err = spool_read_full(r->fd, r->buf, want, off, &got)) < 0)
         return NULL;
     r->bname = s->name;
     r->boff = off;
@@ -555,7 +256,7 @@ static int read_rec(struct spool *sp, struct reader *r, size_t si, uint64_t off,
     if (active && off >= sp->flushed) {
         /* Still in the write buffer: written by us, no need to check the CRC. */
         const uint8_t *p = sp->wbuf + (off - sp->flushed);
-        hdr_decode(p, h);
+        spool_hdr_decode(p, h);
         *payload = p + HDR;
         return 0;
     }
@@ -572,7 +273,7 @@ static int read_rec(struct spool *sp, struct reader *r, size_t si, uint64_t off,
     p = reader_get(sp, r, s, off, HDR + len, limit, &err);
     if (!p)
         return err;
-    if (!rec_valid_at(p, HDR + len, 0, 0, h))
+    if (!spool_rec_valid_at(p, HDR + len, 0, 0, h))
         return -EBADMSG;
     *payload = p + HDR;
     return 0;
@@ -588,13 +289,13 @@ static uint64_t resync(struct spool *sp, size_t si, uint64_t off)
     bool active = si == sp->nsegs - 1;
     uint64_t limit = active ? sp->flushed : s->bytes;
     char name[SEG_NAME_LEN + 1];
-    seg_name(name, sizeof name, s->name);
+    spool_seg_name(name, sizeof name, s->name);
     uint64_t next = limit;
     size_t got = 0;
     int fd = openat(sp->dirfd, name, O_RDONLY | O_CLOEXEC);
-    if (fd >= 0 && grow(&sp->scratch, &sp->scratch_cap, (size_t)(limit - off)) == 0 &&
-        read_full(fd, sp->scratch, (size_t)(limit - off), off, &got) == 0)
-        next = off + find_valid(sp->scratch, got, 1, 0);
+    if (fd >= 0 && spool_grow(&sp->scratch, &sp->scratch_cap, (size_t)(limit - off)) == 0 &&
+        spool_read_full(fd, sp->scratch, (size_t)(limit - off), off, &got) == 0)
+        next = off + spool_find_valid(sp->scratch, got, 1, 0);
     if (fd >= 0)
         close(fd);
     if (!s->damaged) {
@@ -654,7 +355,7 @@ static int flush_raw(struct spool *sp)
 /* fdatasync the active segment and fsync the directory if a segment was created. */
 static int datasync(struct spool *sp)
 {
-    if (!do_fsync(sp))
+    if (!spool_do_fsync(sp))
         return 0;
     if (sp->unsynced && sp->afd >= 0) {
         if (fdatasync(sp->afd) < 0)
@@ -672,7 +373,7 @@ static int datasync(struct spool *sp)
     return 0;
 }
 
-static int segs_reserve(struct spool *sp)
+int spool_segs_reserve(struct spool *sp)
 {
     if (sp->nsegs < sp->segcap)
         return 0;
@@ -688,11 +389,11 @@ static int segs_reserve(struct spool *sp)
 /* Create the active segment spool-<next_seq>.seg and push it. Keeps the old fd on failure. */
 static int open_active(struct spool *sp)
 {
-    int r = segs_reserve(sp);
+    int r = spool_segs_reserve(sp);
     if (r < 0)
         return r;
     char name[SEG_NAME_LEN + 1];
-    seg_name(name, sizeof name, sp->next_seq);
+    spool_seg_name(name, sizeof name, sp->next_seq);
     int fd = openat(sp->dirfd, name, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
     if (fd < 0)
         return -errno;
@@ -713,7 +414,7 @@ static int roll(struct spool *sp)
     int r = flush_raw(sp);
     if (r < 0)
         return degrade(sp, r, "write");
-    if (do_fsync(sp) && sp->unsynced) {
+    if (spool_do_fsync(sp) && sp->unsynced) {
         if (fdatasync(sp->afd) < 0)
             return degrade(sp, -errno, "fdatasync");
         sp->st.fsyncs++;
@@ -741,12 +442,12 @@ static int append_internal(struct spool *sp, unsigned sinks, unsigned flags, int
     if (sp->wlen + rec > sp->wcap) {
         if ((r = flush_raw(sp)) < 0)
             return degrade(sp, r, "write");
-        if (rec > sp->wcap && (r = grow(&sp->wbuf, &sp->wcap, rec)) < 0)
+        if (rec > sp->wcap && (r = spool_grow(&sp->wbuf, &sp->wcap, rec)) < 0)
             return r;
     }
     uint8_t *h = sp->wbuf + sp->wlen;
     uint64_t s = sp->next_seq;
-    hdr_encode(h, (uint32_t)len, sinks, flags, s, wall);
+    spool_hdr_encode(h, (uint32_t)len, sinks, flags, s, wall);
     uint8_t *p = h + HDR;
     for (int i = 0; i < iovcnt; i++) {
         if (iov[i].iov_len)
@@ -813,7 +514,7 @@ static void remove_front(struct spool *sp)
 {
     struct seg *s = &sp->segs[0];
     char name[SEG_NAME_LEN + 1];
-    seg_name(name, sizeof name, s->name);
+    spool_seg_name(name, sizeof name, s->name);
     if (unlinkat(sp->dirfd, name, 0) < 0 && errno != ENOENT)
         log_warn("spool_unlink_failed", "segment=%s err=\"%s\"", name, strerror(errno));
     sp->total -= s->bytes;
@@ -845,11 +546,11 @@ static void cleanup(struct spool *sp)
 static size_t load_segment(struct spool *sp, const struct seg *s)
 {
     char name[SEG_NAME_LEN + 1];
-    seg_name(name, sizeof name, s->name);
+    spool_seg_name(name, sizeof name, s->name);
     size_t got = 0;
     int fd = openat(sp->dirfd, name, O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || grow(&sp->scratch, &sp->scratch_cap, (size_t)s->bytes) < 0 ||
-        read_full(fd, sp->scratch, (size_t)s->bytes, 0, &got) < 0)
+    if (fd < 0 || spool_grow(&sp->scratch, &sp->scratch_cap, (size_t)s->bytes) < 0 ||
+        spool_read_full(fd, sp->scratch, (size_t)s->bytes, 0, &got) < 0)
         got = 0;
     if (fd >= 0)
         close(fd);
@@ -860,9 +561,9 @@ static size_t load_segment(struct spool *sp, const struct seg *s)
 static bool scratch_next(struct spool *sp, size_t len, size_t *off, struct hdr *h)
 {
     while (*off < len) {
-        if (rec_valid_at(sp->scratch, len, *off, 0, h))
+        if (spool_rec_valid_at(sp->scratch, len, *off, 0, h))
             return true;
-        *off = find_valid(sp->scratch, len, *off + 1, 0);
+        *off = spool_find_valid(sp->scratch, len, *off + 1, 0);
     }
     return false;
 }
@@ -918,7 +619,7 @@ static int make_room(struct spool *sp, size_t need)
         sp->st.relocated += nreloc;
         sp->state_dirty = true;
         char name[SEG_NAME_LEN + 1];
-        seg_name(name, sizeof name, s.name);
+        spool_seg_name(name, sizeof name, s.name);
         log_warn("spool_full_dropped",
                  "segment=%s records=%" PRIu64 " dropped=%" PRIu64 " alerts_kept=%" PRIu64
                  " bytes=%" PRIu64 " max_bytes=%" PRIu64,
@@ -955,7 +656,7 @@ static int state_write(struct spool *sp)
     ssize_t n = write(fd, b, sizeof b);
     if (n != (ssize_t)sizeof b)
         err = n < 0 ? -errno : -EIO;
-    else if (do_fsync(sp) && fsync(fd) < 0)
+    else if (spool_do_fsync(sp) && fsync(fd) < 0)
         err = -errno;
     close(fd);
     if (err)
@@ -980,158 +681,6 @@ static void state_maybe(struct spool *sp)
 {
     if (sp->state_dirty && util_mono() - sp->state_at >= sp->cfg.state_interval)
         state_write(sp);
-}
-
-static int state_read(struct spool *sp, uint64_t *committed, uint64_t *next)
-{
-    uint8_t b[STATE_SIZE + 1];
-    int fd = openat(sp->dirfd, STATE_NAME, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return errno == ENOENT ? SPOOL_STATE_MISSING : SPOOL_STATE_CORRUPT;
-    size_t got = 0;
-    int r = read_full(fd, b, sizeof b, 0, &got);
-    close(fd);
-    if (r < 0 || got != STATE_SIZE || get32(b) != STATE_MAGIC || get32(b + 4) != STATE_VERSION ||
-        get32(b + 88) != spool_crc32c(0, b, 88))
-        return SPOOL_STATE_CORRUPT;
-    unsigned n = get32(b + 8);
-    if (n > SPOOL_MAX_SINKS)
-        return SPOOL_STATE_CORRUPT;
-    *next = get64(b + 16);
-    for (unsigned k = 0; k < n && k < sp->cfg.nsinks; k++)
-        committed[k] = get64(b + 24 + 8 * k);
-    return SPOOL_STATE_OK;
-}
-
-/* ----------------------------------------------------------------------------------------- */
-/* Recovery                                                                                  */
-/* ----------------------------------------------------------------------------------------- */
-
-static int seg_cmp(const void *a, const void *b)
-{
-    uint64_t x = ((const struct seg *)a)->name, y = ((const struct seg *)b)->name;
-    return x < y ? -1 : x > y;
-}
-
-static int list_segments(struct spool *sp)
-{
-    int fd = dup(sp->dirfd);
-    if (fd < 0)
-        return -errno;
-    DIR *d = fdopendir(fd);
-    if (!d) {
-        close(fd);
-        return -errno;
-    }
-    int r = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        const char *n = e->d_name;
-        if (strlen(n) != SEG_NAME_LEN || strncmp(n, "spool-", 6) != 0 ||
-            strcmp(n + 22, ".seg") != 0)
-            continue;
-        char hex[17];
-        memcpy(hex, n + 6, 16);
-        hex[16] = '\0';
-        char *end;
-        uint64_t v = strtoull(hex, &end, 16);
-        if (*end != '\0' || hex[0] == '-' || hex[0] == '+')
-            continue;
-        if ((r = segs_reserve(sp)) < 0)
-            break;
-        sp->segs[sp->nsegs++] = (struct seg){.name = v};
-    }
-    closedir(d);
-    if (sp->nsegs)
-        qsort(sp->segs, sp->nsegs, sizeof *sp->segs, seg_cmp);
-    return r;
-}
-
-/*
- * Scan one segment: keep intact records with increasing sequence numbers, skip damaged
- * regions by resynchronising on the next valid record, cut an invalid tail.
- * Returns 0, 1 (unreadable: leave the file alone and ignore it) or -ENOMEM.
- */
-static int recover_seg(struct spool *sp, struct seg *s, const uint64_t *committed, uint64_t *last,
-                       struct spool_report *rep)
-{
-    char name[SEG_NAME_LEN + 1];
-    seg_name(name, sizeof name, s->name);
-    int fd = openat(sp->dirfd, name, O_RDONLY | O_CLOEXEC);
-    struct stat stb;
-    if (fd < 0 || fstat(fd, &stb) < 0) {
-        log_error("spool_segment_unreadable", "segment=%s err=\"%s\"", name, strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        return 1;
-    }
-    size_t size = (size_t)stb.st_size, got = 0;
-    if (grow(&sp->scratch, &sp->scratch_cap, size + 1) < 0) {
-        close(fd);
-        return -ENOMEM;
-    }
-    int r = read_full(fd, sp->scratch, size, 0, &got);
-    close(fd);
-    if (r < 0) {
-        log_error("spool_segment_unreadable", "segment=%s err=\"%s\"", name, strerror(-r));
-        return 1;
-    }
-    size = got;
-    uint64_t disc_recs = 0, disc_bytes = 0, cut = 0;
-    size_t off = 0;
-    struct hdr h;
-    while (off < size) {
-        if (rec_valid_at(sp->scratch, size, off, *last, &h)) {
-            if (!s->first_seq)
-                s->first_seq = h.seq;
-            s->last_seq = h.seq;
-            s->nrec++;
-            if (h.flags & SPOOL_F_ALERT)
-                s->nalert++;
-            bool any = false;
-            for (unsigned k = 0; k < sp->cfg.nsinks; k++)
-                if ((h.sinks & (1u << k)) && h.seq >= committed[k]) {
-                    sp->cur[k].pending++;
-                    any = true;
-                }
-            rep->records_kept++;
-            rep->records_pending += any;
-            *last = h.seq;
-            off += HDR + h.len;
-            continue;
-        }
-        size_t q = find_valid(sp->scratch, size, off + 1, *last);
-        disc_recs++;
-        disc_bytes += q - off;
-        if (q == size) {
-            cut = size - off;
-            size = off;
-            break;
-        }
-        off = q;
-    }
-    if (cut) {
-        int wfd = openat(sp->dirfd, name, O_WRONLY | O_CLOEXEC);
-        if (wfd < 0 || ftruncate(wfd, (off_t)size) < 0)
-            log_warn("spool_truncate_failed", "segment=%s err=\"%s\"", name, strerror(errno));
-        else if (do_fsync(sp))
-            fsync(wfd);
-        if (wfd >= 0)
-            close(wfd);
-    }
-    s->bytes = size;
-    if (disc_recs) {
-        s->damaged = true;
-        rep->segments_damaged++;
-        rep->records_discarded += disc_recs;
-        rep->bytes_discarded += disc_bytes;
-        rep->bytes_truncated += cut;
-        log_warn("spool_segment_damaged",
-                 "segment=%s kept=%" PRIu64 " discarded_records=%" PRIu64
-                 " discarded_bytes=%" PRIu64 " truncated_bytes=%" PRIu64,
-                 name, s->nrec, disc_recs, disc_bytes, cut);
-    }
-    return 0;
 }
 
 /* ----------------------------------------------------------------------------------------- */
@@ -1174,11 +723,11 @@ static int cfg_fill(struct spool_config *o, const struct spool_config *in)
     if (o->nsinks > SPOOL_MAX_SINKS)
         return -EINVAL;
     if (!o->max_bytes)
-        o->max_bytes = 256ull << 20;
+        o->max_bytes = SPOOL_DEFAULT_MAX_BYTES;
     if (o->max_bytes < 64 * 1024)
         return -EINVAL;
     if (!o->segment_bytes)
-        o->segment_bytes = 8ull << 20;
+        o->segment_bytes = SPOOL_DEFAULT_SEGMENT_BYTES;
     if (o->segment_bytes > o->max_bytes / 4)
         o->segment_bytes = o->max_bytes / 4;
     if (o->segment_bytes < 4096)
@@ -1190,7 +739,7 @@ static int cfg_fill(struct spool_config *o, const struct spool_config *in)
     if (o->fsync < SPOOL_FSYNC_INTERVAL || o->fsync > SPOOL_FSYNC_NONE)
         return -EINVAL;
     if (!(o->sync_interval > 0))
-        o->sync_interval = 0.1;
+        o->sync_interval = SPOOL_DEFAULT_SYNC_INTERVAL;
     if (!(o->state_interval > 0))
         o->state_interval = 1.0;
     if (!(o->retry_interval > 0))
@@ -1260,58 +809,9 @@ int spool_open(struct spool **out, const char *dir, const struct spool_config *c
     }
     unlinkat(sp->dirfd, STATE_TMP, 0);
 
-    uint64_t committed[SPOOL_MAX_SINKS] = {0}, state_next = 0;
-    rep.state = state_read(sp, committed, &state_next);
-    if (rep.state != SPOOL_STATE_OK) {
-        memset(committed, 0, sizeof committed); /* at-least-once: replay from the oldest */
-        state_next = 0;
-    }
-    if ((r = list_segments(sp)) < 0)
+    if ((r = spool_recover(sp, &rep)) < 0)
         goto fail;
-    rep.segments = (unsigned)sp->nsegs;
-
-    uint64_t last = 0, hint = 0;
-    for (size_t i = 0; i < sp->nsegs;) {
-        r = recover_seg(sp, &sp->segs[i], committed, &last, &rep);
-        if (r < 0)
-            goto fail;
-        if (r == 0 && sp->segs[i].nrec > 0) {
-            sp->total += sp->segs[i].bytes;
-            i++;
-            continue;
-        }
-        /* Empty (or unreadable: left in place) -> not part of the spool. An empty file's name
-         * still tells which sequence numbers were handed out. */
-        if (sp->segs[i].name > hint)
-            hint = sp->segs[i].name;
-        if (r == 0) {
-            char name[SEG_NAME_LEN + 1];
-            seg_name(name, sizeof name, sp->segs[i].name);
-            unlinkat(sp->dirfd, name, 0);
-        }
-        memmove(sp->segs + i, sp->segs + i + 1, (sp->nsegs - i - 1) * sizeof *sp->segs);
-        sp->nsegs--;
-    }
-    r = 0;
-
-    /* Never reuse a sequence number a sink may have acknowledged or a state file mentions. */
-    uint64_t next = last + 1;
-    if (state_next > next)
-        next = state_next;
-    if (hint > next)
-        next = hint;
-    for (unsigned k = 0; k < sp->cfg.nsinks; k++)
-        if (committed[k] > next)
-            next = committed[k];
-    sp->next_seq = sp->open_seq = next;
-    sp->st.written_seq = sp->st.synced_seq = next - 1;
-    for (unsigned k = 0; k < sp->cfg.nsinks; k++) {
-        struct cursor *c = &sp->cur[k];
-        c->base = c->hi = committed[k] ? committed[k] : 1;
-    }
-    rep.next_seq = next;
-    sp->st.drops_corrupt = rep.records_discarded;
-    sp->state_at = util_mono();
+    uint64_t next = rep.next_seq;
 
     int e = open_active(sp);
     if (e == -ENOMEM) {
@@ -1322,11 +822,11 @@ int spool_open(struct spool **out, const char *dir, const struct spool_config *c
         /* Cannot even create a file (full, read-only, EIO): run degraded, retry later. The
          * recovered segments are still readable. An empty placeholder entry stands in for
          * the active segment (segs[nsegs-1]) so the recovered ones are read from disk. */
-        if ((r = segs_reserve(sp)) < 0)
+        if ((r = spool_segs_reserve(sp)) < 0)
             goto fail;
         sp->segs[sp->nsegs++] = (struct seg){.name = next};
         degrade(sp, e, "create_segment");
-    } else if (do_fsync(sp) && datasync(sp) < 0) {
+    } else if (spool_do_fsync(sp) && datasync(sp) < 0) {
         log_warn("spool_fsync_failed", "err=\"%s\"", strerror(-sp->degraded));
     }
     sp->state_dirty = true;
@@ -1663,70 +1163,4 @@ void spool_stats(struct spool *sp, struct spool_stats *st)
         st->committed[k] = sp->cur[k].base;
         st->oldest_age[k] = oldest_age(sp, k, now);
     }
-}
-
-/* ----------------------------------------------------------------------------------------- */
-/* MQTT payload helpers                                                                      */
-/* ----------------------------------------------------------------------------------------- */
-
-#define MQTT_FIXED 20u
-
-static int mqtt_hdr(uint8_t *h, const struct spool_mqtt_msg *m)
-{
-    if (!m->topic || m->topic_len > 0xffff || m->payload_len > UINT32_MAX || m->qos < 0 ||
-        m->qos > 2 || (m->payload_len && !m->payload))
-        return -EINVAL;
-    h[0] = 'M';
-    h[1] = (uint8_t)m->qos;
-    h[2] = m->retain ? 1 : 0;
-    h[3] = 0;
-    put16(h + 4, (uint16_t)m->topic_len);
-    put16(h + 6, 0);
-    put32(h + 8, (uint32_t)m->payload_len);
-    put64(h + 12, (uint64_t)m->rx_ns);
-    return 0;
-}
-
-int spool_encode_mqtt(struct buf *out, const struct spool_mqtt_msg *m)
-{
-    uint8_t h[MQTT_FIXED];
-    int r = mqtt_hdr(h, m);
-    if (r < 0)
-        return r;
-    if ((r = buf_reserve(out, MQTT_FIXED + m->topic_len + m->payload_len)) < 0)
-        return r;
-    buf_append(out, h, sizeof h);
-    buf_append(out, m->topic, m->topic_len);
-    return m->payload_len ? buf_append(out, m->payload, m->payload_len) : 0;
-}
-
-int spool_decode_mqtt(const void *data, size_t len, struct spool_mqtt_msg *m)
-{
-    const uint8_t *p = data;
-    if (!p || len < MQTT_FIXED || p[0] != 'M' || p[1] > 2 || p[2] > 1)
-        return -EBADMSG;
-    size_t tl = get16(p + 4), pl = get32(p + 8);
-    if (MQTT_FIXED + tl + pl != len)
-        return -EBADMSG;
-    m->qos = p[1];
-    m->retain = p[2] != 0;
-    m->topic_len = tl;
-    m->topic = (const char *)p + MQTT_FIXED;
-    m->payload_len = pl;
-    m->payload = p + MQTT_FIXED + tl;
-    m->rx_ns = (int64_t)get64(p + 12);
-    return 0;
-}
-
-int spool_append_mqtt(struct spool *sp, unsigned sinks, unsigned flags,
-                      const struct spool_mqtt_msg *m, uint64_t *seq)
-{
-    uint8_t h[MQTT_FIXED];
-    int r = mqtt_hdr(h, m);
-    if (r < 0)
-        return r;
-    struct iovec iov[3] = {{h, sizeof h},
-                           {(void *)(uintptr_t)m->topic, m->topic_len},
-                           {(void *)(uintptr_t)m->payload, m->payload_len}};
-    return spool_appendv(sp, sinks, flags, iov, 3, seq);
 }

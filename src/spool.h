@@ -1,7 +1,8 @@
 /*
- * spool.h — the durable on-disk store-and-forward spool (issue 3).
+ * spool.h — the durable on-disk store-and-forward spool.
  *
- * Every record the rules produce (an MQTT message, an InfluxDB line) is appended here once,
+ * Every record the rules produce is appended here once as opaque bytes (the sinks define the
+ * encoding: mqttrec.h for an MQTT message, a line of line protocol for InfluxDB),
  * tagged with the sinks that need it (a bitmask, up to SPOOL_MAX_SINKS). Each sink reads the
  * records in append order through its own cursor (spool_next) and acknowledges them when the
  * downstream server did (MQTT PUBACK/PUBCOMP, InfluxDB 2xx) with spool_ack, in any order. A
@@ -23,23 +24,19 @@
  * How the daemon is meant to drive it (single-threaded, from the libev loop):
  *
  *   spool_open(&sp, dir, &cfg, &report);          once; log/report the recovery counts
- *   per rule output:   spool_append(sp, SINK_BIT, flags, data, len, &seq)   (or
- *                      spool_append_mqtt); on error (< 0) deliver directly, token 0,
- *                      and raise the "spool degraded" status (spool_degraded() != 0)
- *   after each input batch:  spool_sync(sp) under the `always` policy (nothing to do
- *                      otherwise; spool_flush(sp) if you want a process-crash window of 0)
- *   ev_timer every cfg.sync_interval: spool_tick(sp)   (write, fsync, delete, retry, state)
- *   per sink, when it can take more:
- *        while (room && spool_next(sp, sink, &rec) == 0)
- *            publish(rec.data, rec.len, token = rec.seq)   [no retain if rec.flags & REPLAY]
- *   sink ack callback(token):  spool_ack(sp, sink, token)   (token 0 = not spooled: ignore)
- *   sink lost its in-flight messages (clean session reconnect): spool_rewind(sp, sink)
- *   shutdown: spool_close(sp)
+ *   per rule output:   spool_append(sp, SINK_BIT, flags, data, len, &seq);  on error (< 0) deliver
+ * directly, token 0, and raise the "spool degraded" status (spool_degraded() != 0) after each input
+ * batch:  spool_sync(sp) under the `always` policy (nothing to do otherwise; spool_flush(sp) if you
+ * want a process-crash window of 0) ev_timer every cfg.sync_interval: spool_tick(sp)   (write,
+ * fsync, delete, retry, state) per sink, when it can take more: while (room && spool_next(sp, sink,
+ * &rec) == 0) publish(rec.data, rec.len, token = rec.seq)   [no retain if rec.flags & REPLAY] sink
+ * ack callback(token):  spool_ack(sp, sink, token)   (token 0 = not spooled: ignore) sink lost its
+ * in-flight messages (clean session reconnect): spool_rewind(sp, sink) shutdown: spool_close(sp)
  *
  * Ownership: spool_open() returns an object owned by the caller, released by spool_close().
- * Appended data is copied. Pointers returned by spool_next()/spool_decode_mqtt() point into
+ * Appended data is copied. Pointers returned by spool_next() point into
  * spool-owned buffers and stay valid until the next spool_next() for the same sink or the next
- * spool_append*, spool_flush, spool_sync, spool_tick, spool_retry, spool_rewind or
+ * spool_append, spool_appendv, spool_flush, spool_sync, spool_tick, spool_retry, spool_rewind or
  * spool_close call, whichever comes first: copy what you keep.
  *
  * Not thread-safe: one thread (the event loop) uses a spool.
@@ -75,6 +72,12 @@ uint32_t spool_crc32c(uint32_t crc, const void *data, size_t len);
 /* Parse "always" | "interval" | "none". Returns the enum value or -EINVAL. */
 int spool_fsync_parse(const char *s);
 const char *spool_fsync_name(int policy);
+
+/* Defaults of a zero field, stated once: the spool applies them and the config table
+ * (config.c) shows them as the options' defaults. Plain literals (stringified there). */
+#define SPOOL_DEFAULT_MAX_BYTES     268435456 /* 256 MiB */
+#define SPOOL_DEFAULT_SEGMENT_BYTES 8388608   /* 8 MiB */
+#define SPOOL_DEFAULT_SYNC_INTERVAL 0.1
 
 struct spool_config {
     unsigned nsinks;        /* number of sink cursors, 1..SPOOL_MAX_SINKS (0 -> 2) */
@@ -267,34 +270,5 @@ int spool_degraded(const struct spool *sp);
 
 /* Fill *st. Computing oldest_age may read a little from disk (a few records per sink). */
 void spool_stats(struct spool *sp, struct spool_stats *st);
-
-/* ----------------------------------------------------------------------------------------- */
-/* Typed payload helpers for MQTT messages                                                   */
-/* ----------------------------------------------------------------------------------------- */
-
-/*
- * A spooled MQTT message. Encoded as (little endian):
- *   u8 kind = 'M', u8 qos, u8 flags (bit0 retain), u8 0, u16 topic_len, u16 0,
- *   u32 payload_len, i64 rx_ns, topic bytes, payload bytes.
- */
-struct spool_mqtt_msg {
-    const char *topic; /* not NUL-terminated after decode: use topic_len */
-    size_t topic_len;
-    const void *payload;
-    size_t payload_len;
-    int qos;
-    bool retain;
-    int64_t rx_ns; /* when the packet was received (wall clock) */
-};
-
-/* Append the encoded message to `out`. Returns 0, -EINVAL (topic > 65535), -ENOMEM. */
-int spool_encode_mqtt(struct buf *out, const struct spool_mqtt_msg *m);
-
-/* Decode in place: pointers in *m point into data. Returns 0 or -EBADMSG. */
-int spool_decode_mqtt(const void *data, size_t len, struct spool_mqtt_msg *m);
-
-/* spool_append of the encoded message without building it in a buffer first. */
-int spool_append_mqtt(struct spool *sp, unsigned sinks, unsigned flags,
-                      const struct spool_mqtt_msg *m, uint64_t *seq);
 
 #endif

@@ -1,7 +1,7 @@
 /*
  * bench_pipeline.c — packets/s through extraction + JSON decode + default rule + line-protocol
  * encoding with the sinks disabled, against a bare cJSON_Parse loop over the same packets,
- * measured in the same run (issue target: >= 200k packets/s on one core and >= 0.4x cJSON).
+ * measured in the same run (target: >= 200k packets/s on one core and >= 0.4x cJSON).
  *
  * usage: bench_pipeline RULE SAMPLE_LOG [SECONDS]
  *

@@ -3,12 +3,12 @@
 What is measured, and why this way: the spool only does work for records that a configured
 sink will send, so a run with --mqtt none --influx none would measure nothing. Both sinks are
 therefore pointed at the real servers of tests/servers.sh (mosquitto, VictoriaMetrics), and
-the daemon reads a generated capture file (-s file:, N packets of the brief's telemetry, each
+the daemon reads a generated capture file (-s file:, N packets of the receiver's telemetry, each
 giving 9 QoS 1 publishes and 9 points). A finite run exits only after every publish got its
 PUBACK and every point its HTTP 2xx (and, with the spool, after the spool is empty), so
 packets / wall time is end-to-end delivered throughput, spool append + read + ack included.
 Runs alternate off/on (ROUNDS each) so machine noise hits both; the best of each is reported.
-Target (issue 3): on/off >= 0.8.
+Target: on/off >= 0.8.
 
     python3 bench_spool_gateway.py [PACKETS] [ROUNDS]     (IIOTGW_BIN, IIOTGW_TEST_* set)
 """

@@ -69,7 +69,7 @@ def unique(tag):
 
 
 # ------------------------------------------------------------------------------------------
-# What the brief says the default rule must produce for one packet
+# What the default rule must produce for one packet (docs/rules.md)
 # ------------------------------------------------------------------------------------------
 
 def parse_raw(line):
@@ -84,7 +84,7 @@ def lp_float(tok):
 
 
 def expected_outputs(obj, prefix="iiot"):
-    """(publishes, points) the brief's default rule gives for one parsed packet.
+    """(publishes, points) the default rule gives for one parsed packet.
 
     publishes: list of (topic, payload, qos, retain); points: list of line-protocol strings
     without timestamp.

@@ -1,5 +1,5 @@
 """Dry run over the real-shaped sample session: exactly the expected packets come out, in
-order, and each one gives exactly the brief's publishes and points; the two cut-off lines
+order, and each one gives exactly the default rule's publishes and points; the two cut-off lines
 are dead-lettered with their source and line number."""
 import re
 import sys

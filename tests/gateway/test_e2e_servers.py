@@ -1,5 +1,5 @@
 """The sample session through the real daemon into a real mosquitto, a real VictoriaMetrics
-(v2 write API) and a real InfluxDB 1.6 (v1 write API); everything the brief promises arrives,
+(v2 write API) and a real InfluxDB 1.6 (v1 write API); everything the docs promise arrives,
 and the gateway exits 0 only after every publish and point was acknowledged."""
 import os
 import subprocess

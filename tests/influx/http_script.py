@@ -24,7 +24,7 @@ Scenarios (what POST answers):
     hang      first request: read it, then never answer; then 204
     reset     first request: read it, then reset the connection (RST, no answer); then 204
 
-Only the stdlib of /usr/bin/python3. Owned by the "influx" engineer.
+Only the stdlib of /usr/bin/python3.
 """
 import base64
 import email.utils

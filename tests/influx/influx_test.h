@@ -3,8 +3,7 @@
  * libev loop until a condition holds, blocking HTTP requests for setup and read-back,
  * spawning helper processes (the scripted HTTP server, a late victoria-metrics).
  *
- * Everything is static inline: each test executable includes this once. Owned by the "influx"
- * engineer, like src/influx.c.
+ * Everything is static inline: each test executable includes this once.
  */
 #ifndef IIOTGW_TESTS_INFLUX_TEST_H
 #define IIOTGW_TESTS_INFLUX_TEST_H

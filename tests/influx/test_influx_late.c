@@ -7,7 +7,6 @@
  * one and the newest survive. Then the test starts its own victoria-metrics on that port;
  * both sinks deliver after their retries, and the read-back shows exactly the lines that
  * were not dropped. Exits 77 when victoria-metrics is not installed.
- * Owned by the "influx" engineer.
  */
 #include <setjmp.h>
 #include <stdarg.h>

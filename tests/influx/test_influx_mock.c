@@ -7,7 +7,6 @@
  *
  * The whole run captures stderr (the sink's log) into a temp file; the last test checks that
  * the v2 token never appears there, even though the 401 scenario echoes it back in its body.
- * Owned by the "influx" engineer.
  */
 #include <setjmp.h>
 #include <stdarg.h>

@@ -1,7 +1,7 @@
 /*
  * test_influx_unit.c — the InfluxDB sink's contract without a network: config validation,
  * line validation, batching by count and the pending counters, and freeing a sink that
- * still holds lines (ASan checks nothing leaks). Owned by the "influx" engineer.
+ * still holds lines (ASan checks nothing leaks).
  */
 #include <setjmp.h>
 #include <stdarg.h>

@@ -4,7 +4,6 @@
  * which a wrong value would make the server refuse), read back with InfluxQL (epoch=ns)
  * and compare exact values: string fields with quotes and backslashes, ints, bools,
  * floats, tags with escaped spaces and ns timestamps. Exits 77 when the variable is unset.
- * Owned by the "influx" engineer.
  */
 #include <setjmp.h>
 #include <stdarg.h>

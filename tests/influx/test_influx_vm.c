@@ -6,7 +6,6 @@
  *
  * VictoriaMetrics stores `measurement,tags field=v` as series `measurement_field` with the
  * tags as labels and keeps millisecond timestamps, so the read-back compares ns/1e6.
- * Owned by the "influx" engineer.
  */
 #include <setjmp.h>
 #include <stdarg.h>

@@ -16,8 +16,6 @@
  * Shared-broker scenarios use IIOTGW_TEST_MQTT_PORT (exit 77 when unset); the others start a
  * private `mosquitto -c conf` on a free port (exit 77 when mosquitto/openssl are missing).
  * The subscriber is a plain libmosquitto client on its own thread. Every wait is bounded.
- *
- * Ownership: mqtt sink tests.
  */
 #include <errno.h>
 #include <fcntl.h>

@@ -1,8 +1,6 @@
 /*
  * test_mqtt_url.c — unit tests for mqtt_parse_url(): schemes, default ports, user:pass@,
  * percent-escapes, IPv6 literals and the inputs it must reject with a message.
- *
- * Ownership: mqtt sink tests.
  */
 #include <errno.h>
 #include <setjmp.h>

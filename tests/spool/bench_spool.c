@@ -10,8 +10,6 @@
  * batch: append everything, then read + ack (the backlog/replay case: reads come from disk).
  * live:  after each packet's 18 appends both sinks read and ack what is new (the steady state
  *        of the daemon: reads come from the write buffer).
- *
- * Ownership: the spool module (issue 3).
  */
 #include <errno.h>
 #include <ftw.h>

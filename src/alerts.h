@@ -1,0 +1,35 @@
+/*
+ * alerts.h — which alerts are firing, as far as the rules' own messages say.
+ *
+ * Alert logic lives entirely in the rules: a retained message under <prefix>/alerts/ whose
+ * payload carries "state":"firing" marks its topic active; any other retained payload there
+ * clears it. The gateway only counts (stats field alerts_active) and spools messages under
+ * the prefix as alerts (never dropped by the spool's byte bound).
+ *
+ * Ownership: struct alerts is embedded by its user; alerts_free() releases the topic copies.
+ */
+#ifndef IIOTGW_ALERTS_H
+#define IIOTGW_ALERTS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct alerts {
+    char prefix[256]; /* "<prefix>/alerts/" */
+    size_t prefix_len;
+    char **active; /* topics whose last retained payload said "firing" */
+    size_t nactive;
+};
+
+/* Start empty, with topic prefix "<prefix>/alerts/". */
+void alerts_init(struct alerts *a, const char *prefix);
+
+/* `topic` lies under the alerts prefix. */
+bool alerts_match(const struct alerts *a, const char *topic);
+
+/* Note one publish (call it for retained ones). Out of memory only loses the count. */
+void alerts_track(struct alerts *a, const char *topic, const char *payload, size_t len);
+
+void alerts_free(struct alerts *a);
+
+#endif
