@@ -125,13 +125,18 @@ struct capsim_args {
 
 static int capsim_parse(struct capsim_args *a, int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"seed", required_argument, NULL, 's'},      {"duration", required_argument, NULL, 'T'},
-        {"loss", required_argument, NULL, 'l'},      {"corrupt", required_argument, NULL, 'c'},
-        {"ack-loss", required_argument, NULL, 'a'},  {"distance", required_argument, NULL, 'd'},
-        {"swing", required_argument, NULL, 'w'},     {"start-hour", required_argument, NULL, 'H'},
-        {"sht-error", required_argument, NULL, 'E'}, {"node1-delay-ms", required_argument, NULL, 'D'},
-        {"help", no_argument, NULL, 'h'},            {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {{"seed", required_argument, NULL, 's'},
+                                         {"duration", required_argument, NULL, 'T'},
+                                         {"loss", required_argument, NULL, 'l'},
+                                         {"corrupt", required_argument, NULL, 'c'},
+                                         {"ack-loss", required_argument, NULL, 'a'},
+                                         {"distance", required_argument, NULL, 'd'},
+                                         {"swing", required_argument, NULL, 'w'},
+                                         {"start-hour", required_argument, NULL, 'H'},
+                                         {"sht-error", required_argument, NULL, 'E'},
+                                         {"node1-delay-ms", required_argument, NULL, 'D'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
     int c;
 
     *a = (struct capsim_args){.seed = 1, .duration = 2100, .distance = 60, .start_hour = 12};
