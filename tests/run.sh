@@ -25,12 +25,14 @@ trap cleanup EXIT
 
 # Temporary files and directories the tests (and the programs they run) create; see the
 # leftover check at the end.
-tmp_prefixes='iiotgw-* iiotgw_* rules-test-* rules-mod-* spooltest-* spoolbench-* influx_late_vm_* influx_mock_log_* e2e_sim.* tmp.*'
+# (quoted: the patterns are expanded in /tmp and /dev/shm, never in the current directory)
+tmp_prefixes=('iiotgw-*' 'iiotgw_*' 'rules-test-*' 'rules-mod-*' 'spooltest-*' 'spoolbench-*'
+    'influx_late_vm_*' 'influx_mock_log_*' 'e2e_sim.*' 'tmp.*')
 tmp_snapshot() {
     (
         shopt -s nullglob
         for d in /tmp /dev/shm; do
-            for p in $tmp_prefixes; do
+            for p in "${tmp_prefixes[@]}"; do
                 for f in "$d"/$p; do echo "$f"; done
             done
         done
