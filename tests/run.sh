@@ -6,6 +6,10 @@
 #
 # Servers (mosquitto, victoria-metrics, influxdb 1.6) are started on free loopback ports by
 # tests/servers.sh and always stopped on exit. Build trees: build/ and build-asan/.
+# Everything the suites need is in the repository (the sample capture is tests/data/). Tests
+# leave nothing behind: /tmp and /dev/shm entries with the project's temporary-file prefixes
+# that appear during the run and are still there at the end fail the run (one more "failed").
+# The last line on stdout is always "N passed, M failed"; the exit status is 0 only if M = 0.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -18,7 +22,31 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
-eval "$(bash tests/servers.sh start "$work/servers")"
+
+# Temporary files and directories the tests (and the programs they run) create; see the
+# leftover check at the end.
+# (quoted: the patterns are expanded in /tmp and /dev/shm, never in the current directory)
+tmp_prefixes=('iiotgw-*' 'iiotgw_*' 'rules-test-*' 'rules-mod-*' 'spooltest-*' 'spoolbench-*'
+    'influx_late_vm_*' 'influx_mock_log_*' 'e2e_sim.*' 'tmp.*')
+tmp_snapshot() {
+    (
+        shopt -s nullglob
+        for d in /tmp /dev/shm; do
+            for p in "${tmp_prefixes[@]}"; do
+                for f in "$d"/$p; do echo "$f"; done
+            done
+        done
+    ) | sort -u
+}
+tmp_snapshot >"$work/tmp-before.txt"
+
+if ! env_out=$(bash tests/servers.sh start "$work/servers"); then
+    echo "=== cannot start the test servers (mosquitto, victoria-metrics, influxdb)"
+    echo
+    echo "0 passed, 1 failed"
+    exit 1
+fi
+eval "$env_out"
 
 jobs=${IIOTGW_TEST_JOBS:-2}
 total_pass=0
@@ -64,6 +92,17 @@ if [ -x firmware/build-arm.sh ]; then
     else
         total_fail=$((total_fail + 1)); status=1
     fi
+fi
+
+echo "=== leftovers: temporary files the tests did not remove"
+tmp_snapshot >"$work/tmp-after.txt"
+left=$(comm -13 "$work/tmp-before.txt" "$work/tmp-after.txt")
+if [ -z "$left" ]; then
+    echo "none"
+    total_pass=$((total_pass + 1))
+else
+    echo "$left" | sed 's/^/left behind: /'
+    total_fail=$((total_fail + 1)); status=1
 fi
 
 echo

@@ -7,9 +7,10 @@ set -euo pipefail
 
 # Build dependencies (keep in sync with README.md "deps:build" and docker/Dockerfile).
 build_pkgs="build-essential cmake pkg-config liblua5.4-dev libmosquitto-dev libcurl4-openssl-dev libcjson-dev libev-dev zlib1g-dev libcmocka-dev"
-# Test and demo: real servers, clients, unit-test framework, firmware cross compiler, clang and
-# its libFuzzer runtime (tests/fuzz).
-test_pkgs="lua5.4 mosquitto mosquitto-clients victoria-metrics influxdb influxdb-client curl python3 python3-yaml docker-compose gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm openssl clang libclang-rt-14-dev"
+# Test and demo: real servers, clients, unit-test framework, firmware cross compiler and its
+# emulator, clang and its libFuzzer runtime (tests/fuzz), packaging tools (tests/package),
+# clang-format (tests/style).
+test_pkgs="lua5.4 mosquitto mosquitto-clients victoria-metrics influxdb influxdb-client curl python3 python3-yaml git docker-compose gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm openssl clang libclang-rt-14-dev clang-format dpkg-dev lintian systemd groff-base man-db"
 
 want=${1:-all}
 case "$want" in
@@ -29,14 +30,27 @@ if [ -n "$missing" ]; then
         exit 1
     fi
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
+    log=$(mktemp /tmp/iiotgw-setup.XXXXXX)
     # The Debian packages of the servers try to start them as services; no init system here,
-    # and the tests start their own instances on free ports anyway.
+    # and the tests start their own instances on free ports anyway. A policy-rc.d that already
+    # exists is the machine's own and stays as it is; one made here is removed on every exit
+    # path, a failed install included.
     own_policy=0
+    cleanup_setup() {
+        rm -f "$log"
+        if [ "$own_policy" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
+    }
+    trap cleanup_setup EXIT
+    apt_step() {
+        "$@" >"$log" 2>&1 && return 0
+        echo "setup: FAILED: $*" >&2
+        tail -n 30 "$log" >&2
+        exit 1
+    }
+    apt_step apt-get update -qq
     if [ ! -e /usr/sbin/policy-rc.d ]; then
         printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
         own_policy=1
     fi
-    apt-get install -y -qq --no-install-recommends $missing >/dev/null
-    if [ "$own_policy" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
+    apt_step apt-get install -y -qq --no-install-recommends $missing
 fi

@@ -7,8 +7,9 @@
 # usage: sim_pair.sh NODE1_SIM NODE2_SIM
 set -euo pipefail
 N1=$1 N2=$2
-DIR=$(mktemp -d)
-trap 'kill $N2PID 2>/dev/null || true; rm -rf "$DIR"' EXIT
+DIR=$(mktemp -d -t iiotgw-simpair.XXXXXX)
+N2PID=
+trap 'if [ -n "$N2PID" ]; then kill "$N2PID" 2>/dev/null || true; fi; rm -rf "$DIR"' EXIT
 
 # Two free UDP ports (bind to port 0 and read back what the kernel chose).
 read -r P1 P2 < <(/usr/bin/python3 -c '

@@ -26,7 +26,7 @@ eval "$(bash tests/servers.sh start "$work/servers")"
 export IIOTGW_BIN="$root/build-bench/iiotgw" BENCH_DIR="$root/build-bench/tests/bench"
 
 echo "== 1. throughput (one core)"
-taskset -c 0 "$BENCH_DIR/bench_pipeline" rules/default.lua ../shared/data/probe-rs-session.log "$secs"
+taskset -c 0 "$BENCH_DIR/bench_pipeline" rules/default.lua tests/data/probe-rs-session.log "$secs"
 echo
 echo "== 2. idle memory"
 /usr/bin/python3 tests/bench/bench_memory.py

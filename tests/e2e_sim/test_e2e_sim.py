@@ -16,6 +16,7 @@ Two runs:
 Exits 77 when the server variables are unset (ctest SKIP_RETURN_CODE).
 Owner: firmware engineer. Python stdlib only (Debian /usr/bin/python3).
 """
+import atexit
 import json
 import os
 import shutil
@@ -81,7 +82,8 @@ def run(name, n_frames, n1_args, n2_args):
     stats, MQTT messages [(topic, payload)], prefix, bucket)."""
     tag = "fwe2e%d%s" % (os.getpid(), name)
     prefix, bucket = tag, tag + "b"
-    d = tempfile.mkdtemp(prefix="e2e_sim.")
+    d = tempfile.mkdtemp(prefix="iiotgw-e2esim-")
+    atexit.register(shutil.rmtree, d, True)  # also when a check fails and exits
     p1, p2 = free_udp_ports(2)
     sub = subprocess.Popen(["mosquitto_sub", "-h", HOST, "-p", PORT, "-q", "1", "-v",
                             "-t", prefix + "/#"], stdout=subprocess.PIPE, text=True)

@@ -3,10 +3,14 @@
 Only the Python standard library is used, so the tests run with Debian's /usr/bin/python3.
 Servers are the real ones started by tests/servers.sh (IIOTGW_TEST_* variables); a test that
 needs one and does not find its variable exits 77, which CTest reports as skipped.
+The sample session is the one in tests/data/ (see tests/data/gen_capture.py). Temporary
+directories and files made here are removed when the test exits, however it exits (a failed
+check, an exception, SIGTERM from a CTest timeout).
 """
 import atexit
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -17,9 +21,10 @@ import urllib.parse
 import urllib.request
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-SHARED = os.path.abspath(os.path.join(ROOT, "..", "shared", "data"))
-SAMPLE_LOG = os.path.join(SHARED, "probe-rs-session.log")
-SAMPLE_EXPECTED = os.path.join(SHARED, "probe-rs-session.expected.jsonl")
+DATA = os.path.join(ROOT, "tests", "data")
+SAMPLE_LOG = os.path.join(DATA, "probe-rs-session.log")
+SAMPLE_EXPECTED = os.path.join(DATA, "probe-rs-session.expected.jsonl")
+SAMPLE_FACTS = os.path.join(DATA, "probe-rs-session.facts.json")
 DEFAULT_RULE = os.path.join(ROOT, "rules", "default.lua")
 SKIP = 77
 
@@ -60,8 +65,21 @@ def free_port():
     return port
 
 
+def sample_facts():
+    """What the generator knows about the sample session: lines, packets, cut_lines, ..."""
+    with open(SAMPLE_FACTS) as f:
+        return json.load(f)
+
+
+# SIGTERM (CTest's timeout) exits through sys.exit, so the atexit cleanups below still run.
+signal.signal(signal.SIGTERM, lambda signo, frame: sys.exit(128 + signo))
+
+
 def tmpdir():
-    return tempfile.mkdtemp(prefix="iiotgw-gwtest-")
+    """A fresh directory under $TMPDIR, removed with its contents when the test exits."""
+    d = tempfile.mkdtemp(prefix="iiotgw-gwtest-")
+    atexit.register(shutil.rmtree, d, True)
+    return d
 
 
 def unique(tag):
@@ -147,6 +165,7 @@ def parse_dry_run(text):
 class Subscriber:
     def __init__(self, host, port, topic, extra=()):
         self.out = tempfile.NamedTemporaryFile(prefix="iiotgw-sub-", delete=False)
+        atexit.register(lambda path=self.out.name: os.path.exists(path) and os.unlink(path))
         self.proc = subprocess.Popen(
             ["mosquitto_sub", "-h", host, "-p", str(port), "-V", "mqttv5",
              "--retain-as-published", "-q", "2", "-t", topic, "-F", "%r %q %t %p"] + list(extra),

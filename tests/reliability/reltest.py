@@ -20,6 +20,7 @@ Contents:
 Python standard library only (Debian's /usr/bin/python3). Owner: the reliability tests.
 """
 import array
+import atexit
 import fcntl
 import glob
 import json
@@ -47,15 +48,22 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 RULE = os.path.join(HERE, "rel_rule.lua")
 
 
+def _removed_at_exit(d):
+    """d, removed when the test exits however it exits (unless IIOTGW_REL_KEEP is set)."""
+    if not os.environ.get("IIOTGW_REL_KEEP"):
+        atexit.register(shutil.rmtree, d, True)
+    return d
+
+
 def tmpdir(tag):
-    return tempfile.mkdtemp(prefix="iiotgw-rel-%s-" % tag)
+    return _removed_at_exit(tempfile.mkdtemp(prefix="iiotgw-rel-%s-" % tag))
 
 
 def shm_dir(tag):
     """A directory on tmpfs (for broker persistence: fast saves; we only simulate process
     crashes of the broker, not power loss)."""
     base = "/dev/shm" if os.path.isdir("/dev/shm") else None
-    return tempfile.mkdtemp(prefix="iiotgw-rel-%s-" % tag, dir=base)
+    return _removed_at_exit(tempfile.mkdtemp(prefix="iiotgw-rel-%s-" % tag, dir=base))
 
 
 def wait_tcp(port, timeout):

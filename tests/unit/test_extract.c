@@ -1,10 +1,10 @@
 /*
  * test_extract.c — unit tests of the line cleaner / object locator (src/extract.c), plus the
- * whole framing pipeline (framer -> extract_clean -> extract_object) on the shared sample
- * session and on a few MB of random bytes.
+ * whole framing pipeline (framer -> extract_clean -> extract_object) on the sample
+ * session (tests/data) and on a few MB of random bytes.
  *
  * unit_extract         : cleaning and locating cases, one by one
- * unit_sample_session  : ../shared/data/probe-rs-session.log must yield exactly the lines of
+ * unit_sample_session  : tests/data/probe-rs-session.log must yield exactly the lines of
  *                        probe-rs-session.expected.jsonl, in order, byte for byte
  * unit_extract_fuzz    : random bytes (fixed seed) through framer + extract; every invariant
  *                        of frame.h / extract.h is checked (run under ASan by the suite)
@@ -276,7 +276,7 @@ static void session_cb(void *ud, char *line, size_t len, uint64_t line_no, unsig
     struct session *s = ud;
     (void)line_no;
     assert_false(flags & FRAME_OVERLONG); /* the sample has no line near 4096 bytes */
-    int telemetry = memmem(line, len, "JSON sent", 9) != NULL;
+    int telemetry = memmem(line, len, "telemetry {", 11) != NULL;
     size_t off, olen;
     len = extract_clean(line, len);
     switch (extract_object(line, len, &off, &olen)) {

@@ -35,17 +35,26 @@ static double real_elapsed(const struct host_board *b)
 
 double host_board_seconds(const struct host_board *b)
 {
+    if (b->manual_clock)
+        return (double)b->manual_ms / 1000.0;
     return real_elapsed(b) * b->speed;
 }
 
 static uint32_t hb_millis(void *ctx)
 {
-    return (uint32_t)(uint64_t)(host_board_seconds(ctx) * 1000.0);
+    const struct host_board *b = ctx;
+    if (b->manual_clock)
+        return (uint32_t)b->manual_ms;
+    return (uint32_t)(uint64_t)(host_board_seconds(b) * 1000.0);
 }
 
 static void hb_delay(void *ctx, uint32_t ms)
 {
     struct host_board *b = ctx;
+    if (b->manual_clock) {
+        b->manual_ms += ms;
+        return;
+    }
     double s = (double)ms / 1000.0 / b->speed;
     struct timespec ts = {.tv_sec = (time_t)s, .tv_nsec = (long)((s - floor(s)) * 1e9)};
     nanosleep(&ts, NULL);

@@ -2,8 +2,9 @@
  * host_board.h — the simulated board the node applications run on in a Linux process.
  *
  * Provides the fw_hal of hal.h:
- *   millis      simulated milliseconds = real elapsed time × speed (CLOCK_MONOTONIC based);
- *   delay_ms    sleeps ms / speed of real time;
+ *   millis      simulated milliseconds = real elapsed time × speed (CLOCK_MONOTONIC based),
+ *               or the caller-driven manual_ms when manual_clock is set;
+ *   delay_ms    sleeps ms / speed of real time (manual clock: advances manual_ms instead);
  *   i2c_*       an emulated SHT3x at 0x44 and BME680 at 0x76 whose readings come from the
  *               seeded sensor model — the firmware's real drivers and conversions run on top,
  *               the model is inverted to the raw words/ADC codes the chips would produce;
@@ -43,6 +44,10 @@ struct host_board {
     uint8_t bme_regs[256];
     uint8_t bme_ptr;
     struct sensor_env last_env; /* what the model produced at the last sample */
+    /* Manual clock: when set, simulated time is manual_ms, advanced only by the caller and by
+     * delay_ms, never read from the real clock, so a run is reproducible (capture_sim). */
+    bool manual_clock;
+    uint64_t manual_ms;
     struct fw_hal hal;
 };
 
