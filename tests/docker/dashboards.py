@@ -19,6 +19,9 @@ what the data fed in must produce.
                                 VictoriaMetrics: which alerts become active
   names           REPO          InfluxQL, Flux and MetricsQL variants of every target and rule
                                 query name the same measurements, fields, tag filters, grouping
+  flux            REPO          every Flux query, macros substituted as Grafana does, parses and
+                                type-checks (InfluxData's Flux parser, npm package
+                                @influxdata/flux-lsp-node; skipped without it)
 
 Data: two scenarios, built here with known timestamps (no sample capture): "fire" has a heat
 excursion on node2 (40 °C for the last 8 min, above the default rule's temp_high), node1 silent
@@ -1095,6 +1098,70 @@ def cmd_names(repo):
     return c.finish("names")
 
 
+# =============================================================================================
+# flux: the Flux variant parses and type-checks (no InfluxDB 2 here to run it)
+# =============================================================================================
+FLUX_CHECK_JS = r"""
+const flux = require(process.argv[2]);
+const queries = JSON.parse(require('fs').readFileSync(0, 'utf8'));
+const out = {};
+for (const [k, q] of Object.entries(queries)) {
+  let errs = [];
+  try {
+    const m = JSON.stringify(flux.parse(q)).match(/"errors":\[[^\]]+\]/g);
+    if (m) errs = m;
+  } catch (e) { errs = [String(e)]; }
+  if (!flux.is_valid_flux(q)) errs.push('is_valid_flux: false');
+  out[k] = errs;
+}
+console.log(JSON.stringify(out));
+"""
+
+
+def flux_module():
+    """Path of the @influxdata/flux-lsp-node package (tests/setup.sh installs it globally)."""
+    if not shutil.which("node") or not shutil.which("npm"):
+        return None
+    root = subprocess.run(["npm", "root", "-g"], capture_output=True, text=True, timeout=30).stdout.strip()
+    path = os.path.join(root, "@influxdata", "flux-lsp-node")
+    return path if os.path.isdir(path) else None
+
+
+def interpolate_flux(q, frm, to, interval_s, variables):
+    """Grafana's Flux datasource: v.* are replaced by literals, ${var:regex} by a regex."""
+    iso = lambda t: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))  # noqa: E731
+    q = q.replace("v.timeRangeStart", iso(frm)).replace("v.timeRangeStop", iso(to))
+    q = q.replace("v.windowPeriod", fmt_dur(interval_s)).replace("v.defaultBucket", '"telemetry"')
+    for name, values in variables.items():
+        q = q.replace("${%s:regex}" % name, var_value("flux", values))
+    return q
+
+
+def cmd_flux(repo):
+    mod = flux_module()
+    if not mod:
+        print("SKIP: node + @influxdata/flux-lsp-node not installed (tests/setup.sh installs them)")
+        return SKIP
+    c = Checker()
+    now = time.time()
+    qs = {f"{k[0]} {k[1]}".strip(): interpolate_flux(q, now - DASH_RANGE, now, 20,
+                                                     {"node": ["node1", "node2"], "gateway": ["gw-a", "gw-b"]})
+          for k, q in variant_queries(repo, "flux").items()}
+    with tempfile.TemporaryDirectory(prefix="docker_flux_") as tmp:
+        js = os.path.join(tmp, "check.js")
+        with open(js, "w") as f:
+            f.write(FLUX_CHECK_JS)
+        r = subprocess.run(["node", js, mod], input=json.dumps(qs), capture_output=True, text=True, timeout=60)
+    if not c.check(r.returncode == 0, f"node flux check exited {r.returncode}: {r.stderr[-800:]}"):
+        return c.finish("flux")
+    res = json.loads(r.stdout)
+    for k, errs in sorted(res.items()):
+        c.check(not errs, f"{k}: Flux does not parse/type-check: {' '.join(errs)[:500]}\n    {qs[k]}")
+    c.check(len(res) == len(qs) and len(qs) > 0, f"checked {len(res)} of {len(qs)} Flux queries")
+    print(f"flux: {len(qs)} queries parsed and type-checked with {os.path.basename(mod)}")
+    return c.finish("flux")
+
+
 def main(argv):
     if len(argv) < 3:
         print(__doc__)
@@ -1103,6 +1170,8 @@ def main(argv):
     try:
         if cmd == "names":
             return cmd_names(repo)
+        if cmd == "flux":
+            return cmd_flux(repo)
         if len(argv) != 4:
             print(__doc__)
             return 2
