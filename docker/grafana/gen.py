@@ -480,9 +480,7 @@ def variable_json(variant, name, label, sel):
                       f'predicate: (r) => r._measurement == "{sel.measurement}" and r._field == "{sel.field}", '
                       "start: v.timeRangeStart)")
     else:
-        j["query"] = {"query": f"label_values({sel.metric()}, {tag})", "refId": "PrometheusVariableQueryEditor-VariableQuery",
-                      "qryType": 1}
-        j["definition"] = f"label_values({sel.metric()}, {tag})"
+        j["query"] = j["definition"] = f"label_values({sel.metric()}, {tag})"
     return j
 
 

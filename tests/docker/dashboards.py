@@ -402,7 +402,9 @@ class Prometheus:
         return [(r["metric"], [(float(t), float(v)) for t, v in r["values"]]) for r in data["result"]], q
 
     def variable(self, query, frm, to):
-        m = re.fullmatch(r"label_values\((\w+),\s*(\w+)\)", query["query"])
+        # Grafana's label_values(metric, label) is the series API's label values, range-bound
+        text = query["query"] if isinstance(query, dict) else query
+        m = re.fullmatch(r"label_values\((\w+),\s*(\w+)\)", text)
         data = self.api(f"/api/v1/label/{m.group(2)}/values",
                         {"match[]": m.group(1), "start": int(frm), "end": int(to)})
         return sorted(data)
