@@ -7,8 +7,8 @@ annotation and alert rule is defined once below, as a small query description (m
 field, tag filters, grouping, aggregation); renderers turn each description into
 
   influxql/         InfluxQL on the InfluxDB 2 datasource (v1 compatibility API, DBRP mapping
-                    `telemetry` -> bucket `telemetry`) — the stack's default; also runs
-                    unchanged on InfluxDB 1.x and InfluxDB 3
+                    `telemetry` -> bucket `telemetry`) — the stack's default; the same
+                    queries run on InfluxDB 1.x (tests/docker runs them on 1.6)
   flux/             Flux on the same InfluxDB 2 bucket, for users who prefer it
   victoriametrics/  MetricsQL (PromQL) on a Prometheus datasource pointing at VictoriaMetrics,
                     which stores the gateway's line protocol as `<measurement>_<field>{tags}`
