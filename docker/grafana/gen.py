@@ -23,7 +23,6 @@ alerting}`; docker-compose.yml mounts one of them into Grafana (docs/deployment.
 Do not edit the generated files by hand: tests/docker compares them with this script's output
 and runs every query they contain against real databases. Stdlib + python3-yaml only.
 """
-import copy
 import json
 import os
 import sys
@@ -329,9 +328,10 @@ def panel_json(variant, pid, p, x, y):
         j["options"] = {"reduceOptions": {"calcs": [p.calcs], "fields": "", "values": False},
                         "orientation": "auto"}
         if p.type == "stat":
-            j["options"].update({"colorMode": "background", "graphMode": "none", "textMode": "value_and_name"
-                                 if len(visible_refs(p)) > 1 or any(q.sel.by for q in p.queries.values()
-                                                                     if isinstance(q, Q)) else "value"})
+            # One value per series: show the series name (node, gateway) when there are several.
+            several = len(visible_refs(p)) > 1 or any(q.sel.by for q in p.queries.values() if isinstance(q, Q))
+            j["options"].update({"colorMode": "background", "graphMode": "none",
+                                 "textMode": "value_and_name" if several else "value"})
         else:
             j["options"].update({"showThresholdMarkers": True, "showThresholdLabels": False})
     else:

@@ -424,7 +424,7 @@ def reduce_series(series, fn):
         vals = [v for _, v in pts if not math.isnan(v)]
         if not vals:
             continue
-        v = {"mean": statistics.fmean(vals) if vals else math.nan, "last": vals[-1], "max": max(vals),
+        v = {"mean": statistics.fmean(vals), "last": vals[-1], "max": max(vals),
              "min": min(vals), "sum": sum(vals), "count": len(vals)}[fn]
         out.append((labels, [(pts[-1][0], v)]))
     return out
