@@ -54,3 +54,19 @@ if [ -n "$missing" ]; then
     fi
     apt_step apt-get install -y -qq --no-install-recommends $missing
 fi
+
+# Flux parser for tests/docker (docker_flux_syntax): no InfluxDB 2 runs here, so the Flux
+# variant of the Grafana dashboards is at least parsed and type-checked. Needs node + npm.
+flux_pkg="@influxdata/flux-lsp-node@0.8.40"
+if [ "$want" = all ] && [ "$(id -u)" -eq 0 ]; then
+    if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+    fi
+    if [ ! -d "$(npm root -g)/@influxdata/flux-lsp-node" ]; then
+        echo "setup: npm install -g $flux_pkg" >&2
+        npm install -g --no-audit --no-fund "$flux_pkg" >/dev/null ||
+            echo "setup: $flux_pkg not installed; docker_flux_syntax will be skipped" >&2
+    fi
+fi

@@ -7,7 +7,6 @@
 # Environment (all optional): IIOTGW_HEALTH_MQTT_HOST (mosquitto), IIOTGW_HEALTH_MQTT_PORT (1883),
 # IIOTGW_PREFIX (iiot), IIOTGW_MQTT_USER and IIOTGW_MQTT_PASSWORD_FILE when the broker requires
 # a password. Installed as /usr/local/bin/iiotgw-healthcheck by docker/Dockerfile.
-# Ownership: the Docker stack (issue 5).
 set -eu
 
 host=${IIOTGW_HEALTH_MQTT_HOST:-mosquitto}

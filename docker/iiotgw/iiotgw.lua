@@ -4,7 +4,6 @@
 -- influxdb) are the compose network's DNS names. What varies per site comes from docker/.env on
 -- the command line instead (--influx-org, -s SOURCE, --log-level), so this file has no secrets:
 -- the InfluxDB write-only token is read from the file the influxdb-tokens job writes.
--- Ownership: the Docker stack (issue 5).
 
 -- Rule script; ../rules is bind-mounted here read-only and hot-reloaded when it changes.
 rules = "/etc/iiotgw/rules/default.lua"

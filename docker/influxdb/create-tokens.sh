@@ -10,9 +10,10 @@
 #   /tokens/gateway/influx.token   write-only on bucket $IIOT_BUCKET   (uid $GATEWAY_UID, iiotgw)
 #   /tokens/grafana/influx.token   read-only on bucket $IIOT_BUCKET    (uid $GRAFANA_UID, grafana)
 # An existing token is kept while InfluxDB still knows it (so restarts do not mint new ones).
+# Also maps InfluxQL database $IIOT_BUCKET, retention policy autogen, to the bucket (DBRP), so
+# Grafana's InfluxQL datasource (the default dashboards) can read it through the v1 API.
 # Inputs (environment): INFLUX_HOST, INFLUX_ORG, INFLUX_TOKEN (operator token, read by the influx
 # CLI itself), IIOT_BUCKET, GATEWAY_UID, GRAFANA_UID. Tokens are never printed.
-# Ownership: the Docker stack (issue 5).
 set -euo pipefail
 
 : "${INFLUX_HOST:?}" "${INFLUX_ORG:?}" "${INFLUX_TOKEN:?}" "${IIOT_BUCKET:?}"
@@ -65,3 +66,14 @@ ensure_token /tokens/gateway/influx.token "$GATEWAY_UID" "iiotgw gateway (write 
     --write-bucket
 ensure_token /tokens/grafana/influx.token "$GRAFANA_UID" "grafana (read $IIOT_BUCKET)" \
     --read-bucket
+
+# ---------------------------------------------------------------------------------------------
+# DBRP mapping for InfluxQL: database "$IIOT_BUCKET", retention policy "autogen" -> the bucket.
+# Kept when it exists (a virtual mapping of the same bucket counts too).
+# ---------------------------------------------------------------------------------------------
+if influx v1 dbrp list --db "$IIOT_BUCKET" --json 2>/dev/null | grep -q "\"$bucket_id\""; then
+    log "dbrp $IIOT_BUCKET/autogen -> bucket $IIOT_BUCKET: exists"
+else
+    influx v1 dbrp create --db "$IIOT_BUCKET" --rp autogen --bucket-id "$bucket_id" --default >/dev/null
+    log "dbrp $IIOT_BUCKET/autogen -> bucket $IIOT_BUCKET: created"
+fi

@@ -5,12 +5,14 @@ Why: the prototype's dashboards were click-built and lost, its compose file used
 committed secrets. These checks keep docker/ honest against the rest of the repository:
 
   compose    REPO          `docker-compose config` passes with .env.example as the env file and
-                           fails without the secrets; pinned images, healthchecks, depends_on.
-  grafana    REPO IIOTGW SESSION
-                           dashboards and alert rules parse; panel counts; datasource uids;
-                           every measurement / field / tag value a Flux query filters on is one
-                           that `iiotgw --dry-run` writes for the sample session (or a gateway
-                           stats field); thresholds and refresh from the brief.
+                           fails without the secrets; pinned images, healthchecks, depends_on;
+                           each profile (influxdb, vm, vm+vmalert) is a complete stack.
+  grafana    REPO IIOTGW   dashboards and alert rules of every variant (influxql, flux,
+                           victoriametrics) parse; panel counts; datasource uids; every
+                           measurement / field / tag value an InfluxQL query names is one that
+                           `iiotgw --dry-run` writes (for a capture built here, plus its stats
+                           point); thresholds, refresh, variables, annotations, rule links.
+                           Running the queries is tests/docker/dashboards.py's job.
   build      REPO          docker/Dockerfile installs the README's build packages and runs the
                            README's CMake invocation (marked blocks in README.md).
   mosquitto  REPO          a real mosquitto starts with docker/mosquitto/mosquitto.conf (ports
@@ -18,7 +20,7 @@ committed secrets. These checks keep docker/ honest against the rest of the repo
                            gateway healthcheck script reads the status topic correctly.
 
 Exit 0 = pass, 1 = fail (every problem is printed), 77 = skipped (tool missing).
-Runs with Debian's /usr/bin/python3 (stdlib + yaml). Ownership: the Docker stack (issue 5).
+Runs with Debian's /usr/bin/python3 (stdlib + yaml).
 """
 import json
 import os
@@ -32,21 +34,30 @@ import time
 
 import yaml
 
+sys.dont_write_bytecode = True   # imports below must not leave __pycache__ in the tree
+
 # free_port() is the daemon-level tests' (tests/gateway/gwtest.py, stdlib only): one helper.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "gateway"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gwtest import free_port  # noqa: E402
 
-DS_UID = "iiot-influxdb"
 BUCKET = "telemetry"
 EXPR_UID = "__expr__"
+GRAFANA_UID = "-- Grafana --"
+VARIANT_DS = {"influxql": ("iiot-influxdb", "influxdb"), "flux": ("iiot-influxdb", "influxdb"),
+              "victoriametrics": ("iiot-victoriametrics", "prometheus")}
+PROFILES = {"influxdb": ("influxdb",), "vm": ("vm",), "vm+vmalert": ("vm", "vmalert")}
 
-# The gateway's own stats measurement (tag `gateway`). Used only if `iiotgw --dry-run` does not
-# print an `iiotgw` stats line itself; the list is the contract given to the gateway core.
+# The gateway's own stats measurement (tag `gateway`): the Gateway dashboard must show at least
+# these fields (rates, queue/spool depth, rule time, reloads, dead letters, ...).
 GATEWAY_MEASUREMENT = "iiotgw"
 GATEWAY_FIELDS = {"packets", "rule_errors", "rule_time_us", "mqtt_queue", "mqtt_reconnects",
-                  "influx_batches", "influx_retries", "spool_bytes", "alerts_active"}
+                  "influx_batches", "influx_retries", "spool_bytes", "alerts_active", "reloads",
+                  "deadletter", "spool_pending_mqtt", "spool_pending_influx"}
 
-PANEL_COUNTS = {"Environmental Sensors": 7, "Signal Quality & Statistics": 4, "Gateway": 9}
+# The prototype's 7 environmental + 4 signal panels, each dashboard plus one new panel (node
+# status, packet loss), and the gateway's health.
+PANEL_COUNTS = {"Environmental Sensors": 8, "Signal Quality & Statistics": 5, "Gateway": 12}
 
 
 class Checker:
@@ -109,12 +120,37 @@ def cmd_compose(repo):
             "the test must not create docker/.env")
 
     services = cfg.get("services", {})
-    c.check(set(services) >= {"mosquitto", "influxdb", "grafana", "iiotgw"},
+    c.check(set(services) >= {"mosquitto", "influxdb", "grafana", "iiotgw", "victoriametrics",
+                              "grafana-vm", "iiotgw-vm", "vmalert"},
             f"services missing: {sorted(services)}")
+    # Each profile choice is a complete stack of its own: broker, one database, Grafana and
+    # the gateway; dependencies stay inside it; no host port is published twice.
+    kinds = {"db": ("influxdb", "victoriametrics"), "grafana": ("grafana", "grafana-vm"),
+             "gateway": ("iiotgw", "iiotgw-vm")}
+    for pname, active in PROFILES.items():
+        up = {n for n, svc in services.items() if not svc.get("profiles") or set(svc["profiles"]) & set(active)}
+        for kind, names in kinds.items():
+            c.check(len(up & set(names)) == 1, f"profile {pname}: want exactly one {kind} service, have {sorted(up)}")
+        c.check("mosquitto" in up, f"profile {pname}: mosquitto must run")
+        for n in up:
+            for dep in services[n].get("depends_on") or {}:
+                c.check(dep in up, f"profile {pname}: {n} depends on {dep}, which the profile does not start")
+        ports = [str(pt).rsplit(":", 2)[-2] if isinstance(pt, str) else str(pt.get("published"))
+                 for n in up for pt in services[n].get("ports", [])]
+        c.check(len(ports) == len(set(ports)), f"profile {pname}: host ports published twice: {sorted(ports)}")
+    c.check(not services["mosquitto"].get("profiles"), "mosquitto must run in every profile")
+    with open(env_example) as f:
+        example = f.read()
+    c.check(re.search(r"^COMPOSE_PROFILES=influxdb$", example, re.M) is not None,
+            ".env.example must select the influxdb profile by default")
+    for lang in ("influxql", "flux"):
+        for sub in ("provisioning", "dashboards"):
+            c.check(os.path.isdir(os.path.join(repo, "docker", "grafana", lang, sub)),
+                    f"GRAFANA_QUERY_LANGUAGE={lang}: docker/grafana/{lang}/{sub} missing")
     for name, svc in services.items():
         image = svc.get("image", "")
         if "build" not in svc:
-            c.check(re.search(r":\d+\.\d+\.\d+$", image) is not None,
+            c.check(re.search(r":v?\d+\.\d+\.\d+$", image) is not None,
                     f"{name}: image {image!r} is not pinned to an exact version")
         one_shot = str(svc.get("restart", "no")) == "no"
         if not one_shot:
@@ -200,8 +236,8 @@ def parse_line_protocol(line):
 
 
 def schema_from_dry_run(iiotgw, repo, session):
-    """Run the gateway over the sample session; returns {measurement: {"fields": set,
-    "tags": {key: set(values)}}} and the number of WRITE lines seen."""
+    """Run the gateway over a capture; returns {measurement: {"fields": set, "tags": {key:
+    set(values)}}} and the number of WRITE lines seen (the final stats point included)."""
     cmd = [iiotgw, "--dry-run", "-r", os.path.join(repo, "rules", "default.lua"), "-s", "file:" + session]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     if r.returncode != 0:
@@ -220,43 +256,8 @@ def schema_from_dry_run(iiotgw, repo, session):
 
 
 # =============================================================================================
-# Flux filters
+# grafana
 # =============================================================================================
-FILTER_RE = re.compile(r'r(?:\.(\w+)|\[\s*"(\w+)"\s*\])\s*(==|!=|=~|!~)\s*("(?:[^"\\]|\\.)*"|/(?:[^/\\]|\\.)*/)')
-RECORD_NODE_RE = re.compile(r'\bnode\s*:\s*"([^"]*)"')
-BUCKET_RE = re.compile(r'from\s*\(\s*bucket\s*:\s*"([^"]*)"')
-
-
-def check_flux(c, where, query, schema):
-    """Every measurement, field and tag value the query compares with must exist in `schema`."""
-    filters = [(a or b, op, val) for a, b, op, val in FILTER_RE.findall(query)]
-    buckets = BUCKET_RE.findall(query)
-    c.check(buckets and all(b == BUCKET for b in buckets), f"{where}: must read bucket {BUCKET!r}: {buckets}")
-    c.check("from(" in query.replace(" ", "") and buckets, f"{where}: no from(bucket:)")
-    measurements = [v.strip('"') for k, op, v in filters if k == "_measurement"]
-    c.check(bool(measurements), f"{where}: query does not filter on _measurement")
-    for k, op, v in filters:
-        c.check(op == "==", f"{where}: filter r.{k} {op} {v}: only == filters can be verified")
-    for m in measurements:
-        c.check(m in schema, f"{where}: measurement {m!r} is never written (written: {sorted(schema)})")
-    known = [schema[m] for m in measurements if m in schema]
-    for k, op, v in filters:
-        if k == "_measurement" or op != "==":
-            continue
-        v = v.strip('"')
-        if k == "_field":
-            c.check(any(v in s["fields"] for s in known),
-                    f"{where}: field {v!r} not written for {measurements}")
-        else:
-            c.check(any(v in s["tags"].get(k, ()) or s["tags"].get(k) == "*" for s in known),
-                    f"{where}: tag {k}={v!r} never written for {measurements}")
-    all_nodes = set().union(*(s["tags"].get("node", set()) for s in schema.values()
-                              if isinstance(s["tags"].get("node", set()), set)))
-    for v in RECORD_NODE_RE.findall(query):
-        c.check(v in all_nodes, f"{where}: record literal node {v!r} is not a node the rule writes")
-    return measurements, filters
-
-
 def panel_thresholds(p):
     steps = p.get("fieldConfig", {}).get("defaults", {}).get("thresholds", {}).get("steps", [])
     return [(s.get("color"), s.get("value")) for s in steps]
@@ -275,177 +276,204 @@ def walk_datasources(obj, path="$"):
             yield from walk_datasources(v, f"{path}[{i}]")
 
 
-def cmd_grafana(repo, iiotgw, session):
+def rule_thresholds(repo):
+    with open(os.path.join(repo, "rules", "default.lua")) as f:
+        text = f.read()
+    return {k: float(v) for k, v in re.findall(r"^\s*(temp_high|offline_after)\s*=\s*([\d.]+)", text, re.M)}
+
+
+def cmd_grafana(repo, iiotgw):
+    import dashboards as dash   # tests/docker/dashboards.py: capture builder, query name parser
     c = Checker()
     gdir = os.path.join(repo, "docker", "grafana")
 
-    # --- the schema the gateway really writes ------------------------------------------------
-    schema, n = schema_from_dry_run(iiotgw, repo, session)
-    c.check(n > 0, "iiotgw --dry-run printed no WRITE lines for the sample session")
+    # --- the schema the gateway really writes, for a capture of both scenarios -----------------
+    with tempfile.TemporaryDirectory(prefix="docker_grafana_") as tmp:
+        cap = os.path.join(tmp, "capture.log")
+        with open(cap, "w") as f:
+            for name in ("fire", "calm"):
+                for pkt in dash.Scenario(name, time.time()).history()[-40:]:
+                    f.write(dash.capture_line(pkt) + "\n")
+        schema, n = schema_from_dry_run(iiotgw, repo, cap)
+    c.check(n > 0, "iiotgw --dry-run printed no WRITE lines for the capture")
+    c.check(GATEWAY_MEASUREMENT in schema, "iiotgw --dry-run printed no iiotgw stats point")
     print(f"dry-run: {n} WRITE lines; measurements: " +
           ", ".join(f"{m}{ {k: sorted(v) for k, v in s['tags'].items()} }" for m, s in sorted(schema.items())))
-    if GATEWAY_MEASUREMENT in schema:
-        gw_fields = set(schema[GATEWAY_MEASUREMENT]["fields"])
-        print(f"gateway stats fields from dry-run: {sorted(gw_fields)}")
-    else:
-        gw_fields = set(GATEWAY_FIELDS)
-        print(f"note: dry-run printed no {GATEWAY_MEASUREMENT} line; using the contract list {sorted(gw_fields)}")
-        schema[GATEWAY_MEASUREMENT] = {"fields": gw_fields, "tags": {"gateway": "*"}}
-    c.check(GATEWAY_FIELDS <= gw_fields, f"gateway stats lack fields {sorted(GATEWAY_FIELDS - gw_fields)}")
 
-    # --- provisioned datasource ---------------------------------------------------------------
-    dsdir = os.path.join(gdir, "provisioning", "datasources")
-    uids = {}
-    for fn in sorted(os.listdir(dsdir)):
-        with open(os.path.join(dsdir, fn)) as f:
-            d = yaml.safe_load(f)
-        for ds in d.get("datasources", []):
-            uids[ds["uid"]] = ds
-    c.check(DS_UID in uids, f"datasource uid {DS_UID} not provisioned ({sorted(uids)})")
-    ds = uids.get(DS_UID, {})
-    c.check(ds.get("type") == "influxdb" and ds.get("jsonData", {}).get("version") == "Flux",
-            "datasource must be InfluxDB with Flux")
-    c.check(ds.get("jsonData", {}).get("defaultBucket") == BUCKET, "datasource default bucket")
-    c.check(str(ds.get("secureJsonData", {}).get("token", "")).startswith("$"),
-            "datasource token must come from the environment, not the file")
+    # --- the generator's thresholds are the default rule's ----------------------------------
+    sys.path.insert(0, gdir)
+    import gen
+    th = rule_thresholds(repo)
+    c.check(th.get("temp_high") == gen.TEMP_HIGH and th.get("offline_after") == gen.OFFLINE_AFTER,
+            f"gen.py TEMP_HIGH/OFFLINE_AFTER {gen.TEMP_HIGH}/{gen.OFFLINE_AFTER} differ from rules/default.lua {th}")
 
-    with open(os.path.join(gdir, "provisioning", "dashboards", "iiot.yml")) as f:
-        prov = yaml.safe_load(f)
-    c.check(any(p.get("options", {}).get("path") == "/etc/grafana/dashboards" for p in prov["providers"]),
-            "dashboard provider must load /etc/grafana/dashboards")
+    for variant, (ds_uid, ds_type) in VARIANT_DS.items():
+        vdir = os.path.join(gdir, variant)
+        with open(os.path.join(vdir, "provisioning", "datasources", "iiot.yml")) as f:
+            dss = {d["uid"]: d for d in yaml.safe_load(f)["datasources"]}
+        ds = dss.get(ds_uid, {})
+        c.check(ds.get("type") == ds_type, f"{variant}: datasource {ds_uid} of type {ds_type} not provisioned")
+        jd = ds.get("jsonData", {})
+        if variant == "influxql":
+            c.check(jd.get("version") == "InfluxQL" and jd.get("dbName") == BUCKET
+                    and jd.get("httpHeaderName1") == "Authorization"
+                    and ds.get("secureJsonData", {}).get("httpHeaderValue1") == "Token ${INFLUX_READ_TOKEN}",
+                    f"{variant}: InfluxQL on database {BUCKET} with the read token in an Authorization header")
+        elif variant == "flux":
+            c.check(jd.get("version") == "Flux" and jd.get("defaultBucket") == BUCKET
+                    and str(ds.get("secureJsonData", {}).get("token", "")).startswith("$"),
+                    f"{variant}: Flux on bucket {BUCKET}, token from the environment")
+        else:
+            c.check(ds.get("url") == "http://victoriametrics:8428", f"{variant}: datasource url")
+        with open(os.path.join(vdir, "provisioning", "dashboards", "iiot.yml")) as f:
+            prov = yaml.safe_load(f)
+        c.check(any(p.get("options", {}).get("path") == "/etc/grafana/dashboards" for p in prov["providers"]),
+                f"{variant}: dashboard provider must load /etc/grafana/dashboards")
 
-    # --- dashboards -----------------------------------------------------------------------------
-    ddir = os.path.join(gdir, "dashboards")
-    dashboards, used = {}, {}
-    for fn in sorted(os.listdir(ddir)):
-        if not fn.endswith(".json"):
-            continue
-        with open(os.path.join(ddir, fn)) as f:
-            try:
-                d = json.load(f)
-            except ValueError as e:
-                c.check(False, f"{fn}: invalid JSON: {e}")
-                continue
-        dashboards[d.get("title")] = d
-        c.check(d.get("refresh") == "10s", f"{fn}: refresh must be 10s, is {d.get('refresh')!r}")
-        c.check(bool(d.get("uid")), f"{fn}: no uid (links would break on re-provisioning)")
-        for path, dsref in walk_datasources(d):
-            c.check(isinstance(dsref, dict) and dsref.get("uid") == DS_UID,
-                    f"{fn}: {path} = {dsref!r} does not resolve to the provisioned datasource {DS_UID}")
-        for p in d.get("panels", []):
-            c.check(p.get("type") != "row", f"{fn}: rows would change panel counts")
-            c.check(p.get("targets"), f"{fn}: panel {p.get('title')!r} has no query")
-            for t in p.get("targets", []):
-                ms, filters = check_flux(c, f"{fn}: {p.get('title')!r} {t.get('refId')}",
-                                         t.get("query", ""), schema)
-                for m in ms:
-                    for k, op, v in filters:
-                        used.setdefault(m, set()).add((k, v.strip('"')))
-    for title, count in PANEL_COUNTS.items():
-        d = dashboards.get(title)
-        if c.check(d is not None, f"dashboard {title!r} missing (have {sorted(dashboards)})"):
-            c.check(len(d["panels"]) == count, f"{title}: {len(d['panels'])} panels, want {count}")
+        # --- dashboards -------------------------------------------------------------------------
+        ddir = os.path.join(vdir, "dashboards")
+        dashboards, panel_ids = {}, {}
+        for fn in sorted(os.listdir(ddir)):
+            with open(os.path.join(ddir, fn)) as f:
+                try:
+                    d = json.load(f)
+                except ValueError as e:
+                    c.check(False, f"{variant}/{fn}: invalid JSON: {e}")
+                    continue
+            where = f"{variant}/{fn}"
+            dashboards[d.get("title")] = d
+            panel_ids[d.get("uid")] = {p["id"] for p in d.get("panels", [])}
+            c.check(d.get("refresh") == "10s", f"{where}: refresh must be 10s, is {d.get('refresh')!r}")
+            c.check(bool(d.get("uid")), f"{where}: no uid (links would break on re-provisioning)")
+            for path, dsref in walk_datasources(d):
+                c.check(isinstance(dsref, dict) and dsref.get("uid") in (ds_uid, EXPR_UID, GRAFANA_UID),
+                        f"{where}: {path} = {dsref!r} does not resolve to the provisioned datasource {ds_uid}")
+            ann = d.get("annotations", {}).get("list", [])
+            c.check(any(a.get("builtIn") and a.get("type") == "dashboard" and a.get("enable") for a in ann),
+                    f"{where}: the built-in 'Annotations & Alerts' (alert state changes) must be enabled")
+            ids = [p.get("id") for p in d.get("panels", [])]
+            c.check(len(ids) == len(set(ids)), f"{where}: duplicate panel ids {ids}")
+            for p in d.get("panels", []):
+                c.check(p.get("type") != "row", f"{where}: rows would change panel counts")
+                c.check(p.get("targets"), f"{where}: panel {p.get('title')!r} has no query")
+        for title, count in PANEL_COUNTS.items():
+            d = dashboards.get(title)
+            if c.check(d is not None, f"{variant}: dashboard {title!r} missing (have {sorted(dashboards)})"):
+                c.check(len(d["panels"]) == count, f"{variant} {title}: {len(d['panels'])} panels, want {count}")
 
-    def panels(title):
-        return {p["title"]: p for p in dashboards.get(title, {}).get("panels", [])}
+        def panels(title):
+            return {p["title"]: p for p in dashboards.get(title, {}).get("panels", [])}
 
-    env = panels("Environmental Sensors")
-    for name in ("Node 1 temperature", "Node 2 temperature"):
-        p = env.get(name, {})
-        c.check(p.get("type") == "stat", f"{name}: must be a stat panel")
-        c.check(panel_thresholds(p) == [("green", None), ("yellow", 30), ("red", 35)],
-                f"{name}: thresholds {panel_thresholds(p)}, want green <30, yellow <35, red >=35")
-    for name in ("Node 1 humidity", "Node 2 humidity"):
-        c.check(env.get(name, {}).get("type") == "stat", f"{name}: must be a stat panel")
-    for name in ("Temperature comparison", "Humidity comparison", "Gas resistance (air quality)"):
-        p = env.get(name, {})
-        c.check(p.get("type") == "timeseries", f"{name}: must be a time series")
-    for name in ("Temperature comparison", "Humidity comparison"):
-        q = " ".join(t.get("query", "") for t in env.get(name, {}).get("targets", []))
-        c.check("fn: mean" in q and '"node1"' in q and '"node2"' in q,
-                f"{name}: must show both nodes, mean per window")
-    sig = panels("Signal Quality & Statistics")
-    rssi = sig.get("RSSI", {})
-    c.check(rssi.get("type") == "gauge", "RSSI must be a gauge")
-    c.check(panel_thresholds(rssi) == [("red", None), ("yellow", -80), ("green", -60)],
-            f"RSSI thresholds {panel_thresholds(rssi)}, want red <-80, yellow <-60, green >=-60")
-    snr = sig.get("SNR", {})
-    c.check(snr.get("type") == "timeseries" and ("green", 10) in panel_thresholds(snr),
-            "SNR: time series with the 10 dB 'excellent' threshold")
-    c.check(sig.get("Packets received", {}).get("type") == "stat", "Packets received must be a stat")
-    er = sig.get("Error rate", {})
-    erq = " ".join(t.get("query", "") for t in er.get("targets", []))
-    c.check(er.get("type") == "gauge" and "r.crc_errors / r.packets_received * 100.0" in erq,
-            "Error rate: gauge of crc_errors / packets_received * 100")
+        env = panels("Environmental Sensors")
+        for name in ("Node 1 temperature", "Node 2 temperature"):
+            p = env.get(name, {})
+            c.check(p.get("type") == "stat", f"{variant} {name}: must be a stat panel")
+            c.check(panel_thresholds(p) == [("green", None), ("yellow", 30), ("red", 35)],
+                    f"{variant} {name}: thresholds {panel_thresholds(p)}, want green <30, yellow <35, red >=35")
+        for name in ("Node 1 humidity", "Node 2 humidity", "Node status"):
+            c.check(env.get(name, {}).get("type") == "stat", f"{variant} {name}: must be a stat panel")
+        for name in ("Temperature comparison", "Humidity comparison", "Gas resistance (air quality)"):
+            c.check(env.get(name, {}).get("type") == "timeseries", f"{variant} {name}: must be a time series")
+        envd = dashboards.get("Environmental Sensors", {})
+        var = {v["name"]: v for v in envd.get("templating", {}).get("list", [])}
+        c.check(var.get("node", {}).get("multi") and var.get("node", {}).get("includeAll"),
+                f"{variant}: Environmental Sensors needs a multi-value node variable with All")
+        for name in ("Temperature comparison", "Humidity comparison", "Node status"):
+            text = json.dumps(env.get(name, {}).get("targets", []))
+            c.check("$node" in text or "${node" in text, f"{variant} {name}: must follow the $node variable")
+        sig = panels("Signal Quality & Statistics")
+        rssi = sig.get("RSSI", {})
+        c.check(rssi.get("type") == "gauge", f"{variant}: RSSI must be a gauge")
+        c.check(panel_thresholds(rssi) == [("red", None), ("yellow", -80), ("green", -60)],
+                f"{variant}: RSSI thresholds {panel_thresholds(rssi)}, want red <-80, yellow <-60, green >=-60")
+        snr = sig.get("SNR", {})
+        c.check(snr.get("type") == "timeseries" and ("green", 10) in panel_thresholds(snr),
+                f"{variant}: SNR: time series with the 10 dB 'excellent' threshold")
+        c.check(sig.get("Packets received", {}).get("type") == "stat", f"{variant}: Packets received must be a stat")
+        c.check(sig.get("Error rate", {}).get("type") == "gauge", f"{variant}: Error rate must be a gauge")
+        c.check("Packet loss & retransmissions" in sig, f"{variant}: packet loss panel missing")
 
-    # Coverage: every brief measurement appears, and every gateway metric the issue lists.
-    for m, node in [("temperature", "node1"), ("temperature", "node2"), ("humidity", "node1"),
-                    ("humidity", "node2"), ("gas_resistance", "node1"), ("rssi", "signal"),
-                    ("snr", "signal"), ("packets_received", "stats"), ("crc_errors", "stats")]:
-        c.check(("node", node) in used.get(m, set()), f"no panel shows {m} of {node}")
-    gw_used = {v for k, v in used.get(GATEWAY_MEASUREMENT, set()) if k == "_field"}
-    c.check(GATEWAY_FIELDS <= gw_used, f"Gateway dashboard misses {sorted(GATEWAY_FIELDS - gw_used)}")
+        # --- every name an InfluxQL query uses is written by the gateway -------------------------
+        if variant == "influxql":
+            used = {}
+            for (where, ref), q in dash.variant_queries(repo, variant).items():
+                if where.split("/")[-1].startswith("$"):
+                    m = re.search(r'FROM "([^"]+)" WITH KEY = "([^"]+)"', q)
+                    c.check(bool(m) and m.group(1) in schema and m.group(2) in schema[m.group(1)]["tags"],
+                            f"{where}: variable query {q!r} names no written measurement/tag")
+                    continue
+                nm = dash.names_influxql(q)
+                for m in nm["measurements"]:
+                    if not c.check(m in schema, f"{where} {ref}: measurement {m!r} is never written ({sorted(schema)})"):
+                        continue
+                    for f in nm["fields"]:
+                        c.check(f in schema[m]["fields"], f"{where} {ref}: field {f!r} not written for {m}")
+                        used.setdefault(m, set()).add(("_field", f))
+                    for t, v in nm["tags"]:
+                        c.check(t in schema[m]["tags"] and (v.startswith("$") or v in schema[m]["tags"][t]),
+                                f"{where} {ref}: tag {t}={v!r} never written for {m}")
+                        used[m].add((t, v))
+                    for t in nm["group"]:
+                        c.check(t in schema[m]["tags"], f"{where} {ref}: GROUP BY {t!r}: no such tag on {m}")
+            for m, node in [("temperature", "node1"), ("temperature", "node2"), ("humidity", "node1"),
+                            ("humidity", "node2"), ("gas_resistance", "node1"), ("rssi", "signal"),
+                            ("snr", "signal"), ("packets_received", "stats"), ("crc_errors", "stats")]:
+                c.check(("node", node) in used.get(m, set()) or ("node", "$node") in used.get(m, set()),
+                        f"no panel shows {m} of {node}")
+            gw_used = {v for k, v in used.get(GATEWAY_MEASUREMENT, set()) if k == "_field"}
+            c.check(GATEWAY_FIELDS <= gw_used, f"Gateway dashboard misses {sorted(GATEWAY_FIELDS - gw_used)}")
 
-    # --- alert rules ---------------------------------------------------------------------------
-    adir = os.path.join(gdir, "provisioning", "alerting")
-    rules = {}
-    for fn in sorted(os.listdir(adir)):
-        with open(os.path.join(adir, fn)) as f:
-            try:
-                a = yaml.safe_load(f)
-            except yaml.YAMLError as e:
-                c.check(False, f"{fn}: invalid YAML: {e}")
-                continue
+        # --- alert rules -------------------------------------------------------------------------
+        with open(os.path.join(vdir, "provisioning", "alerting", "iiot-alerts.yml")) as f:
+            a = yaml.safe_load(f)
+        rules = {}
         for g in a.get("groups", []):
-            c.check(re.fullmatch(r"\d+[sm]", str(g.get("interval", ""))) is not None, f"{fn}: group interval")
+            c.check(re.fullmatch(r"\d+[sm]", str(g.get("interval", ""))) is not None, f"{variant}: group interval")
             for r in g.get("rules", []):
                 rules[r["uid"]] = r
-                where = f"{fn}: rule {r['uid']}"
+                where = f"{variant}: rule {r['uid']}"
                 refs = {q["refId"]: q for q in r.get("data", [])}
                 c.check(r.get("condition") in refs, f"{where}: condition {r.get('condition')!r} is not a refId")
-                c.check(bool(r.get("annotations", {}).get("summary")), f"{where}: no summary")
+                ann = r.get("annotations", {})
+                c.check(bool(ann.get("summary")), f"{where}: no summary")
+                c.check(int(ann.get("__panelId__", 0)) in panel_ids.get(ann.get("__dashboardUid__"), set()),
+                        f"{where}: links to dashboard {ann.get('__dashboardUid__')} panel {ann.get('__panelId__')}"
+                        " which does not exist (alert annotations would not show)")
                 node_from_query = False
                 for q in r.get("data", []):
                     uid = q.get("datasourceUid")
-                    c.check(uid in (DS_UID, EXPR_UID), f"{where} {q['refId']}: datasource {uid!r} unresolved")
-                    mds = q.get("model", {}).get("datasource")
-                    if mds:
-                        c.check(mds.get("uid") == uid, f"{where} {q['refId']}: model datasource mismatch")
-                    if uid == DS_UID:
-                        query = q["model"].get("query", "")
-                        check_flux(c, where, query, schema)
-                        node_from_query |= bool(re.search(r'keep\(columns:[^)]*"node"', query)) \
-                            or bool(re.search(r'group\(columns:[^)]*"node"', query))
+                    c.check(uid in (ds_uid, EXPR_UID), f"{where} {q['refId']}: datasource {uid!r} unresolved")
+                    if uid == ds_uid:
+                        text = q["model"].get("query") or q["model"].get("expr") or ""
+                        node_from_query |= bool(re.search(r'GROUP BY[^)]*"node"|group\(columns: \["node"\]|by \(node\)', text))
                     else:
                         exp = q["model"].get("expression")
-                        c.check(exp in refs, f"{where} {q['refId']}: expression input {exp!r} unknown")
+                        c.check(exp in refs or "$" in str(exp), f"{where} {q['refId']}: expression input {exp!r} unknown")
                 c.check(node_from_query or bool(r.get("labels", {}).get("node")),
                         f"{where}: the node must be in its labels (static or from the query)")
 
-    def threshold(uid):
-        r = rules.get(uid, {})
-        for q in r.get("data", []):
-            if q.get("model", {}).get("type") == "threshold":
-                ev = q["model"]["conditions"][0]["evaluator"]
-                return ev["type"], ev["params"][0]
-        return None
+        def threshold(uid):
+            for q in rules.get(uid, {}).get("data", []):
+                if q.get("model", {}).get("type") == "threshold":
+                    ev = q["model"]["conditions"][0]["evaluator"]
+                    return ev["type"], ev["params"][0]
+            return None
 
-    def span(uid):
-        r = rules.get(uid, {})
-        return max((q.get("relativeTimeRange", {}).get("from", 0) for q in r.get("data", [])
-                    if q.get("datasourceUid") == DS_UID), default=None)
+        def span(uid):
+            return max((q.get("relativeTimeRange", {}).get("from", 0) for q in rules.get(uid, {}).get("data", [])
+                        if q.get("datasourceUid") == ds_uid), default=None)
 
-    want = {"iiot-temperature-high": (("gt", 35), 300), "iiot-packet-error-rate": (("gt", 10), 900),
-            "iiot-node-silent": (("gt", 120), None), "iiot-gateway-offline": (("gt", 120), None)}
-    for uid, (thr, rng) in want.items():
-        if c.check(uid in rules, f"alert rule {uid} missing"):
-            c.check(threshold(uid) == thr, f"{uid}: threshold {threshold(uid)}, want {thr}")
-            if rng:
-                c.check(span(uid) == rng, f"{uid}: query range {span(uid)} s, want {rng}")
-    c.check(any(q["model"].get("reducer") == "mean" for q in rules.get("iiot-temperature-high", {}).get("data", [])
-                if q.get("datasourceUid") == EXPR_UID), "temperature alert must use the mean")
-    for uid in ("iiot-node-silent", "iiot-gateway-offline"):
-        c.check(rules.get(uid, {}).get("noDataState") == "Alerting", f"{uid}: no data must alert")
+        want = {"iiot-temperature-high": (("gt", 35), 300), "iiot-packet-error-rate": (("gt", 10), 900),
+                "iiot-node-silent": (("lt", 1), None), "iiot-gateway-offline": (("lt", 1), None)}
+        for uid, (thr, rng) in want.items():
+            if c.check(uid in rules, f"{variant}: alert rule {uid} missing"):
+                c.check(threshold(uid) == thr, f"{variant} {uid}: threshold {threshold(uid)}, want {thr}")
+                if rng:
+                    c.check(span(uid) == rng, f"{variant} {uid}: query range {span(uid)} s, want {rng}")
+        c.check(any(q["model"].get("reducer") == "mean" for q in rules.get("iiot-temperature-high", {}).get("data", [])
+                    if q.get("datasourceUid") == EXPR_UID), f"{variant}: temperature alert must use the mean")
+        for uid in ("iiot-node-silent", "iiot-gateway-offline"):
+            c.check(rules.get(uid, {}).get("noDataState") == "Alerting", f"{variant} {uid}: no data must alert")
     return c.finish("grafana")
 
 
@@ -640,8 +668,8 @@ def main(argv):
     try:
         if cmd == "compose":
             return cmd_compose(repo)
-        if cmd == "grafana" and len(argv) == 5:
-            return cmd_grafana(repo, argv[3], argv[4])
+        if cmd == "grafana" and len(argv) == 4:
+            return cmd_grafana(repo, argv[3])
         if cmd == "build":
             return cmd_build(repo)
         if cmd == "mosquitto":
