@@ -42,7 +42,7 @@ start() {
     local mqtt_port vm_port influx_port influx_rpc
     mqtt_port=$(free_port); vm_port=$(free_port); influx_port=$(free_port); influx_rpc=$(free_port)
 
-    # --- mosquitto: anonymous, no persistence, nodelay (see the brief) -------------------
+    # --- mosquitto: anonymous, no persistence, nodelay (latency) -------------------------
     cat >"$dir/mosquitto.conf" <<CONF
 listener $mqtt_port 127.0.0.1
 allow_anonymous true

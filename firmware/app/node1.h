@@ -39,7 +39,7 @@ struct node1_config {
     uint32_t seed;           /* jitter PRNG and first sequence number */
 };
 
-/* Defaults from the brief / this design. */
+/* Defaults of the node design (docs/firmware.md). */
 void node1_config_defaults(struct node1_config *cfg);
 
 struct node1_stats {

@@ -44,7 +44,7 @@
 #define BME680_RUN_GAS     0x10 /* ctrl_gas_1 */
 #define BME680_MODE_FORCED 0x01 /* ctrl_meas<1:0> */
 
-/* Node 1's heater profile (the brief): 300 °C for 150 ms. */
+/* Node 1's heater profile: 300 °C for 150 ms. */
 #define BME680_HEAT_TEMP_C 300
 #define BME680_HEAT_MS     150
 

@@ -52,8 +52,9 @@ int rylr_hex_decode(const char *in, size_t len, uint8_t *out, size_t outlen);
 int rylr_format_send(uint16_t addr, const uint8_t *frame, size_t n, char *buf, size_t len);
 
 /* ---- boot configuration -------------------------------------------------------------------
- * AT+ADDRESS=<a>, AT+NETWORKID=18, AT+BAND=915000000, AT+PARAMETER=7,9,1,7 (the brief), one at
- * a time, each waiting for +OK; a command answered with +ERR or nothing within 1 s is resent.
+ * AT+ADDRESS=<a>, AT+NETWORKID=18, AT+BAND=915000000, AT+PARAMETER=7,9,1,7
+ * (docs/radio-protocol.md), one at a time, each waiting for +OK; a command answered with +ERR or
+ * nothing within 1 s is resent.
  */
 #define RYLR_SETUP_TIMEOUT_MS 1000
 

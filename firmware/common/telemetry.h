@@ -1,5 +1,5 @@
 /*
- * telemetry.h — node 2's telemetry line writer (the brief's JSON line format).
+ * telemetry.h — node 2's telemetry line writer (the JSON line format of docs/sources.md).
  *
  *   {"ts":12000,"id":"N2","n1":{"t":27.6,"h":54.1,"g":84190},"n2":{"t":26.8,"h":48.8},
  *    "sig":{"rssi":-39,"snr":13},"sts":{"rx":1,"err":0,"dup":0}}<LF>
@@ -7,7 +7,7 @@
  * One line, a real newline at the end. Temperatures/humidities are printed with one decimal,
  * rounded half away from zero from the ×100 values; a key whose sensor value is missing is
  * omitted ("n2":{} before node 2's first SHT3x read). sts.dup (duplicates dropped) is an
- * addition; the brief's keys are unchanged.
+ * addition; the original keys are unchanged.
  *
  * Writes into a caller-provided fixed buffer: no malloc, no printf (newlib-nano's float printf
  * would cost flash and is not needed).

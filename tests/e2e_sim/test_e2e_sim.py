@@ -14,7 +14,7 @@ Two runs:
           duplicates are dropped by node 2 (sts.dup > 0) and nothing arrives twice downstream;
           every frame node 1 saw acknowledged is there.
 Exits 77 when the server variables are unset (ctest SKIP_RETURN_CODE).
-Owner: firmware engineer. Python stdlib only (Debian /usr/bin/python3).
+Python stdlib only (Debian /usr/bin/python3).
 """
 import atexit
 import json

@@ -1,4 +1,4 @@
--- tests/reliability/rel_rule.lua — the tiny rule the reliability tests run (issue 3).
+-- tests/reliability/rel_rule.lua — the tiny rule the reliability tests run.
 --
 -- Per packet (its "ts" is the test's unique packet id):
 --   <prefix>/rel/a   "<id> <rx_ns>"   QoS 1, retained   (rx_ns = the gateway's receive time,
@@ -9,7 +9,6 @@
 -- Two publishes and one point keep the subscriber and the server cheap at 100+ packets/s,
 -- and the tag p keeps series of different test runs apart on a shared server.
 --
--- Owner: the reliability tests.
 local P = gw.prefix
 local TA, TB = P .. "/rel/a", P .. "/rel/b"
 local TAGS = {p = P}

@@ -1,4 +1,4 @@
-"""reltest.py — helpers for the end-to-end reliability tests of issue 3 (tests/reliability/).
+"""reltest.py — helpers for the end-to-end reliability tests (tests/reliability/).
 
 Why a separate helper module: these tests kill and restart servers, so they start their own
 private mosquitto / VictoriaMetrics / InfluxDB 1.6 on free ports (never the shared ones from
@@ -17,7 +17,7 @@ Contents:
               unique "ts" (the packet id), remembering the byte offset after every line
   parse_spool read the documented segment format (docs/reliability.md) without the daemon
 
-Python standard library only (Debian's /usr/bin/python3). Owner: the reliability tests.
+Python standard library only (Debian's /usr/bin/python3).
 """
 import array
 import atexit

@@ -8,7 +8,6 @@
  *                        probe-rs-session.expected.jsonl, in order, byte for byte
  * unit_extract_fuzz    : random bytes (fixed seed) through framer + extract; every invariant
  *                        of frame.h / extract.h is checked (run under ASan by the suite)
- * Owner: pure-modules engineer.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -217,7 +216,7 @@ static void test_object_unterminated(void **state)
     expect_object("{\"a\":\"} {\"b\":1}", EXTRACT_UNTERMINATED, "{\"a\":\"} {\"b\":1}");
 }
 
-/* The four line shapes of the brief, cleaned then located. */
+/* The four line shapes of a probe-rs session, cleaned then located. */
 static void test_pipeline_shapes(void **state)
 {
     (void)state;

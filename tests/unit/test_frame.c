@@ -5,7 +5,6 @@
  * either a literal expectation or an independent byte-at-a-time model of frame.h, over many
  * chunkings of the same stream: the framer must give identical results however the bytes
  * are split, including overlong lines whose tails cross chunk boundaries.
- * Owner: pure-modules engineer.
  */
 #include <errno.h>
 #include <setjmp.h>

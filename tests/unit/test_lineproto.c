@@ -5,7 +5,6 @@
  * tag sorting, every field type, every rejection case (with the output left byte-for-byte
  * unchanged) and lp_format_double against the reference algorithm over many random doubles.
  * Also lp_series/lp_encode_series (must equal lp_encode), lp_append_key and lp_format_int.
- * Owner: performance engineer (written by the pure-modules engineer).
  */
 #include <errno.h>
 #include <float.h>
