@@ -23,41 +23,183 @@
 /*
  * One table, one bit per element kind, so escaping is a single lookup per byte.
  * ESC_MEAS: measurement (',' ' '), ESC_KEY: tag key/value and field key (',' '=' ' '),
- * ESC_STR: string field value ('"' '\'), BAD: cannot appear outside a quoted string.
+ * ESC_STR: string field value ('"' '\\'), BAD: never in a name (control characters),
+ * BADSTR: never in a string value either (CR/LF: VictoriaMetrics splits a body on newlines
+ * before it parses, so a quoted newline would let a device string start a line of its own),
+ * BSL: the backslash, which needs a look at the next byte in a name (see name_ok), HI: a byte
+ * >= 0x80, checked as UTF-8.
  */
 #define ESC_MEAS 0x1u
 #define ESC_KEY  0x2u
 #define ESC_STR  0x4u
 #define BAD      0x8u
+#define BADSTR   0x10u
+#define BSL      0x20u
+#define HI       0x40u
 
+#define C8(x) x, x, x, x, x, x, x, x
 static const unsigned char esc_class[256] = {
+    /* 0x00..0x1f: control characters; LF (0x0a) and CR (0x0d) not even in strings */
+    C8(BAD),
+    BAD,
+    BAD,
+    BAD | BADSTR,
+    BAD,
+    BAD,
+    BAD | BADSTR,
+    BAD,
+    BAD,
+    C8(BAD),
+    C8(BAD),
     [','] = ESC_MEAS | ESC_KEY,
     [' '] = ESC_MEAS | ESC_KEY,
     ['='] = ESC_KEY,
     ['"'] = ESC_STR,
-    ['\\'] = ESC_STR,
-    ['\n'] = BAD,
-    ['\r'] = BAD,
+    ['\\'] = ESC_STR | BSL,
+    [0x7f] = BAD,
+    /* 0x80..0xff */
+    [0x80] = C8(HI),
+    C8(HI),
+    C8(HI),
+    C8(HI),
+    C8(HI),
+    C8(HI),
+    C8(HI),
+    C8(HI),
+    C8(HI),
+    C8(HI),
+    C8(HI),
+    C8(HI),
+    C8(HI),
+    C8(HI),
+    C8(HI),
+    C8(HI),
 };
+#undef C8
+
+/* Length of the well-formed UTF-8 sequence at s[0..n) (RFC 3629: no overlongs, no
+ * surrogates, <= U+10FFFF), or 0. */
+static size_t utf8_seq(const unsigned char *s, size_t n)
+{
+    unsigned c = s[0];
+    size_t len;
+    unsigned lo = 0x80, hi = 0xbf;
+    if (c >= 0xc2 && c <= 0xdf)
+        len = 2;
+    else if (c >= 0xe0 && c <= 0xef) {
+        len = 3;
+        if (c == 0xe0)
+            lo = 0xa0;
+        else if (c == 0xed)
+            hi = 0x9f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        len = 4;
+        if (c == 0xf0)
+            lo = 0x90;
+        else if (c == 0xf4)
+            hi = 0x8f;
+    } else
+        return 0;
+    if (n < len || s[1] < lo || s[1] > hi)
+        return 0;
+    for (size_t i = 2; i < len; i++)
+        if (s[i] < 0x80 || s[i] > 0xbf)
+            return 0;
+    return len;
+}
+
+/* The bytes a backslash may not precede in a name: the escapes of either server's readers
+ * (InfluxDB 1.x unescapes '\,' '\ ' '\=' '\"', VictoriaMetrics also '\\'). A backslash
+ * before anything else is read back literally by both. */
+static int bsl_ambiguous(unsigned char next)
+{
+    return next == '\\' || next == ',' || next == '=' || next == ' ' || next == '"';
+}
+
+const char *lp_name_problem(const char *s, size_t n, enum lp_name kind)
+{
+    if (!s || n == 0)
+        return "is empty";
+    if (kind == LP_MEASUREMENT && s[0] == '#')
+        return "starts with '#' (read as a comment)";
+    if (kind == LP_KEY && n == 4 && memcmp(s, "time", 4) == 0)
+        return "is \"time\" (reserved by InfluxDB)";
+    const unsigned char *u = (const unsigned char *)s;
+    for (size_t i = 0; i < n; i++) {
+        unsigned cls = esc_class[u[i]];
+        if (cls & BAD)
+            return "contains a control character";
+        if (cls & BSL) {
+            if (i + 1 == n)
+                return "ends with a backslash";
+            if (bsl_ambiguous(u[i + 1]))
+                return "has a backslash before '\\', ',', '=', ' ' or '\"'";
+        } else if (cls & HI) {
+            size_t l = utf8_seq(u + i, n - i);
+            if (!l)
+                return "is not valid UTF-8";
+            i += l - 1;
+        }
+    }
+    return NULL;
+}
+
+const char *lp_string_problem(const char *s, size_t n)
+{
+    if (!s && n)
+        return "is NULL";
+    const unsigned char *u = (const unsigned char *)s;
+    for (size_t i = 0; i < n; i++) {
+        unsigned cls = esc_class[u[i]];
+        if (cls & BADSTR)
+            return "contains a newline or carriage return";
+        if (u[i] == 0)
+            return "contains a NUL byte";
+        if (cls & HI) {
+            size_t l = utf8_seq(u + i, n - i);
+            if (!l)
+                return "is not valid UTF-8";
+            i += l - 1;
+        }
+    }
+    return NULL;
+}
 
 /*
  * Append s[0..n) to b, backslash-escaping bytes whose class has `mask`. Names/keys (any mask
- * but ESC_STR) must be non-empty and free of CR/LF. The caller rolls b back on error.
+ * but ESC_STR) must pass lp_name_problem (checked inline on the bytes that need it: plain
+ * ASCII costs one lookup); string values lp_string_problem. The caller rolls b back on error.
  */
 static int put_escaped(struct buf *b, const char *s, size_t n, unsigned mask)
 {
     if (mask != ESC_STR && n == 0)
         return -EINVAL;
+    if (mask == ESC_MEAS && s[0] == '#')
+        return -EINVAL;
     int rc = buf_reserve(b, 2 * n); /* worst case: every byte escaped */
     if (rc)
         return rc;
     char *w = b->p + b->len;
-    unsigned bad = mask == ESC_STR ? 0 : BAD;
+    unsigned bad = mask == ESC_STR ? BADSTR : BAD;
+    const unsigned char *u = (const unsigned char *)s;
     for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
+        unsigned char c = u[i];
         unsigned cls = esc_class[c];
         if (cls) {
             if (cls & bad)
+                return -EINVAL;
+            if (cls & HI) {
+                size_t l = utf8_seq(u + i, n - i);
+                if (!l)
+                    return -EINVAL;
+                memcpy(w, u + i, l);
+                w += l;
+                i += l - 1;
+                continue;
+            }
+            if (mask == ESC_STR && c == 0)
+                return -EINVAL;
+            if ((cls & BSL) && mask != ESC_STR && (i + 1 == n || bsl_ambiguous(u[i + 1])))
                 return -EINVAL;
             if (cls & mask)
                 *w++ = '\\';
@@ -286,6 +428,12 @@ static int check_fields(const struct lp_field *fields, size_t nfields)
     return 0;
 }
 
+/* InfluxDB refuses "time" as a tag or field key (it is the timestamp's column name). */
+static int is_time(const char *k)
+{
+    return strcmp(k, "time") == 0;
+}
+
 /* Escaped "measurement,tag=v,..." (tags sorted in place). No rollback: the callers do it. */
 static int put_series(struct buf *out, const char *measurement, struct lp_tag *tags, size_t ntags)
 {
@@ -294,6 +442,8 @@ static int put_series(struct buf *out, const char *measurement, struct lp_tag *t
         return rc;
     sort_tags(tags, ntags);
     for (size_t i = 0; i < ntags; i++) {
+        if (is_time(tags[i].key) || (i && strcmp(tags[i - 1].key, tags[i].key) == 0))
+            return -EINVAL;
         if ((rc = buf_append_char(out, ',')) ||
             (rc = put_escaped(out, tags[i].key, strlen(tags[i].key), ESC_KEY)) ||
             (rc = buf_append_char(out, '=')) ||
@@ -309,6 +459,11 @@ static int put_fields_ts(struct buf *out, const struct lp_field *fields, size_t 
 {
     int rc;
     for (size_t i = 0; i < nfields; i++) {
+        if (is_time(fields[i].key))
+            return -EINVAL;
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(fields[j].key, fields[i].key) == 0)
+                return -EINVAL; /* a duplicate key: the servers keep one or refuse the line */
         if ((rc = buf_append_char(out, i ? ',' : ' ')) ||
             (rc = put_escaped(out, fields[i].key, strlen(fields[i].key), ESC_KEY)) ||
             (rc = buf_append_char(out, '=')) || (rc = put_field_value(out, &fields[i])))
@@ -383,5 +538,229 @@ int lp_encode_series(struct buf *out, const char *series, size_t series_len,
     if (rc)
         return roll_back(out, mark, rc);
     out->p[out->len] = '\0';
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Strict reader                                                                        */
+/* ------------------------------------------------------------------------------------ */
+
+/* Reader state: the line, a cursor, and where unescaped text goes (reserved up front). */
+struct lp_rd {
+    const unsigned char *s;
+    size_t n, i;
+    char *w; /* next free byte of the scratch block */
+};
+
+/*
+ * Read one name up to an unescaped separator of `stops` (the escapes `esc` may carry) and
+ * write it unescaped and NUL-terminated at rd->w. Applies lp_name_problem's rules to the
+ * result. Returns the start of the text, or NULL.
+ */
+static const char *rd_name(struct lp_rd *rd, const char *esc, const char *stops, enum lp_name kind)
+{
+    char *start = rd->w;
+    while (rd->i < rd->n) {
+        unsigned char c = rd->s[rd->i];
+        if (c == '\\') {
+            if (rd->i + 1 < rd->n && strchr(esc, rd->s[rd->i + 1]) && rd->s[rd->i + 1]) {
+                *rd->w++ = (char)rd->s[rd->i + 1];
+                rd->i += 2;
+                continue;
+            }
+            /* a literal backslash: only before a byte no reader unescapes */
+            if (rd->i + 1 >= rd->n || bsl_ambiguous(rd->s[rd->i + 1]))
+                return NULL;
+        } else if (c && strchr(stops, c)) {
+            break;
+        }
+        *rd->w++ = (char)c;
+        rd->i++;
+    }
+    *rd->w = '\0';
+    if (lp_name_problem(start, (size_t)(rd->w - start), kind))
+        return NULL;
+    rd->w++;
+    return start;
+}
+
+/* Signed decimal integer s[0..n) into *v (no sign other than a leading '-', no leading '+'). */
+static int rd_int(const unsigned char *s, size_t n, int64_t *v, uint64_t *u, int allow_neg)
+{
+    int neg = 0;
+    if (n && s[0] == '-' && allow_neg) {
+        neg = 1;
+        s++;
+        n--;
+    }
+    if (n == 0 || n > 20 || (n > 1 && s[0] == '0'))
+        return -EINVAL;
+    uint64_t acc = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -EINVAL;
+        unsigned d = s[i] - '0';
+        if (acc > (UINT64_MAX - d) / 10)
+            return -EINVAL;
+        acc = acc * 10 + d;
+    }
+    if (u) {
+        *u = acc;
+        return 0;
+    }
+    if (neg ? acc > (uint64_t)INT64_MAX + 1 : acc > (uint64_t)INT64_MAX)
+        return -EINVAL;
+    *v = neg ? (int64_t)(0 - acc) : (int64_t)acc;
+    return 0;
+}
+
+/* A float as lp_format_double writes it: [-]digits[.digits][e(+|-)digits], finite. */
+static int rd_float(const unsigned char *s, size_t n, double *v)
+{
+    size_t i = 0;
+    if (i < n && s[i] == '-')
+        i++;
+    size_t d0 = i;
+    while (i < n && s[i] >= '0' && s[i] <= '9')
+        i++;
+    if (i == d0 || (s[d0] == '0' && i - d0 > 1))
+        return -EINVAL; /* no digits, or a leading zero */
+    if (i < n && s[i] == '.') {
+        size_t f0 = ++i;
+        while (i < n && s[i] >= '0' && s[i] <= '9')
+            i++;
+        if (i == f0)
+            return -EINVAL;
+    }
+    if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+        i++;
+        if (i < n && (s[i] == '+' || s[i] == '-'))
+            i++;
+        size_t e0 = i;
+        while (i < n && s[i] >= '0' && s[i] <= '9')
+            i++;
+        if (i == e0)
+            return -EINVAL;
+    }
+    if (i != n || n >= 64)
+        return -EINVAL;
+    char tmp[64];
+    memcpy(tmp, s, n);
+    tmp[n] = '\0';
+    *v = strtod(tmp, NULL);
+    return isfinite(*v) ? 0 : -EINVAL;
+}
+
+/* One field value starting at rd->i, up to ',' or ' ' (outside a string). */
+static int rd_value(struct lp_rd *rd, struct lp_field *f)
+{
+    const unsigned char *s = rd->s;
+    if (rd->i < rd->n && s[rd->i] == '"') {
+        rd->i++;
+        char *start = rd->w;
+        for (;;) {
+            if (rd->i >= rd->n)
+                return -EINVAL; /* unterminated */
+            unsigned char c = s[rd->i];
+            if (c == '"')
+                break;
+            if (c == '\\') {
+                if (rd->i + 1 >= rd->n || (s[rd->i + 1] != '"' && s[rd->i + 1] != '\\'))
+                    return -EINVAL;
+                c = s[rd->i + 1];
+                rd->i++;
+            }
+            *rd->w++ = (char)c;
+            rd->i++;
+        }
+        rd->i++; /* closing quote */
+        f->type = LP_STRING;
+        f->v.s.s = start;
+        f->v.s.len = (size_t)(rd->w - start);
+        *rd->w++ = '\0';
+        return lp_string_problem(start, f->v.s.len) ? -EINVAL : 0;
+    }
+    size_t from = rd->i;
+    while (rd->i < rd->n && s[rd->i] != ',' && s[rd->i] != ' ')
+        rd->i++;
+    const unsigned char *t = s + from;
+    size_t n = rd->i - from;
+    if (n == 4 && memcmp(t, "true", 4) == 0) {
+        f->type = LP_BOOL;
+        f->v.b = true;
+        return 0;
+    }
+    if (n == 5 && memcmp(t, "false", 5) == 0) {
+        f->type = LP_BOOL;
+        f->v.b = false;
+        return 0;
+    }
+    if (n && t[n - 1] == 'i') {
+        f->type = LP_INT;
+        return rd_int(t, n - 1, &f->v.i, NULL, 1);
+    }
+    if (n && t[n - 1] == 'u') {
+        f->type = LP_UINT;
+        return rd_int(t, n - 1, NULL, &f->v.u, 0);
+    }
+    f->type = LP_FLOAT;
+    return rd_float(t, n, &f->v.f);
+}
+
+int lp_parse(const char *line, size_t len, struct lp_point *pt, struct buf *scratch)
+{
+    if (!line || !pt || !scratch)
+        return -EINVAL;
+    /* Unescaped text is never longer than the line; each element adds one NUL. */
+    buf_clear(scratch);
+    int rc = buf_reserve(scratch, len + 2 * (LP_PARSE_MAX_TAGS + LP_PARSE_MAX_FIELDS) + 2);
+    if (rc)
+        return rc;
+    struct lp_rd rd = {.s = (const unsigned char *)line, .n = len, .i = 0, .w = scratch->p};
+    memset(pt, 0, sizeof *pt);
+    pt->measurement = rd_name(&rd, ", ", ", ", LP_MEASUREMENT);
+    if (!pt->measurement)
+        return -EINVAL;
+    while (rd.i < rd.n && rd.s[rd.i] == ',') {
+        rd.i++;
+        if (pt->ntags == LP_PARSE_MAX_TAGS)
+            return -E2BIG;
+        struct lp_tag *t = &pt->tags[pt->ntags];
+        t->key = rd_name(&rd, ",= ", ",= ", LP_KEY);
+        if (!t->key || rd.i >= rd.n || rd.s[rd.i] != '=')
+            return -EINVAL;
+        rd.i++;
+        t->value = rd_name(&rd, ",= ", ",= ", LP_TAG_VALUE);
+        if (!t->value)
+            return -EINVAL;
+        /* strictly ascending keys: sorted, no duplicates (what lp_encode writes) */
+        if (pt->ntags && strcmp(pt->tags[pt->ntags - 1].key, t->key) >= 0)
+            return -EINVAL;
+        pt->ntags++;
+    }
+    if (rd.i >= rd.n || rd.s[rd.i] != ' ')
+        return -EINVAL;
+    do {
+        rd.i++;
+        if (pt->nfields == LP_PARSE_MAX_FIELDS)
+            return -E2BIG;
+        struct lp_field *f = &pt->fields[pt->nfields];
+        f->key = rd_name(&rd, ",= ", ",= ", LP_KEY);
+        if (!f->key || rd.i >= rd.n || rd.s[rd.i] != '=')
+            return -EINVAL;
+        rd.i++;
+        if ((rc = rd_value(&rd, f)) < 0)
+            return -EINVAL;
+        for (size_t j = 0; j < pt->nfields; j++)
+            if (strcmp(pt->fields[j].key, f->key) == 0)
+                return -EINVAL;
+        pt->nfields++;
+    } while (rd.i < rd.n && rd.s[rd.i] == ',');
+    if (rd.i >= rd.n || rd.s[rd.i] != ' ')
+        return -EINVAL; /* the timestamp is always written */
+    rd.i++;
+    if (rd_int(rd.s + rd.i, rd.n - rd.i, &pt->ts_ns, NULL, 1) < 0)
+        return -EINVAL;
+    scratch->len = (size_t)(rd.w - scratch->p);
     return 0;
 }

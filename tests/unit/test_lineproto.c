@@ -4,7 +4,9 @@
  * Covers the escaping table of the InfluxDB docs ("Line protocol / special characters"),
  * tag sorting, every field type, every rejection case (with the output left byte-for-byte
  * unchanged) and lp_format_double against the reference algorithm over many random doubles.
- * Also lp_series/lp_encode_series (must equal lp_encode), lp_append_key and lp_format_int.
+ * Also lp_series/lp_encode_series (must equal lp_encode), lp_append_key and lp_format_int,
+ * the name rules (lp_name_problem) and the strict reader lp_parse (known lines, and a random
+ * round trip: everything lp_encode writes must parse back to exactly its input).
  */
 #include <errno.h>
 #include <float.h>
@@ -223,19 +225,244 @@ static void test_escape_table(void **state)
     struct lp_field fk[] = {ffloat("f,= k", 2)};
     expect_line("m f\\,\\=\\ k=2 1", "m", NULL, 0, fk, 1, 1);
 
-    /* string value: only '"' and '\'; comma, equals, space and newlines are kept */
-    struct lp_field fs[] = {fstr("s", "a,b=c d\"e\\f\ng\rh")};
-    expect_line("m s=\"a,b=c d\\\"e\\\\f\ng\rh\" 1", "m", NULL, 0, fs, 1, 1);
+    /* string value: only '"' and '\'; comma, equals, space and tabs are kept */
+    struct lp_field fs[] = {fstr("s", "a,b=c d\"e\\f\tg")};
+    expect_line("m s=\"a,b=c d\\\"e\\\\f\tg\" 1", "m", NULL, 0, fs, 1, 1);
 
-    /* string value with embedded NUL: length-delimited, kept as is */
+    /* string values with a newline, CR or NUL cannot be carried (VictoriaMetrics splits the
+     * body on newlines first: a quoted newline would inject a line) */
+    struct lp_field bad[] = {fstr("s", "a\nevil v=1 1")};
+    expect_einval("m", NULL, 0, bad, 1);
+    bad[0] = fstr("s", "a\rb");
+    expect_einval("m", NULL, 0, bad, 1);
     struct lp_field fn = {.key = "s", .type = LP_STRING};
     fn.v.s.s = "a\0b";
     fn.v.s.len = 3;
-    struct buf b = BUF_INIT;
-    assert_int_equal(lp_encode(&b, "m", NULL, 0, &fn, 1, 1), 0);
-    assert_int_equal(b.len, 11);
-    assert_memory_equal(b.p, "m s=\"a\0b\" 1", 11);
+    expect_einval("m", NULL, 0, &fn, 1);
+    bad[0] = fstr("s", "caf\xc3");
+    expect_einval("m", NULL, 0, bad, 1); /* invalid UTF-8 */
+}
+
+/* A backslash that would escape the next separator, a comment line, reserved or duplicate
+ * keys, control characters and invalid UTF-8 in names: all refused, never written. */
+static void test_name_rules(void **state)
+{
+    (void)state;
+    struct lp_field ok[] = {ffloat("v", 1)};
+    /* `node=evil\` would swallow `,site=plantA` */
+    struct lp_tag t[] = {{"node", "evil\\"}, {"site", "plantA"}};
+    expect_einval("m", t, 2, ok, 1);
+    t[0] = (struct lp_tag){"node\\", "x"};
+    expect_einval("m", t, 2, ok, 1);
+    t[0] = (struct lp_tag){"node", "a\\,b"};
+    expect_einval("m", t, 2, ok, 1);
+    t[0] = (struct lp_tag){"node", "a\\\\b"};
+    expect_einval("m", t, 2, ok, 1);
+    t[0] = (struct lp_tag){"node", "a\\=b"};
+    expect_einval("m", t, 2, ok, 1);
+    t[0] = (struct lp_tag){"node", "a\\\"b"};
+    expect_einval("m", t, 2, ok, 1);
+    t[0] = (struct lp_tag){"node", "a\\ b"};
+    expect_einval("m", t, 2, ok, 1);
+    expect_einval("meas\\", NULL, 0, ok, 1);
+    struct lp_field fk[] = {ffloat("v\\", 1)};
+    expect_einval("m", NULL, 0, fk, 1);
+    /* a backslash before an ordinary byte is literal for every reader */
+    struct lp_tag tb[] = {{"path", "C:\\temp"}};
+    expect_line("m,path=C:\\temp v=1 1", "m", tb, 1, ok, 1, 1);
+
+    expect_einval("#m", NULL, 0, ok, 1); /* a comment */
+    expect_line("m# v=1 1", "m#", NULL, 0, ok, 1, 1);
+    struct lp_tag tt[] = {{"time", "x"}};
+    expect_einval("m", tt, 1, ok, 1);
+    struct lp_tag tv[] = {{"k", "time"}};
+    expect_line("m,k=time v=1 1", "m", tv, 1, ok, 1, 1);
+    struct lp_field ft[] = {ffloat("time", 1)};
+    expect_einval("m", NULL, 0, ft, 1);
+    struct lp_tag td[] = {{"k", "a"}, {"k", "b"}};
+    expect_einval("m", td, 2, ok, 1);
+    struct lp_field fd[] = {ffloat("v", 1), ffloat("v", 2)};
+    expect_einval("m", NULL, 0, fd, 2);
+
+    const char *names[] = {"a\tb", "a\x01", "a\x7f", "caf\xc3", "\xff", "\xed\xa0\x80", "\xc0\xaf"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        expect_einval(names[i], NULL, 0, ok, 1);
+        struct lp_tag tn[] = {{"k", names[i]}};
+        expect_einval("m", tn, 1, ok, 1);
+        struct lp_field fn[] = {ffloat(names[i], 1)};
+        expect_einval("m", NULL, 0, fn, 1);
+        assert_non_null(lp_name_problem(names[i], strlen(names[i]), LP_TAG_VALUE));
+    }
+    assert_string_equal(lp_name_problem("evil\\", 5, LP_TAG_VALUE), "ends with a backslash");
+    assert_null(lp_name_problem("caf\xc3\xa9", 5, LP_MEASUREMENT));
+    assert_null(lp_string_problem("", 0));
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Strict reader                                                                        */
+/* ------------------------------------------------------------------------------------ */
+
+static void test_parse_known(void **state)
+{
+    (void)state;
+    struct buf sc = BUF_INIT;
+    struct lp_point pt;
+    const char *l = "my\\ m,a\\,b=c\\=d,n=x\\y f\\ 1=1.5,i=-3i,u=7u,b=true,s=\"q\\\"\\\\\" -5";
+    assert_int_equal(lp_parse(l, strlen(l), &pt, &sc), 0);
+    assert_string_equal(pt.measurement, "my m");
+    assert_int_equal(pt.ntags, 2);
+    assert_string_equal(pt.tags[0].key, "a,b");
+    assert_string_equal(pt.tags[0].value, "c=d");
+    assert_string_equal(pt.tags[1].value, "x\\y");
+    assert_int_equal(pt.nfields, 5);
+    assert_string_equal(pt.fields[0].key, "f 1");
+    assert_true(pt.fields[0].type == LP_FLOAT && pt.fields[0].v.f == 1.5);
+    assert_true(pt.fields[1].type == LP_INT && pt.fields[1].v.i == -3);
+    assert_true(pt.fields[2].type == LP_UINT && pt.fields[2].v.u == 7);
+    assert_true(pt.fields[3].type == LP_BOOL && pt.fields[3].v.b);
+    assert_true(pt.fields[4].type == LP_STRING && pt.fields[4].v.s.len == 3);
+    assert_memory_equal(pt.fields[4].v.s.s, "q\"\\", 3);
+    assert_int_equal(pt.ts_ns, -5);
+
+    /* lenient forms InfluxDB takes, and everything lp_encode never writes: refused */
+    const char *bad[] = {
+        "m v=1",                      /* no timestamp */
+        "m v=1 1 ",                   /* trailing space */
+        "m v=t 1",                    /* lenient boolean */
+        "m,b=1,a=2 v=1 1",            /* unsorted tags */
+        "m,a=1,a=2 v=1 1",            /* duplicate tag */
+        "m v=1,v=2 1",                /* duplicate field */
+        "#m v=1 1",                   /* comment */
+        "m,node=evil\\,site=x v=1 1", /* the swallowed-tag line: value ends in "\\," */
+        "m v=\"a\\nb\" 1",            /* unknown string escape */
+        "m v=\"abc 1",                /* unterminated string */
+        "m v=nan 1",
+        "m v=inf 1",
+        "m v=1e999 1",
+        "m v=01 1",
+        "m v=9223372036854775808i 1",
+        "m v=-1u 1",
+        "m v=1. 1",
+        "m v=.5 1",
+        "m v=1e 1",
+        "m  v=1 1",
+        "m v= 1",
+        "m =1 1",
+        "m,=a v=1 1",
+        "m,a= v=1 1",
+        "m,time=a v=1 1",
+        "m time=1 1",
+        "m\tx v=1 1",
+        "",
+        "m v=1 1\n",
+        "m v=1 99999999999999999999",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int rc = lp_parse(bad[i], strlen(bad[i]), &pt, &sc);
+        if (rc != -EINVAL)
+            fail_msg("accepted: %s", bad[i]);
+    }
+    buf_free(&sc);
+}
+
+/* Random names, values and types: what lp_encode accepts parses back to the same values. */
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static uint64_t rng(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return rng_state;
+}
+
+static void rand_name(char *out, size_t cap)
+{
+    static const char alphabet[] = "abcdefabcdefab,= \\\"#\n\t\xc3\xa9\xff";
+    size_t n = rng() % (cap - 1);
+    for (size_t i = 0; i < n; i++)
+        out[i] = alphabet[rng() % (sizeof alphabet - 1)];
+    out[n] = '\0';
+}
+
+static void test_parse_roundtrip_random(void **state)
+{
+    (void)state;
+    struct buf b = BUF_INIT, sc = BUF_INIT;
+    struct lp_point pt;
+    size_t accepted = 0;
+    for (int iter = 0; iter < 200000; iter++) {
+        char meas[8], tk[3][6], tv[3][6], fk[3][6], sv[3][8];
+        struct lp_tag tags[3];
+        struct lp_field fields[3];
+        rand_name(meas, sizeof meas);
+        size_t nt = rng() % 4, nf = 1 + rng() % 3;
+        for (size_t i = 0; i < nt; i++) {
+            rand_name(tk[i], sizeof tk[i]);
+            rand_name(tv[i], sizeof tv[i]);
+            tags[i] = (struct lp_tag){tk[i], tv[i]};
+        }
+        for (size_t i = 0; i < nf; i++) {
+            rand_name(fk[i], sizeof fk[i]);
+            fields[i].key = fk[i];
+            switch (rng() % 5) {
+            case 0: {
+                uint64_t bits = rng();
+                memcpy(&fields[i].v.f, &bits, sizeof bits);
+                fields[i].type = LP_FLOAT;
+                break;
+            }
+            case 1:
+                fields[i].type = LP_INT;
+                fields[i].v.i = (int64_t)rng();
+                break;
+            case 2:
+                fields[i].type = LP_UINT;
+                fields[i].v.u = rng();
+                break;
+            case 3:
+                fields[i].type = LP_BOOL;
+                fields[i].v.b = rng() & 1;
+                break;
+            default:
+                rand_name(sv[i], sizeof sv[i]);
+                fields[i] = fstr(fk[i], sv[i]);
+                break;
+            }
+        }
+        int64_t ts = (int64_t)rng();
+        buf_clear(&b);
+        if (lp_encode(&b, meas, tags, nt, fields, nf, ts) != 0)
+            continue;
+        accepted++;
+        if (lp_parse(b.p, b.len, &pt, &sc) != 0)
+            fail_msg("written but not read back: %s", b.p);
+        assert_string_equal(pt.measurement, meas);
+        assert_int_equal(pt.ntags, nt);
+        for (size_t i = 0; i < nt; i++) {
+            assert_string_equal(pt.tags[i].key, tags[i].key); /* tags[] sorted by lp_encode */
+            assert_string_equal(pt.tags[i].value, tags[i].value);
+        }
+        assert_int_equal(pt.nfields, nf);
+        for (size_t i = 0; i < nf; i++) {
+            const struct lp_field *a = &fields[i], *p = &pt.fields[i];
+            assert_string_equal(p->key, a->key);
+            assert_int_equal(p->type, a->type);
+            if (a->type == LP_STRING) {
+                assert_int_equal(p->v.s.len, a->v.s.len);
+                assert_memory_equal(p->v.s.s, a->v.s.s, a->v.s.len);
+            } else if (a->type == LP_FLOAT) {
+                assert_memory_equal(&p->v.f, &a->v.f, sizeof(double));
+            } else if (a->type == LP_BOOL) {
+                assert_int_equal(p->v.b, a->v.b);
+            } else {
+                assert_memory_equal(&p->v.u, &a->v.u, sizeof(uint64_t));
+            }
+        }
+        assert_int_equal(pt.ts_ns, ts);
+    }
+    assert_true(accepted > 1000); /* the generator must exercise the accepting side too */
     buf_free(&b);
+    buf_free(&sc);
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -444,6 +671,9 @@ int main(void)
         cmocka_unit_test(test_escape_docs_examples),
         cmocka_unit_test(test_escape_table),
         cmocka_unit_test(test_rejections),
+        cmocka_unit_test(test_name_rules),
+        cmocka_unit_test(test_parse_known),
+        cmocka_unit_test(test_parse_roundtrip_random),
         cmocka_unit_test(test_format_known),
         cmocka_unit_test(test_format_truncation),
         cmocka_unit_test(test_format_random_bits),
