@@ -26,7 +26,8 @@ struct deadletter {
 };
 
 static const char *const reason_names[DL_REASON_COUNT] = {
-    "overlong", "unterminated", "invalid_json", "rule_error", "influx_rejected",
+    "overlong",        "unterminated",  "invalid_json",  "rule_error",
+    "influx_rejected", "mqtt_rejected", "value_refused",
 };
 
 const char *deadletter_reason_name(enum dl_reason reason)

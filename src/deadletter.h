@@ -26,6 +26,8 @@ enum dl_reason {
     DL_INVALID_JSON,    /* balanced but not valid JSON */
     DL_RULE_ERROR,      /* rule raised an error or exceeded a budget */
     DL_INFLUX_REJECTED, /* InfluxDB answered 4xx for good */
+    DL_MQTT_REJECTED,   /* an MQTT message the sink refused for good (topic, broker reason) */
+    DL_VALUE_REFUSED,   /* a rule's NaN/inf value, refused alone; `data` is the whole packet */
     DL_REASON_COUNT
 };
 

@@ -28,6 +28,7 @@
 #include "influx.h"
 #include "log.h"
 #include "mqtt.h"
+#include "mqttrec.h"
 #include "rules.h"
 #include "source.h"
 #include "util.h"
@@ -119,10 +120,30 @@ static void gw_on_reject(void *ud, enum forward_dest dest, const char *data, siz
 {
     struct gateway *gw = ud;
     char err[ERRLEN];
-    snprintf(err, sizeof err, "HTTP %ld: %s", status, message ? message : "");
-    /* Only the InfluxDB sink refuses records for good today. */
-    deadletter_put(gw->dl, DL_INFLUX_REJECTED, dest == FWD_INFLUX ? "influx" : "mqtt", 0, err, data,
-                   len);
+    if (dest == FWD_INFLUX) {
+        snprintf(err, sizeof err, "HTTP %ld: %s", status, message ? message : "");
+        deadletter_put(gw->dl, DL_INFLUX_REJECTED, "influx", 0, err, data, len);
+        return;
+    }
+    /* An MQTT record: keep the payload as data, the topic in the error. */
+    struct mqtt_rec m;
+    char qt[256];
+    if (mqtt_rec_decode(data, len, &m) == 0) {
+        snprintf(err, sizeof err, "topic %s: %s", log_quote(qt, sizeof qt, m.topic, m.topic_len),
+                 message ? message : "refused");
+        deadletter_put(gw->dl, DL_MQTT_REJECTED, "mqtt", 0, err, m.payload, m.payload_len);
+    } else {
+        snprintf(err, sizeof err, "undecodable record: %s", message ? message : "refused");
+        deadletter_put(gw->dl, DL_MQTT_REJECTED, "mqtt", 0, err, data, len);
+    }
+}
+
+/* A rule value refused on its own (rules.h `refused`): the packet goes on, and is kept. */
+static void gw_on_refused(void *ud, const char *msg)
+{
+    struct gateway *gw = ud;
+    deadletter_put(gw->dl, DL_VALUE_REFUSED, gw->cur_src ? gw->cur_src : "tick", gw->cur_line, msg,
+                   gw->cur_data ? gw->cur_data : "", gw->cur_data ? gw->cur_len : 0);
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -185,6 +206,15 @@ static void gw_unusable(struct gateway *gw, enum dl_reason reason, const char *s
 
 static void gw_check_backpressure(struct gateway *gw);
 
+static void gw_set_current(struct gateway *gw, const char *src, uint64_t line_no, const char *data,
+                           size_t len)
+{
+    gw->cur_src = src;
+    gw->cur_line = line_no;
+    gw->cur_data = data;
+    gw->cur_len = len;
+}
+
 static void gw_on_source_line(void *ud, struct source *src, char *line, size_t len,
                               uint64_t line_no, unsigned flags)
 {
@@ -215,7 +245,9 @@ static void gw_on_source_line(void *ud, struct source *src, char *line, size_t l
                       log_quote(q, sizeof q, line, len));
         }
         gw_note(gw, false, "# %s:%" PRIu64 " (text)", name, line_no);
+        gw_set_current(gw, name, line_no, line, len);
         int rc = rules_line(gw->rules, name, line_no, rx_ns, line, len, err, sizeof err);
+        gw_set_current(gw, NULL, 0, NULL, 0);
         gw_note(gw, false, NULL);
         if (rc)
             gw_unusable(gw, DL_RULE_ERROR, name, line_no, "on_line", NULL, err, line, len);
@@ -233,7 +265,9 @@ static void gw_on_source_line(void *ud, struct source *src, char *line, size_t l
     gw_note(gw, true, "# %s:%" PRIu64 " rx_ns=%" PRId64, name, line_no, rx_ns);
     if (forward_has(gw->fw, FWD_MQTT))
         latency_begin(&gw->lat, t_read);
+    gw_set_current(gw, name, line_no, line, len);
     int rc = rules_packet(gw->rules, &pkt, err, sizeof err);
+    gw_set_current(gw, NULL, 0, NULL, 0);
     latency_end(&gw->lat);
     gw_note(gw, false, NULL);
     if (rc == -EBADMSG) {
@@ -582,7 +616,8 @@ int gateway_init(struct gateway *gw, struct ev_loop *loop, const struct config *
     if (rc)
         return rc;
 
-    struct rule_sink sink = {.ud = gw, .publish = gw_out_publish, .write = gw_out_write};
+    struct rule_sink sink = {
+        .ud = gw, .publish = gw_out_publish, .write = gw_out_write, .refused = gw_on_refused};
     struct rules_config rc_cfg;
     gwconfig_rules(cfg, &rc_cfg);
     rc = rules_open(&gw->rules, &rc_cfg, &sink, err, errlen);

@@ -91,6 +91,10 @@ struct gateway {
     struct latency lat;
     struct alerts alerts;
     struct gwstats_prev prev; /* gwstats.c: values at the previous report */
+    /* The input line the rule is running on (for dead-lettering a refused value), or NULL. */
+    const char *cur_src, *cur_data;
+    uint64_t cur_line;
+    size_t cur_len;
 };
 
 /*

@@ -11,14 +11,11 @@
 #include <errno.h>
 #include <string.h>
 
-#include <mosquitto.h>
+#include "topic.h"
 
 int mqtt_topic_check(const char *topic, size_t len)
 {
-    if (!topic || len == 0 || len > MQTT_REC_MAX_TOPIC ||
-        mosquitto_pub_topic_check2(topic, len) != MOSQ_ERR_SUCCESS)
-        return -EINVAL;
-    return 0;
+    return topic_check(topic, len);
 }
 
 int mqtt_rec_check(const struct mqtt_rec *m, size_t max_bytes)

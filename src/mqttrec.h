@@ -34,8 +34,8 @@ struct mqtt_rec {
     uint64_t user;
 };
 
-/* A valid publish topic of `len` bytes (1..65535 bytes, no wildcards; libmosquitto checks UTF-8
- * when it publishes)? 0 or -EINVAL. */
+/* A valid publish topic of `len` bytes (topic.h: the MQTT spec's rules, everything
+ * libmosquitto would refuse at send time included)? 0 or -EINVAL. */
 int mqtt_topic_check(const char *topic, size_t len);
 
 /*

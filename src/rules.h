@@ -43,6 +43,10 @@ struct rule_sink {
                    bool retain);
     /* One encoded line-protocol line (no trailing '\n'). Return 0 or a negative errno. */
     int (*write)(void *ud, const char *line, size_t len);
+    /* A value the rule produced that no output can carry (NaN/inf), refused on its own while
+     * the call goes on: "file:line: gw.point: point \"m\": value is a non-finite number".
+     * Already counted (values_refused) and logged. May be NULL. */
+    void (*refused)(void *ud, const char *msg);
     /* gw.log from the rule (level is enum log_level). May be NULL: then log.h is used. */
     void (*log)(void *ud, int level, const char *where, const char *msg);
 };
@@ -69,13 +73,14 @@ struct packet {
 };
 
 struct rules_stats {
-    uint64_t calls;         /* on_packet/on_line/on_tick calls */
-    uint64_t errors;        /* Lua errors (runtime, memory) */
-    uint64_t overruns;      /* instruction budget exceeded */
-    uint64_t decode_errors; /* invalid JSON objects */
-    uint64_t publishes;     /* gw.publish calls that reached the sink */
-    uint64_t points;        /* gw.point calls that reached the sink */
-    uint64_t reloads;       /* successful reloads */
+    uint64_t calls;          /* on_packet/on_line/on_tick calls */
+    uint64_t errors;         /* Lua errors (runtime, memory) */
+    uint64_t overruns;       /* instruction budget exceeded */
+    uint64_t decode_errors;  /* invalid JSON objects */
+    uint64_t publishes;      /* gw.publish calls that reached the sink */
+    uint64_t points;         /* gw.point calls that reached the sink */
+    uint64_t values_refused; /* NaN/inf metrics refused (point, publish or mapper entry) */
+    uint64_t reloads;        /* successful reloads */
     uint64_t reload_failures;
     double time_total; /* seconds spent inside Lua calls */
     double time_max;   /* longest single call, seconds */

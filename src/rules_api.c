@@ -1,8 +1,9 @@
 /*
  * rules_api.c — the `gw` table a rule talks to the gateway through: gw.publish, gw.point,
  * gw.series (pre-encoded series), gw.mapper (declarative metric mapping), gw.log, gw.now,
- * gw.now_ns, gw.iso8601, gw.json, gw.prefix and gw.null (gw.state is added by rules.c, which
- * hands it over across reloads). See docs/rules.md for the rule author's view.
+ * gw.now_ns, gw.iso8601, gw.json, gw.int (explicit integer fields), gw.prefix and gw.null (gw.state
+ * is added by rules.c, which hands it over across reloads). See docs/rules.md for the rule author's
+ * view.
  *
  * Every output goes to the engine's struct rule_sink, counted in its stats; sink failures are
  * logged and reported to the rule as `false`, never raised. Argument errors raise Lua errors
@@ -25,6 +26,7 @@
 #include "jsonlua.h"
 #include "lineproto.h"
 #include "log.h"
+#include "topic.h"
 #include "util.h"
 
 #define MAX_TAGS   32
@@ -74,15 +76,6 @@ static size_t rules_api_fmt_int(char *out, lua_Integer v)
     return (size_t)lp_format_int(out, (int64_t)v);
 }
 
-/* Scalar (number) as text for a payload or tag value; raises on NaN/Inf. out >= 48. */
-static size_t rules_api_fmt_number(lua_State *L, int idx, char *out, const char *what)
-{
-    size_t n = jsonlua_number(L, idx, out);
-    if (!n)
-        luaL_error(L, "%s: non-finite number (nan/inf) cannot be sent", what);
-    return n;
-}
-
 /* Encode the value at idx and push the JSON text. Raises "<what>: <why>" on failure. */
 static void rules_api_push_json(lua_State *L, int idx, const char *what)
 {
@@ -102,19 +95,25 @@ static const char *rules_api_check_str(lua_State *L, int idx, size_t *len, const
     return lua_tolstring(L, idx, len);
 }
 
-static const char *rules_api_topic_problem(const char *t, size_t len)
+/*
+ * A value the outputs cannot carry (a NaN or infinite number, e.g. a device's 1e999): refused
+ * per metric, never by failing the call, so the packet's other metrics still go out. Counted,
+ * logged with the rule's file:line, and reported to the sink (the daemon dead-letters the
+ * packet with the reason). `what` names the metric ("n1.t", "field value").
+ */
+static void rules_api_refuse(lua_State *L, struct rules *r, const char *fn, const char *what,
+                             const char *why)
 {
-    if (len == 0)
-        return "is empty";
-    if (len > 65535)
-        return "is longer than 65535 bytes";
-    if (memchr(t, '\0', len))
-        return "contains a NUL byte";
-    if (memchr(t, '+', len) || memchr(t, '#', len))
-        return "contains a wildcard ('+' or '#')";
-    if (!jsonlua_utf8_valid(t, len))
-        return "is not valid UTF-8";
-    return NULL;
+    char where[LUA_IDSIZE + 16], qw[256], qm[256];
+    rules_api_caller_where(L, where, sizeof where);
+    r->stats.values_refused++;
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s%s%s: %s: %s", where, *where ? ": " : "", fn, what, why);
+    log_warn("rule_value_refused", "where=%s what=%s why=\"%s\"",
+             log_quote(qw, sizeof qw, where, (size_t)-1),
+             log_quote(qm, sizeof qm, what, (size_t)-1), why);
+    if (r->sink.refused)
+        r->sink.refused(r->sink.ud, msg);
 }
 
 /*
@@ -174,7 +173,8 @@ static int rules_api_publish(lua_State *L)
     struct rule_state *st = rules_state_of(L);
     size_t tlen, plen = 0;
     const char *topic = rules_api_check_str(L, 1, &tlen, "gw.publish: topic");
-    const char *bad = rules_api_topic_problem(topic, tlen);
+    char why[96];
+    const char *bad = topic_problem(topic, tlen, why, sizeof why);
     if (bad)
         return luaL_error(L, "gw.publish: topic %s", bad);
     int qos = rules_api_check_qos(L, 3, "gw.publish");
@@ -191,7 +191,12 @@ static int rules_api_publish(lua_State *L)
         payload = lua_tolstring(L, 2, &plen);
         break;
     case LUA_TNUMBER:
-        plen = rules_api_fmt_number(L, 2, num, "gw.publish");
+        plen = jsonlua_number(L, 2, num);
+        if (!plen) {
+            rules_api_refuse(L, st->r, "gw.publish", topic, "non-finite number (nan/inf)");
+            lua_pushboolean(L, 0);
+            return 1;
+        }
         payload = num;
         break;
     case LUA_TBOOLEAN:
@@ -214,64 +219,124 @@ static int rules_api_publish(lua_State *L)
     return 1;
 }
 
-/* A tag or field key: a string without NUL (line protocol takes C strings). */
-static const char *rules_api_check_key(lua_State *L, int idx, const char *what)
+/*
+ * gw.int(x): an explicit integer field. Numbers written by gw.point are floats (a sensor
+ * printing 20 then 20.5 must not change the field's type, which InfluxDB refuses); a rule
+ * that wants an integer field (a counter) wraps the value. The wrapper is a small userdata
+ * holding the int64; anywhere but a gw.point field it is an error.
+ */
+#define INT_MT "iiotgw.int"
+
+struct lp_int {
+    lua_Integer v;
+};
+
+/* gw.int(x) -> integer field marker; x must be a number with an exact integer value. */
+static int rules_api_int(lua_State *L)
+{
+    int isint;
+    lua_Integer v = lua_tointegerx(L, 1, &isint);
+    if (!isint || lua_type(L, 1) != LUA_TNUMBER)
+        return luaL_error(L, "gw.int: expects a number with an integer value, got %s",
+                          lua_type(L, 1) == LUA_TNUMBER ? "a fraction or out-of-range number"
+                                                        : luaL_typename(L, 1));
+    struct lp_int *p = lua_newuserdatauv(L, sizeof *p, 0);
+    p->v = v;
+    luaL_setmetatable(L, INT_MT);
+    return 1;
+}
+
+static int rules_api_int_tostring(lua_State *L)
+{
+    const struct lp_int *p = luaL_checkudata(L, 1, INT_MT);
+    lua_pushfstring(L, "gw.int(%I)", (LUA_INTEGER)p->v);
+    return 1;
+}
+
+/*
+ * A name (measurement, tag key/value, field key) of `fn` that line protocol cannot carry
+ * (lineproto.h: lp_name_problem) raises "<fn>: <what> <quoted name> <why>".
+ */
+static void rules_api_check_name(lua_State *L, const char *fn, const char *what, const char *s,
+                                 size_t len, enum lp_name kind)
+{
+    const char *why = lp_name_problem(s, len, kind);
+    if (why) {
+        char q[96];
+        luaL_error(L, "%s: %s %s %s", fn, what, log_quote(q, sizeof q, s, len), why);
+    }
+}
+
+/* A tag or field key: a string line protocol can carry (checked by rules_api_check_name). */
+static const char *rules_api_check_key(lua_State *L, int idx, const char *fn, const char *what,
+                                       enum lp_name kind)
 {
     size_t len;
     if (lua_type(L, idx) != LUA_TSTRING)
-        luaL_error(L, "gw.point: %s must be strings, got %s", what, luaL_typename(L, idx));
+        luaL_error(L, "%s: %ss must be strings, got %s", fn, what, luaL_typename(L, idx));
     const char *k = lua_tolstring(L, idx, &len);
-    if (strlen(k) != len)
-        luaL_error(L, "gw.point: %s contains a NUL byte", what);
+    rules_api_check_name(L, fn, what, k, len, kind);
     return k;
 }
 
-/* Measurement name at idx: a string without NUL. */
-static const char *rules_api_check_measurement(lua_State *L, int idx, size_t *len, const char *what)
+/* Measurement name at idx: a string line protocol can carry. */
+static const char *rules_api_check_measurement(lua_State *L, int idx, const char *fn)
 {
-    const char *meas = rules_api_check_str(L, idx, len, what);
-    if (strlen(meas) != *len)
-        luaL_error(L, "%s contains a NUL byte", what);
+    size_t len;
+    if (lua_type(L, idx) != LUA_TSTRING)
+        luaL_error(L, "%s: measurement must be a string, got %s", fn, luaL_typename(L, idx));
+    const char *meas = lua_tolstring(L, idx, &len);
+    rules_api_check_name(L, fn, "measurement", meas, len, LP_MEASUREMENT);
     return meas;
 }
 
 /*
  * Tags table at idx (or nil) into tags[] (at most MAX_TAGS); number values are formatted
  * into tagnum[]. The strings stay valid while the table is on the stack and unmodified.
+ * A non-finite number sets *nonfinite to its tag key (the caller refuses the point).
  */
-static size_t rules_api_collect_tags(lua_State *L, int idx, struct lp_tag *tags,
-                                     char (*tagnum)[JSONLUA_NUM_MAX])
+static size_t rules_api_collect_tags(lua_State *L, int idx, const char *fn, struct lp_tag *tags,
+                                     char (*tagnum)[JSONLUA_NUM_MAX], const char **nonfinite)
 {
     size_t nt = 0;
     if (lua_type(L, idx) == LUA_TTABLE) {
         lua_pushnil(L);
         while (lua_next(L, idx)) {
             if (nt == MAX_TAGS)
-                luaL_error(L, "gw.point: more than %d tags", MAX_TAGS);
-            tags[nt].key = rules_api_check_key(L, -2, "tag keys");
+                luaL_error(L, "%s: more than %d tags", fn, MAX_TAGS);
+            tags[nt].key = rules_api_check_key(L, -2, fn, "tag key", LP_KEY);
             switch (lua_type(L, -1)) {
             case LUA_TSTRING:
-                tags[nt].value = rules_api_check_key(L, -1, "tag values");
+                tags[nt].value = rules_api_check_key(L, -1, fn, "tag value", LP_TAG_VALUE);
                 break;
             case LUA_TNUMBER:
-                rules_api_fmt_number(L, -1, tagnum[nt], "gw.point");
+                if (!jsonlua_number(L, -1, tagnum[nt])) {
+                    if (nonfinite && !*nonfinite)
+                        *nonfinite = tags[nt].key;
+                    tagnum[nt][0] = '0';
+                    tagnum[nt][1] = '\0';
+                }
                 tags[nt].value = tagnum[nt];
                 break;
             default:
-                luaL_error(L, "gw.point: tag %s must be a string or number, got %s", tags[nt].key,
+                luaL_error(L, "%s: tag %s must be a string or number, got %s", fn, tags[nt].key,
                            luaL_typename(L, -1));
             }
             nt++;
             lua_pop(L, 1);
         }
     } else if (!lua_isnoneornil(L, idx)) {
-        luaL_error(L, "gw.point: tags must be a table or nil");
+        luaL_error(L, "%s: tags must be a table or nil", fn);
     }
     return nt;
 }
 
-/* Fields at idx: a number (float field "value") or a table. Returns the count. */
-static size_t rules_api_collect_fields(lua_State *L, int idx, struct lp_field *fields)
+/*
+ * Fields at idx: a number (float field "value") or a table. Returns the count. Numbers are
+ * float fields, gw.int(x) values integer fields. A NaN/inf sets *nonfinite to the field key.
+ */
+static size_t rules_api_collect_fields(lua_State *L, int idx, struct lp_field *fields,
+                                       const char **nonfinite)
 {
     size_t nf = 0;
     switch (lua_type(L, idx)) {
@@ -281,6 +346,8 @@ static size_t rules_api_collect_fields(lua_State *L, int idx, struct lp_field *f
         fields[0].key = "value";
         fields[0].type = LP_FLOAT;
         fields[0].v.f = lua_tonumber(L, idx);
+        if (!isfinite(fields[0].v.f))
+            *nonfinite = "value";
         return 1;
     case LUA_TTABLE:
         lua_pushnil(L);
@@ -288,32 +355,45 @@ static size_t rules_api_collect_fields(lua_State *L, int idx, struct lp_field *f
             if (nf == MAX_FIELDS)
                 luaL_error(L, "gw.point: more than %d fields", MAX_FIELDS);
             struct lp_field *f = &fields[nf];
-            f->key = rules_api_check_key(L, -2, "field keys");
+            f->key = rules_api_check_key(L, -2, "gw.point", "field key", LP_KEY);
+            const struct lp_int *iv;
             switch (lua_type(L, -1)) {
             case LUA_TNUMBER:
-                if (lua_isinteger(L, -1)) {
-                    f->type = LP_INT;
-                    f->v.i = lua_tointeger(L, -1);
-                } else {
-                    f->type = LP_FLOAT;
-                    f->v.f = lua_tonumber(L, -1);
-                }
+                f->type = LP_FLOAT;
+                f->v.f = lua_tonumber(L, -1);
+                if (!isfinite(f->v.f) && !*nonfinite)
+                    *nonfinite = f->key;
                 break;
             case LUA_TBOOLEAN:
                 f->type = LP_BOOL;
                 f->v.b = lua_toboolean(L, -1);
                 break;
-            case LUA_TSTRING:
+            case LUA_TSTRING: {
                 f->type = LP_STRING;
                 f->v.s.s = lua_tolstring(L, -1, &f->v.s.len);
+                const char *why = lp_string_problem(f->v.s.s, f->v.s.len);
+                if (why)
+                    luaL_error(L, "gw.point: string field %s %s", f->key, why);
                 break;
+            }
+            case LUA_TUSERDATA:
+                if ((iv = luaL_testudata(L, -1, INT_MT))) {
+                    f->type = LP_INT;
+                    f->v.i = (int64_t)iv->v;
+                    break;
+                }
+                /* fall through */
             default:
-                luaL_error(L, "gw.point: field %s must be a number, boolean or string, got %s",
+                luaL_error(L,
+                           "gw.point: field %s must be a number, gw.int(), boolean or string, "
+                           "got %s",
                            f->key, luaL_typename(L, -1));
             }
             nf++;
             lua_pop(L, 1);
         }
+        if (nf == 0)
+            luaL_error(L, "gw.point: no fields");
         return nf;
     default:
         luaL_error(L, "gw.point: fields must be a number or a table, got %s",
@@ -335,11 +415,12 @@ static int64_t rules_api_check_ts(lua_State *L, int idx, const struct rule_state
     return ts;
 }
 
+/* Every name and value was checked above, so -EINVAL here is a case missed there: still an
+ * error naming the call, never a line written. */
 static int rules_api_point_error(lua_State *L, int rc)
 {
     if (rc == -EINVAL)
-        return luaL_error(L, "gw.point: invalid point (no fields, an empty name/key/tag value, "
-                             "a newline in a name/key/tag, or a nan/inf float)");
+        return luaL_error(L, "gw.point: line protocol cannot carry this point");
     return luaL_error(L, "gw.point: out of memory");
 }
 
@@ -366,14 +447,15 @@ static int rules_api_series(lua_State *L)
     struct rules *r = rules_state_of(L)->r;
     struct lp_tag tags[MAX_TAGS];
     char tagnum[MAX_TAGS][JSONLUA_NUM_MAX];
-    size_t mlen;
-    const char *meas = rules_api_check_measurement(L, 1, &mlen, "gw.series: measurement");
-    size_t nt = rules_api_collect_tags(L, 2, tags, tagnum);
+    const char *meas = rules_api_check_measurement(L, 1, "gw.series");
+    const char *nonfinite = NULL;
+    size_t nt = rules_api_collect_tags(L, 2, "gw.series", tags, tagnum, &nonfinite);
+    if (nonfinite)
+        return luaL_error(L, "gw.series: tag %s is a non-finite number (nan/inf)", nonfinite);
     buf_clear(&r->lp);
     int rc = lp_series(&r->lp, meas, tags, nt);
     if (rc)
-        return rc == -EINVAL ? luaL_error(L, "gw.series: invalid series (empty name, tag key "
-                                             "or value, or a newline in one of them)")
+        return rc == -EINVAL ? luaL_error(L, "gw.series: line protocol cannot carry this series")
                              : luaL_error(L, "gw.series: out of memory");
     size_t len = r->lp.len;
     struct series *s = lua_newuserdatauv(L, sizeof *s + len + 1, 0);
@@ -390,8 +472,22 @@ static int rules_api_series_tostring(lua_State *L)
     return 1;
 }
 
+/* A point with a NaN/inf number: refused on its own (see rules_api_refuse), returns false. */
+static int rules_api_point_refused(lua_State *L, struct rules *r, const char *what, size_t wlen,
+                                   const char *key)
+{
+    char m[128], q[96];
+    snprintf(m, sizeof m, "point %s", log_quote(q, sizeof q, what, wlen));
+    char why[160];
+    snprintf(why, sizeof why, "%.64s is a non-finite number (nan/inf)", key);
+    rules_api_refuse(L, r, "gw.point", m, why);
+    lua_pushboolean(L, 0);
+    return 1;
+}
+
 /*
- * gw.point(measurement, tags, fields [, ts_ns]) -> true | false (sink refused)
+ * gw.point(measurement, tags, fields [, ts_ns]) -> true | false (sink refused, or a value
+ *                                                  was NaN/inf)
  * gw.point(series, fields [, ts_ns])            -> same, with a pre-encoded series
  */
 static int rules_api_point(lua_State *L)
@@ -399,14 +495,17 @@ static int rules_api_point(lua_State *L)
     struct rule_state *st = rules_state_of(L);
     struct rules *r = st->r;
     struct lp_field fields[MAX_FIELDS];
+    const char *nonfinite = NULL;
     int rc;
     if (lua_type(L, 1) == LUA_TUSERDATA) {
         struct series *s = luaL_testudata(L, 1, SERIES_MT);
         if (!s)
             return luaL_error(L, "gw.point: first argument must be a measurement name or a "
                                  "gw.series");
-        size_t nf = rules_api_collect_fields(L, 2, fields);
+        size_t nf = rules_api_collect_fields(L, 2, fields, &nonfinite);
         int64_t ts = rules_api_check_ts(L, 3, st, "gw.point");
+        if (nonfinite)
+            return rules_api_point_refused(L, r, s->text, strcspn(s->text, ","), nonfinite);
         buf_clear(&r->lp);
         rc = lp_encode_series(&r->lp, s->text, s->len, fields, nf, ts);
         if (rc < 0)
@@ -417,16 +516,17 @@ static int rules_api_point(lua_State *L)
     }
     struct lp_tag tags[MAX_TAGS];
     char tagnum[MAX_TAGS][JSONLUA_NUM_MAX];
-    size_t mlen;
-    const char *meas = rules_api_check_measurement(L, 1, &mlen, "gw.point: measurement");
-    size_t nt = rules_api_collect_tags(L, 2, tags, tagnum);
-    size_t nf = rules_api_collect_fields(L, 3, fields);
+    const char *meas = rules_api_check_measurement(L, 1, "gw.point");
+    size_t nt = rules_api_collect_tags(L, 2, "gw.point", tags, tagnum, &nonfinite);
+    size_t nf = rules_api_collect_fields(L, 3, fields, &nonfinite);
     int64_t ts = rules_api_check_ts(L, 4, st, "gw.point");
+    if (nonfinite)
+        return rules_api_point_refused(L, r, meas, strlen(meas), nonfinite);
     buf_clear(&r->lp);
     rc = lp_encode(&r->lp, meas, tags, nt, fields, nf, ts);
     if (rc < 0)
         return rules_api_point_error(L, rc);
-    rc = rules_api_emit_point(r, meas, mlen);
+    rc = rules_api_emit_point(r, meas, strlen(meas));
     lua_pushboolean(L, rc == 0);
     return 1;
 }
@@ -552,7 +652,8 @@ static void rules_api_map_entry_build(lua_State *L, struct rules *r, int idx, si
         if (lua_type(L, -1) != LUA_TSTRING)
             luaL_error(L, "%s: topic must be a string", what);
         topic = lua_tolstring(L, -1, &tlen);
-        const char *bad = rules_api_topic_problem(topic, tlen);
+        char why[96];
+        const char *bad = topic_problem(topic, tlen, why, sizeof why);
         if (bad)
             luaL_error(L, "%s: topic %s", what, bad);
     }
@@ -575,15 +676,16 @@ static void rules_api_map_entry_build(lua_State *L, struct rules *r, int idx, si
         if (lua_type(L, -1) != LUA_TSTRING)
             luaL_error(L, "%s: field must be a string", what);
         field = lua_tolstring(L, -1, &flen);
-        if (flen == 0 || strlen(field) != flen || strpbrk(field, "\r\n"))
-            luaL_error(L, "%s: field must be a non-empty key without NUL or newline", what);
+        rules_api_check_name(L, what, "field", field, flen, LP_KEY);
     }
     if (!lua_isnil(L, meas_idx)) {
         struct lp_tag tags[MAX_TAGS];
         char tagnum[MAX_TAGS][JSONLUA_NUM_MAX];
-        size_t mlen;
-        const char *meas = rules_api_check_measurement(L, meas_idx, &mlen, what);
-        size_t nt = rules_api_collect_tags(L, tags_idx, tags, tagnum);
+        const char *meas = rules_api_check_measurement(L, meas_idx, what);
+        const char *nonfinite = NULL;
+        size_t nt = rules_api_collect_tags(L, tags_idx, what, tags, tagnum, &nonfinite);
+        if (nonfinite)
+            luaL_error(L, "%s: tag %s is a non-finite number (nan/inf)", what, nonfinite);
         /* The packet-independent start of every line: "measurement,tags field=". */
         buf_clear(&r->lp);
         int rc = lp_series(&r->lp, meas, tags, nt);
@@ -595,9 +697,7 @@ static void rules_api_map_entry_build(lua_State *L, struct rules *r, int idx, si
             rc = buf_append_char(&r->lp, '=');
         if (rc)
             luaL_error(L, "%s: %s", what,
-                       rc == -EINVAL ? "invalid measurement or tags (empty, "
-                                       "or a newline)"
-                                     : "out of memory");
+                       rc == -EINVAL ? "line protocol cannot carry this series" : "out of memory");
         slen = r->lp.len;
     } else if (!lua_isnil(L, tags_idx)) {
         luaL_error(L, "%s: tags without a measurement", what);
@@ -726,9 +826,12 @@ static int rules_api_mapper_call(lua_State *L)
             }
         } else {
             double v = lua_tonumber(L, -1);
-            if (!isfinite(v))
-                return luaL_error(L, "%s: non-finite number (nan/inf) cannot be %s", e->path,
-                                  e->topic ? "sent" : "written");
+            if (!isfinite(v)) {
+                /* One bad metric (a device's 1e999) costs only itself: the rest still go. */
+                rules_api_refuse(L, r, "mapper", e->path, "non-finite number (nan/inf)");
+                lua_pop(L, 1);
+                continue;
+            }
             lp_len = (size_t)lp_format_double(num, 40, v);
             plen = lp_len;
             if (!strpbrk(num, ".eEn")) {
@@ -771,6 +874,12 @@ static void rules_api_open_types(lua_State *L)
 {
     luaL_newmetatable(L, SERIES_MT);
     lua_pushcfunction(L, rules_api_series_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "__metatable");
+    lua_pop(L, 1);
+    luaL_newmetatable(L, INT_MT);
+    lua_pushcfunction(L, rules_api_int_tostring);
     lua_setfield(L, -2, "__tostring");
     lua_pushboolean(L, 0);
     lua_setfield(L, -2, "__metatable");
@@ -831,11 +940,17 @@ static int rules_api_json(lua_State *L)
 }
 
 static const luaL_Reg rules_api_funcs[] = {
-    {"publish", rules_api_publish}, {"point", rules_api_point},
-    {"log", rules_api_log},         {"now", rules_api_now},
-    {"now_ns", rules_api_now_ns},   {"iso8601", rules_api_iso8601},
-    {"json", rules_api_json},       {"series", rules_api_series},
-    {"mapper", rules_api_mapper},   {NULL, NULL},
+    {"publish", rules_api_publish},
+    {"point", rules_api_point},
+    {"log", rules_api_log},
+    {"now", rules_api_now},
+    {"now_ns", rules_api_now_ns},
+    {"iso8601", rules_api_iso8601},
+    {"json", rules_api_json},
+    {"series", rules_api_series},
+    {"mapper", rules_api_mapper},
+    {"int", rules_api_int},
+    {NULL, NULL},
 };
 
 void rules_api_open(lua_State *L, struct rules *r)

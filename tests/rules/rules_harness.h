@@ -43,6 +43,8 @@ struct cap {
     size_t nline;
     char *log[CAP_MAX]; /* "level where msg" */
     size_t nlog;
+    char *refused[CAP_MAX]; /* rule_sink.refused messages */
+    size_t nrefused;
 };
 
 static char *dup_n(const char *s, size_t n)
@@ -88,8 +90,18 @@ static __attribute__((unused)) void cap_log(void *ud, int level, const char *whe
     c->log[c->nlog++] = dup_n(tmp, strlen(tmp));
 }
 
+static __attribute__((unused)) void cap_refused(void *ud, const char *msg)
+{
+    struct cap *c = ud;
+    if (c->nrefused < CAP_MAX)
+        c->refused[c->nrefused++] = dup_n(msg, strlen(msg));
+}
+
 static __attribute__((unused)) void cap_clear(struct cap *c)
 {
+    for (size_t i = 0; i < c->nrefused; i++)
+        free(c->refused[i]);
+    c->nrefused = 0;
     for (size_t i = 0; i < c->npub; i++) {
         free(c->pub[i].topic);
         free(c->pub[i].payload);
@@ -143,8 +155,11 @@ static __attribute__((unused)) int h_open(struct harness *h, const char *lua, si
     h_write_rule(h, lua);
     struct rules_config cfg = {
         .path = h->path, .prefix = NULL, .mem_limit = mem_limit, .instr_limit = instr_limit};
-    struct rule_sink sink = {
-        .ud = &h->cap, .publish = cap_publish, .write = cap_write, .log = cap_log};
+    struct rule_sink sink = {.ud = &h->cap,
+                             .publish = cap_publish,
+                             .write = cap_write,
+                             .log = cap_log,
+                             .refused = cap_refused};
     return rules_open(&h->r, &cfg, &sink, h->err, sizeof h->err);
 }
 
@@ -154,8 +169,11 @@ static __attribute__((unused)) int h_open_file(struct harness *h, const char *pa
 {
     memset(h, 0, sizeof *h);
     struct rules_config cfg = {.path = path, .prefix = prefix};
-    struct rule_sink sink = {
-        .ud = &h->cap, .publish = cap_publish, .write = cap_write, .log = cap_log};
+    struct rule_sink sink = {.ud = &h->cap,
+                             .publish = cap_publish,
+                             .write = cap_write,
+                             .log = cap_log,
+                             .refused = cap_refused};
     return rules_open(&h->r, &cfg, &sink, h->err, sizeof h->err);
 }
 

@@ -108,7 +108,14 @@ static void test_publish_validation(void **unused)
         {"gw.publish('a', 1, 1, 'yes')", "retain must be a boolean"},
         {"gw.publish('a', nil)", "payload must be"},
         {"gw.publish('a', print)", "payload must be"},
-        {"gw.publish('a', 0/0)", "non-finite"},
+        {"gw.publish('a\\tb', 1)", "control character (U+0009)"},
+        {"gw.publish('a\\nb', 1)", "control character (U+000A)"},
+        {"gw.publish('a\\x7f', 1)", "control character (U+007F)"},
+        {"gw.publish('a\\u{85}', 1)", "control character (U+0085)"},
+        {"gw.publish('a\\u{FFFF}', 1)", "non-character (U+FFFF)"},
+        {"gw.publish('a\\u{FDD0}', 1)", "non-character (U+FDD0)"},
+        {"gw.publish('a\\xed\\xa0\\x80', 1)", "UTF-8"},
+        {"gw.publish(string.rep('a', 65536), 1)", "longer than 65535"},
         {"gw.publish('a', {print})", "no JSON form"},
         {"gw.publish('a', {[1]=1, x=2})", "keys must be strings"},
         {"local t = {} t.t = t gw.publish('a', t)", "nested too deeply"},
@@ -127,18 +134,24 @@ static void test_point(void **unused)
     assert_int_equal(h_open(&h,
                             "function on_packet(p, meta)\n"
                             "  gw.point('gas_resistance', {node='node1', unit='ohms'}, 84190)\n"
-                            "  gw.point('m', {z='1', a=7, f=2.5}, {i=5})\n"
+                            "  gw.point('m', {z='1', a=7, f=2.5}, {i=gw.int(5)})\n"
                             "  gw.point('m', nil, {f=24.0}, 123)\n"
                             "  gw.point('m', {}, {b=true})\n"
                             "  gw.point('m', {}, {s='say \"hi\"'})\n"
                             "  gw.point('my m', {['k k']='v,v'}, {['f=x']=1.5})\n"
+                            "  gw.point('n', nil, {v=20})\n"
+                            "  gw.point('n', nil, {v=20.5, c=gw.int(20.0)})\n"
                             "end\n"
                             "function on_tick(now) gw.point('tick', nil, now) end\n",
                             0, 0),
                      0);
     assert_int_equal(h_packet(&h, "{}", T0), 0);
     struct cap *c = &h.cap;
-    assert_int_equal(c->nline, 6);
+    assert_int_equal(c->nline, 8);
+    /* numbers are floats unless wrapped: 20 then 20.5 keep the field's type */
+    assert_string_equal(c->line[6], "n v=20 1732480290000000000");
+    assert_true(strcmp(c->line[7], "n c=20i,v=20.5 1732480290000000000") == 0 ||
+                strcmp(c->line[7], "n v=20.5,c=20i 1732480290000000000") == 0);
     assert_string_equal(c->line[0],
                         "gas_resistance,node=node1,unit=ohms value=84190 1732480290000000000");
     assert_string_equal(c->line[1], "m,a=7,f=2.5,z=1 i=5i 1732480290000000000");
@@ -158,19 +171,64 @@ static void test_point_validation(void **unused)
 {
     (void)unused;
     static const struct bad_call cases[] = {
-        {"gw.point('m', {}, 0/0)", "invalid point"},
-        {"gw.point('m', {a=''}, 1)", "invalid point"},
-        {"gw.point('', {}, 1)", "invalid point"},
-        {"gw.point('m', {}, {})", "invalid point"},
+        {"gw.point('m', {a=''}, 1)", "tag value \"\" is empty"},
+        {"gw.point('', {}, 1)", "measurement \"\" is empty"},
+        {"gw.point('m', {}, {})", "no fields"},
+        {"gw.point('m', {node='evil\\\\', site='plantA'}, 1)", "ends with a backslash"},
+        {"gw.point('m', {node='a\\\\,b'}, 1)", "has a backslash before"},
+        {"gw.point('#m', {}, 1)", "starts with '#'"},
+        {"gw.point('m\\tx', {}, 1)", "control character"},
+        {"gw.point('m', {['a\\nb']='x'}, 1)", "tag key"},
+        {"gw.point('m', {time='x'}, 1)", "reserved"},
+        {"gw.point('m', {}, {time=1})", "reserved"},
+        {"gw.point('m', {}, {s='a\\nevil v=1 1'})", "newline"},
+        {"gw.point('m', {}, {s='\\xff'})", "UTF-8"},
+        {"gw.point('m', {}, {v=gw.int(2.5)})", "gw.int: expects a number with an integer value"},
+        {"gw.point('m', {}, {v=gw.int('3')})", "gw.int: expects"},
+        {"gw.publish('a', gw.int(3))", "payload must be"},
         {"gw.point('m', {'x'}, 1)", "tag keys must be strings"},
         {"gw.point('m', {a={}}, 1)", "must be a string or number"},
-        {"gw.point('m', {}, {x={}})", "must be a number, boolean or string"},
+        {"gw.point('m', {}, {x={}})", "must be a number, gw.int(), boolean or string"},
         {"gw.point('m', {}, 'x')", "fields must be a number or a table"},
         {"gw.point('m', 5, 1)", "tags must be a table"},
         {"gw.point('m', {}, 1, 'soon')", "ts_ns must be an integer"},
         {"gw.point(nil, {}, 1)", "measurement must be a string"},
     };
     expect_bad_calls(cases, ARRAY_LEN(cases));
+}
+
+/* A NaN/inf value costs only its own point or publish: refused (false, counted, reported),
+ * and the rest of the call goes on. */
+static void test_nonfinite_refused_alone(void **unused)
+{
+    (void)unused;
+    struct harness h;
+    assert_int_equal(h_open(&h,
+                            "function on_packet(p)\n"
+                            "  assert(gw.point('a', {}, p.x) == false)\n"
+                            "  assert(gw.point('b', {}, {v=1, w=-p.x}) == false)\n"
+                            "  assert(gw.point('c', {k=p.x}, 1) == false)\n"
+                            "  assert(gw.point(gw.series('d'), 0/0) == false)\n"
+                            "  assert(gw.publish('t', p.x) == false)\n"
+                            "  gw.point('ok', {}, 2)\n"
+                            "  gw.publish('ok', 2)\n"
+                            "end\n",
+                            0, 0),
+                     0);
+    assert_int_equal(h_packet(&h, "{\"x\":1e999}", T0), 0);
+    struct cap *c = &h.cap;
+    assert_int_equal(c->nline, 1);
+    assert_string_equal(c->line[0], "ok value=2 1732480290000000000");
+    assert_int_equal(c->npub, 1);
+    expect_pub(c, 0, "ok", "2", 1, false);
+    assert_int_equal(c->nrefused, 5);
+    assert_non_null(strstr(c->refused[0], "rule.lua:2: gw.point: point \"a\""));
+    assert_non_null(strstr(c->refused[0], "non-finite"));
+    assert_non_null(strstr(c->refused[4], "rule.lua:6: gw.publish: t: non-finite"));
+    struct rules_stats st;
+    rules_get_stats(h.r, &st);
+    assert_int_equal(st.values_refused, 5);
+    h_close(&h);
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -651,6 +709,7 @@ int main(void)
         cmocka_unit_test(test_publish_validation),
         cmocka_unit_test(test_point),
         cmocka_unit_test(test_point_validation),
+        cmocka_unit_test(test_nonfinite_refused_alone),
         cmocka_unit_test(test_misc_api_and_hooks),
         cmocka_unit_test(test_missing_hooks_and_bad_json),
         cmocka_unit_test(test_error_locations),
