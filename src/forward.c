@@ -80,6 +80,7 @@ struct forward {
     forward_ack_cb ack;
     forward_reject_cb reject;
     void *ud;
+    bool looping; /* the loop has run a prepare: callbacks are set, pumping may start */
 };
 
 static void fwd_pump(struct forward *fw, enum forward_dest dest);
@@ -192,8 +193,11 @@ static int fwd_open_spool(struct forward *fw)
         fwd_check_degraded(fw);
     else
         fwd_publish_status(fw, 0);
-    for (int i = 0; i < FWD_NDEST; i++)
-        fwd_pump(fw, (enum forward_dest)i);
+    /* At start the loop's first prepare pumps: by then the owner has set the callbacks (a
+     * record refused at once must reach its reject callback, i.e. the dead-letter). */
+    if (fw->looping)
+        for (int i = 0; i < FWD_NDEST; i++)
+            fwd_pump(fw, (enum forward_dest)i);
     return 0;
 }
 
@@ -229,8 +233,12 @@ static int fwd_send_one(struct forward *fw, struct fdest *d, int role)
     }
     if (r == -EINVAL && d->sink.ops->check(d->sink.self, rec.data, rec.len) < 0) {
         /* Not a record this sink can ever take (damaged in a way the CRC missed, or written
-         * by another version): drop it rather than block the cursor forever. */
+         * by another version with looser rules): dead-letter it and step over it, rather than
+         * block the cursor or re-send it forever. */
         log_error("spool_bad_record", "sink=%u seq=%" PRIu64 " len=%zu", cur, rec.seq, rec.len);
+        if (fw->reject)
+            fw->reject(fw->ud, d == &fw->d[FWD_MQTT] ? FWD_MQTT : FWD_INFLUX, rec.data, rec.len, 0,
+                       "spooled record the sink refuses");
         spool_ack(fw->sp, cur, rec.seq);
         return 0;
     }
@@ -360,6 +368,7 @@ static void fwd_on_prepare(struct ev_loop *loop, ev_prepare *w, int revents)
     (void)loop;
     (void)revents;
     struct forward *fw = container_of(w, struct forward, prep);
+    fw->looping = true;
     if (!fw->sp)
         return;
     if (fw->dirty && fw->scfg.fsync == SPOOL_FSYNC_ALWAYS) {

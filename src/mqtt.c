@@ -196,6 +196,40 @@ static bool call_ack(struct mqtt_sink *m, uint64_t token, uint64_t user)
     return leave(m);
 }
 
+/*
+ * A message refused for good (libmosquitto would never send it, or a v5 broker answered with
+ * a failure reason): resending cannot help, so it leaves through the seam's reject (the
+ * gateway dead-letters it) and release (the pump acknowledges it to the spool) instead of
+ * being re-sent forever. Frees msg. Returns true when the sink was destroyed meanwhile.
+ */
+static bool call_reject(struct mqtt_sink *m, struct mqtt_msg *msg, long status, const char *why)
+{
+    m->st.rejected++;
+    uint64_t token = msg->token;
+    if (m->doomed || !m->seam.release) {
+        free(msg);
+        return false;
+    }
+    m->depth++;
+    if (m->seam.reject) {
+        struct buf b = BUF_INIT;
+        struct mqtt_rec r = {.topic = msg->topic,
+                             .topic_len = strlen(msg->topic),
+                             .payload = msg->payload,
+                             .payload_len = msg->len,
+                             .qos = msg->qos,
+                             .retain = msg->retain};
+        if (mqtt_rec_encode(&b, &r) == 0)
+            m->seam.reject(m->seam.ud, b.p, b.len, status, why);
+        else
+            m->seam.reject(m->seam.ud, msg->payload, msg->len, status, why);
+        buf_free(&b);
+    }
+    free(msg);
+    m->seam.release(m->seam.ud, token, 0);
+    return leave(m);
+}
+
 static size_t pending_count(const struct mqtt_sink *m)
 {
     return m->fifo.count + m->inflight.count;
@@ -518,8 +552,17 @@ static void handle_publish(struct mqtt_sink *m, int mid, int reason)
     }
     if (reason >= 0x80) {
         /* v5 broker refused this message (e.g. not authorized). Resending cannot help. */
-        log_warn("mqtt_publish_rejected", "topic=%s reason=%d reason_str=\"%s\"", msg->topic,
-                 reason, mosquitto_reason_string(reason));
+        char qt[256], why[128];
+        log_warn("mqtt_publish_rejected", "topic=%s reason=%d reason_str=\"%s\"",
+                 log_quote(qt, sizeof qt, msg->topic, (size_t)-1), reason,
+                 mosquitto_reason_string(reason));
+        snprintf(why, sizeof why, "broker reason %d: %s", reason, mosquitto_reason_string(reason));
+        mqttq_unlink(&m->inflight, msg);
+        if (call_reject(m, msg, reason, why) || m->doomed)
+            return;
+        mqtt_pump(m);
+        close_check(m, false);
+        return;
     }
     mqttq_unlink(&m->inflight, msg);
     m->st.acked++;
@@ -595,10 +638,13 @@ static void mqtt_pump(struct mqtt_sink *m)
                 break;
             }
         } else {
-            m->st.dropped++;
-            log_warn("mqtt_publish_failed", "topic=%s rc=%d reason=\"%s\"", msg->topic, rc,
-                     mosquitto_strerror(rc));
-            free(msg);
+            /* libmosquitto refuses this message itself (topic, size): it never will take it. */
+            char qt[256], why[128];
+            log_warn("mqtt_publish_failed", "topic=%s rc=%d reason=\"%s\"",
+                     log_quote(qt, sizeof qt, msg->topic, (size_t)-1), rc, mosquitto_strerror(rc));
+            snprintf(why, sizeof why, "libmosquitto: %s", mosquitto_strerror(rc));
+            if (call_reject(m, msg, rc, why))
+                return;
         }
     }
     /* A publish from inside a libmosquitto callback is only queued: re-arm write now. */
@@ -1057,7 +1103,10 @@ static int mqtt_op_submit(void *self, const void *rec, size_t len, unsigned flag
         replay && m->cfg.replay_prefix && strlen(m->cfg.replay_prefix) + 1 + r.topic_len <= 65535
             ? m->cfg.replay_prefix
             : NULL;
-    /* Checked by mqtt_op_check before it was spooled: no second validation here. */
+    /* Checked by mqtt_op_check before it was spooled; a record of an older run (or damaged)
+     * may still fail: -EINVAL makes the pump dead-letter it instead of re-sending it. */
+    if (mqtt_rec_check(&r, 0) < 0)
+        return -EINVAL;
     return mqtt_enqueue(m, prefix, r.topic, r.topic_len, r.payload, r.payload_len, r.qos,
                         r.retain && !replay, token, r.user);
 }
@@ -1094,6 +1143,7 @@ static void mqtt_op_stats(const void *self, struct sink_stats *st)
                               .inflight = ms.inflight,
                               .acked = ms.acked,
                               .dropped = ms.dropped,
+                              .rejected = ms.rejected,
                               .reconnects = ms.reconnects};
 }
 

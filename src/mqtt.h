@@ -75,6 +75,7 @@ struct mqtt_stats {
     uint64_t published; /* handed to the broker */
     uint64_t acked;     /* PUBACK/PUBCOMP received (QoS 0: written to the socket) */
     uint64_t dropped;   /* dropped from the full offline FIFO */
+    uint64_t rejected;  /* refused for good (libmosquitto or a v5 reason code): dead-lettered */
     uint64_t reconnects;
     uint64_t connect_failures;
     size_t queued; /* waiting in the offline FIFO */
