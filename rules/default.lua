@@ -106,7 +106,8 @@ local LAST, FIRING, OFFLINE = S.last_seen, S.temp_firing, S.offline
 local TEMP_HIGH, TEMP_CLEAR = THRESHOLDS.temp_high, THRESHOLDS.temp_clear
 
 local function check_temperature(node, t, now)
-    if type(t) ~= "number" then
+    -- not a number, NaN or +-inf (a device's 1e999): the mapper refused it, no alert either
+    if type(t) ~= "number" or t ~= t or t == math.huge or t == -math.huge then
         return
     end
     if FIRING[node] then

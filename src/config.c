@@ -94,6 +94,8 @@ static const struct opt opts[] = {
     O("influx.token_file", OPT_STR, influx_token_file, NULL, 0, 0),
     O("influx.batch_lines", OPT_INT, influx_batch_lines, DEF(INFLUX_DEFAULT_BATCH_LINES), 1,
       1000000),
+    O("influx.batch_bytes", OPT_INT, influx_batch_bytes, DEF(INFLUX_DEFAULT_BATCH_BYTES), 1024,
+      INT64_C(1) << 31),
     O("influx.linger", OPT_NUM, influx_linger, DEF(INFLUX_DEFAULT_LINGER), 0, 0),
     O("influx.gzip", OPT_BOOL, influx_gzip, "false", 0, 0),
     O("influx.timeout", OPT_NUM, influx_timeout, DEF(INFLUX_DEFAULT_TIMEOUT), 0, 0),

@@ -70,6 +70,7 @@ struct config {
     char *influx_rp;
     char *influx_token_file;
     int64_t influx_batch_lines;
+    int64_t influx_batch_bytes;
     double influx_linger;
     bool influx_gzip;
     double influx_timeout;

@@ -77,6 +77,16 @@ static int gw_out_publish(void *ud, const char *topic, const char *payload, size
                              alerts_match(&gw->alerts, topic) ? FWD_ALERT : 0, user);
     if (rc) {
         latency_unsent(&gw->lat, user);
+        if (rc == -EINVAL) {
+            /* The sink will never take it (e.g. larger than its queue bound): keep it. */
+            char err[ERRLEN], qt[256];
+            snprintf(err, sizeof err,
+                     "topic %s: refused by the MQTT sink (payload of %zu bytes, "
+                     "mqtt.queue_max_bytes=%" PRId64 ")",
+                     log_quote(qt, sizeof qt, topic, (size_t)-1), len,
+                     gw->cfg->mqtt_queue_max_bytes);
+            deadletter_put(gw->dl, DL_MQTT_REJECTED, "mqtt", 0, err, payload, len);
+        }
         return rc;
     }
     gw->n.publishes++;
@@ -89,8 +99,16 @@ static int gw_out_write(void *ud, const char *line, size_t len)
     if (!forward_has(gw->fw, FWD_INFLUX))
         return 0;
     int rc = forward_submit(gw->fw, FWD_INFLUX, line, len, 0);
-    if (rc == 0)
+    if (rc == 0) {
         gw->n.points++;
+    } else if (rc == -EINVAL) {
+        /* The sink will never take it (longer than one request may be): keep it. */
+        char err[ERRLEN];
+        snprintf(err, sizeof err,
+                 "line of %zu bytes refused by the InfluxDB sink (influx.batch_bytes=%" PRId64 ")",
+                 len, gw->cfg->influx_batch_bytes);
+        deadletter_put(gw->dl, DL_INFLUX_REJECTED, "influx", 0, err, line, len);
+    }
     return rc;
 }
 

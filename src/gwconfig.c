@@ -60,6 +60,7 @@ void gwconfig_influx(const struct config *c, struct influx_config *ic)
         .rp = c->influx_rp,
         .token = c->influx_token,
         .batch_lines = (size_t)c->influx_batch_lines,
+        .batch_bytes = (size_t)c->influx_batch_bytes,
         .linger = c->influx_linger,
         .gzip = c->influx_gzip,
         .timeout = c->influx_timeout,

@@ -69,6 +69,7 @@ struct influx_sink {
     char *secret;    /* token or "user:password": only for redaction, never logged */
     char *secret_pw; /* v1 password part (points into secret), redacted too */
     size_t batch_lines;
+    size_t batch_bytes;
     double linger;
     bool gzip;
     size_t queue_max_bytes;
@@ -381,7 +382,10 @@ static void on_done(struct influx_sink *s, CURLcode res, long status)
             for (size_t i = 0; i < b->n; i++)
                 s->ack(s->ud, b->tokens[i]);
         batch_free(b);
-    } else if (status == 413) {
+    } else if (status == 413 || status == 400 || status == 422) {
+        /* 413: too large. 400/422: some line refused (InfluxDB 1.x answers "partial write"
+         * or "field type conflict" and names no line): halve until the refused lines stand
+         * alone, so one bad line costs only itself. */
         char msg[MESSAGE_MAX];
         server_message(s, msg, sizeof msg);
         if (b->n == 1) {
@@ -394,10 +398,12 @@ static void on_done(struct influx_sink *s, CURLcode res, long status)
                 batch_free(lo);
                 batch_free(hi);
                 influx_schedule_retry(s, b, backoff_next(&s->bo, now), status,
-                                      "413, split failed: ENOMEM");
+                                      "split failed: ENOMEM");
             } else {
                 s->st.splits++;
-                log_warn("influx_split", "status=413 lines=%zu halves=%zu+%zu", b->n, lo->n, hi->n);
+                char q[300];
+                log_warn("influx_split", "status=%ld lines=%zu halves=%zu+%zu message=%s", status,
+                         b->n, lo->n, hi->n, log_quote(q, sizeof q, msg, (size_t)-1));
                 /* The halves together count exactly what b counted. */
                 s->st.pending_bytes =
                     s->st.pending_bytes - batch_bytes(b) + batch_bytes(lo) + batch_bytes(hi);
@@ -414,8 +420,8 @@ static void on_done(struct influx_sink *s, CURLcode res, long status)
     } else if (status >= 500 && status < 600) {
         influx_schedule_retry(s, b, backoff_next(&s->bo, now), status, "server error");
     } else {
-        /* 400/401/403/404/422, any other 4xx, and unexpected 1xx/3xx: the server will not
-         * take this batch as it is; retrying would only repeat the refusal. */
+        /* 401/403/404, any other 4xx, and unexpected 1xx/3xx: the server will not take this
+         * batch as it is; retrying would only repeat the refusal. */
         char msg[MESSAGE_MAX];
         server_message(s, msg, sizeof msg);
         do_reject(s, b, status, msg);
@@ -681,6 +687,7 @@ int influx_sink_new(struct influx_sink **out, struct ev_loop *loop, const struct
     s->loop = loop;
     s->up = true;
     s->batch_lines = cfg->batch_lines ? cfg->batch_lines : INFLUX_DEFAULT_BATCH_LINES;
+    s->batch_bytes = cfg->batch_bytes ? cfg->batch_bytes : INFLUX_DEFAULT_BATCH_BYTES;
     s->linger = cfg->linger > 0 ? cfg->linger : INFLUX_DEFAULT_LINGER;
     s->gzip = cfg->gzip;
     s->queue_max_bytes =
@@ -789,9 +796,9 @@ int influx_sink_new(struct influx_sink **out, struct ev_loop *loop, const struct
     curl_multi_setopt(s->multi, CURLMOPT_TIMERDATA, s);
 
     log_info("influx_sink_started",
-             "api=%d batch_lines=%zu linger=%.3f gzip=%d timeout=%.3f "
+             "api=%d batch_lines=%zu batch_bytes=%zu linger=%.3f gzip=%d timeout=%.3f "
              "auth=%s",
-             api, s->batch_lines, s->linger, (int)s->gzip, timeout, auth_kind);
+             api, s->batch_lines, s->batch_bytes, s->linger, (int)s->gzip, timeout, auth_kind);
     *out = s;
     return 0;
 
@@ -822,6 +829,15 @@ int influx_sink_write(struct influx_sink *s, const char *line, size_t len, uint6
 {
     if (!line || len == 0 || memchr(line, '\n', len))
         return -EINVAL;
+    if (len + 1 > s->batch_bytes) {
+        s->st.lines_oversize++;
+        return -EINVAL; /* could never be sent within the bound */
+    }
+    if (s->cur && s->cur->n && batch_bytes(s->cur) + len + 1 > s->batch_bytes) {
+        /* The bound holds for the batch being filled too: send what it has first. */
+        seal(s);
+        influx_kick(s);
+    }
     if (!s->cur) {
         s->cur = calloc(1, sizeof *s->cur);
         if (!s->cur)
@@ -907,8 +923,8 @@ void influx_sink_free(struct influx_sink *s)
 
 static int influx_op_check(const void *self, const void *rec, size_t len)
 {
-    (void)self;
-    return !rec || len == 0 || memchr(rec, '\n', len) ? -EINVAL : 0;
+    const struct influx_sink *s = self;
+    return !rec || len == 0 || len + 1 > s->batch_bytes || memchr(rec, '\n', len) ? -EINVAL : 0;
 }
 
 static int influx_op_submit(void *self, const void *rec, size_t len, unsigned flags, uint64_t token)

@@ -2,8 +2,10 @@
  * influx.h — the InfluxDB sink: line protocol batches over libcurl multi, on the libev loop
  * (the curl "multi_socket" pattern of docs/examples/evhiperfifo.c).
  *
- * Lines are appended to the current batch; a batch is sent when it holds batch_lines lines or
- * `linger` seconds after its first line, whichever comes first. Two APIs:
+ * Lines are appended to the current batch; a batch is sent when it holds batch_lines lines,
+ * when the next line would take it past batch_bytes bytes, or `linger` seconds after its
+ * first line, whichever comes first. A single line longer than batch_bytes is refused
+ * (influx_sink_write and the seam's check: -EINVAL), so no batch ever exceeds the bound. Two APIs:
  *   v2: POST {url}/api/v2/write?org=ORG&bucket=BUCKET&precision=ns, Authorization: Token T
  *   v1: POST {url}/write?db=DB&precision=ns (optional u/p via Basic auth, rp=)
  * Optional gzip (Content-Encoding: gzip). Responses:
@@ -11,7 +13,11 @@
  *   429, 503            retry after Retry-After (seconds or HTTP date), else backoff
  *   other 5xx, timeout, connection error  retry with exponential backoff + jitter
  *   413                 split the batch in halves and retry each (a single line -> reject)
- *   400/401/403/404/422 and other 4xx  reject: reject callback with status and server message,
+ *   400, 422            the server refused some line (a type conflict, a partial write): split
+ *                       in halves and resend each, so that only the refused lines end up
+ *                       rejected, one by one (lines the server had already stored are written
+ *                       again: same series, time and value, which both servers keep once)
+ *   401/403/404 and other 4xx  reject: reject callback with status and server message,
  *                       no retry
  * Batches waiting for retry are kept in order, bounded by queue_max_bytes (oldest dropped,
  * counted, logged). The token is never logged: it is also redacted ("***") from server
@@ -44,6 +50,7 @@
  * (config.c) shows them as the options' defaults. Plain literals (stringified there). */
 #define INFLUX_DEFAULT_API             2
 #define INFLUX_DEFAULT_BATCH_LINES     5000
+#define INFLUX_DEFAULT_BATCH_BYTES     4194304 /* 4 MiB, well below InfluxDB's 25 MB body cap */
 #define INFLUX_DEFAULT_LINGER          1.0
 #define INFLUX_DEFAULT_TIMEOUT         10.0
 #define INFLUX_DEFAULT_QUEUE_MAX_BYTES 67108864 /* 64 MiB */
@@ -60,6 +67,7 @@ struct influx_config {
     const char *rp;         /* v1, optional */
     const char *token;      /* v2 token, or v1 "user:password"; never logged */
     size_t batch_lines;     /* default 5000 */
+    size_t batch_bytes;     /* bound of one request body, default 4 MiB */
     double linger;          /* seconds, default 1.0 */
     bool gzip;              /* default false */
     double timeout;         /* per request, seconds, default 10 */
@@ -75,7 +83,8 @@ struct influx_stats {
     uint64_t lines_dropped;  /* dropped from a full queue */
     uint64_t batches;        /* requests that got a 2xx */
     uint64_t retries;        /* failed attempts that were scheduled again */
-    uint64_t splits;         /* 413 splits */
+    uint64_t splits;         /* 413 and 400 splits */
+    uint64_t lines_oversize; /* refused: longer than batch_bytes */
     size_t pending_lines;    /* accepted, not yet acknowledged or rejected */
     size_t pending_bytes; /* their bytes, each line + 1 (its '\n'); what queue_max_bytes bounds */
     int last_status;      /* last HTTP status (0 = transport error) */
