@@ -1,0 +1,117 @@
+"""gw_influx_batches — one bad line costs only itself, and no batch outgrows its byte bound.
+
+Real iiotgw against the real InfluxDB 1.6 and VictoriaMetrics of tests/servers.sh:
+
+1. 400 partial write: the field `v` of a measurement exists as a float; 200 packets arrive at
+   once (one request), packet 120 writes v as a string. InfluxDB 1.6 answers 400 "partial
+   write: field type conflict" for the request. The gateway must split and resend until the
+   refused line stands alone: 199 lines stored, exactly 1 line dead-lettered (influx_rejected,
+   data = that line). Before, the whole 200-line body was dead-lettered as refused.
+2. Byte bound: 300 points carrying a 200 KiB string field each (VictoriaMetrics takes lines up
+   to 256 KiB), arriving over about one second (the default linger). With influx.batch_bytes
+   (default 4 MiB) the batch being filled is sent as soon as it holds 4 MiB, so the gateway's
+   peak RSS stays far below what the unbounded batch reached (all 60 MiB in one batch, plus
+   the copies of its growth and of the request); every point is stored. One point of 5 MiB (more than the bound) is refused and
+   dead-lettered, not sent.
+"""
+import json
+import os
+import subprocess
+import time
+import urllib.parse
+
+from gwtest import (check, http_get, http_post, iiotgw, need_env, stop_process, tmpdir, unique,
+                    vm_export)
+
+vm, influx1 = need_env("IIOTGW_TEST_VM_URL", "IIOTGW_TEST_INFLUX1_URL")
+d = tmpdir()
+
+
+def deadletters(path):
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(l) for l in f if l.strip()]
+
+
+def write(name, text):
+    p = os.path.join(d, name)
+    with open(p, "w") as f:
+        f.write(text)
+    return p
+
+
+# --- 1. 400 partial write ---------------------------------------------------------------------
+db = unique("db")
+M = unique("split")
+http_post(influx1 + "/query", urllib.parse.urlencode({"q": "CREATE DATABASE " + db}).encode())
+http_post(influx1 + "/write?db=" + db, ("%s,n=pre v=1.5 1\n" % M).encode())
+rule = write("split.lua", """
+function on_packet(p)
+  gw.point('%s', {n = tostring(p.n)}, {v = p.v})
+end
+""" % M)
+inp = write("split.jsonl", "".join(
+    json.dumps({"n": i, "v": "oops" if i == 120 else i + 0.5}) + "\n" for i in range(200)))
+dl = os.path.join(d, "dl1.jsonl")
+r = subprocess.run([iiotgw(), "-r", rule, "-s", "file:" + inp, "--mqtt", "none",
+                    "--influx", influx1, "--influx-db", db, "--deadletter", dl,
+                    "-o", "influx.linger=0.5"], capture_output=True, text=True, timeout=120)
+q = urllib.parse.urlencode({"db": db, "q": "SELECT count(v) FROM %s WHERE n != 'pre'" % M})
+res = json.loads(http_get(influx1 + "/query?" + q))
+stored = res["results"][0].get("series", [{"values": [[0, 0]]}])[0]["values"][0][1]
+recs = [x for x in deadletters(dl) if x["reason"] == "influx_rejected"]
+lines = [l for x in recs for l in x["data"].split("\n")]
+splits = r.stderr.count("event=influx_split")
+print("400 split: stored=%d dead-lettered lines=%d records=%d splits=%d exit=%d"
+      % (stored, len(lines), len(recs), splits, r.returncode), flush=True)
+check(r.returncode == 0, "split run exit %d\n%s" % (r.returncode, r.stderr[-3000:]))
+check(stored == 199, "InfluxDB stored %d lines, want 199" % stored)
+check(len(lines) == 1 and 'v="oops"' in lines[0] and "n=120" in lines[0],
+      "want exactly the conflicting line dead-lettered, got %r" % lines[:3])
+check("partial write" in recs[0]["error"], "server message missing: %r" % recs[0])
+
+# --- 2. byte bound ------------------------------------------------------------------------------
+M2 = unique("big")
+rule = write("big.lua", """
+function on_packet(p)
+  gw.point('%s', {n = tostring(p.n)}, {v = p.n, s = string.rep('x', p.size)})
+end
+""" % M2)
+dl = os.path.join(d, "dl2.jsonl")
+N = 300
+proc = subprocess.Popen([iiotgw(), "-r", rule, "-s", "stdin", "--mqtt", "none",
+                         "--influx", vm, "--influx-org", "o", "--influx-bucket", "b",
+                         "--deadletter", dl],
+                        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                        stderr=open(os.path.join(d, "big.log"), "wb"))
+try:
+    # A device's pace, not a replay: 10 packets every 30 ms (300 in about a second, the
+    # default linger: the unbounded batch held all of them at once).
+    for i in range(0, N, 10):
+        proc.stdin.write("".join(json.dumps({"n": j, "size": 200 << 10}) + "\n"
+                                 for j in range(i, i + 10)).encode())
+        proc.stdin.flush()
+        time.sleep(0.03)
+    proc.stdin.write((json.dumps({"n": N, "size": 5 << 20}) + "\n").encode())
+    proc.stdin.flush()
+    stored = 0
+    deadline = time.time() + 60
+    while time.time() < deadline and stored < N:
+        stored = len(vm_export(vm, '{__name__="%s_v"}' % M2, expect=N, timeout=2))
+    with open("/proc/%d/status" % proc.pid) as f:
+        hwm = [int(l.split()[1]) for l in f if l.startswith("VmHWM:")][0] // 1024
+    proc.stdin.close()
+    rc = proc.wait(60)
+finally:
+    stop_process(proc, 5)
+recs = [x for x in deadletters(dl) if x["reason"] == "influx_rejected"]
+print("byte bound: points stored=%d/%d peak_rss=%d MiB (points: %d x 200 KiB) "
+      "oversize dead-lettered=%d exit=%d" % (stored, N, hwm, N, len(recs), rc), flush=True)
+check(rc == 0, "big run exit %d" % rc)
+check(stored == N, "VictoriaMetrics has %d of %d points" % (stored, N))
+check(hwm < 56, "peak RSS %d MiB: the batch being filled is not bounded" % hwm)
+check(len(recs) == 1 and "batch_bytes" in recs[0]["error"]
+      and ("n=%d" % N) in recs[0]["data"][:200], "the 5 MiB line was not refused and "
+      "dead-lettered: %r" % [x["error"] for x in recs])
+print("ok")
