@@ -36,6 +36,8 @@
 
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include "backoff.h"
 #include "log.h"
@@ -64,6 +66,9 @@ struct mqtt_sink {
     struct mqtt_config cfg; /* strings point into owned copies below */
     char *strs[10];         /* owned copies of the cfg strings */
     bool v5;
+    /* Why the last TLS handshake failed ("certificate has expired"), from libmosquitto's
+     * log callback and OpenSSL's verify result; "" when it did not. */
+    char tls_reason[192];
 
     ev_io rio;
     ev_io wio;
@@ -360,9 +365,17 @@ static void conn_lost(struct mqtt_sink *m, int rc)
                  m->inflight.count, m->fifo.count);
     } else {
         m->st.connect_failures++;
-        log_warn("mqtt_connect_failed", "host=%s port=%d rc=%d reason=\"%s\"", m->cfg.host,
-                 m->cfg.port, rc, mosquitto_strerror(rc));
+        if (m->tls_reason[0]) {
+            char qr[256];
+            log_warn("mqtt_connect_failed", "host=%s port=%d rc=%d reason=\"%s\" tls_reason=%s",
+                     m->cfg.host, m->cfg.port, rc, mosquitto_strerror(rc),
+                     log_quote(qr, sizeof qr, m->tls_reason, (size_t)-1));
+        } else {
+            log_warn("mqtt_connect_failed", "host=%s port=%d rc=%d reason=\"%s\"", m->cfg.host,
+                     m->cfg.port, rc, mosquitto_strerror(rc));
+        }
     }
+    m->tls_reason[0] = '\0';
 
     /*
      * QoS 0 packets libmosquitto had not written are discarded by it on reconnect: give
@@ -821,6 +834,37 @@ static int dup_str(struct mqtt_sink *m, int slot, const char **field)
     return 0;
 }
 
+/*
+ * libmosquitto's log: only the OpenSSL errors of a failed handshake are kept. OpenSSL's own
+ * text for any verification failure is just "certificate verify failed"; the reason (unknown
+ * CA, expired, host name mismatch) is the verify result of the SSL object, which is still
+ * alive while libmosquitto logs the failure.
+ */
+static void on_log(struct mosquitto *mosq, void *ud, int level, const char *str)
+{
+    struct mqtt_sink *m = ud;
+    if (level != MOSQ_LOG_ERR || !str)
+        return;
+    if (!strstr(str, "OpenSSL") && !strstr(str, "TLS") && !strstr(str, "SSL"))
+        return;
+    SSL *ssl = mosquitto_ssl_get(mosq);
+    long v = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
+    if (v == X509_V_ERR_UNSPECIFIED && !m->cfg.tls_insecure) {
+        /* libmosquitto's verify callback adds one check to OpenSSL's chain verification, the
+         * host name, and fails it without an error code (chain errors keep OpenSSL's). */
+        v = X509_V_ERR_HOSTNAME_MISMATCH;
+    }
+    if (v == X509_V_ERR_HOSTNAME_MISMATCH)
+        snprintf(m->tls_reason, sizeof m->tls_reason,
+                 "certificate verify failed: hostname mismatch (the certificate is not for %s)",
+                 m->cfg.host);
+    else if (v != X509_V_OK)
+        snprintf(m->tls_reason, sizeof m->tls_reason, "certificate verify failed: %s",
+                 X509_verify_cert_error_string(v));
+    else if (!m->tls_reason[0])
+        snprintf(m->tls_reason, sizeof m->tls_reason, "%s", str);
+}
+
 static int setup_mosq(struct mqtt_sink *m, char *err, size_t errlen)
 {
     const struct mqtt_config *c = &m->cfg;
@@ -853,9 +897,21 @@ static int setup_mosq(struct mqtt_sink *m, char *err, size_t errlen)
         }
     }
     if (c->tls) {
-        if (!c->cafile && !c->capath)
+        mosquitto_log_callback_set(m->mosq, on_log);
+        /*
+         * No CA option: the system trust store (OpenSSL's default paths, /etc/ssl/certs on
+         * Debian). libmosquitto's mosquitto_tls_set() refuses a NULL cafile and capath, so
+         * without a client certificate it is not called at all (MOSQ_OPT_TLS_USE_OS_CERTS
+         * turns TLS on by itself); with one, the system CA directory is named explicitly.
+         */
+        const char *capath = c->capath;
+        if (!c->cafile && !c->capath) {
             mosquitto_int_option(m->mosq, MOSQ_OPT_TLS_USE_OS_CERTS, 1);
-        rc = mosquitto_tls_set(m->mosq, c->cafile, c->capath, c->certfile, c->keyfile, NULL);
+            capath = X509_get_default_cert_dir();
+        }
+        rc = MOSQ_ERR_SUCCESS;
+        if (c->cafile || c->capath || c->certfile || c->keyfile)
+            rc = mosquitto_tls_set(m->mosq, c->cafile, capath, c->certfile, c->keyfile, NULL);
         if (rc) {
             snprintf(err, errlen, "tls: %s (check cafile/capath/certfile/keyfile)",
                      mosquitto_strerror(rc));

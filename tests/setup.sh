@@ -6,7 +6,7 @@
 set -euo pipefail
 
 # Build dependencies (keep in sync with README.md "deps:build" and docker/Dockerfile).
-build_pkgs="build-essential cmake pkg-config liblua5.4-dev libmosquitto-dev libcurl4-openssl-dev libcjson-dev libev-dev zlib1g-dev libcmocka-dev"
+build_pkgs="build-essential cmake pkg-config liblua5.4-dev libmosquitto-dev libcurl4-openssl-dev libssl-dev libcjson-dev libev-dev zlib1g-dev libcmocka-dev"
 # Test and demo: real servers, clients, unit-test framework, firmware cross compiler and its
 # emulator, clang and its libFuzzer runtime (tests/fuzz), packaging tools (tests/package),
 # clang-format (tests/style).
