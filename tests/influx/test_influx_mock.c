@@ -353,7 +353,8 @@ static void test_reset_retry(void **state)
     assert_true(gap[0] >= 0.05 && gap[0] < 0.8);
 }
 
-/* 400 with a JSON error body -> reject with the server's message, no retry. */
+/* 400 with a JSON error body -> split until each refused line stands alone, each rejected
+ * with the server's message; no retry of a single refused line. */
 static void test_400_message(void **state)
 {
     (void)state;
@@ -363,16 +364,17 @@ static void test_400_message(void **state)
     struct it_rec rec = {0};
     struct influx_sink *s = new_sink(loop, v.url, &rec, 0.05, 1, 2, false);
     write_n(s, 2, "bad");
-    RUN_UNTIL(loop, rec.rejects == 1, 3);
+    RUN_UNTIL(loop, rec.rejects == 2, 3);
     RUN_FOR(loop, 0.3);
-    assert_int_equal(rec.rejects, 1);
+    assert_int_equal(rec.rejects, 2);
     assert_int_equal(rec.reject_status, 400);
     assert_string_equal(
         rec.reject_msg,
         "{\"error\":\"partial write: unable to parse 'bad line': missing fields\"}");
     struct req r[4];
-    assert_int_equal(srv_requests(&v, r, 4), 1);
+    assert_int_equal(srv_requests(&v, r, 4), 3); /* the batch, then each half */
     assert_int_equal(it_stats(s).lines_rejected, 2);
+    assert_int_equal(it_stats(s).splits, 1);
     buf_free(&rec.reject_lines);
     influx_sink_free(s);
     ev_loop_destroy(loop);

@@ -208,6 +208,9 @@ static void open_pump(struct fx *x, size_t window)
     char err[256] = "";
     assert_int_equal(forward_new(&x->fw, x->loop, &fc, sinks, err, sizeof err), 0);
     forward_set_callbacks(x->fw, on_ack, on_reject, x);
+    /* The spool's pending records are pumped from the loop's first iteration on, once the
+     * callbacks are set (a record refused at once must reach on_reject). */
+    ev_run(x->loop, EVRUN_NOWAIT);
 }
 
 static void submit(struct fx *x, const char *rec)
