@@ -55,6 +55,7 @@ void gateway_report_stats(struct gateway *gw)
         {"invalid_json", (double)gw->n.invalid_json, true},
         {"rule_errors", (double)gw->n.rule_errors, true},
         {"rule_overruns", (double)rs.overruns, true},
+        {"rule_values_refused", (double)rs.values_refused, true},
         {"rule_time_us", rule_avg_us, false},
         {"rule_time_total_us", rs.time_total * 1e6, false},
         {"rule_time_max_us", rs.time_max * 1e6, false},

@@ -17,5 +17,5 @@ function on_packet(pkt, meta)
     local id = pkt.ts
     gw.publish(TA, id .. " " .. meta.rx_ns, 1, true)
     gw.publish(TB, id, 1, false)
-    gw.point("rel", TAGS, {id = id})
+    gw.point("rel", TAGS, {id = gw.int(id)})
 end
