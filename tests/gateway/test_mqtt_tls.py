@@ -12,6 +12,8 @@ a server certificate for DNS:localhost made here with the openssl CLI. The real 
    CA too), not only "A TLS error occurred".
 3. mqtts://127.0.0.1 with our CA: the certificate is for localhost, so the log names a host
    name mismatch.
+4. A third listener with a certificate that expired (valid for 0 days): the log says
+   "certificate has expired".
 """
 import os
 import subprocess
@@ -43,16 +45,21 @@ with open(os.path.join(d, "san.ext"), "w") as f:
     f.write("subjectAltName=DNS:localhost\n")
 sh("openssl", "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
    "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "san.ext")
+sh("openssl", "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+   "-CAcreateserial", "-out", "expired.pem", "-days", "0", "-extfile", "san.ext")
 os.chmod(os.path.join(d, "server.key"), 0o644)  # a throwaway key, readable by that user
+made = time.time()
 
-plain, tls = free_port(), free_port()
+plain, tls, old = free_port(), free_port(), free_port()
 conf = os.path.join(d, "mosquitto.conf")
 with open(conf, "w") as f:
     f.write("allow_anonymous true\npersistence false\n"
             "listener %d 127.0.0.1\n"
             "listener %d 127.0.0.1\ncafile %s\ncertfile %s\nkeyfile %s\n"
+            "listener %d 127.0.0.1\ncafile %s\ncertfile %s\nkeyfile %s\n"
             % (plain, tls, os.path.join(d, "ca.pem"), os.path.join(d, "server.pem"),
-               os.path.join(d, "server.key")))
+               os.path.join(d, "server.key"), old, os.path.join(d, "ca.pem"),
+               os.path.join(d, "expired.pem"), os.path.join(d, "server.key")))
 broker = subprocess.Popen(["mosquitto", "-c", conf], stdout=subprocess.DEVNULL,
                           stderr=open(os.path.join(d, "mosquitto.log"), "wb"))
 try:
@@ -103,6 +110,14 @@ try:
     print("host mismatch: exit=%d %s" % (r.returncode, fails[:1]), flush=True)
     check(fails and "hostname mismatch" in fails[0],
           "host name mismatch: the reason is not named\n%s" % r.stderr[-2000:])
+
+    # 4. an expired certificate (notAfter = the second it was made)
+    time.sleep(max(0.0, made + 1.5 - time.time()))
+    r = gw("mqtts://localhost:%d" % old, "-o", "mqtt.cafile=" + os.path.join(d, "ca.pem"))
+    fails = [l for l in r.stderr.splitlines() if "event=mqtt_connect_failed" in l]
+    print("expired: exit=%d %s" % (r.returncode, fails[:1]), flush=True)
+    check(fails and "certificate has expired" in fails[0],
+          "expired: the reason is not named\n%s" % r.stderr[-2000:])
     print("ok")
 finally:
     stop_process(broker, 5)
