@@ -216,7 +216,7 @@ static bool call_reject(struct mqtt_sink *m, struct mqtt_msg *msg, long status, 
         return false;
     }
     m->depth++;
-    if (m->seam.reject) {
+    if (m->seam.reject && !msg->internal) {
         struct buf b = BUF_INIT;
         struct mqtt_rec r = {.topic = msg->topic,
                              .topic_len = strlen(msg->topic),
@@ -670,7 +670,7 @@ static void mqtt_pump(struct mqtt_sink *m)
  */
 static int mqtt_enqueue(struct mqtt_sink *m, const char *prefix, const char *topic, size_t tlen,
                         const void *payload, size_t len, int qos, bool retain, uint64_t token,
-                        uint64_t user)
+                        uint64_t user, bool internal)
 {
     size_t plen = prefix ? strlen(prefix) + 1 : 0;
     size_t full = plen + tlen;
@@ -682,6 +682,7 @@ static int mqtt_enqueue(struct mqtt_sink *m, const char *prefix, const char *top
     msg->mid = -1;
     msg->qos = qos;
     msg->retain = retain;
+    msg->internal = internal;
     msg->len = len;
     msg->topic = msg->data;
     if (prefix) {
@@ -722,7 +723,7 @@ int mqtt_sink_publish(struct mqtt_sink *m, const char *topic, const void *payloa
                          .retain = retain};
     if (mqtt_rec_check(&r, m->cfg.queue_max_bytes) < 0)
         return -EINVAL;
-    return mqtt_enqueue(m, NULL, topic, r.topic_len, payload, len, qos, retain, token, 0);
+    return mqtt_enqueue(m, NULL, topic, r.topic_len, payload, len, qos, retain, token, 0, false);
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -1164,7 +1165,7 @@ static int mqtt_op_submit(void *self, const void *rec, size_t len, unsigned flag
     if (mqtt_rec_check(&r, 0) < 0)
         return -EINVAL;
     return mqtt_enqueue(m, prefix, r.topic, r.topic_len, r.payload, r.payload_len, r.qos,
-                        r.retain && !replay, token, r.user);
+                        r.retain && !replay, token, r.user, (flags & SINK_INTERNAL) != 0);
 }
 
 static size_t mqtt_op_pending(const void *self)

@@ -21,6 +21,9 @@ struct mqtt_msg {
     int mid;
     int qos;
     bool retain;
+    /* The gateway's own message (SINK_INTERNAL): a refusal is logged, never dead-lettered,
+     * since the dead-letter topic is one of them (a refused dead-letter would loop). */
+    bool internal;
     size_t len;  /* payload bytes */
     char *topic; /* points into data */
     char *payload;
