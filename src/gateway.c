@@ -205,7 +205,7 @@ static void gw_on_source_line(void *ud, struct source *src, char *line, size_t l
     len = extract_clean(line, len);
     size_t off = 0, olen = 0;
     enum extract_result er = extract_object(line, len, &off, &olen);
-    int64_t rx_ns = util_now_ns();
+    int64_t rx_ns = clock_now_ns(&gw->clock);
 
     if (er == EXTRACT_NONE) {
         gw->n.text_lines++;
@@ -358,7 +358,7 @@ static void gw_on_tick(struct ev_loop *loop, ev_timer *w, int revents)
     struct gateway *gw = container_of(w, struct gateway, tick_timer);
     char err[ERRLEN];
     gw_note(gw, false, "# tick");
-    int rc = rules_tick(gw->rules, util_now_ns(), err, sizeof err);
+    int rc = rules_tick(gw->rules, clock_now_ns(&gw->clock), err, sizeof err);
     gw_note(gw, false, NULL);
     if (rc)
         gw_unusable(gw, DL_RULE_ERROR, NULL, 0, "on_tick", NULL, err, "", 0);
@@ -568,6 +568,7 @@ int gateway_init(struct gateway *gw, struct ev_loop *loop, const struct config *
     gw->loop = loop;
     gw->cfg = cfg;
     gw->started = util_mono();
+    clock_init_wall(&gw->clock);
     gwconfig_topics(cfg, &gw->topics);
     alerts_init(&gw->alerts, cfg->prefix);
     /* The printer shows every dead-letter; otherwise deadletter_topic decides. */
@@ -585,6 +586,7 @@ int gateway_init(struct gateway *gw, struct ev_loop *loop, const struct config *
     struct rule_sink sink = {.ud = gw, .publish = gw_out_publish, .write = gw_out_write};
     struct rules_config rc_cfg;
     gwconfig_rules(cfg, &rc_cfg);
+    rc_cfg.clock = &gw->clock;
     rc = rules_open(&gw->rules, &rc_cfg, &sink, err, errlen);
     if (rc)
         return rc;

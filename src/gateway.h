@@ -29,6 +29,7 @@
 
 #include "alerts.h"
 #include "buf.h"
+#include "clock.h"
 #include "config.h"
 #include "forward.h"
 #include "gwconfig.h"
@@ -60,6 +61,7 @@ struct gateway {
     struct ev_loop *loop;
     const struct config *cfg;
     struct rules *rules;
+    struct clock clock;           /* the data path's "now": wall, or a replay's virtual time */
     struct sink sinks[FWD_NDEST]; /* MQTT, InfluxDB, or the --dry-run printer (ops NULL: off) */
     struct dryrun *dry;           /* the printer behind sinks[] with --dry-run, else NULL */
     struct forward *fw;           /* every output -> spool (optional) -> sinks (forward.h) */
