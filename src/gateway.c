@@ -704,6 +704,7 @@ int gateway_init(struct gateway *gw, struct ev_loop *loop, const struct config *
                          err, errlen);
     if (rc)
         return rc;
+    deadletter_set_clock(gw->dl, &gw->clock);
 
     struct rule_sink sink = {.ud = gw, .publish = gw_out_publish, .write = gw_out_write};
     struct rules_config rc_cfg;

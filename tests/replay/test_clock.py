@@ -1,7 +1,7 @@
 """test_clock.py — the replay clock's arithmetic through the real binary (--dry-run, no servers).
 
-  * --clock packet --clock-start: every packet at start + (ts - first ts), the text lines
-    before the first packet at start;
+  * --clock packet --clock-start: every packet at start + (ts - first ts), its points and the
+    dead-letter records at the capture's time;
   * the default anchor: the capture file's mtime minus its span (the last packet lands on the
     mtime), measured by a first pass;
   * a node reboot mid-capture (ts jumps back): the clock continues from the last packet, never
@@ -53,6 +53,10 @@ check(got[-1] == START_NS + (int(packets[-1]["ts"]) - first_ts) * 1000000, "last
 w = [l for l in r.stdout.splitlines() if l.startswith("WRITE temperature,node=node1")]
 check(w and w[0].endswith(" %d" % START_NS), "first point's timestamp: %r" % w[:1])
 check("clock_replay_done" in r.stderr and "reboots=0" in r.stderr, r.stderr[-800:])
+dead = [json.loads(l[len("DEADLETTER "):]) for l in r.stdout.splitlines()
+        if l.startswith("DEADLETTER ")]
+check(dead and all(x["time"].startswith("2026-01-01T00:") for x in dead),
+      "dead-letter times follow the capture: %r" % [x["time"] for x in dead])
 
 # --- default anchor: mtime minus span -----------------------------------------------------
 mtime = 1770000000  # 2026-02-02T02:40:00Z
