@@ -9,17 +9,19 @@
   * --clock log: a line's defmt stamp where it has one, else its ts;
   * --clock-field / --clock-unit for other firmware (seconds in a nested field);
   * --speed: a 9.5 s capture at --speed 10 takes about a second, at max almost nothing; ticks
-    come in virtual time between the packets;
+    come in virtual time between the packets; SIGTERM during a paced replay exits cleanly;
   * bad clock options are refused with exit 1.
 """
 import json
 import os
 import re
+import signal
+import subprocess
 import time
 
 from replaytest import (NS, START, START_NS, check, dry_headers, edit_packets, edit_ts,
                         expected_packets, packet_times, sample_lines, track, write_capture)
-from gwtest import DEFAULT_RULE, run, tmpdir  # noqa: E402
+from gwtest import DEFAULT_RULE, iiotgw, run, tmpdir  # noqa: E402
 
 d = tmpdir()
 packets = expected_packets()
@@ -148,6 +150,18 @@ check(rx(r10) == rx(r), "pacing does not change the times")
 check(t_max < 0.8, "--speed max took %.2f s" % t_max)
 check(0.7 < t_10 - t_max < 2.5, "--speed 10 over 9.5 s of capture took %.2f s (max %.2f s)" % (t_10, t_max))
 check(1.5 < t_5 - t_max < 4.0, "--speed 5 took %.2f s" % t_5)
+
+# --- SIGTERM during a paced replay: the held lines are dropped, the exit is clean ----------
+p = subprocess.Popen([iiotgw(), "--dry-run", "-r", DEFAULT_RULE, "-s", "file:" + sample,
+                      "--deadletter", "none", "--clock", "packet", "--clock-start", START,
+                      "--speed", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+time.sleep(1.0)
+p.send_signal(signal.SIGTERM)
+out, err = p.communicate(timeout=20)
+check(p.returncode == 0, "SIGTERM during pacing: exit %d\n%s" % (p.returncode, err[-1500:]))
+check("event=clock_held_dropped" in err, "held lines dropped on SIGTERM: %s" % err[-1500:])
+n = len(dry_headers(out))
+check(1 <= n <= 3, "about one second of a real-time replay ran (%d packets)" % n)
 
 # --- bad options ----------------------------------------------------------------------------
 for args, what in ((["--clock", "wall"], "clock.mode"),
