@@ -56,6 +56,7 @@ struct replay {
     int64_t start_ns;
     int64_t tick_ns;   /* tick interval */
     int64_t next_tick; /* virtual time of the next tick */
+    int64_t last_t;    /* time given to the latest line fed (held ones included) */
     /* pacing: the wall (monotonic) time at which virtual time anchor_v was reached */
     bool anchored;
     double anchor_mono;
@@ -264,7 +265,9 @@ static int replay_hold(struct replay *rp, struct source *src, const char *line, 
 void replay_feed(struct replay *rp, struct source *src, size_t index, char *line, size_t len,
                  uint64_t line_no, unsigned flags)
 {
-    int64_t u, t = clock_now_ns(rp->clock);
+    /* Not the clock's now: with lines held, the clock still stands at the last line handed
+     * on, and a line fed after the held ones must not get an earlier time than theirs. */
+    int64_t u, t = rp->last_t;
     bool timed = false;
     if (!(flags & FRAME_OVERLONG) && buf_append(&rp->scratch, line, len) == 0) {
         timed = replay_uptime(&rp->cfg, rp->scratch.p, len, &u) == 0;
@@ -290,8 +293,9 @@ void replay_feed(struct replay *rp, struct source *src, size_t index, char *line
             log_debug("clock_untimed", "source=%s line=%" PRIu64 " field=%s", source_name(src),
                       line_no, rp->cfg.field);
     }
-    if (t < clock_now_ns(rp->clock))
-        t = clock_now_ns(rp->clock); /* another source ahead: time does not run back */
+    if (t < rp->last_t)
+        t = rp->last_t; /* another source ahead: time does not run back */
+    rp->last_t = t;
 
     bool paced = rp->cfg.speed > 0 && source_is_finite(src);
     if (paced && !rp->anchored) {
@@ -369,6 +373,7 @@ int replay_new(struct replay **out, struct ev_loop *loop, const struct replay_co
     if (rp->tick_ns < 1000000)
         rp->tick_ns = 1000000;
     rp->next_tick = rp->start_ns + rp->tick_ns;
+    rp->last_t = rp->start_ns;
     clock_init_virtual(clock, rp->start_ns);
     ev_init(&rp->pace, replay_on_pace);
     char at[40];

@@ -151,6 +151,19 @@ check(t_max < 0.8, "--speed max took %.2f s" % t_max)
 check(0.7 < t_10 - t_max < 2.5, "--speed 10 over 9.5 s of capture took %.2f s (max %.2f s)" % (t_10, t_max))
 check(1.5 < t_5 - t_max < 4.0, "--speed 5 took %.2f s" % t_5)
 
+# --- pacing keeps order and time: a text line after a held packet is not earlier ----------
+held = os.path.join(d, "held.log")
+with open(held, "w") as f:
+    f.write('{"ts":1000}\n{"ts":1500}\nplain text\n{"ts":2000}\n')
+with open(rule, "w") as f:
+    f.write("function on_packet(p, meta) gw.publish('p', meta.rx_ns) end\n"
+            "function on_line(text, meta) gw.publish('l', meta.rx_ns) end\n")
+r = dry(held, "--clock", "packet", "--clock-start", START, "--speed", "10", rule=rule)
+seq = re.findall(r"^PUBLISH ([pl]) qos=1 retain=0 (\d+)$", r.stdout, re.M)
+check(seq == [("p", str(START_NS)), ("p", str(START_NS + 500000000)),
+              ("l", str(START_NS + 500000000)), ("p", str(START_NS + 1000000000))],
+      "paced order and times: %r" % seq)
+
 # --- SIGTERM during a paced replay: the held lines are dropped, the exit is clean ----------
 p = subprocess.Popen([iiotgw(), "--dry-run", "-r", DEFAULT_RULE, "-s", "file:" + sample,
                       "--deadletter", "none", "--clock", "packet", "--clock-start", START,
