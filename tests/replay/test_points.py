@@ -1,6 +1,8 @@
 """test_points.py — backfill: the sample session replayed with --clock packet --clock-start
 2026-01-01T00:00:00Z into VictoriaMetrics (v2 API) and InfluxDB 1.6 (v1 API) stores every
-point at start + (ts - first ts), with its packet's value, none at the replay's wall time.
+point at start + (ts - first ts), with its packet's value, none at the replay's wall time;
+and a capture edited so the node reboots mid-session keeps every point, at the times the
+reboot rule gives (the clock continues from the last packet before it).
 
 Each point's expected timestamp and value come from tests/data/probe-rs-session.expected.jsonl
 (the packets a correct reader extracts), not from running iiotgw.
@@ -11,7 +13,8 @@ import subprocess
 import time
 import urllib.parse
 
-from replaytest import START, START_NS, check, expected_packets, packet_times
+from replaytest import (START, START_NS, check, edit_packets, edit_ts, expected_packets,
+                        packet_times, sample_lines, write_capture)
 from gwtest import (DEFAULT_RULE, SAMPLE_LOG, free_port, http_get, http_post, need_env, run,
                     tmpdir, unique, vm_export, wait_for)
 
@@ -36,9 +39,9 @@ for p, t in zip(packets, times):
 n_points = sum(len(v) for v in WANT.values())
 
 
-def replay(*extra):
+def replay(*extra, capture=SAMPLE_LOG):
     t0 = time.time()
-    r = run(["-r", DEFAULT_RULE, "-s", "file:" + SAMPLE_LOG, "--mqtt", "none",
+    r = run(["-r", DEFAULT_RULE, "-s", "file:" + capture, "--mqtt", "none",
              "--deadletter", "none", "--clock", "packet", "--clock-start", START,
              "-o", "influx.linger=0.2", "-o", "stats_interval=0"] + list(extra), timeout=120)
     check(r.returncode == 0, "replay %r exit %d\n%s" % (extra, r.returncode, r.stderr[-2000:]))
@@ -89,5 +92,33 @@ for (meas, node), want in WANT.items():
     g = {int(t): float(v) for t, v in rows}
     check(g == want, "InfluxDB 1.6 %s/%s: %d points, want %d; first differences %r" % (
         meas, node, len(g), len(want), sorted(set(g.items()) ^ set(want.items()))[:3]))
+http_post(influx1 + "/query", urllib.parse.urlencode({"q": "DROP DATABASE " + db}).encode())
+
+# --- a node reboot mid-capture, into InfluxDB 1.6 ------------------------------------------
+# From packet 120 on the node counts from 2 s again: the clock continues from the last packet
+# (+ the new uptime), so no point lands on an earlier one's timestamp and overwrites it.
+cut = int(packets[120]["ts"])
+
+
+def reboot(ts):
+    return ts - cut + 2000 if ts >= cut else ts
+
+
+rb_packets = edit_packets(packets, reboot)
+rb_times = packet_times(rb_packets)
+capture = os.path.join(d, "reboot.log")
+write_capture(capture, edit_ts(sample_lines(), reboot))
+want = {t: float(p["n1"]["t"]) for p, t in zip(rb_packets, rb_times) if "t" in p.get("n1", {})}
+check(len(want) == len(WANT[("temperature", "node1")]), "one point per packet after the edit")
+db = unique("rb")
+http_post(influx1 + "/query", urllib.parse.urlencode({"q": "CREATE DATABASE " + db}).encode())
+replay("--influx", influx1, "--influx-db", db, capture=capture)
+q = urllib.parse.urlencode({"db": db, "epoch": "ns",
+                            "q": "SELECT value FROM temperature WHERE node='node1'"})
+rows = json.loads(http_get(influx1 + "/query?" + q))["results"][0]["series"][0]["values"]
+g = {int(t): float(v) for t, v in rows}
+check(g == want, "reboot: %d points, want %d; first differences %r" % (
+    len(g), len(want), sorted(set(g.items()) ^ set(want.items()))[:3]))
+check(rb_times[120] == rb_times[119] + 2 * 10**9, "the reboot continues from the last packet")
 http_post(influx1 + "/query", urllib.parse.urlencode({"q": "DROP DATABASE " + db}).encode())
 print("ok: %d points at start + (ts - first ts) in VictoriaMetrics and InfluxDB 1.6" % n_points)
