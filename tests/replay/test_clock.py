@@ -10,6 +10,8 @@
   * --clock-field / --clock-unit for other firmware (seconds in a nested field);
   * --speed: a 9.5 s capture at --speed 10 takes about a second, at max almost nothing; ticks
     come in virtual time between the packets; SIGTERM during a paced replay exits cleanly;
+  * the config file's clock and replay sections, the retain policy and replay prefix in the
+    --dry-run output;
   * bad clock options are refused with exit 1.
 """
 import json
@@ -175,6 +177,25 @@ check(p.returncode == 0, "SIGTERM during pacing: exit %d\n%s" % (p.returncode, e
 check("event=clock_held_dropped" in err, "held lines dropped on SIGTERM: %s" % err[-1500:])
 n = len(dry_headers(out))
 check(1 <= n <= 3, "about one second of a real-time replay ran (%d packets)" % n)
+
+# --- the config file's clock and replay sections; the retain policy as --dry-run shows it ----
+conf = os.path.join(d, "lab.conf")
+with open(conf, "w") as f:
+    f.write('clock = {mode = "packet", start = "%s", field = "ts", unit = "ms"}\n'
+            'replay = {retain = false, prefix = "lab"}\n' % START)
+r = run(["--dry-run", "-c", conf, "-r", DEFAULT_RULE, "-s", "file:" + short, "--deadletter", "none"])
+check(r.returncode == 0 and rx(r) == [START_NS, START_NS + 9500000000], "config file: %r %s"
+      % (rx(r), r.stderr[-800:]))
+pubs = re.findall(r"^PUBLISH (\S+) qos=\d retain=(\d)", r.stdout, re.M)
+check(pubs and all(t.startswith("lab/iiot/") for t, _ in pubs), "replay.prefix: %r" % pubs[:3])
+check(all(rt == "0" for _, rt in pubs), "no retain under the replay clock: %r" % pubs[:3])
+r = run(["--dry-run", "-c", conf, "-r", DEFAULT_RULE, "-s", "file:" + short, "--deadletter", "none",
+         "--replay-retain"])
+check(("lab/iiot/node1/temperature", "1") in re.findall(r"^PUBLISH (\S+) qos=\d retain=(\d)",
+                                                        r.stdout, re.M), "--replay-retain keeps it")
+r = run(["--dry-run", "-r", DEFAULT_RULE, "-s", "file:" + short, "--deadletter", "none"])
+check(("iiot/node1/temperature", "1") in re.findall(r"^PUBLISH (\S+) qos=\d retain=(\d)",
+                                                   r.stdout, re.M), "receive clock: retain as before")
 
 # --- bad options ----------------------------------------------------------------------------
 for args, what in ((["--clock", "wall"], "clock.mode"),
