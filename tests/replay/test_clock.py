@@ -12,6 +12,7 @@
     come in virtual time between the packets; SIGTERM during a paced replay exits cleanly;
   * the config file's clock and replay sections, the retain policy and replay prefix in the
     --dry-run output;
+  * hostile time values (huge, negative, not numbers) neither crash nor overflow;
   * bad clock options are refused with exit 1.
 """
 import json
@@ -196,6 +197,18 @@ check(("lab/iiot/node1/temperature", "1") in re.findall(r"^PUBLISH (\S+) qos=\d 
 r = run(["--dry-run", "-r", DEFAULT_RULE, "-s", "file:" + short, "--deadletter", "none"])
 check(("iiot/node1/temperature", "1") in re.findall(r"^PUBLISH (\S+) qos=\d retain=(\d)",
                                                    r.stdout, re.M), "receive clock: retain as before")
+
+# --- hostile times: never a crash, an overflow or a hang (run under ASan+UBSan by the suite) --
+hostile = os.path.join(d, "hostile.log")
+with open(hostile, "w") as f:
+    for v in ("1e400", "-5", '"x"', "null", "9223372036854775807", "4611686018427387903",
+              "[1]", '{"ts":1}', "1.5e3", "0", "99999999999999999999"):
+        f.write('{"ts":%s}\n9999999999.999999 INFO {"ts":%s}\n4000000000.5 INFO {"ts":1}\n'
+                '{"ts":0}\n' % (v, v))
+for mode in ("packet", "log"):
+    r = dry(hostile, "--clock", mode, "--clock-start", START, timeout=60)
+    check("runtime error" not in r.stderr and "clock_replay_done" in r.stderr,
+          "hostile times under --clock %s: %s" % (mode, r.stderr[-1500:]))
 
 # --- bad options ----------------------------------------------------------------------------
 for args, what in ((["--clock", "wall"], "clock.mode"),
