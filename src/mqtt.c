@@ -846,17 +846,10 @@ static int setup_mosq(struct mqtt_sink *m, char *err, size_t errlen)
     return 0;
 }
 
-int mqtt_sink_new(struct mqtt_sink **out, struct ev_loop *loop, const struct mqtt_config *cfg,
-                  char *err, size_t errlen)
+/* What mqtt_sink_new refuses before it creates anything (shared with mqtt_check_config). */
+static int check_cfg(const struct mqtt_config *cfg, char *err, size_t errlen)
 {
-    char dummy[1];
-    if (!err || errlen == 0) {
-        err = dummy;
-        errlen = sizeof dummy;
-    }
-    err[0] = '\0';
-    *out = NULL;
-    if (!loop || !cfg || !cfg->host || !cfg->host[0]) {
+    if (!cfg || !cfg->host || !cfg->host[0]) {
         snprintf(err, errlen, "mqtt: host is required");
         return -EINVAL;
     }
@@ -880,6 +873,56 @@ int mqtt_sink_new(struct mqtt_sink **out, struct ev_loop *loop, const struct mqt
         snprintf(err, errlen, "mqtt: invalid status topic");
         return -EINVAL;
     }
+    return 0;
+}
+
+int mqtt_check_config(const struct mqtt_config *cfg, char *err, size_t errlen)
+{
+    int rc = check_cfg(cfg, err, errlen);
+    if (rc || !cfg->tls)
+        return rc;
+    /* The TLS files are checked by the library itself (mosquitto_tls_set opens the CA file
+     * and directory), on a client that never connects. */
+    mosquitto_lib_init();
+    struct mosquitto *mosq = mosquitto_new(NULL, true, NULL);
+    if (!mosq) {
+        snprintf(err, errlen, "mosquitto_new failed: %s", strerror(errno));
+        rc = -ENOMEM;
+        goto out;
+    }
+    if (!cfg->cafile && !cfg->capath)
+        mosquitto_int_option(mosq, MOSQ_OPT_TLS_USE_OS_CERTS, 1);
+    int mr = mosquitto_tls_set(mosq, cfg->cafile, cfg->capath, cfg->certfile, cfg->keyfile, NULL);
+    if (mr) {
+        snprintf(err, errlen, "tls: %s (cafile=%s capath=%s certfile=%s keyfile=%s)",
+                 mosquitto_strerror(mr), cfg->cafile ? cfg->cafile : "-",
+                 cfg->capath ? cfg->capath : "-", cfg->certfile ? cfg->certfile : "-",
+                 cfg->keyfile ? cfg->keyfile : "-");
+        rc = -EINVAL;
+    }
+    mosquitto_destroy(mosq);
+out:
+    mosquitto_lib_cleanup();
+    return rc;
+}
+
+int mqtt_sink_new(struct mqtt_sink **out, struct ev_loop *loop, const struct mqtt_config *cfg,
+                  char *err, size_t errlen)
+{
+    char dummy[1];
+    if (!err || errlen == 0) {
+        err = dummy;
+        errlen = sizeof dummy;
+    }
+    err[0] = '\0';
+    *out = NULL;
+    if (!loop) {
+        snprintf(err, errlen, "mqtt: no event loop");
+        return -EINVAL;
+    }
+    int crc = check_cfg(cfg, err, errlen);
+    if (crc)
+        return crc;
 
     struct mqtt_sink *m = calloc(1, sizeof *m);
     if (!m) {
