@@ -209,7 +209,7 @@ static bool check_state(const struct config *cfg)
     char err[512];
     bool ok = true;
     if (statedir_probe(cfg->state_dir, err, sizeof err)) {
-        fprintf(stderr, "iiotgw: %s\n", err);
+        fprintf(stderr, "iiotgw: state directory %s\n", err);
         ok = false;
     }
     if (!config_is_none(cfg->spool_dir) && statedir_probe(cfg->spool_dir, err, sizeof err)) {
