@@ -218,7 +218,7 @@ for args, what in ((["--clock", "wall"], "clock.mode"),
                    (["--speed", "10"], "clock.speed"),
                    (["--clock", "packet", "--speed", "0"], "clock.speed"),
                    (["--replay-prefix", "a/#"], "replay.prefix")):
-    r = run(["--dry-run", "-s", "file:" + short] + args)
+    r = run(["--dry-run", "-r", DEFAULT_RULE, "-s", "file:" + short] + args)
     check(r.returncode == 1 and what in r.stderr, "%r: exit %d %r" % (args, r.returncode, r.stderr))
 print("ok: packet, default anchor, reboot, log, nested field, speed 10 %.2f s / 5 %.2f s / max %.2f s"
       % (t_10, t_5, t_max))
