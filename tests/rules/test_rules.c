@@ -550,7 +550,7 @@ static void test_virtual_clock(void **unused)
     assert_int_equal(rules_open(&h.r, &cfg, &sink, h.err, sizeof h.err), 0);
     /* init()'s point carries the virtual time */
     assert_int_equal(h.cap.nline, 1);
-    assert_string_equal(h.cap.line[0], "boot v=1i 1767225600000000000");
+    assert_string_equal(h.cap.line[0], "boot v=1 1767225600000000000");
     assert_int_equal(clock_set(&ck, 1767225600LL * 1000000000LL + 90500000000LL), 0);
     assert_int_equal(h_tick(&h, clock_now_ns(&ck)), 0);
     expect_pub(&h.cap, 0, "t", "1767225690.5 1767225690500000000 2026-01-01T00:01:30Z", 1, false);
