@@ -34,6 +34,8 @@
 #include "gwconfig.h"
 #include "gwstats.h"
 #include "latency.h"
+#include "metrics.h"
+#include "sdnotify.h"
 #include "sink.h"
 
 /* Exit codes (documented in --help and docs/configuration.md). */
@@ -91,6 +93,9 @@ struct gateway {
     struct latency lat;
     struct alerts alerts;
     struct gwstats_prev prev; /* gwstats.c: values at the previous report */
+    struct sdnotify notify;   /* READY/STOPPING/WATCHDOG to the service manager */
+    struct metrics *metrics;  /* --metrics endpoint, or NULL */
+    bool ready;               /* set up and running (READY=1 sent); false once shutdown begins */
 };
 
 /*
@@ -105,6 +110,16 @@ int gateway_run(struct gateway *gw);
 
 /* Publish/log the stats now (also on SIGUSR1 and every stats_interval). In gwstats.c. */
 void gateway_report_stats(struct gateway *gw);
+
+/*
+ * Append the Prometheus exposition (text format 0.0.4) of the same figures the stats report
+ * gives, per-source and build info included, to `out`. Changes no state (the report's
+ * per-interval figures are left alone). Returns 0 or -ENOMEM. In gwstats.c.
+ */
+int gateway_render_metrics(struct gateway *gw, struct buf *out);
+
+/* True after setup until shutdown begins: what /healthz answers 200 for. */
+bool gateway_is_ready(const struct gateway *gw);
 
 void gateway_free(struct gateway *gw);
 

@@ -18,6 +18,7 @@
 #include "gateway.h"
 #include "gwconfig.h"
 #include "log.h"
+#include "metrics.h"
 #include "mqtt.h"
 #include "rules.h"
 #include "source.h"
@@ -44,6 +45,8 @@ static const char usage[] =
     "      --deadletter FILE      dead-letter JSON-lines file, or none\n"
     "      --spool DIR            durable store-and-forward spool directory, or none\n"
     "                               (default); see docs/reliability.md\n"
+    "      --metrics ADDR:PORT    serve Prometheus metrics on http://ADDR:PORT/metrics and\n"
+    "                               /healthz, e.g. 127.0.0.1:9108, or none (default)\n"
     "  -o, --set KEY=VALUE        set any config option by key, e.g. -o mqtt.protocol=5\n"
     "      --dry-run              no network: print what each packet would publish and write\n"
     "      --check                validate config and rules, report errors, exit 0/1\n"
@@ -69,6 +72,7 @@ enum {
     OPT_DRY_RUN,
     OPT_CHECK,
     OPT_LOG_LEVEL,
+    OPT_METRICS,
 };
 
 static const struct option long_opts[] = {
@@ -88,6 +92,7 @@ static const struct option long_opts[] = {
     {"dry-run", no_argument, NULL, OPT_DRY_RUN},
     {"check", no_argument, NULL, OPT_CHECK},
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+    {"metrics", required_argument, NULL, OPT_METRICS},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, 'V'},
     {NULL, 0, NULL, 0},
@@ -119,6 +124,8 @@ static const char *flag_key(int opt)
         return "spool.dir";
     case OPT_LOG_LEVEL:
         return "log_level";
+    case OPT_METRICS:
+        return "metrics";
     }
     return NULL;
 }
@@ -172,6 +179,10 @@ static int run_check(const struct config *cfg)
             fprintf(stderr, "iiotgw: mqtt.url: %s\n", err);
             bad = 1;
         }
+    }
+    if (!config_is_none(cfg->metrics) && metrics_check_addr(cfg->metrics, err, sizeof err)) {
+        fprintf(stderr, "iiotgw: %s\n", err);
+        bad = 1;
     }
     struct rules *r = NULL;
     struct rule_sink sink = {0};
