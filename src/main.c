@@ -56,6 +56,8 @@ static const char usage[] =
     "\n"
     "Signals: SIGHUP reloads the rules, SIGUSR1 logs and publishes stats, SIGINT/SIGTERM\n"
     "shut down gracefully (a second one forces exit).\n"
+    "Environment: IIOTGW_MQTT_PASSWORD, IIOTGW_INFLUX_TOKEN (secrets, removed once read);\n"
+    "NOTIFY_SOCKET, WATCHDOG_USEC (systemd: READY/STOPPING/WATCHDOG notifications).\n"
     "Exit status: 0 ok; 1 configuration or rule error; 2 data left undelivered (drain timeout\n"
     "or queue drops); 3 fatal start-up error.\n";
 
