@@ -11,9 +11,11 @@
  * deadletter), hot reload (ev_stat + debounce, SIGHUP), the on_tick timer, back-pressure for
  * finite sources, and shutdown (SIGINT/SIGTERM, or EOF of all finite sources followed by a
  * bounded wait for every acknowledgement). Its own messages take the same path as the rule
- * outputs (forward.c, flagged FWD_INTERNAL: never spooled). Split out: the stats report and
- * the latency ring (gwstats.c, latency.c), alert counting (alerts.c), and the translation of
- * the configuration into each module's config (gwconfig.c, shared with --check).
+ * outputs (forward.c, flagged FWD_INTERNAL: never spooled). Split out: the stats report, its
+ * Prometheus rendering and the latency ring (gwstats.c, latency.c), the HTTP endpoint
+ * (metrics.c), service-manager notification (sdnotify.c), alert counting (alerts.c), and the
+ * translation of the configuration into each module's config (gwconfig.c, shared with
+ * --check).
  *
  * Ownership: struct gateway is embedded by main(); gateway_init() borrows `cfg` (it must
  * outlive the gateway) and creates everything else, released by gateway_free().
