@@ -290,39 +290,40 @@ void gateway_report_stats(struct gateway *gw)
 
 /* A sample value: integers exactly, the rest with full precision, non-finite as Prometheus
  * spells them. */
-static void prom_value(struct buf *out, double v)
+static int prom_value(struct buf *out, double v)
 {
     if (isnan(v))
-        buf_append_str(out, "NaN");
-    else if (isinf(v))
-        buf_append_str(out, v > 0 ? "+Inf" : "-Inf");
-    else if (v == floor(v) && fabs(v) < 9e15)
-        buf_printf(out, "%.0f", v);
-    else
-        buf_printf(out, "%.17g", v);
+        return buf_append_str(out, "NaN");
+    if (isinf(v))
+        return buf_append_str(out, v > 0 ? "+Inf" : "-Inf");
+    if (v == floor(v) && fabs(v) < 9e15)
+        return buf_printf(out, "%.0f", v);
+    return buf_printf(out, "%.17g", v);
 }
 
 /* A label value: backslash, double quote and newline escaped. */
-static void prom_label_value(struct buf *out, const char *s)
+static int prom_label_value(struct buf *out, const char *s)
 {
-    for (; *s; s++) {
-        if (*s == '\\' || *s == '"')
-            buf_append_char(out, '\\');
-        if (*s == '\n') {
-            buf_append_str(out, "\\n");
-            continue;
-        }
-        buf_append_char(out, *s);
+    int rc = 0;
+    for (; *s && !rc; s++) {
+        if (*s == '\n')
+            rc = buf_append_str(out, "\\n");
+        else if (*s == '\\' || *s == '"')
+            rc = buf_append_char(out, '\\') || buf_append_char(out, *s) ? -ENOMEM : 0;
+        else
+            rc = buf_append_char(out, *s);
     }
+    return rc;
 }
 
-static void prom_header(struct buf *out, const char *name, const char *type, const char *help)
+static int prom_header(struct buf *out, const char *name, const char *type, const char *help)
 {
-    buf_printf(out, "# HELP iiotgw_%s %s\n# TYPE iiotgw_%s %s\n", name, help, name, type);
+    return buf_printf(out, "# HELP iiotgw_%s %s\n# TYPE iiotgw_%s %s\n", name, help, name, type);
 }
 
-static void prom_sources(struct gateway *gw, struct buf *out)
+static int prom_sources(struct gateway *gw, struct buf *out)
 {
+    int rc = 0;
     static const struct {
         const char *metric, *type, *help;
     } m[] = {
@@ -336,16 +337,17 @@ static void prom_sources(struct gateway *gw, struct buf *out)
     for (size_t k = 0; k < ARRAY_LEN(m); k++) {
         if (!gw->nsources)
             break;
-        prom_header(out, m[k].metric, m[k].type, m[k].help);
+        rc |= prom_header(out, m[k].metric, m[k].type, m[k].help);
         for (size_t i = 0; i < gw->nsources; i++) {
             struct source_stats st;
             source_get_stats(gw->sources[i], &st);
             uint64_t v[] = {st.up ? 1 : 0, st.bytes, st.lines, st.overlong, st.restarts};
-            buf_printf(out, "iiotgw_%s{source=\"", m[k].metric);
-            prom_label_value(out, source_name(gw->sources[i]));
-            buf_printf(out, "\"} %" PRIu64 "\n", v[k]);
+            rc |= buf_printf(out, "iiotgw_%s{source=\"", m[k].metric);
+            rc |= prom_label_value(out, source_name(gw->sources[i]));
+            rc |= buf_printf(out, "\"} %" PRIu64 "\n", v[k]);
         }
     }
+    return rc;
 }
 
 int gateway_render_metrics(struct gateway *gw, struct buf *out)
@@ -354,28 +356,30 @@ int gateway_render_metrics(struct gateway *gw, struct buf *out)
     size_t nf = gwstats_fill(gw, f, false);
     bool done[GWS_MAX_FIELDS] = {false};
 
-    prom_header(out, "build_info", "gauge", "Version of the running gateway (value 1).");
-    buf_printf(out, "iiotgw_build_info{version=\"%s\"} 1\n", IIOTGW_VERSION);
-    prom_header(out, "ready", "gauge", "1 while the gateway is set up and not shutting down.");
-    buf_printf(out, "iiotgw_ready %d\n", gateway_is_ready(gw) ? 1 : 0);
+    /* Any failed append (out of memory) fails the whole answer: never a truncated scrape. */
+    int rc = prom_header(out, "build_info", "gauge", "Version of the running gateway (value 1).");
+    rc |= buf_printf(out, "iiotgw_build_info{version=\"%s\"} 1\n", IIOTGW_VERSION);
+    rc |=
+        prom_header(out, "ready", "gauge", "1 while the gateway is set up and not shutting down.");
+    rc |= buf_printf(out, "iiotgw_ready %d\n", gateway_is_ready(gw) ? 1 : 0);
     /* Rows sharing a name (different labels) form one family under one HELP/TYPE. */
     for (size_t i = 0; i < nf; i++) {
         if (!f[i].metric || done[i])
             continue;
-        prom_header(out, f[i].metric, f[i].kind == GWS_COUNTER ? "counter" : "gauge",
-                    f[i].help ? f[i].help : "");
+        rc |= prom_header(out, f[i].metric, f[i].kind == GWS_COUNTER ? "counter" : "gauge",
+                          f[i].help ? f[i].help : "");
         for (size_t j = i; j < nf; j++) {
             if (!f[j].metric || strcmp(f[j].metric, f[i].metric) != 0)
                 continue;
             done[j] = true;
-            buf_printf(out, "iiotgw_%s", f[j].metric);
+            rc |= buf_printf(out, "iiotgw_%s", f[j].metric);
             if (f[j].label)
-                buf_printf(out, "{%s}", f[j].label);
-            buf_append_char(out, ' ');
-            prom_value(out, f[j].v * f[j].scale);
-            buf_append_char(out, '\n');
+                rc |= buf_printf(out, "{%s}", f[j].label);
+            rc |= buf_append_char(out, ' ');
+            rc |= prom_value(out, f[j].v * f[j].scale);
+            rc |= buf_append_char(out, '\n');
         }
     }
-    prom_sources(gw, out);
-    return out->p ? 0 : -ENOMEM;
+    rc |= prom_sources(gw, out);
+    return rc || !out->p ? -ENOMEM : 0;
 }
