@@ -364,14 +364,12 @@ static void gw_on_tick(struct ev_loop *loop, ev_timer *w, int revents)
         gw_unusable(gw, DL_RULE_ERROR, NULL, 0, "on_tick", NULL, err, "", 0);
 }
 
-/* The STATUS= line `systemctl status` shows. */
-static void gw_notify_status(struct gateway *gw)
+/* The STATUS= line `systemctl status` shows while running. */
+static const char *gw_status_text(const struct gateway *gw, char *st, size_t len)
 {
-    char st[160];
-    snprintf(st, sizeof st,
-             "running: %zu source(s), %" PRIu64 " packets, %" PRIu64 " dead-lettered", gw->nsources,
-             gw->n.packets, deadletter_total(gw->dl));
-    sdnotify_status(&gw->notify, st);
+    snprintf(st, len, "running: %zu source(s), %" PRIu64 " packets, %" PRIu64 " dead-lettered",
+             gw->nsources, gw->n.packets, deadletter_total(gw->dl));
+    return st;
 }
 
 static void gw_on_stats_timer(struct ev_loop *loop, ev_timer *w, int revents)
@@ -380,8 +378,9 @@ static void gw_on_stats_timer(struct ev_loop *loop, ev_timer *w, int revents)
     (void)revents;
     struct gateway *gw = container_of(w, struct gateway, stats_timer);
     gateway_report_stats(gw);
+    char st[160];
     if (gw->ready)
-        gw_notify_status(gw);
+        sdnotify_status(&gw->notify, gw_status_text(gw, st, sizeof st));
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -619,6 +618,13 @@ int gateway_init(struct gateway *gw, struct ev_loop *loop, const struct config *
     log_info("rules_loaded", "file=%s", cfg->rules);
     gw_publish_rule_status(gw, NULL);
 
+    /* The endpoint before the sources: a port in use fails the start before any child runs. */
+    if (!config_is_none(cfg->metrics)) {
+        struct metrics_ops mo = {.ud = gw, .render = gw_render_metrics, .ready = gw_metrics_ready};
+        if ((rc = metrics_open(&gw->metrics, loop, cfg->metrics, &mo, err, errlen)))
+            return rc;
+    }
+
     /* Sources last: from here on lines flow. */
     gw->sources = calloc(cfg->nsources ? cfg->nsources : 1, sizeof *gw->sources);
     if (!gw->sources)
@@ -667,11 +673,6 @@ int gateway_init(struct gateway *gw, struct ev_loop *loop, const struct config *
     gw->resume_timer.repeat = 0.02;
 
     sdnotify_start(&gw->notify, loop);
-    if (!config_is_none(cfg->metrics)) {
-        struct metrics_ops mo = {.ud = gw, .render = gw_render_metrics, .ready = gw_metrics_ready};
-        if ((rc = metrics_open(&gw->metrics, loop, cfg->metrics, &mo, err, errlen)))
-            return rc;
-    }
 
     /* Timers, signal and stat watchers must not keep a finished finite run alive on their
      * own: the loop's lifetime is managed explicitly with ev_break. */
@@ -690,9 +691,9 @@ int gateway_run(struct gateway *gw)
     /* Sources, rules and sinks are set up: tell the service manager (a finite run that has
      * already hit EOF during setup is past ready). */
     if (gw->state == GW_RUNNING) {
+        char st[160];
         gw->ready = true;
-        sdnotify_ready(&gw->notify, NULL);
-        gw_notify_status(gw);
+        sdnotify_ready(&gw->notify, gw_status_text(gw, st, sizeof st));
     }
     ev_run(gw->loop, 0);
     struct forward_stats fs;

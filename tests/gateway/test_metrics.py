@@ -5,7 +5,8 @@
    storage in the test's temporary directory.
 2. After N packets, SIGUSR1 makes the gateway log its stats report; the `packets` figure of
    that report, iiotgw_packets_total read back through Prometheus's HTTP API and N must agree,
-   and so must the per-source line counter.
+   and so must the per-source line counter. A second, flapping exec: source shows its
+   restarts in the report (source.flap.restarts) and in iiotgw_source_restarts_total.
 3. `promtool check metrics` accepts the exposition text; the HELP/TYPE lines, the _total
    suffixes, the per-source and per-sink labels and the build info are there.
 4. HTTP behaviour: /healthz 200 while running, 404 for another path, 405 (with Allow) for
@@ -79,7 +80,10 @@ log = open(log_path, "w")
 # The broker port has nothing listening: publishes wait in the MQTT queue, so the SIGTERM
 # drain below has something to wait for. No spool: the queue is in memory.
 dead_broker = free_port()
+# A second source, "flap", exits at once and is respawned with backoff: its restarts counter
+# grows, in the stats report and in /metrics alike.
 gw = subprocess.Popen([iiotgw(), "-r", DEFAULT_RULE, "-s", "rx=tcp:127.0.0.1:%d" % rtt_port,
+                       "-s", "flap=exec:exit 3",
                        "--mqtt", "mqtt://127.0.0.1:%d" % dead_broker, "--deadletter", "none",
                        "--metrics", maddr, "-o", "stats_interval=0", "-o", "shutdown_timeout=4"],
                       stdout=subprocess.DEVNULL, stderr=log)
@@ -160,6 +164,9 @@ check(re.search(r"\bsource\.rx\.restarts=0\b", stats_line),
 check(re.search(r"\bsource\.rx\.lines=%d\b" % N, stats_line),
       "the stats report lacks source.rx.lines=%d: %s" % (N, stats_line))
 
+flap = re.search(r"\bsource\.flap\.restarts=(\d+)\b", stats_line)
+check(flap, "the stats report lacks source.flap.restarts: " + stats_line)
+
 reported = report_packets()
 via_prom = wait_for(lambda: prom_scalar("iiotgw_packets_total") == reported and reported, 20, 0.3)
 check(via_prom, "Prometheus says iiotgw_packets_total=%s, the stats report says packets=%s"
@@ -194,6 +201,17 @@ for name, kind in names:
     check((kind == "counter") == name.endswith("_total"),
           "metric %s (%s): counters and only counters end in _total" % (name, kind))
     check("# HELP %s " % name in text, "metric %s has no HELP" % name)
+# The flapping source: /metrics and the report agree on its restarts (read back to back; the
+# backoff grows from 1 s, so at most one more respawn can fall in between).
+gw.send_signal(signal.SIGUSR1)
+time.sleep(0.2)
+rep = int(re.findall(r"\bsource\.flap\.restarts=(\d+)\b", log_text())[-1])
+met = re.search(r'^iiotgw_source_restarts_total\{source="flap"\} (\d+)$',
+                http("http://%s/metrics" % maddr)[2], re.M)
+check(rep >= 1, "the flapping exec: source shows %d restarts in the stats report" % rep)
+check(met and int(met.group(1)) in (rep, rep + 1),
+      "iiotgw_source_restarts_total{source=\"flap\"} %s, the stats report says %d"
+      % (met.group(1) if met else None, rep))
 rss = float(re.search(r"^iiotgw_resident_memory_bytes (\S+)$", text, re.M).group(1))
 check(rss > 1e6, "iiotgw_resident_memory_bytes %g is not a plausible RSS" % rss)
 
