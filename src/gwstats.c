@@ -70,7 +70,10 @@ static size_t gwstats_fill(struct gateway *gw, struct gws_field *f, bool advance
     size_t latn;
     if (gw->rules)
         rules_get_stats(gw->rules, &rs);
-    latency_report(&gw->lat, &lat50, &lat99, &latmax, &latn);
+    if (advance)
+        latency_report(&gw->lat, &lat50, &lat99, &latmax, &latn);
+    else
+        latency_peek(&gw->lat, &lat50, &lat99, &latmax, &latn);
     struct forward_stats fs = {0};
     if (gw->fw)
         forward_get_stats(gw->fw, &fs);
