@@ -15,6 +15,8 @@
 5. Shutdown: with publishes the (unreachable) broker never acknowledges, SIGTERM starts a
    bounded drain; /healthz answers 503 during it, then the daemon exits.
 6. --check refuses a malformed --metrics address; a port already in use is a start error.
+7. With the test broker: scraping /metrics does not consume the latency samples of the next
+   stats report (mqtt_ack_samples counts every acknowledged packet).
 """
 import json
 import os
