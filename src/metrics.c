@@ -201,14 +201,15 @@ int metrics_open(struct metrics **out, struct ev_loop *loop, const char *spec,
     unsigned flags = MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
     if (res->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
+    /* No MHD_OPTION_LISTENING_ADDRESS_REUSE: it means SO_REUSEPORT, with which a second
+     * gateway on the same port would silently share the scrapes instead of failing. */
     errno = 0;
-    m->d =
-        MHD_start_daemon(flags, 0, NULL, NULL, metrics_on_request, m, MHD_OPTION_EXTERNAL_LOGGER,
-                         metrics_on_mhd_log, NULL, MHD_OPTION_SOCK_ADDR, res->ai_addr,
-                         MHD_OPTION_CONNECTION_LIMIT, (unsigned)METRICS_MAX_CONNECTIONS,
-                         MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)METRICS_MAX_CONNECTIONS / 2,
-                         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)METRICS_CONN_TIMEOUT,
-                         MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_END);
+    m->d = MHD_start_daemon(flags, 0, NULL, NULL, metrics_on_request, m, MHD_OPTION_EXTERNAL_LOGGER,
+                            metrics_on_mhd_log, NULL, MHD_OPTION_SOCK_ADDR, res->ai_addr,
+                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)METRICS_MAX_CONNECTIONS,
+                            MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+                            (unsigned)METRICS_MAX_CONNECTIONS / 2, MHD_OPTION_CONNECTION_TIMEOUT,
+                            (unsigned)METRICS_CONN_TIMEOUT, MHD_OPTION_END);
     if (!m->d) {
         int e = errno ? errno : EADDRINUSE;
         snprintf(err, errlen, "metrics: cannot listen on %s: %s", spec, strerror(e));

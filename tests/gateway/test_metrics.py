@@ -264,6 +264,8 @@ r = run(["--check", "-r", DEFAULT_RULE, "-s", "stdin", "--mqtt", "none", "--metr
          "127.0.0.1:9108"])
 check(r.returncode == 0, "--check with a good --metrics address: rc %d %s" % (r.returncode, r.stderr))
 busy = socket.socket()
+# SO_REUSEPORT here: a gateway that set it too would share the port instead of failing.
+busy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
 busy.bind(("127.0.0.1", 0))
 busy.listen(1)
 r = run(["-r", DEFAULT_RULE, "-s", "stdin", "--mqtt", "none", "--deadletter", "none",
