@@ -50,9 +50,11 @@ int sdnotify_start(struct sdnotify *n, struct ev_loop *loop)
     /* > 0: a watchdog is expected from this process (it checks WATCHDOG_PID too). */
     if (sd_watchdog_enabled(0, &usec) > 0 && usec > 0) {
         n->interval = (double)usec / 1e6;
-        n->watchdog.repeat = n->interval / 2;
+        /* Half the interval, as sd_watchdog_enabled(3) advises; a floor keeps an absurd
+         * WatchdogSec= from turning the loop into a busy loop. */
+        n->watchdog.repeat = n->interval / 2 > 0.001 ? n->interval / 2 : 0.001;
         ev_timer_again(loop, &n->watchdog);
-        log_info("watchdog", "interval=%.3f keepalive=%.3f", n->interval, n->interval / 2);
+        log_info("watchdog", "interval=%.3f keepalive=%.3f", n->interval, n->watchdog.repeat);
     }
     return 0;
 }
