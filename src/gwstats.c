@@ -159,7 +159,8 @@ static size_t gwstats_fill(struct gateway *gw, struct gws_field *f, bool advance
         G("spool_degraded", fs.degraded ? 1 : 0, true, "spool_degraded", NULL, 1,
           "1 while the spool cannot be written."),
         G("mqtt_connected", ms->up ? 1 : 0, true, "sink_up", MQ, 1,
-          "1 while the sink is connected."),
+          "1 while the sink is healthy (MQTT connected; InfluxDB: no failed request since the "
+          "last success)."),
         G("mqtt_queue", ms->queued, true, "sink_queue_records", MQ, 1,
           "Records waiting in the sink's queue, by sink."),
         G("mqtt_inflight", ms->inflight, true, "sink_inflight_records", MQ, 1,
@@ -176,6 +177,7 @@ static size_t gwstats_fill(struct gateway *gw, struct gws_field *f, bool advance
           "Line read to last PUBACK of its publishes, since the previous report."),
         G("mqtt_ack_p99_ms", lat99, false, "mqtt_ack_latency_seconds", "stat=\"p99\"", 1e-3, NULL),
         G("mqtt_ack_max_ms", latmax, false, "mqtt_ack_latency_seconds", "stat=\"max\"", 1e-3, NULL),
+        G("influx_up", is->up ? 1 : 0, true, "sink_up", IX, 1, NULL),
         G("influx_pending", is->pending, true, "sink_queue_records", IX, 1, NULL),
         C("influx_written", is->acked, "sink_acked_total", IX, 1, NULL),
         C("influx_batches", is->batches, "sink_batches_total", IX, 1, "Requests sent, by sink."),
