@@ -11,6 +11,7 @@ restart a hung daemon.
 
 Without WATCHDOG_USEC no WATCHDOG=1 is sent; without NOTIFY_SOCKET nothing breaks.
 """
+import atexit
 import os
 import signal
 import socket
@@ -20,6 +21,9 @@ import time
 from gwtest import DEFAULT_RULE, check, fail, iiotgw, stop_process, tmpdir
 
 d = tmpdir()
+procs = []
+# Registered after tmpdir's cleanup, so it runs first: no gateway outlives a failed check.
+atexit.register(lambda: [stop_process(p, 10) for p in procs])
 sock_path = os.path.join(d, "notify.sock")
 sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
 sock.bind(sock_path)
@@ -44,6 +48,7 @@ def start(extra_env, args, rule=DEFAULT_RULE):
     p = subprocess.Popen([iiotgw(), "-r", rule, "-s", "rx=exec:sleep 1000", "--mqtt", "none",
                           "--deadletter", "none"] + args,
                          env=env, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
+    procs.append(p)
     return p
 
 
@@ -95,6 +100,7 @@ t0 = time.time()
 gw = subprocess.Popen([iiotgw(), "-r", rule, "-s", "rx=exec:" + busy_cmd, "--mqtt", "none",
                        "--deadletter", "none", "-o", "rule_instr_limit=1000000000000"],
                       env=env, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
+procs.append(gw)
 msgs = []
 
 
