@@ -77,6 +77,9 @@ static size_t gwstats_fill(struct gateway *gw, struct gws_field *f, bool advance
     struct forward_stats fs = {0};
     if (gw->fw)
         forward_get_stats(gw->fw, &fs);
+    struct deadletter_stats ds = {0};
+    if (gw->dl)
+        deadletter_get_stats(gw->dl, &ds);
     const struct sink_stats *ms = &fs.sink[FWD_MQTT], *is = &fs.sink[FWD_INFLUX];
     double now = util_mono();
 
@@ -138,6 +141,14 @@ static size_t gwstats_fill(struct gateway *gw, struct gws_field *f, bool advance
           "Rule points accepted for the InfluxDB sink."),
         C("deadletter", gw->dl ? deadletter_total(gw->dl) : 0, "deadletter_total", NULL, 1,
           "Records written to the dead-letter."),
+        G("deadletter_bytes", ds.bytes, true, "deadletter_size_bytes", NULL, 1,
+          "Bytes in the current dead-letter file."),
+        C("deadletter_rotations", ds.rotations, "deadletter_rotations_total", NULL, 1,
+          "Times the dead-letter file reached its cap and was rotated."),
+        C("deadletter_drops", ds.drops, "deadletter_dropped_total", NULL, 1,
+          "Dead-letter records not written to the file (larger than its cap)."),
+        C("deadletter_write_errors", ds.write_errors, "deadletter_write_errors_total", NULL, 1,
+          "Dead-letter records a write or rotation failure lost from the file."),
         G("alerts_active", gw->alerts.nactive, true, "alerts_active", NULL, 1,
           "Alert topics whose last retained payload is firing."),
         G("spool_bytes", fs.bytes, true, "spool_size_bytes", NULL, 1, "Bytes in the spool."),

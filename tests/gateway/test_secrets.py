@@ -22,7 +22,9 @@ read = set()
 for name in os.listdir(src_dir):
     if name.endswith(".c"):
         read |= set(re.findall(r'getenv\("(IIOTGW_[A-Z_]*)"\)', open(os.path.join(src_dir, name)).read()))
-check(read == set(SECRETS), "src/ reads %s with getenv; this test covers %s: add the new ones"
+NOT_SECRET = {"IIOTGW_CONFIG"}  # a path, not a secret
+check(read - NOT_SECRET == set(SECRETS),
+      "src/ reads %s with getenv; this test covers %s: add the new secrets (or to NOT_SECRET)"
       % (sorted(read), sorted(SECRETS)))
 
 # --- 1. exec: children ------------------------------------------------------------------------
