@@ -125,8 +125,8 @@ struct params;
 
 /*
  * Create the registry and read `file` (NULL = no persistence). A missing file is not an
- * error. Returns 0, -ENOMEM, or -EINVAL when the file has a line that cannot be parsed (err:
- * "file:line: why"), -errno when unreadable.
+ * error; a line that cannot be parsed is logged (param_file_bad_line, with file and line)
+ * and skipped. Returns 0, -ENOMEM, or -errno when the file exists but cannot be read.
  */
 int params_open(struct params **out, const char *file, char *err, size_t errlen);
 void params_close(struct params *p); /* NULL is a no-op */
