@@ -59,10 +59,17 @@ struct gateway_counters {
     uint64_t reload_failures;
 };
 
+struct params;
+struct paramsrv;
+struct mqtt_sink;
+
 struct gateway {
     struct ev_loop *loop;
     const struct config *cfg;
     struct rules *rules;
+    struct params *params;  /* the rule's tunable parameters (params.h) */
+    struct paramsrv *psrv;  /* their MQTT and local-socket routes (paramsrv.h) */
+    struct mqtt_sink *mqtt; /* the MQTT sink behind sinks[FWD_MQTT] (subscriptions), or NULL */
     struct sink sinks[FWD_NDEST]; /* MQTT, InfluxDB, or the --dry-run printer (ops NULL: off) */
     struct dryrun *dry;           /* the printer behind sinks[] with --dry-run, else NULL */
     struct forward *fw;           /* every output -> spool (optional) -> sinks (forward.h) */

@@ -21,6 +21,7 @@
 #include "gwconfig.h"
 #include "log.h"
 #include "mqtt.h"
+#include "paramcli.h"
 #include "rules.h"
 #include "source.h"
 #include "statedir.h"
@@ -68,7 +69,13 @@ static const char usage[] =
     "  -h, --help                 this help\n"
     "  -V, --version              print the version\n"
     "\n"
-    "Signals: SIGHUP reloads the rules, SIGUSR1 logs and publishes stats, SIGINT/SIGTERM\n"
+    "Tunable parameters (docs/tuning.md): the rule's thresholds are changed at run time over\n"
+    "MQTT (P/gateway/param/NAME[/NODE]/set), by editing STATE_DIR/params.conf + SIGHUP, or with\n"
+    "    iiotgw param [-c FILE] [--state-dir DIR] list | get NAME [NODE] | set NAME [NODE] VALUE\n"
+    "(see `iiotgw param --help`).\n"
+    "\n"
+    "Signals: SIGHUP re-reads the params file and reloads the rules, SIGUSR1 logs and publishes "
+    "stats, SIGINT/SIGTERM\n"
     "shut down gracefully (a second one forces exit).\n"
     "Exit status: 0 ok; 1 configuration or rule error; 2 data left undelivered (drain timeout\n"
     "or queue drops); 3 fatal start-up error; 4 another instance holds the state directory.\n";
@@ -287,6 +294,10 @@ int main(int argc, char **argv)
     int code = GW_EXIT_CONFIG;
     const char *config_file = NULL;
     bool cli_sources = false;
+
+    /* A subcommand, not the daemon: talks to the running gateway. */
+    if (argc > 1 && strcmp(argv[1], "param") == 0)
+        return paramcli_main(argc - 1, argv + 1);
 
     if (config_defaults(&cfg)) {
         fprintf(stderr, "iiotgw: out of memory\n");
