@@ -64,6 +64,10 @@ class Gateway:
     def stop(self):
         self.p.stdin.close()
         stop_process(self.p, 10)
+        time.sleep(0.1)  # the reader thread drains stderr
+        bad = [l for l in self.log if "Sanitizer" in l or "runtime error" in l]
+        check(not bad and self.p.returncode in (0, 2),
+              "gateway exited %s:\n%s" % (self.p.returncode, "".join(self.log[-30:])))
 
 
 def pub(topic, payload, *props, p=None):
