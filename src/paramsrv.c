@@ -8,6 +8,7 @@
 #include "paramsrv.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <time.h>
@@ -58,6 +59,7 @@ struct paramsrv {
     /* Retained state topics published so far, to clear those of params that disappeared. */
     char **published;
     size_t npublished;
+    uint64_t changes; /* accepted changes seen (srv_on_changed) */
 };
 
 /* ------------------------------------------------------------------------------------------
@@ -96,6 +98,7 @@ static void srv_on_changed(void *ud, const struct param_info *pi, size_t slot, d
     (void)old;
     (void)origin;
     struct paramsrv *s = ud;
+    s->changes++;
     srv_publish_slot(s, pi, slot);
     srv_publish_doc(s);
 }
@@ -170,10 +173,12 @@ bool paramsrv_on_message(struct paramsrv *s, const char *topic, const void *payl
         mqtt_sink_message_props(s->cfg.mqtt, &mp);
     struct param_origin o = {.kind = "mqtt", .who = mp.origin[0] ? mp.origin : NULL};
     char msg[512];
+    uint64_t before = s->changes;
     int rc = params_set(s->p, name, node, t, &o, msg, sizeof msg);
     bool ok = rc == 0 || rc == -EIO;
-    if (!ok) {
-        /* Echo the value in force, so a Home Assistant number snaps back to it. */
+    if (s->changes == before) {
+        /* Refused or unchanged: echo the value in force anyway, so a Home Assistant number
+         * (which shows what the state topic says) snaps back to it. */
         const struct param_info *pi = params_find(s->p, name);
         int slot = pi ? params_slot_index(pi, node) : -1;
         if (slot >= 0)
@@ -490,10 +495,16 @@ int paramsrv_new(struct paramsrv **out, struct ev_loop *loop, struct params *p,
         snprintf(err, errlen, "params: too many listeners");
         goto fail;
     }
-    if (s->socket_path && (rc = srv_listen(s, err, errlen))) {
-        free(s->socket_path); /* not ours: do not unlink another daemon's socket */
+    if (s->socket_path && srv_listen(s, err, errlen)) {
+        /* The other routes still work: a missing local command is not worth refusing to
+         * start a gateway over. */
+        log_warn("param_socket_failed",
+                 "error=\"%s\" hint=\"iiotgw param will not reach this "
+                 "gateway; MQTT and params.conf + SIGHUP still work\"",
+                 err);
+        err[0] = '\0';
+        free(s->socket_path); /* not ours: never unlink a socket we did not create */
         s->socket_path = NULL;
-        goto fail;
     }
     *out = s;
     return 0;

@@ -281,8 +281,17 @@ gw.wait_log("rules_reloaded", 5)
 resp.stop()
 gw.stop()
 
-# --- restart: the overrides and their audit are still there --------------------------------------
+# --- restart: the overrides and their audit are still there; a retained command left on the
+# broker (which a new subscription receives) is not applied ------------------------------------
+subprocess.run(["mosquitto_pub", "-h", host, "-p", str(port), "-r", "-q", "1", "-t",
+                state_topic("temp_high", "node2") + "/set", "-m", "40"], check=True, timeout=10)
 gw = Gateway()
+time.sleep(0.5)
+check(gw.count("event=param_changed") == 0 and gw.count("event=param_refused") == 0,
+      "a retained command was acted on: %s" % gw.lines("event=param_"))
+check(cli("get", "temp_high", "node2").stdout.strip() == "35", "a retained command was applied")
+subprocess.run(["mosquitto_pub", "-h", host, "-p", str(port), "-r", "-q", "1", "-t",
+                state_topic("temp_high", "node2") + "/set", "-n"], check=True, timeout=10)
 check(cli("get", "temp_clear", "node1").stdout.strip() == "28", "temp_clear lost across a restart")
 check(doc_param("temp_clear")["nodes"]["node1"]["origin"] == "mqtt:alice", "origin lost across a restart")
 alerts = Sub(prefix + "/alerts/node1/temperature")
