@@ -238,6 +238,16 @@ static void srv_out(struct srv_client *c, const char *fmt, ...)
         (void)buf_append(&c->out, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
 }
 
+/* `s` followed by spaces up to `width` characters on screen (UTF-8: "°C" is 2, not 3). */
+static const char *srv_pad(char *out, size_t n, const char *s, int width)
+{
+    int chars = 0;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+        chars += (*p & 0xC0) != 0x80;
+    snprintf(out, n, "%s%*s", s, chars < width ? width - chars : 0, "");
+    return out;
+}
+
 static void srv_list(struct srv_client *c)
 {
     struct paramsrv *s = c->s;
@@ -274,9 +284,11 @@ static void srv_list(struct srv_client *c)
                 if (gmtime_r(&t, &tm))
                     strftime(when, sizeof when, " %Y-%m-%dT%H:%M:%SZ", &tm);
             }
-            srv_out(c, "%-16s %-8s %-10s %-10s %-8s %-14s %-6s %-6s %s%s%s\n", d->name,
+            char unit[96];
+            srv_out(c, "%-16s %-8s %-10s %-10s %-8s %-14s %-6s %s %s%s%s\n", d->name,
                     sl->node ? sl->node : "-", v, def, params_type_name(d->type), range, step,
-                    d->unit ? d->unit : "-", sl->overridden ? sl->origin : "default", when,
+                    srv_pad(unit, sizeof unit, d->unit ? d->unit : "-", 6),
+                    sl->overridden ? sl->origin : "default", when,
                     pi->orphaned ? "  (orphaned: not declared by the rule)" : "");
         }
     }

@@ -9,6 +9,7 @@ import atexit
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import threading
@@ -216,6 +217,14 @@ check(wait_for(lambda: retained(state_topic("offline_after", "node1")) == "300",
       "local change not echoed on MQTT")
 st = os.stat(os.path.join(state, "params.sock"))
 check(oct(st.st_mode & 0o777) == oct(0o660), "socket mode %o" % (st.st_mode & 0o777))
+# Access control is the socket file's mode: a user who is neither the owner nor in its group
+# is refused by the kernel (needs root to run as someone else; skipped otherwise).
+if os.getuid() == 0 and shutil.which("setpriv"):
+    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", iiotgw(),
+                        "param", "--socket", os.path.join(state, "params.sock"), "list"],
+                       capture_output=True, text=True, timeout=20)
+    check(r.returncode == 2 and "permission denied" in r.stderr,
+          "another user reached the socket: %d %s" % (r.returncode, r.stderr))
 r = cli("set", "temp_high", "node1", "30")
 check(r.returncode == 0, "set back to 30: " + r.stderr)
 
