@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -219,7 +220,6 @@ check(r.returncode == 1 and "below the minimum 10" in r.stderr, "local refusal: 
 r = cli("set", "temp_high", "node1", "default")
 check(r.returncode == 0 and "temp_high node1: 30 -> 35 (default)" in r.stdout, "reset: %s %s" % (r.stdout, r.stderr))
 # Bad requests on the socket itself: answered with an error, the gateway keeps serving.
-import socket
 for req, want in ((b"bogus\n", b"error: usage"), (b"x" * 3000, b"error: request longer than"),
                   (b"set temp_high 36\n", b"error: temp_high: a per-node param: give the node (node1, node2)")):
     so = socket.socket(socket.AF_UNIX)
