@@ -34,7 +34,8 @@ struct config {
     int64_t rule_mem_limit;   /* bytes, default 32 MiB */
     int64_t rule_instr_limit; /* VM instructions per call, default 10M */
     char *lua_path;           /* require() search dirs, ';'-separated; unset = rules.h default */
-    char *state_dir;          /* state directory (statedir.h); config_finish() resolves it */
+    char *state_dir;          /* state directory (statedir.h); config_finish() resolves it:
+                                 read it with config_state_dir() */
     char *deadletter_file;    /* JSON lines; "none" = off; unset = <state_dir>/deadletter.jsonl */
     int64_t deadletter_max_bytes; /* size cap of the file before it rotates, default 8 MiB */
     bool deadletter_topic;        /* also publish on <prefix>/gateway/deadletter, default true */
@@ -89,6 +90,15 @@ struct config {
     double spool_replay_share;   /* 0..1, backlog's share of each sink's window, default 0.2 */
     char *spool_replay_prefix;   /* "none" (default) or a topic prefix for replayed messages */
 
+    /* replay clock (clock.h, replay.h; docs/configuration.md "Replay clock") */
+    char *clock_mode;    /* receive (default) | packet | log */
+    char *clock_field;   /* packet field with the node's uptime, dotted path, default "ts" */
+    char *clock_unit;    /* unit of that field: ns | us | ms (default) | s */
+    char *clock_start;   /* ISO-8601 anchor of the first timed line; unset = mtime - span */
+    char *clock_speed;   /* "max" (default) or N x the capture's pace */
+    bool replay_retain;  /* keep rule retain flags under a replay clock (default false) */
+    char *replay_prefix; /* "none" (default) or a topic level prepended to every topic */
+
     /* resolved secrets (never printed) */
     char *influx_token;
     char *mqtt_password;
@@ -119,8 +129,20 @@ void config_clear_sources(struct config *c);
  */
 int config_finish(struct config *c, char *err, size_t errlen);
 
+/*
+ * The resolved state directory (absolute, statedir.h): where a subsystem keeps files that must
+ * survive the daemon — name them with statedir_file(config_state_dir(c), "name", ...). Valid
+ * after config_finish() returned 0 (before, it is the configured value or NULL); the
+ * directory itself exists once the daemon started (gateway_init creates and locks it; not
+ * with --dry-run or --check).
+ */
+const char *config_state_dir(const struct config *c);
+
 /* The rule file used when none is configured: IIOTGW_DATADIR/rules/default.lua. */
 extern const char config_default_rules[];
+
+/* clock.speed as a number: N > 0, or 0 for "max". Returns 0 or -EINVAL. */
+int config_speed(const char *s, double *out);
 
 /* True when an optional string option is off: NULL, "" or "none" (e.g. mqtt.url, spool.dir). */
 bool config_is_none(const char *value);
