@@ -33,6 +33,7 @@ struct config {
     double reload_debounce;   /* seconds, default 0.2 */
     int64_t rule_mem_limit;   /* bytes, default 32 MiB */
     int64_t rule_instr_limit; /* VM instructions per call, default 10M */
+    double rule_time_limit;   /* wall-clock seconds per call, default 1 */
     char *lua_path;           /* require() search dirs, ';'-separated; unset = rules.h default */
     char *deadletter_file;    /* JSON lines; "none" = off; default iiotgw-deadletter.jsonl */
     bool deadletter_topic;    /* also publish on <prefix>/gateway/deadletter, default true */

@@ -34,6 +34,7 @@
 
 #define DEFAULT_MEM_LIMIT   (32u * 1024u * 1024u)
 #define DEFAULT_INSTR_LIMIT 10000000ull
+#define DEFAULT_TIME_LIMIT  1.0 /* seconds per call */
 #define STATE_MAX_DEPTH     100 /* gw.state nesting copied across a reload */
 
 /* ------------------------------------------------------------------------------------ */
@@ -365,9 +366,14 @@ static void rules_format_error(struct rule_state *st, lua_State *co, int status,
     char where[LUA_IDSIZE + 24];
     rules_where(st, co, where, sizeof where);
     if (status == LUA_YIELD || st->overrun) {
-        rules_set_err(err, errlen, "%s: instruction budget exceeded (%llu instructions)",
-                      st->overrun ? st->overrun_where : where,
-                      (unsigned long long)st->r->instr_limit);
+        const char *at = st->overrun && st->overrun_where[0] ? st->overrun_where : where;
+        if (st->overrun && st->overrun_kind == RULES_OVERRUN_TIME)
+            rules_set_err(err, errlen, "%s: %s%scall time limit exceeded (%g s, rule_time_limit)",
+                          at, st->overrun_what ? st->overrun_what : "",
+                          st->overrun_what ? ": " : "", st->r->time_limit);
+        else
+            rules_set_err(err, errlen, "%s: instruction budget exceeded (%llu instructions)", at,
+                          (unsigned long long)st->r->instr_limit);
         return;
     }
     const char *msg = lua_type(co, -1) == LUA_TSTRING ? lua_tostring(co, -1) : NULL;
@@ -399,12 +405,13 @@ static int rules_call(struct rule_state *st, struct call *c)
         }
     }
     lua_State *co = st->co;
-    rules_sbx_arm_budget(st, co);
+    double t0 = util_mono();
+    rules_sbx_arm_budget(st, co, t0);
     lua_pushcfunction(co, rules_trampoline);
     lua_pushlightuserdata(co, c);
     int nres = 0;
-    double t0 = util_mono();
     int status = lua_resume(co, st->L, 1, &nres);
+    st->in_call = false;
     double dt = util_mono() - t0;
     r->stats.time_total += dt;
     if (dt > r->stats.time_max)
@@ -587,6 +594,7 @@ int rules_open(struct rules **out, const struct rules_config *cfg, const struct 
         snprintf(r->short_src, sizeof r->short_src, "...%s", cfg->path + pl - (LUA_IDSIZE - 4));
     r->mem_limit = cfg->mem_limit ? cfg->mem_limit : DEFAULT_MEM_LIMIT;
     r->instr_limit = cfg->instr_limit ? cfg->instr_limit : DEFAULT_INSTR_LIMIT;
+    r->time_limit = cfg->time_limit > 0 ? cfg->time_limit : DEFAULT_TIME_LIMIT;
     r->sink = *sink;
     rc = rules_sbx_dirs_init(r, cfg->lua_path, err, errlen);
     if (rc)

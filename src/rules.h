@@ -52,6 +52,9 @@ struct rules_config {
     const char *prefix;   /* topic prefix exposed as gw.prefix (default "iiot") */
     size_t mem_limit;     /* bytes per Lua state; 0 = default 32 MiB */
     uint64_t instr_limit; /* VM instructions per call; 0 = default 10,000,000 */
+    /* Wall-clock seconds per call (load, init, on_packet, ...), C library work on the rule's
+     * behalf included; <= 0 = default 1 s. */
+    double time_limit;
     /* Directories searched by the rule's require(name), ';'-separated, as DIR/name.lua (dots
      * in name become '/'). NULL or "" = the rule file's directory, then <that dir>/../lua,
      * then /usr/local/share/iiotgw/lua (site modules), then IIOTGW_DATADIR/lua (the package's,
@@ -71,7 +74,7 @@ struct packet {
 struct rules_stats {
     uint64_t calls;         /* on_packet/on_line/on_tick calls */
     uint64_t errors;        /* Lua errors (runtime, memory) */
-    uint64_t overruns;      /* instruction budget exceeded */
+    uint64_t overruns;      /* instruction budget or call time limit exceeded */
     uint64_t decode_errors; /* invalid JSON objects */
     uint64_t publishes;     /* gw.publish calls that reached the sink */
     uint64_t points;        /* gw.point calls that reached the sink */
