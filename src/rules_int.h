@@ -29,6 +29,8 @@
 #include "rules.h"
 
 #define RULES_MAX_RULE_SIZE (4u * 1024u * 1024u) /* bytes of a rule file, also of a module */
+/* Bytes of one line of line protocol a rule's gw.point may produce (built on the C heap). */
+#define RULES_MAX_POINT_BYTES (1u * 1024u * 1024u)
 
 /* Why the current call was stopped (rule_state.overrun_kind). */
 enum rules_overrun { RULES_OVERRUN_INSTR, RULES_OVERRUN_TIME };
