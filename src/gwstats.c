@@ -65,6 +65,7 @@ void gateway_report_stats(struct gateway *gw)
         {"points", (double)gw->n.points, true},
         {"deadletter", (double)deadletter_total(gw->dl), true},
         {"alerts_active", (double)gw->alerts.nactive, true},
+        {"alerts_refused", (double)gw->alerts.refused, true},
         {"spool_bytes", (double)fs.bytes, true},
         {"spool_pending_mqtt", (double)fs.pending[FWD_MQTT], true},
         {"spool_pending_influx", (double)fs.pending[FWD_INFLUX], true},
