@@ -130,8 +130,8 @@ void deadletter_put(struct deadletter *d, enum dl_reason reason, const char *sou
             d->write_errors++;
             /* Log the first failure and then every 1000th, not every record. */
             if (d->write_errors == 1 || d->write_errors % 1000 == 0)
-                log_error("deadletter_write_failed", "path=%s err=\"%s\" failures=%llu", d->path,
-                          w < 0 ? strerror(errno) : "short write",
+                log_error("deadletter_write_failed", "path=%s err=\"%s\" failures=%llu",
+                          log_q(d->path), w < 0 ? strerror(errno) : "short write",
                           (unsigned long long)d->write_errors);
         }
     }

@@ -319,7 +319,8 @@ int main(int argc, char **argv)
     struct gateway gw;
     if ((rc = gateway_init(&gw, loop, &cfg, err, sizeof err))) {
         code = start_error(rc, err);
-        log_error("start_failed", "rc=%d error=\"%s\"", rc, rc == -ENOMEM ? "out of memory" : err);
+        log_error("start_failed", "rc=%d error=%s", rc,
+                  log_q(rc == -ENOMEM ? "out of memory" : err));
         gateway_free(&gw);
         goto out;
     }

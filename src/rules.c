@@ -208,7 +208,7 @@ static void rules_state_handover(lua_State *L, const struct rule_state *old, str
             lua_remove(L, c->seen);
             a->copying = false;
             if (c->skipped)
-                log_warn("rule_state_skipped", "count=%zu why=%s", c->skipped,
+                log_warn("rule_state_skipped", "count=%zu why=\"%s\"", c->skipped,
                          "functions, userdata and threads in gw.state are not carried over");
             lua_settop(from, ftop);
             return;

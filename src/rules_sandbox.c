@@ -109,7 +109,7 @@ static void *rules_sbx_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 static int rules_sbx_panic(lua_State *L)
 {
     const char *msg = lua_tostring(L, -1);
-    log_error("rule_panic", "msg=%s", msg ? msg : "?");
+    log_error("rule_panic", "msg=%s", log_q(msg ? msg : "?"));
     abort(); /* unreachable by design: every entry into Lua is protected */
 }
 
