@@ -282,6 +282,9 @@ static int lualib_match_class(int c, int cl)
     case 'x':
         res = isxdigit(c);
         break;
+    case 'z': /* deprecated, but the stock matcher still has it */
+        res = (c == 0);
+        break;
     default:
         return cl == c;
     }
