@@ -92,10 +92,12 @@ static void *rules_sbx_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     }
     if (nsize > osize && nsize - osize > st->mem_limit - st->mem_used)
         return NULL;
-    if (nsize >= ALLOC_CHECK_BYTES && nsize > osize && st->in_call && !st->overrun &&
-        util_mono() >= st->deadline) {
+    if (nsize >= ALLOC_CHECK_BYTES && nsize > osize && st->in_call &&
+        (st->overrun || util_mono() >= st->deadline)) {
         /* Refusing raises a memory error; with st->overrun set it cannot be caught by the
-         * rule (the sandbox's pcall re-raises) and rules.c reports the time limit. */
+         * rule (the sandbox's pcall re-raises) and rules.c reports the time limit. Once
+         * overrun, large allocations stay refused: Lua retries a refused one after an
+         * emergency collection, and the call must not go on copying megabytes. */
         rules_sbx_set_overrun(st, NULL, RULES_OVERRUN_TIME, false);
         return NULL;
     }
