@@ -206,13 +206,11 @@ void rules_sbx_check_time(lua_State *L, const char *what)
         rules_sbx_set_overrun(st, L, RULES_OVERRUN_TIME, true);
         st->overrun_what = what;
     }
+    const char *why = st->overrun_kind == RULES_OVERRUN_TIME ? "call time limit exceeded"
+                                                             : "instruction budget exceeded";
     if (what)
-        luaL_error(L, "%s (%s)", what,
-                   st->overrun_kind == RULES_OVERRUN_TIME ? "call time limit exceeded"
-                                                          : "instruction budget exceeded");
-    luaL_error(L, "%s",
-               st->overrun_kind == RULES_OVERRUN_TIME ? "call time limit exceeded"
-                                                      : "instruction budget exceeded");
+        luaL_error(L, "%s (%s)", what, why);
+    luaL_error(L, "%s", why);
 }
 
 /* ------------------------------------------------------------------------------------ */
