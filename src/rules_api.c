@@ -372,8 +372,8 @@ static void rules_api_check_point_size(lua_State *L, size_t pre, const char *mea
         total += strlen(fields[i].key) + 2 + JSONLUA_NUM_MAX +
                  (fields[i].type == LP_STRING ? fields[i].v.s.len : 0);
     if (total > RULES_MAX_POINT_BYTES / 2)
-        luaL_error(L, "%s: the point would be larger than %u bytes of line protocol", what,
-                   (unsigned)RULES_MAX_POINT_BYTES);
+        luaL_error(L, "%s: the point would be larger than %d bytes of line protocol", what,
+                   (int)RULES_MAX_POINT_BYTES);
 }
 
 struct series {

@@ -277,8 +277,8 @@ static int rules_sbx_load(lua_State *L)
         return luaL_argerror(L, 1, "string expected (rules cannot load from functions)");
     const char *s = lua_tolstring(L, 1, &len);
     if (len > RULES_MAX_RULE_SIZE)
-        return luaL_error(L, "load: chunk of %zu bytes is larger than %u bytes", len,
-                          RULES_MAX_RULE_SIZE);
+        return luaL_error(L, "load: chunk of %I bytes is larger than %d bytes", (LUAI_UACINT)len,
+                          (int)RULES_MAX_RULE_SIZE);
     const char *name = luaL_optstring(L, 2, s);
     int has_env = !lua_isnone(L, 4);
     int status = luaL_loadbufferx(L, s, len, name, "t");

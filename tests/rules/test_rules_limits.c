@@ -308,6 +308,41 @@ static void test_json_under_memory_cap(void **unused)
     h_close(&h);
 }
 
+/* A point's line protocol is built on the C heap: one over 1 MiB is refused before it is
+ * built (500 points with a 4 MiB string field would otherwise be 2 GB of batch). */
+static void test_point_size_bound(void **unused)
+{
+    (void)unused;
+    struct harness h;
+    assert_int_equal(open_limited(&h,
+                                  "local big = string.rep('x', 4 * 1024 * 1024)\n"
+                                  "local s = gw.series('m', {node = 'n1'})\n"
+                                  "function on_packet(p)\n"
+                                  "  if p.k == 1 then gw.point('m', {node = 'n1'}, {s = big}) end\n"
+                                  "  if p.k == 2 then gw.point(s, {s = big}) end\n"
+                                  "  if p.k == 3 then gw.series('m', {t = big}) end\n"
+                                  "  if p.k == 4 then load(big .. big) end\n"
+                                  "  gw.point('m', {node = 'n1'}, {s = big:sub(1, 1000)})\n"
+                                  "end\n",
+                                  0, 0),
+                     0);
+    for (int k = 1; k <= 3; k++) {
+        char pkt[32];
+        snprintf(pkt, sizeof pkt, "{\"k\":%d}", k);
+        assert_int_equal(h_packet(&h, pkt, T0), -ECANCELED);
+        if (!strstr(h.err, "larger than 1048576 bytes of line protocol"))
+            fail_msg("k=%d: %s", k, h.err);
+    }
+    /* load() takes chunks of a rule file's size at most, as for the rule file */
+    assert_int_equal(h_packet(&h, "{\"k\":4}", T0), -ECANCELED);
+    if (!strstr(h.err, "load: chunk of 8388608 bytes is larger than 4194304 bytes"))
+        fail_msg("load: %s", h.err);
+    assert_int_equal(h.cap.nline, 0);
+    assert_int_equal(h_packet(&h, "{\"k\":0}", T0), 0);
+    assert_int_equal(h.cap.nline, 1);
+    h_close(&h);
+}
+
 /* 99,999 keys (JSONLUA_MAX_NODES is 100,000 values): sorted, and fast (insertion sort took
  * minutes). */
 static void test_json_many_keys(void **unused)
@@ -399,6 +434,7 @@ int main(void)
         cmocka_unit_test(test_time_limit_load_and_reload),
         cmocka_unit_test(test_json_under_memory_cap),
         cmocka_unit_test(test_json_many_keys),
+        cmocka_unit_test(test_point_size_bound),
         cmocka_unit_test(test_reload_handover_error),
         cmocka_unit_test(test_alerts_many_topics),
     };
