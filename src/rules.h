@@ -10,10 +10,12 @@
  *   init()                after load, before the first packet (optional)
  * and calls gw.publish / gw.point / gw.log / gw.now / gw.state ... (documented in docs/rules.md).
  *
- * Every call into Lua runs under a memory cap (custom lua_Alloc) and an instruction budget
- * enforced by a count hook that yields out of the coroutine, so `pcall` inside the rule cannot
- * swallow it. A failing call is isolated: the function returns an error and the caller
- * dead-letters the packet.
+ * Every call into Lua runs under a memory cap (custom lua_Alloc), an instruction budget and a
+ * wall-clock time limit (rules_config.time_limit), enforced by a count hook that yields out of
+ * the coroutine, so `pcall` inside the rule cannot swallow them; the library functions that
+ * loop without VM instructions are bounded replacements (rules_lualib.c). So no call, load or
+ * reload takes longer than the time limit (plus at most a thousand instructions). A failing
+ * call is isolated: the function returns an error and the caller dead-letters the packet.
  *
  * Reload ("build new, swap on success", as Redis functions.c): rules_reload() builds a complete
  * new state, loads and runs init(); only if all of that succeeds is the new state swapped in,
@@ -100,7 +102,7 @@ int rules_reload(struct rules *r, char *err, size_t errlen);
 
 /*
  * Decode pkt->json and call on_packet. Returns 0; -EBADMSG when the JSON is invalid (err says
- * where); -ECANCELED on a rule error or budget overrun (err has "file:line: message"). Outputs
+ * where); -ECANCELED on a rule error, budget or time overrun (err: "file:line: message"). Outputs
  * the rule made before failing have already been handed to the sink.
  */
 int rules_packet(struct rules *r, const struct packet *pkt, char *err, size_t errlen);
