@@ -9,7 +9,7 @@
  *   rules_sandbox.c  isolation: capped allocator, instruction budget, the sandboxed base
  *                    functions, require() of rule modules and its search path
  *   rules_lualib.c   bounded replacements for the library functions that loop without VM
- *                    instructions (string.rep, table.move/concat, the pattern matcher)
+ *                    instructions (string.rep, table.move/concat/sort, the pattern matcher)
  *   rules_api.c      the `gw` table: publish, point, series, mapper, log, time, json
  *   jsonlua.c        JSON <-> Lua values (decoder for packets, encoder for gw.json)
  *
@@ -129,8 +129,8 @@ void rules_sbx_check_time(lua_State *L, const char *what);
 
 /* ---- rules_lualib.c ---- */
 
-/* Replace string.rep/find/match/gmatch/gsub and table.move/concat in L's libraries with the
- * bounded versions. Protected: must run inside lua_pcall. */
+/* Replace string.rep/find/match/gmatch/gsub and table.move/concat/sort in L's libraries with
+ * the bounded versions. Protected: must run inside lua_pcall. */
 void rules_lualib_open(lua_State *L);
 
 /*

@@ -5,6 +5,7 @@
  *
  *   string.rep             "" repeated math.maxinteger times loops forever in the stock one
  *   table.move, table.concat  loops over caller-given ranges (table.move({}, 1, 2^62, 1))
+ *   table.sort             the default comparison runs no VM instructions
  *   string.find/match/gmatch/gsub  the stock backtracking matcher is exponential-ish on
  *                          patterns like ".-.-.-.-b" and cannot be interrupted; plain
  *                          find was O(n*m) (memchr + memcmp per position)
@@ -37,6 +38,7 @@
 #include "rules_int.h"
 
 #include <ctype.h>
+#include <limits.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -44,6 +46,8 @@
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
+
+#include "util.h"
 
 #define LUALIB_CHECK_STEPS 4096u /* loop steps between two looks at the clock */
 #define MAXCAPTURES        32
@@ -105,15 +109,23 @@ static int lualib_rep(lua_State *L)
 
 #define TAB_R 1 /* read */
 #define TAB_W 2 /* write */
+#define TAB_L 4 /* length */
+
+static int lualib_checkfield(lua_State *L, const char *key, int n)
+{
+    lua_pushstring(L, key);
+    return lua_rawget(L, -n) != LUA_TNIL;
+}
 
 /* As the stock library: a table, or a value whose metatable has what the access needs. */
 static void lualib_checktab(lua_State *L, int arg, int what)
 {
     if (lua_type(L, arg) == LUA_TTABLE)
         return;
-    int n = 1;
-    if (lua_getmetatable(L, arg) && (!(what & TAB_R) || (++n, lua_getfield(L, -n, "__index"))) &&
-        (!(what & TAB_W) || (++n, lua_getfield(L, -n, "__newindex")))) {
+    int n = 1; /* values to pop */
+    if (lua_getmetatable(L, arg) && (!(what & TAB_R) || lualib_checkfield(L, "__index", ++n)) &&
+        (!(what & TAB_W) || lualib_checkfield(L, "__newindex", ++n)) &&
+        (!(what & TAB_L) || lualib_checkfield(L, "__len", ++n))) {
         lua_pop(L, n);
         return;
     }
@@ -161,7 +173,7 @@ static void lualib_addfield(lua_State *L, luaL_Buffer *b, lua_Integer i)
 
 static int lualib_concat(lua_State *L)
 {
-    lualib_checktab(L, 1, TAB_R);
+    lualib_checktab(L, 1, TAB_R | TAB_L);
     lua_Integer last = luaL_len(L, 1);
     size_t lsep;
     const char *sep = luaL_optlstring(L, 2, "", &lsep);
@@ -179,6 +191,137 @@ static int lualib_concat(lua_State *L)
         lualib_addfield(L, &b, i);
     luaL_pushresult(&b);
     return 1;
+}
+
+/*
+ * table.sort: the stock algorithm (quicksort, median of three, a randomized pivot once a
+ * partition turns out badly imbalanced) with a step in its loops. The default comparison
+ * runs no VM instructions, so a sort of a few hundred thousand long strings would otherwise
+ * run past the time limit unseen.
+ */
+#define SORT_RANLIMIT 100u
+
+typedef unsigned int sort_idx;
+
+static void lualib_set2(lua_State *L, sort_idx i, sort_idx j)
+{
+    lua_seti(L, 1, i);
+    lua_seti(L, 1, j);
+}
+
+static int lualib_sort_comp(lua_State *L, int a, int b)
+{
+    if (lua_isnil(L, 2))
+        return lua_compare(L, a, b, LUA_OPLT);
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, a - 1); /* -1 to compensate the function */
+    lua_pushvalue(L, b - 2); /* -2 to compensate the function and 'a' */
+    lua_call(L, 2, 1);
+    int res = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return res;
+}
+
+static sort_idx lualib_partition(lua_State *L, sort_idx lo, sort_idx up, unsigned *left)
+{
+    sort_idx i = lo;     /* incremented before first use */
+    sort_idx j = up - 1; /* decremented before first use */
+    /* invariant: a[lo .. i] <= P <= a[j .. up], a[up - 1] == P */
+    for (;;) {
+        while (lua_geti(L, 1, ++i), lualib_sort_comp(L, -1, -2)) {
+            if (i == up - 1) /* a[i] < P but a[up - 1] == P */
+                luaL_error(L, "invalid order function for sorting");
+            lua_pop(L, 1);
+            lualib_step(L, left);
+        }
+        while (lua_geti(L, 1, --j), lualib_sort_comp(L, -3, -1)) {
+            if (j < i) /* j < i but a[j] > P */
+                luaL_error(L, "invalid order function for sorting");
+            lua_pop(L, 1);
+            lualib_step(L, left);
+        }
+        if (j < i) {
+            lua_pop(L, 1);
+            lualib_set2(L, up - 1, i); /* the pivot to its place */
+            return i;
+        }
+        lualib_set2(L, i, j);
+    }
+}
+
+static sort_idx lualib_choose_pivot(sort_idx lo, sort_idx up, unsigned rnd)
+{
+    sort_idx r4 = (up - lo) / 4; /* range of the middle half */
+    return rnd % (r4 * 2) + (lo + r4);
+}
+
+static unsigned lualib_random_pivot(void)
+{
+    double t = util_mono() * 1e9;
+    return (unsigned)((uint64_t)t * 0x9e3779b97f4a7c15ull >> 32);
+}
+
+static void lualib_auxsort(lua_State *L, sort_idx lo, sort_idx up, unsigned rnd, unsigned *left)
+{
+    while (lo < up) { /* loop for the tail call */
+        lualib_step(L, left);
+        lua_geti(L, 1, lo);
+        lua_geti(L, 1, up);
+        if (lualib_sort_comp(L, -1, -2)) /* a[up] < a[lo]? */
+            lualib_set2(L, lo, up);
+        else
+            lua_pop(L, 2);
+        if (up - lo == 1)
+            break;
+        sort_idx p = (up - lo < SORT_RANLIMIT || rnd == 0) ? (lo + up) / 2
+                                                           : lualib_choose_pivot(lo, up, rnd);
+        lua_geti(L, 1, p);
+        lua_geti(L, 1, lo);
+        if (lualib_sort_comp(L, -2, -1)) { /* a[p] < a[lo]? */
+            lualib_set2(L, p, lo);
+        } else {
+            lua_pop(L, 1);
+            lua_geti(L, 1, up);
+            if (lualib_sort_comp(L, -1, -2)) /* a[up] < a[p]? */
+                lualib_set2(L, p, up);
+            else
+                lua_pop(L, 2);
+        }
+        if (up - lo == 2)
+            break;
+        lua_geti(L, 1, p); /* the median: pivot */
+        lua_pushvalue(L, -1);
+        lua_geti(L, 1, up - 1);
+        lualib_set2(L, p, up - 1); /* a[p] = a[up - 1]; a[up - 1] = pivot */
+        p = lualib_partition(L, lo, up, left);
+        sort_idx n;
+        if (p - lo < up - p) { /* recurse into the shorter side */
+            lualib_auxsort(L, lo, p - 1, rnd, left);
+            n = p - lo;
+            lo = p + 1;
+        } else {
+            lualib_auxsort(L, p + 1, up, rnd, left);
+            n = up - p;
+            up = p - 1;
+        }
+        if ((up - lo) / 128 > n) /* too imbalanced: randomize the pivot */
+            rnd = lualib_random_pivot();
+    }
+}
+
+static int lualib_sort(lua_State *L)
+{
+    lualib_checktab(L, 1, TAB_R | TAB_W | TAB_L);
+    lua_Integer n = luaL_len(L, 1);
+    if (n > 1) {
+        luaL_argcheck(L, n < INT_MAX, 1, "array too big");
+        if (!lua_isnoneornil(L, 2))
+            luaL_checktype(L, 2, LUA_TFUNCTION);
+        lua_settop(L, 2);
+        unsigned left = LUALIB_CHECK_STEPS;
+        lualib_auxsort(L, 1, (sort_idx)n, 0, &left);
+    }
+    return 0;
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -813,4 +956,5 @@ void rules_lualib_open(lua_State *L)
     lualib_set(L, LUA_STRLIBNAME, "gsub", lualib_gsub);
     lualib_set(L, LUA_TABLIBNAME, "move", lualib_move);
     lualib_set(L, LUA_TABLIBNAME, "concat", lualib_concat);
+    lualib_set(L, LUA_TABLIBNAME, "sort", lualib_sort);
 }

@@ -29,7 +29,7 @@
  *     call that has run longer than its time limit (rule_time_limit) the same way; so do
  *     large allocations (an instruction that copies megabytes) and the loops of the library
  *     functions that run without VM instructions, which rules_lualib.c replaces with bounded
- *     versions (string.rep, table.move/concat, the pattern functions). load() takes chunks
+ *     versions (string.rep, table.move/concat/sort, the pattern functions). load() takes chunks
  *     of at most RULES_MAX_RULE_SIZE bytes, as for a rule file.
  */
 #include "rules_int.h"

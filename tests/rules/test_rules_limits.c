@@ -105,6 +105,10 @@ static void test_time_limit_library_loops(void **unused)
     slow_as("table.concat(setmetatable({}, {__index = function() return '' end}), '', 1, "
             "math.maxinteger)",
             NULL, "exceeded");
+    /* the default comparison runs no instructions */
+    slow("local t = {} for i = 1, 400000 do t[i] = 'prefix-prefix-' .. (i * 7919) % 1000003 end "
+         "table.sort(t)",
+         NULL);
     /* Instructions that each copy megabytes: a thousand of them would be seconds. */
     slow("local s = string.rep('x', 4e6) while true do local y = s .. 'a' end", NULL);
     /* Long string comparisons copy nothing: the hook still sees them every 1000 instructions. */
@@ -202,6 +206,17 @@ static const char diff_script[] =
     "                    table.concat(table.move({1, 2, 3}, 1, 3, 3), ','),\n"
     "                    table.concat(table.move({1, 2}, 1, 2, 1, {9, 9, 9}), ','))\n"
     "out[#out + 1] = ser(pcall(table.move, {}, 1, math.maxinteger, 2))\n"
+    "local function sorted(t, f) table.sort(t, f) return table.concat(t, ',') end\n"
+    "out[#out + 1] = ser(sorted({5, 3, 9, 1, 7, 2}), sorted({'b', 'a', 'c'}, function(a, b) "
+    "return a > b end))\n"
+    "local big = {} for i = 1, 500 do big[i] = (i * 7919) % 1009 end\n"
+    "out[#out + 1] = sorted(big)\n"
+    "out[#out + 1] = ser(pcall(table.sort, {3, 1, 2}, function(a, b) return true end))\n"
+    "out[#out + 1] = ser(pcall(table.sort, {1, 'x'}), pcall(table.sort, {1, 2}, 3))\n"
+    "local proxy = setmetatable({}, {__index = function(_, i) return i <= 3 and 'p' .. i or nil "
+    "end, __len = function() return 3 end})\n"
+    "out[#out + 1] = ser(pcall(table.concat, proxy, '+'), pcall(table.concat, 42))\n"
+    "out[#out + 1] = ser(pcall(table.move, 1, 1, 2, 1), pcall(table.sort, proxy))\n"
     "RESULT = table.concat(out, '\\n')\n";
 
 static void test_lualib_same_as_stock(void **unused)
