@@ -4,13 +4,17 @@ functions (which run no VM instructions), in a catastrophic pattern, and in gw.j
 text; each such packet is dead-lettered with a clear error within the limit and every other
 packet still comes out (--dry-run prints the publishes). gw.log text and rule errors that
 carry newlines stay on their own quoted line. --check of a rule whose top level never
-returns ends within the default limit (1 s) with the reason."""
+returns ends within the default limit (1 s) with the reason, and so does a hot reload to it:
+the old rule keeps serving packets."""
 import json
 import os
 import resource
+import signal
+import subprocess
+import threading
 import time
 
-from gwtest import check, run, tmpdir
+from gwtest import check, fail, iiotgw, run, stop_process, tmpdir
 
 d = tmpdir()
 rule = os.path.join(d, "rule.lua")
@@ -84,4 +88,50 @@ elapsed = time.monotonic() - t0
 check(r.returncode != 0, "--check accepted a rule that never loads")
 check("call time limit exceeded (1 s" in r.stderr, "--check reason:\n" + r.stderr)
 check(elapsed < 3, "--check took %.1f s" % elapsed)
+
+# Hot reload to a rule whose top level never returns: the reload fails within the limit, with
+# the reason, and the running rule keeps serving packets.
+live = os.path.join(d, "live.lua")
+with open(live, "w") as f:
+    f.write('function on_packet(p) gw.log("info", "v/" .. p.ts .. " old") end\n')
+proc = subprocess.Popen([iiotgw(), "-r", live, "-s", "stdin", "--dry-run",
+                         "-o", "rule_time_limit=0.3", "-o", "reload_debounce=0.05"],
+                        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                        text=True)
+log = []  # the rule reports through gw.log: stderr is unbuffered, --dry-run's stdout is not
+threading.Thread(target=lambda: [log.append(x) for x in proc.stderr], daemon=True).start()
+
+
+def wait(lines, word, timeout=10):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if any(word in x for x in lines):
+            return time.monotonic()
+        time.sleep(0.02)
+    fail("timed out waiting for %r:\n%s" % (word, "".join(log[-20:])))
+
+
+try:
+    proc.stdin.write('{"ts":1}\n')
+    proc.stdin.flush()
+    wait(log, "v/1")
+    tmp = live + ".tmp"
+    with open(tmp, "w") as f:
+        f.write("table.move({}, 1, math.maxinteger // 2, 1)\n"
+                'function on_packet(p) gw.log("info", "v/" .. p.ts .. " new") end\n')
+    os.rename(tmp, live)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGHUP)
+    t1 = wait(log, "event=rules_reload_failed")
+    check(t1 - t0 < 2.5, "failed reload reported after %.1f s" % (t1 - t0))
+    failed = [x for x in log if "event=rules_reload_failed" in x][0]
+    check("call time limit exceeded (0.3 s" in failed and "keeping=previous" in failed,
+          "reload failure: %r" % failed)
+    proc.stdin.write('{"ts":2}\n')
+    proc.stdin.flush()
+    wait(log, "v/2")
+    check(any("v/2 old" in x for x in log), "old rule not serving:\n" + "".join(log))
+finally:
+    proc.stdin.close()
+    stop_process(proc, 10)
 print("ok")
