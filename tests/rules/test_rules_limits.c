@@ -19,7 +19,7 @@
 
 #define T0         1732480290000000000LL
 #define LIMIT      0.25 /* rule_time_limit of these tests, seconds */
-#define LIMIT_SLOP 0.5  /* allowed overshoot (a loaded CI machine, ASan) */
+#define LIMIT_SLOP 0.75 /* allowed overshoot (a loaded CI machine, ASan) */
 
 static double mono(void)
 {
@@ -199,6 +199,8 @@ static const char diff_script[] =
     "out[#out + 1] = ser(pcall(string.gsub, 'abc', 'b', true))\n"
     "out[#out + 1] = ser(pcall(string.gsub, 'abc', '(b)', {b = {}}))\n"
     "out[#out + 1] = ser(pcall(string.rep, 'ab', 3, '|'), pcall(string.rep, 'x', 0))\n"
+    "out[#out + 1] = ser(('abc'):rep(5), ('').rep('', 4, '-'), ('a'):rep(1, 'x'), "
+    "('xy'):rep(7, '--'), #('q'):rep(100003), ('ab'):rep(1000, ','):sub(-9))\n"
     "out[#out + 1] = ser(pcall(table.concat, {1, 'a', 2.5}, ', '), pcall(table.concat, {1, {}, "
     "3}),\n"
     "                    pcall(table.concat, {}, 'x', 3, 2))\n"
@@ -375,7 +377,7 @@ static void test_json_many_keys(void **unused)
     double t0 = mono();
     assert_int_equal(h_packet(&h, "{}", T0), 0);
     double dt = mono() - t0;
-    if (dt > 0.5)
+    if (dt > 3.0) /* ~0.1 s on a release build; generous for a loaded, sanitized one */
         fail_msg("gw.json of 99,999 keys took %.3f s", dt);
     assert_string_equal(h.cap.pub[0].payload, "1477774 {\"k1\":1,\"k10\":10,\"k100\":100,\"k");
     h_close(&h);
@@ -435,7 +437,7 @@ static void test_alerts_many_topics(void **unused)
     alerts_track(&a, topic, firing, strlen(firing));
     assert_int_equal(a.nactive, 1);
     double dt = mono() - t0;
-    if (dt > 2.0)
+    if (dt > 5.0)
         fail_msg("600,000 alert publishes took %.3f s", dt);
     alerts_free(&a);
 }
