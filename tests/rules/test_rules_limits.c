@@ -117,6 +117,35 @@ static void test_time_limit_library_loops(void **unused)
          NULL);
 }
 
+/* on_line and on_tick are bounded the same way; the engine goes on serving. */
+static void test_time_limit_line_and_tick(void **unused)
+{
+    (void)unused;
+    struct harness h;
+    assert_int_equal(open_limited(&h,
+                                  "function on_line(t) if t == 'hang' then "
+                                  "string.find(string.rep('a', 30000), '.-.-.-.-.-.-b') end "
+                                  "gw.publish('l', t) end\n"
+                                  "function on_tick(now) table.move({}, 1, math.maxinteger // 2, "
+                                  "1) end\n",
+                                  0, LIMIT),
+                     0);
+    double t0 = mono();
+    assert_int_equal(rules_line(h.r, "s", 1, T0, "hang", 4, h.err, sizeof h.err), -ECANCELED);
+    assert_non_null(strstr(h.err, "pattern too complex: call time limit exceeded"));
+    assert_int_equal(h_tick(&h, T0), -ECANCELED);
+    assert_non_null(strstr(h.err, "call time limit exceeded"));
+    double dt = mono() - t0;
+    if (dt > 2 * (LIMIT + LIMIT_SLOP))
+        fail_msg("two overruns took %.3f s", dt);
+    assert_int_equal(rules_line(h.r, "s", 2, T0, "fine", 4, h.err, sizeof h.err), 0);
+    expect_pub(&h.cap, 0, "l", "fine", 1, false);
+    struct rules_stats st;
+    rules_get_stats(h.r, &st);
+    assert_int_equal(st.overruns, 2);
+    h_close(&h);
+}
+
 /* What used to loop forever doing nothing now returns at once. */
 static void test_bounded_replacements(void **unused)
 {
@@ -446,6 +475,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_time_limit_library_loops),
+        cmocka_unit_test(test_time_limit_line_and_tick),
         cmocka_unit_test(test_bounded_replacements),
         cmocka_unit_test(test_lualib_same_as_stock),
         cmocka_unit_test(test_time_limit_load_and_reload),
