@@ -175,6 +175,8 @@ static void rules_sbx_hook(lua_State *L, lua_Debug *ar)
             rules_sbx_set_overrun(st, L, RULES_OVERRUN_INSTR, true);
         }
     }
+    if (!st->overrun_where[0]) /* overrun noticed by the allocator, which cannot locate it */
+        rules_where(st, L, st->overrun_where, sizeof st->overrun_where);
     if (lua_isyieldable(L)) {
         lua_yield(L, 0); /* unwinds to lua_resume with LUA_YIELD: no pcall sees it */
         return;
@@ -282,6 +284,8 @@ static int rules_sbx_load(lua_State *L)
     const char *name = luaL_optstring(L, 2, s);
     int has_env = !lua_isnone(L, 4);
     int status = luaL_loadbufferx(L, s, len, name, "t");
+    if (status != LUA_OK && rules_state_of(L)->overrun)
+        return lua_error(L); /* the parser ran out of time: not the chunk's fault, not catchable */
     if (status != LUA_OK) {
         luaL_pushfail(L);
         lua_insert(L, -2);
