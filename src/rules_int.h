@@ -74,6 +74,7 @@ struct rules {
     uint64_t instr_limit;
     double time_limit; /* seconds per call (rule_time_limit) */
     struct rule_sink sink;
+    const struct clock *clock; /* rules_config.clock (borrowed; NULL = wall clock) */
     struct rule_state *live;
     struct rules_stats stats;
     struct buf lp; /* scratch for one encoded point */
