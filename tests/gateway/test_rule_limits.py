@@ -83,7 +83,8 @@ hang = os.path.join(d, "hang.lua")
 with open(hang, "w") as f:
     f.write("table.move({}, 1, math.maxinteger // 2, 1)\n")
 t0 = time.monotonic()
-r = run(["--check", "-r", hang, "-s", "stdin", "--mqtt", "none"], timeout=30)
+r = run(["--check", "-r", hang, "-s", "stdin", "--mqtt", "none",
+         "--state-dir", os.path.join(d, "state")], timeout=30)
 elapsed = time.monotonic() - t0
 check(r.returncode != 0, "--check accepted a rule that never loads")
 check("call time limit exceeded (1 s" in r.stderr, "--check reason:\n" + r.stderr)
