@@ -13,8 +13,9 @@ Real iiotgw against the real InfluxDB 1.6 and VictoriaMetrics of tests/servers.s
    peak RSS stays far below what the unbounded batch reached (all 60 MiB in one batch, plus
    the copies of its growth and of the request): measured against the same run with 1-byte
    strings, it may grow by less than 40 MiB (not checked in the ASan build, whose allocator
-   caches freed blocks); every point is stored. One point of 5 MiB (more than the bound) is
-   refused and dead-lettered, not sent.
+   caches freed blocks); every point is stored. With the bound lowered to 64 KiB, a point of
+   100 KiB is refused and dead-lettered, not sent (a rule's point is at most 1 MiB, below the
+   default bound).
 """
 import json
 import os
@@ -84,9 +85,9 @@ N = 300
 env = dict(os.environ)
 
 
-def big_run(size, tag):
-    """Feed N points of `size` bytes at a device's pace plus one 5 MiB point; return
-    (points stored, VmHWM MiB, influx_rejected dead-letters, exit code)."""
+def big_run(size, tag, n=N, oversize=0, opts=()):
+    """Feed n points of `size` bytes at a device's pace, then one of `oversize` bytes (if not
+    0); return (points stored, VmHWM MiB, influx_rejected dead-letters, exit code)."""
     m = M2 + tag
     rule = write("big%s.lua" % tag, """
 function on_packet(p)
@@ -96,23 +97,24 @@ end
     dl = os.path.join(d, "dl%s.jsonl" % tag)
     proc = subprocess.Popen([iiotgw(), "-r", rule, "-s", "stdin", "--mqtt", "none",
                              "--influx", vm, "--influx-org", "o", "--influx-bucket", "b",
-                             "--deadletter", dl],
+                             "--deadletter", dl] + list(opts),
                             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env,
                             stderr=open(os.path.join(d, "big%s.log" % tag), "wb"))
     try:
         # A device's pace, not a replay: 10 packets every 30 ms (300 in about a second, the
         # default linger: the unbounded batch held all of them at once).
-        for i in range(0, N, 10):
+        for i in range(0, n, 10):
             proc.stdin.write("".join(json.dumps({"n": j, "size": size}) + "\n"
-                                     for j in range(i, i + 10)).encode())
+                                     for j in range(i, min(i + 10, n))).encode())
             proc.stdin.flush()
             time.sleep(0.03)
-        proc.stdin.write((json.dumps({"n": N, "size": 5 << 20}) + "\n").encode())
-        proc.stdin.flush()
+        if oversize:
+            proc.stdin.write((json.dumps({"n": n, "size": oversize}) + "\n").encode())
+            proc.stdin.flush()
         stored = 0
         deadline = time.time() + 60
-        while time.time() < deadline and stored < N:
-            stored = len(vm_export(vm, '{__name__="%s_v"}' % m, expect=N, timeout=2))
+        while time.time() < deadline and stored < n:
+            stored = len(vm_export(vm, '{__name__="%s_v"}' % m, expect=n, timeout=2))
         with open("/proc/%d/status" % proc.pid) as f:
             hwm = [int(l.split()[1]) for l in f if l.startswith("VmHWM:")][0] // 1024
         proc.stdin.close()
@@ -122,10 +124,9 @@ end
     return stored, hwm, [x for x in deadletters(dl) if x["reason"] == "influx_rejected"], rc
 
 
-# the same run with 1-byte strings is the reference: what the process needs anyway (the
-# 5 MiB point included)
+# the same run with 1-byte strings is the reference: what the process needs anyway
 _s0, base, _r0, _rc0 = big_run(1, "ref")
-stored, hwm, recs, rc = big_run(200 << 10, "")
+stored, hwm, _recs, rc = big_run(200 << 10, "")
 print("byte bound: points stored=%d/%d peak_rss=%d MiB vs %d MiB with 1-byte strings "
       "(points: %d x 200 KiB = 59 MiB) oversize dead-lettered=%d exit=%d"
       % (stored, N, hwm, base, N, len(recs), rc), flush=True)
@@ -139,7 +140,13 @@ if asan:
 else:
     check(hwm - base < 40, "peak RSS %d MiB, %d MiB above the reference: the batch being "
           "filled is not bounded" % (hwm, hwm - base))
-check(len(recs) == 1 and "batch_bytes" in recs[0]["error"]
-      and ("n=%d" % N) in recs[0]["data"][:200], "the 5 MiB line was not refused and "
+# A line longer than the bound (a rule's point is at most 1 MiB, so the bound is lowered to
+# 64 KiB here): refused and dead-lettered, the points before it stored.
+s3, _h3, recs, rc3 = big_run(1, "over", n=10, oversize=100 << 10,
+                             opts=["-o", "influx.batch_bytes=65536"])
+print("oversize line: stored=%d/10 dead-lettered=%d exit=%d" % (s3, len(recs), rc3), flush=True)
+check(rc3 == 0 and s3 == 10, "oversize run: exit %d, stored %d of 10" % (rc3, s3))
+check(len(recs) == 1 and "batch_bytes=65536" in recs[0]["error"]
+      and "n=10" in recs[0]["data"][:200], "the 100 KiB line was not refused and "
       "dead-lettered: %r" % [x["error"] for x in recs])
 print("ok")
