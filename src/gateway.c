@@ -30,6 +30,8 @@
 #include "influx.h"
 #include "log.h"
 #include "mqtt.h"
+#include "params.h"
+#include "paramsrv.h"
 #include "replay.h"
 #include "rules.h"
 #include "source.h"
@@ -111,6 +113,88 @@ static void gw_publish_own(struct gateway *gw, const char *topic, const char *pa
 {
     if (gw->fw)
         forward_publish(gw->fw, topic, payload, len, qos, retain, FWD_INTERNAL, 0);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Tunable parameters: the live rule follows every accepted change; MQTT commands
+ * ---------------------------------------------------------------------------------------- */
+
+static void gw_param_publish(void *ud, const char *topic, const char *payload, size_t len, int qos,
+                             bool retain)
+{
+    gw_publish_own(ud, topic, payload, len, qos, retain);
+}
+
+static void gw_on_param_changed(void *ud, const struct param_info *pi, size_t slot, double old,
+                                const struct param_origin *origin)
+{
+    (void)old;
+    (void)origin;
+    struct gateway *gw = ud;
+    if (!gw->rules)
+        return;
+    char err[ERRLEN];
+    gw_note(gw, true, "# param %s", pi->decl->name);
+    int rc = rules_param_changed(gw->rules, pi->decl->name, pi->slots[slot].node, err, sizeof err);
+    if (rc == -ECANCELED) {
+        /* The value is applied; only the rule's reaction to it failed. */
+        gw->n.rule_errors++;
+        char qe[ERRLEN + 8];
+        log_error("rule_error", "hook=on_param param=%s error=%s", pi->decl->name,
+                  log_quote(qe, sizeof qe, err, (size_t)-1));
+    }
+}
+
+/* Inbound MQTT: parameter commands (called from inside the MQTT sink's read, see mqtt.h). */
+static void gw_on_mqtt_message(void *ud, const char *topic, const void *payload, size_t len,
+                               bool retained)
+{
+    struct gateway *gw = ud;
+    if (retained)
+        return; /* a retained command would re-apply an old value at every reconnect */
+    if (gw->psrv)
+        (void)paramsrv_on_message(gw->psrv, topic, payload, len);
+}
+
+/* Create the registry (persisted in the state directory, except with --dry-run) and its
+ * routes; the rule declares into it when it loads. */
+static int gw_setup_params(struct gateway *gw, char *err, size_t errlen)
+{
+    const struct config *c = gw->cfg;
+    char file[4096], sock[4096];
+    bool persist = !c->dry_run;
+    if (persist && (statedir_file(c->state_dir, "params.conf", file, sizeof file) ||
+                    statedir_file(c->state_dir, "params.sock", sock, sizeof sock))) {
+        snprintf(err, errlen, "state_dir %s: too long for params.conf", c->state_dir);
+        return -EINVAL;
+    }
+    int rc = params_open(&gw->params, persist ? file : NULL, err, errlen);
+    if (rc)
+        return rc;
+    struct params_listener pl = {.ud = gw, .changed = gw_on_param_changed};
+    if ((rc = params_listen(gw->params, &pl)))
+        return rc;
+    struct paramsrv_config pc = {
+        .prefix = c->prefix,
+        .socket_path = persist ? sock : NULL,
+        .mqtt = gw->mqtt,
+        .publish = c->dry_run ? NULL : gw_param_publish,
+        .ud = gw,
+    };
+    if ((rc = paramsrv_new(&gw->psrv, gw->loop, gw->params, &pc, err, errlen)))
+        return rc;
+    if (gw->mqtt) {
+        char f[2][256];
+        paramsrv_filters(gw->psrv, f);
+        for (int i = 0; i < 2; i++)
+            if ((rc = mqtt_sink_subscribe(gw->mqtt, f[i], 1))) {
+                snprintf(err, errlen, "mqtt: cannot subscribe to %s", f[i]);
+                return rc;
+            }
+        struct mqtt_inbound in = {.message = gw_on_mqtt_message, .ud = gw};
+        mqtt_sink_set_inbound(gw->mqtt, &in);
+    }
+    return 0;
 }
 
 static void gw_on_deadletter(void *ud, const char *json, size_t len)
@@ -579,10 +663,16 @@ static void gw_on_signal(struct ev_loop *loop, ev_signal *w, int revents)
     (void)loop;
     struct gateway *gw;
     switch (w->signum) {
-    case SIGHUP:
+    case SIGHUP: {
         gw = container_of(w, struct gateway, sig_hup);
+        /* The params file first (a technician's edit), then the rule. */
+        char err[ERRLEN];
+        int bad = params_reload_file(gw->params, err, sizeof err);
+        if (bad < 0)
+            log_error("params_file_failed", "error=\"%s\" keeping=current", err);
         gw_reload(gw, "sighup");
         break;
+    }
     case SIGUSR1:
         gw = container_of(w, struct gateway, sig_usr1);
         gateway_report_stats(gw);
@@ -648,6 +738,7 @@ static int gw_setup_outputs(struct gateway *gw, char *err, size_t errlen)
                 (rc = mqtt_sink_new(&m, gw->loop, &mc, err, errlen)))
                 return rc;
             gw->sinks[FWD_MQTT] = mqtt_sink_as_sink(m);
+            gw->mqtt = m;
         }
         if (!config_is_none(c->influx_url)) {
             struct influx_config ic;
@@ -779,8 +870,12 @@ int gateway_init(struct gateway *gw, struct ev_loop *loop, const struct config *
     deadletter_set_clock(gw->dl, &gw->clock);
 
     struct rule_sink sink = {.ud = gw, .publish = gw_out_publish, .write = gw_out_write};
+    if ((rc = gw_setup_params(gw, err, errlen)))
+        return rc;
+
     struct rules_config rc_cfg;
     gwconfig_rules(cfg, &rc_cfg);
+    rc_cfg.params = gw->params;
     rc_cfg.clock = &gw->clock;
     rc = rules_open(&gw->rules, &rc_cfg, &sink, err, errlen);
     if (rc)
@@ -911,12 +1006,19 @@ void gateway_free(struct gateway *gw)
     gw->replay = NULL;
     buf_free(&gw->topic);
     gw->sources = NULL;
+    paramsrv_free(gw->psrv);
+    gw->psrv = NULL;
+    if (gw->params)
+        params_unlisten(gw->params, gw);
     if (gw->rules)
         rules_close(gw->rules);
+    params_close(gw->params); /* after the rule engine, which borrowed it */
+    gw->params = NULL;
     for (int i = 0; i < FWD_NDEST; i++)
         if (gw->sinks[i].ops)
             gw->sinks[i].ops->free(gw->sinks[i].self);
     memset(gw->sinks, 0, sizeof gw->sinks);
+    gw->mqtt = NULL;
     gw->dry = NULL;
     /* After the sinks: no ack can reach it any more; closing writes the state file. */
     forward_free(gw->fw);

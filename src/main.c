@@ -22,6 +22,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "mqtt.h"
+#include "paramcli.h"
 #include "rules.h"
 #include "source.h"
 #include "statedir.h"
@@ -84,8 +85,13 @@ static const char usage[] =
     "  -h, --help                 this help\n"
     "  -V, --version              print the version\n"
     "\n"
-    "Signals: SIGHUP reloads the rules, SIGUSR1 logs and publishes stats, SIGINT/SIGTERM\n"
-    "shut down gracefully (a second one forces exit).\n"
+    "Tunable parameters (docs/tuning.md): the rule's thresholds are changed at run time over\n"
+    "MQTT (P/gateway/param/NAME[/NODE]/set), by editing STATE_DIR/params.conf + SIGHUP, or with\n"
+    "    iiotgw param [-c FILE] [--state-dir DIR] list | get NAME [NODE] | set NAME [NODE] VALUE\n"
+    "(see `iiotgw param --help`).\n"
+    "\n"
+    "Signals: SIGHUP re-reads the params file and reloads the rules, SIGUSR1 logs and\n"
+    "publishes stats, SIGINT/SIGTERM shut down gracefully (a second one forces exit).\n"
     "Environment: IIOTGW_MQTT_PASSWORD, IIOTGW_INFLUX_TOKEN (secrets, removed once read);\n"
     "NOTIFY_SOCKET, WATCHDOG_USEC (systemd: READY/STOPPING/WATCHDOG notifications).\n"
     "Exit status: 0 ok; 1 configuration or rule error; 2 data left undelivered (drain timeout\n"
@@ -348,6 +354,10 @@ int main(int argc, char **argv)
     int code = GW_EXIT_CONFIG;
     const char *config_file = NULL;
     bool cli_sources = false;
+
+    /* A subcommand, not the daemon: talks to the running gateway. */
+    if (argc > 1 && strcmp(argv[1], "param") == 0)
+        return paramcli_main(argc - 1, argv + 1);
 
     if (config_defaults(&cfg)) {
         fprintf(stderr, "iiotgw: out of memory\n");

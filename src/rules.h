@@ -9,6 +9,8 @@
  *   on_tick(now)          every tick (default 1 s); `now` = seconds (float) of the clock
  *                         (rules_config.clock: the wall clock, or a replay's virtual time)
  *   init()                after load, before the first packet (optional)
+ *   on_param(name, value, node)  after a tunable parameter (gw.param) changed; node is nil
+ *                         for a global param (optional)
  * and calls gw.publish / gw.point / gw.log / gw.now / gw.state ... (documented in docs/rules.md).
  *
  * Every call into Lua runs under a memory cap (custom lua_Alloc) and an instruction budget
@@ -60,6 +62,10 @@ struct rules_config {
      * then /usr/local/share/iiotgw/lua (site modules), then IIOTGW_DATADIR/lua (the package's,
      * /usr/share/iiotgw/lua). Resolved once by rules_open (reloads reuse it). */
     const char *lua_path;
+    /* Registry of the tunable parameters the rule declares (gw.param), borrowed: it must
+     * outlive the engine. NULL = a private one without persistence (--check, tests). Every
+     * load declares between params_begin and params_commit/params_abort. */
+    struct params *params;
     /* Where "now" comes from (clock.h): gw.now, gw.now_ns, gw.iso8601() without an argument
      * and the default point timestamp of init(). NULL = the wall clock. Borrowed: it must
      * outlive the engine; its owner moves a virtual clock between calls (a replay, a test). */
@@ -117,6 +123,15 @@ int rules_line(struct rules *r, const char *source, uint64_t line_no, int64_t rx
 /* Call on_tick(now) if defined. now_ns = the tick's time, normally clock_now_ns() of the
  * engine's clock (a replay passes the virtual tick time). Same returns as rules_line. */
 int rules_tick(struct rules *r, int64_t now_ns, char *err, size_t errlen);
+
+/*
+ * The param `name` (slot `node`, NULL for a global param) changed in the registry: store the
+ * new value into the live rule's handle, then call on_param(name, value, node) if defined.
+ * The next packet sees the new value. Returns 0, -ENOENT (the live rule does not declare it)
+ * or -ECANCELED (on_param failed: err has "file:line: message"; the value is applied).
+ */
+int rules_param_changed(struct rules *r, const char *name, const char *node, char *err,
+                        size_t errlen);
 
 void rules_get_stats(const struct rules *r, struct rules_stats *out);
 const char *rules_path(const struct rules *r);
