@@ -185,11 +185,10 @@ static void gw_unusable(struct gateway *gw, enum dl_reason reason, const char *s
 
 static void gw_check_backpressure(struct gateway *gw);
 
-static void gw_on_source_line(void *ud, struct source *src, char *line, size_t len,
-                              uint64_t line_no, unsigned flags)
+/* One framed line of source `name`, received at rx_ns (the timestamp of its points). */
+static void gw_line(struct gateway *gw, const char *name, char *line, size_t len, uint64_t line_no,
+                    unsigned flags, int64_t rx_ns)
 {
-    struct gateway *gw = ud;
-    const char *name = source_name(src);
     char err[ERRLEN], detail[ERRLEN + 16];
     double t_read = util_mono();
     gw->n.lines++;
@@ -205,7 +204,6 @@ static void gw_on_source_line(void *ud, struct source *src, char *line, size_t l
     len = extract_clean(line, len);
     size_t off = 0, olen = 0;
     enum extract_result er = extract_object(line, len, &off, &olen);
-    int64_t rx_ns = util_now_ns();
 
     if (er == EXTRACT_NONE) {
         gw->n.text_lines++;
@@ -244,7 +242,20 @@ static void gw_on_source_line(void *ud, struct source *src, char *line, size_t l
     } else {
         gw->n.packets++;
     }
+}
+
+static void gw_on_source_line(void *ud, struct source *src, char *line, size_t len,
+                              uint64_t line_no, unsigned flags)
+{
+    struct gateway *gw = ud;
+    gw_line(gw, source_name(src), line, len, line_no, flags, util_now_ns());
     gw_check_backpressure(gw);
+}
+
+void gateway_feed_line(struct gateway *gw, const char *source, char *line, size_t len,
+                       uint64_t line_no, unsigned flags, int64_t rx_ns)
+{
+    gw_line(gw, source, line, len, line_no, flags, rx_ns);
 }
 
 static void gw_on_source_done(void *ud, struct source *src, int errnum)
@@ -351,17 +362,21 @@ static void gw_on_reload_timer(struct ev_loop *loop, ev_timer *w, int revents)
  * Ticks and stats
  * ---------------------------------------------------------------------------------------- */
 
+void gateway_feed_tick(struct gateway *gw, int64_t now_ns)
+{
+    char err[ERRLEN];
+    gw_note(gw, false, "# tick");
+    int rc = rules_tick(gw->rules, now_ns, err, sizeof err);
+    gw_note(gw, false, NULL);
+    if (rc)
+        gw_unusable(gw, DL_RULE_ERROR, NULL, 0, "on_tick", NULL, err, "", 0);
+}
+
 static void gw_on_tick(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
     (void)revents;
-    struct gateway *gw = container_of(w, struct gateway, tick_timer);
-    char err[ERRLEN];
-    gw_note(gw, false, "# tick");
-    int rc = rules_tick(gw->rules, util_now_ns(), err, sizeof err);
-    gw_note(gw, false, NULL);
-    if (rc)
-        gw_unusable(gw, DL_RULE_ERROR, NULL, 0, "on_tick", NULL, err, "", 0);
+    gateway_feed_tick(container_of(w, struct gateway, tick_timer), util_now_ns());
 }
 
 static void gw_on_stats_timer(struct ev_loop *loop, ev_timer *w, int revents)
@@ -520,12 +535,12 @@ static void gw_on_signal(struct ev_loop *loop, ev_signal *w, int revents)
  * ---------------------------------------------------------------------------------------- */
 
 /* The sinks (or the --dry-run printer in their place) and the pump over them. */
-static int gw_setup_outputs(struct gateway *gw, char *err, size_t errlen)
+static int gw_setup_outputs(struct gateway *gw, FILE *dry_out, char *err, size_t errlen)
 {
     const struct config *c = gw->cfg;
     int rc;
-    if (c->dry_run) {
-        if ((rc = dryrun_new(&gw->dry, stdout, gw->topics.deadletter)))
+    if (c->dry_run || dry_out) {
+        if ((rc = dryrun_new(&gw->dry, dry_out ? dry_out : stdout, gw->topics.deadletter)))
             return rc;
         for (int i = 0; i < FWD_NDEST; i++)
             gw->sinks[i] = dryrun_sink(gw->dry, (enum forward_dest)i);
@@ -560,8 +575,12 @@ static int gw_setup_outputs(struct gateway *gw, char *err, size_t errlen)
     return 0;
 }
 
-int gateway_init(struct gateway *gw, struct ev_loop *loop, const struct config *cfg, char *err,
-                 size_t errlen)
+/*
+ * What the daemon and an embedded gateway share: the outputs (`dry_out` non-NULL: the printer
+ * writing there), the dead-letter and the rule engine.
+ */
+static int gw_init_core(struct gateway *gw, struct ev_loop *loop, const struct config *cfg,
+                        FILE *dry_out, char *err, size_t errlen)
 {
     int rc;
     memset(gw, 0, sizeof *gw);
@@ -571,14 +590,14 @@ int gateway_init(struct gateway *gw, struct ev_loop *loop, const struct config *
     gwconfig_topics(cfg, &gw->topics);
     alerts_init(&gw->alerts, cfg->prefix);
     /* The printer shows every dead-letter; otherwise deadletter_topic decides. */
-    gw->deadletter_publish = cfg->deadletter_topic || cfg->dry_run;
+    gw->deadletter_publish = cfg->deadletter_topic || cfg->dry_run || dry_out;
 
     /* Sinks first, so that the rule's init() and the rule status can publish. */
-    if ((rc = gw_setup_outputs(gw, err, errlen)))
+    if ((rc = gw_setup_outputs(gw, dry_out, err, errlen)))
         return rc;
 
-    rc = deadletter_open(&gw->dl, cfg->dry_run ? NULL : cfg->deadletter_file, gw_on_deadletter, gw,
-                         err, errlen);
+    rc = deadletter_open(&gw->dl, cfg->dry_run || dry_out ? NULL : cfg->deadletter_file,
+                         gw_on_deadletter, gw, err, errlen);
     if (rc)
         return rc;
 
@@ -590,6 +609,21 @@ int gateway_init(struct gateway *gw, struct ev_loop *loop, const struct config *
         return rc;
     log_info("rules_loaded", "file=%s", cfg->rules);
     gw_publish_rule_status(gw, NULL);
+    return 0;
+}
+
+int gateway_init_embedded(struct gateway *gw, struct ev_loop *loop, const struct config *cfg,
+                          FILE *out, char *err, size_t errlen)
+{
+    return gw_init_core(gw, loop, cfg, out, err, errlen);
+}
+
+int gateway_init(struct gateway *gw, struct ev_loop *loop, const struct config *cfg, char *err,
+                 size_t errlen)
+{
+    int rc = gw_init_core(gw, loop, cfg, NULL, err, errlen);
+    if (rc)
+        return rc;
 
     /* Sources last: from here on lines flow. */
     gw->sources = calloc(cfg->nsources ? cfg->nsources : 1, sizeof *gw->sources);

@@ -20,10 +20,12 @@
 #include "log.h"
 #include "mqtt.h"
 #include "rules.h"
+#include "ruletest.h"
 #include "source.h"
 
 static const char usage[] =
     "Usage: iiotgw [OPTIONS]\n"
+    "       iiotgw test FILE...\n"
     "Read telemetry lines from sources, run a Lua rule per packet, publish to MQTT and write\n"
     "InfluxDB line protocol.\n"
     "\n"
@@ -50,6 +52,10 @@ static const char usage[] =
     "      --log-level L          error, warn, info (default) or debug\n"
     "  -h, --help                 this help\n"
     "  -V, --version              print the version\n"
+    "\n"
+    "`iiotgw test FILE...` runs rule test files in-process on a virtual clock and exits 0\n"
+    "(all passed), 1 (a test failed) or 2 (usage or test file error); see docs/rules.md,\n"
+    "\"Rule tests\".\n"
     "\n"
     "Signals: SIGHUP reloads the rules, SIGUSR1 logs and publishes stats, SIGINT/SIGTERM\n"
     "shut down gracefully (a second one forces exit).\n"
@@ -208,6 +214,10 @@ int main(int argc, char **argv)
     int code = GW_EXIT_CONFIG;
     const char *config_file = NULL;
     bool cli_sources = false;
+
+    /* A subcommand, not an option: its arguments are test files, not daemon flags. */
+    if (argc >= 2 && strcmp(argv[1], "test") == 0)
+        return ruletest_main(argc - 1, argv + 1);
 
     if (config_defaults(&cfg)) {
         fprintf(stderr, "iiotgw: out of memory\n");
