@@ -185,9 +185,9 @@ static void gw_unusable(struct gateway *gw, enum dl_reason reason, const char *s
 
 static void gw_check_backpressure(struct gateway *gw);
 
-/* One framed line of source `name`, received at rx_ns (the timestamp of its points). */
+/* One framed line of source `name`, received now (gw->clock: the timestamp of its points). */
 static void gw_line(struct gateway *gw, const char *name, char *line, size_t len, uint64_t line_no,
-                    unsigned flags, int64_t rx_ns)
+                    unsigned flags)
 {
     char err[ERRLEN], detail[ERRLEN + 16];
     double t_read = util_mono();
@@ -204,6 +204,7 @@ static void gw_line(struct gateway *gw, const char *name, char *line, size_t len
     len = extract_clean(line, len);
     size_t off = 0, olen = 0;
     enum extract_result er = extract_object(line, len, &off, &olen);
+    int64_t rx_ns = clock_now_ns(&gw->clock);
 
     if (er == EXTRACT_NONE) {
         gw->n.text_lines++;
@@ -248,14 +249,14 @@ static void gw_on_source_line(void *ud, struct source *src, char *line, size_t l
                               uint64_t line_no, unsigned flags)
 {
     struct gateway *gw = ud;
-    gw_line(gw, source_name(src), line, len, line_no, flags, util_now_ns());
+    gw_line(gw, source_name(src), line, len, line_no, flags);
     gw_check_backpressure(gw);
 }
 
 void gateway_feed_line(struct gateway *gw, const char *source, char *line, size_t len,
-                       uint64_t line_no, unsigned flags, int64_t rx_ns)
+                       uint64_t line_no, unsigned flags)
 {
-    gw_line(gw, source, line, len, line_no, flags, rx_ns);
+    gw_line(gw, source, line, len, line_no, flags);
 }
 
 static void gw_on_source_done(void *ud, struct source *src, int errnum)
@@ -362,11 +363,11 @@ static void gw_on_reload_timer(struct ev_loop *loop, ev_timer *w, int revents)
  * Ticks and stats
  * ---------------------------------------------------------------------------------------- */
 
-void gateway_feed_tick(struct gateway *gw, int64_t now_ns)
+void gateway_feed_tick(struct gateway *gw)
 {
     char err[ERRLEN];
     gw_note(gw, false, "# tick");
-    int rc = rules_tick(gw->rules, now_ns, err, sizeof err);
+    int rc = rules_tick(gw->rules, clock_now_ns(&gw->clock), err, sizeof err);
     gw_note(gw, false, NULL);
     if (rc)
         gw_unusable(gw, DL_RULE_ERROR, NULL, 0, "on_tick", NULL, err, "", 0);
@@ -376,7 +377,7 @@ static void gw_on_tick(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
     (void)revents;
-    gateway_feed_tick(container_of(w, struct gateway, tick_timer), util_now_ns());
+    gateway_feed_tick(container_of(w, struct gateway, tick_timer));
 }
 
 static void gw_on_stats_timer(struct ev_loop *loop, ev_timer *w, int revents)
@@ -580,13 +581,17 @@ static int gw_setup_outputs(struct gateway *gw, FILE *dry_out, char *err, size_t
  * writing there), the dead-letter and the rule engine.
  */
 static int gw_init_core(struct gateway *gw, struct ev_loop *loop, const struct config *cfg,
-                        FILE *dry_out, char *err, size_t errlen)
+                        FILE *dry_out, const struct clock *clk, char *err, size_t errlen)
 {
     int rc;
     memset(gw, 0, sizeof *gw);
     gw->loop = loop;
     gw->cfg = cfg;
     gw->started = util_mono();
+    if (clk)
+        gw->clock = *clk;
+    else
+        clock_init_wall(&gw->clock);
     gwconfig_topics(cfg, &gw->topics);
     alerts_init(&gw->alerts, cfg->prefix);
     /* The printer shows every dead-letter; otherwise deadletter_topic decides. */
@@ -604,6 +609,7 @@ static int gw_init_core(struct gateway *gw, struct ev_loop *loop, const struct c
     struct rule_sink sink = {.ud = gw, .publish = gw_out_publish, .write = gw_out_write};
     struct rules_config rc_cfg;
     gwconfig_rules(cfg, &rc_cfg);
+    rc_cfg.clock = &gw->clock;
     rc = rules_open(&gw->rules, &rc_cfg, &sink, err, errlen);
     if (rc)
         return rc;
@@ -613,15 +619,17 @@ static int gw_init_core(struct gateway *gw, struct ev_loop *loop, const struct c
 }
 
 int gateway_init_embedded(struct gateway *gw, struct ev_loop *loop, const struct config *cfg,
-                          FILE *out, char *err, size_t errlen)
+                          FILE *out, int64_t start_ns, char *err, size_t errlen)
 {
-    return gw_init_core(gw, loop, cfg, out, err, errlen);
+    struct clock c;
+    clock_init_virtual(&c, start_ns);
+    return gw_init_core(gw, loop, cfg, out, &c, err, errlen);
 }
 
 int gateway_init(struct gateway *gw, struct ev_loop *loop, const struct config *cfg, char *err,
                  size_t errlen)
 {
-    int rc = gw_init_core(gw, loop, cfg, NULL, err, errlen);
+    int rc = gw_init_core(gw, loop, cfg, NULL, NULL, err, errlen);
     if (rc)
         return rc;
 

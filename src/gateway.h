@@ -29,6 +29,7 @@
 
 #include "alerts.h"
 #include "buf.h"
+#include "clock.h"
 #include "config.h"
 #include "forward.h"
 #include "gwconfig.h"
@@ -60,6 +61,7 @@ struct gateway {
     struct ev_loop *loop;
     const struct config *cfg;
     struct rules *rules;
+    struct clock clock;           /* the data path's "now": wall, or a replay's virtual time */
     struct sink sinks[FWD_NDEST]; /* MQTT, InfluxDB, or the --dry-run printer (ops NULL: off) */
     struct dryrun *dry;           /* the printer behind sinks[] with --dry-run, else NULL */
     struct forward *fw;           /* every output -> spool (optional) -> sinks (forward.h) */
@@ -103,25 +105,26 @@ int gateway_init(struct gateway *gw, struct ev_loop *loop, const struct config *
 /*
  * An embedded gateway for `iiotgw test` (ruletest.c): the same outputs, dead-letter and rule
  * engine as gateway_init(), with the --dry-run printer writing to `out` (borrowed) in place of
- * the sinks, and nothing else: no sources, signals, file watch or timers, so the loop is never
- * run. The caller feeds lines and ticks at times of its choosing (virtual time) with
- * gateway_feed_line() and gateway_feed_tick(). Same returns as gateway_init(); on failure call
- * gateway_free().
+ * the sinks, a virtual clock standing at start_ns (gw->clock: the caller moves it with
+ * clock_set() between calls), and nothing else: no sources, signals, file watch or timers, so
+ * the loop is never run. The caller feeds lines and ticks with gateway_feed_line() and
+ * gateway_feed_tick(). Same returns as gateway_init(); on failure call gateway_free().
  */
 int gateway_init_embedded(struct gateway *gw, struct ev_loop *loop, const struct config *cfg,
-                          FILE *out, char *err, size_t errlen);
+                          FILE *out, int64_t start_ns, char *err, size_t errlen);
 
 /*
  * One framed line (frame.h: without its '\n', `flags` FRAME_*), taking exactly the path of a
  * source's line: overlong dead-letter, cleaning, extraction, on_packet / on_line,
- * dead-letter. `line` is modified in place (cleaning). rx_ns is its receive time (the
- * timestamp of its points and meta.rx_ns).
+ * dead-letter. `line` is modified in place (cleaning). Received at clock_now_ns(&gw->clock)
+ * (the timestamp of its points and meta.rx_ns).
  */
 void gateway_feed_line(struct gateway *gw, const char *source, char *line, size_t len,
-                       uint64_t line_no, unsigned flags, int64_t rx_ns);
+                       uint64_t line_no, unsigned flags);
 
-/* One on_tick(now_ns / 1e9), as the tick timer calls it; a rule error is dead-lettered. */
-void gateway_feed_tick(struct gateway *gw, int64_t now_ns);
+/* One on_tick at clock_now_ns(&gw->clock), as the tick timer calls it; a rule error is
+ * dead-lettered. */
+void gateway_feed_tick(struct gateway *gw);
 
 /* Run the loop until shutdown. Returns a GW_EXIT_* code. */
 int gateway_run(struct gateway *gw);

@@ -28,6 +28,7 @@
 #include <lua.h>
 
 #include "buf.h"
+#include "clock.h"
 #include "jsonlua.h"
 #include "log.h"
 #include "util.h"
@@ -510,7 +511,7 @@ static int rules_build(struct rules *r, struct rule_state *old, struct rule_stat
     st->mem_limit = r->mem_limit;
     st->co_ref = st->gw_ref = st->chunk_ref = st->names_ref = LUA_NOREF;
     st->req_cache_ref = st->req_stack_ref = LUA_NOREF;
-    st->ts_ns = util_now_ns();
+    st->ts_ns = clock_now_ns(r->clock);
     st->L = rules_sbx_newstate(st);
     if (!st->L) {
         rc = -ENOMEM;
@@ -542,7 +543,7 @@ static int rules_build(struct rules *r, struct rule_state *old, struct rule_stat
     }
     luaL_unref(st->L, LUA_REGISTRYINDEX, st->chunk_ref);
     st->chunk_ref = LUA_NOREF;
-    st->ts_ns = util_now_ns();
+    st->ts_ns = clock_now_ns(r->clock);
     c.kind = CALL_INIT;
     if (rules_call(st, &c)) {
         rc = -EINVAL;
@@ -588,6 +589,7 @@ int rules_open(struct rules **out, const struct rules_config *cfg, const struct 
     r->mem_limit = cfg->mem_limit ? cfg->mem_limit : DEFAULT_MEM_LIMIT;
     r->instr_limit = cfg->instr_limit ? cfg->instr_limit : DEFAULT_INSTR_LIMIT;
     r->sink = *sink;
+    r->clock = cfg->clock;
     rc = rules_sbx_dirs_init(r, cfg->lua_path, err, errlen);
     if (rc)
         goto fail;

@@ -62,6 +62,7 @@ struct rules {
     size_t mem_limit;
     uint64_t instr_limit;
     struct rule_sink sink;
+    const struct clock *clock; /* rules_config.clock (borrowed; NULL = wall clock) */
     struct rule_state *live;
     struct rules_stats stats;
     struct buf lp; /* scratch for one encoded point */

@@ -490,10 +490,8 @@ static int rt_parse(struct rt *rt, struct rt_file *f, char *text, size_t len, in
             /* A body line, or a comment / blank line outside the input block. */
             bool blank = rt_trim(line)[0] == '\0';
             if (sect == RT_INPUT) {
-                if (!blank &&
-                    rt_list_add(
-                        &cur->body[sect], line[0] == '@' && line[1] == '@' ? line + 1 : line,
-                        strlen(line[0] == '@' && line[1] == '@' ? line + 1 : line), lineno, false))
+                /* Kept as written: "@@" is unescaped when fed, "@..." is a step. */
+                if (!blank && rt_list_add(&cur->body[sect], line, strlen(line), lineno, false))
                     return -ENOMEM;
             } else if (blank || line[0] == '#') {
                 /* comment */
@@ -539,7 +537,8 @@ static void rt_advance(struct rt_run *r, int64_t dt_ns)
     while (r->next_tick_ns <= target) {
         r->now_ns = r->next_tick_ns;
         r->next_tick_ns += r->tick_ns;
-        gateway_feed_tick(&r->gw, r->now_ns);
+        clock_set(&r->gw.clock, r->now_ns);
+        gateway_feed_tick(&r->gw);
     }
     r->now_ns = target;
 }
@@ -549,7 +548,8 @@ static void rt_on_line(void *ud, char *line, size_t len, uint64_t line_no, unsig
     struct rt_run *r = ud;
     if (r->every_ns)
         rt_advance(r, r->every_ns);
-    gateway_feed_line(&r->gw, r->source, line, len, line_no, flags, r->now_ns);
+    clock_set(&r->gw.clock, r->now_ns);
+    gateway_feed_line(&r->gw, r->source, line, len, line_no, flags);
 }
 
 /* The basename of `path` as a source name (the dead-letter's "source"). */
@@ -866,15 +866,16 @@ static bool rt_feed(struct rt_run *r, const struct rt_file *f, const struct rt_l
     for (size_t i = 0; i < in->n && ok; i++) {
         const char *s = in->v[i].text;
         double sec;
-        if (s[0] == '@' && s[1] != '@' && strncmp(s, "@advance ", 9) == 0) {
+        if (strncmp(s, "@advance ", 9) == 0) {
             rt_seconds(s + 9, &sec);
             rt_advance(r, (int64_t)llround(sec * 1e9));
-        } else if (s[0] == '@' && strncmp(s, "@every ", 7) == 0) {
+        } else if (strncmp(s, "@every ", 7) == 0) {
             rt_seconds(s + 7, &sec);
             r->every_ns = (int64_t)llround(sec * 1e9);
-        } else if (s[0] == '@' && strcmp(s, "@tick") == 0) {
-            gateway_feed_tick(&r->gw, r->now_ns);
-        } else if (s[0] == '@' && strncmp(s, "@file ", 6) == 0) {
+        } else if (strcmp(s, "@tick") == 0) {
+            clock_set(&r->gw.clock, r->now_ns);
+            gateway_feed_tick(&r->gw);
+        } else if (strncmp(s, "@file ", 6) == 0) {
             char *rel = strdup(s + 6), *path = rel ? rt_path(f->dir, rt_trim(rel)) : NULL;
             char *data = NULL;
             size_t len = 0;
@@ -898,6 +899,8 @@ static bool rt_feed(struct rt_run *r, const struct rt_file *f, const struct rt_l
             free(path);
             free(rel);
         } else {
+            if (s[0] == '@')
+                s++; /* "@@..." is a line starting with '@' */
             framer_feed(&fr, s, strlen(s), rt_on_line, r);
             framer_feed(&fr, "\n", 1, rt_on_line, r);
         }
@@ -940,7 +943,7 @@ static bool rt_run_test(struct rt *rt, const struct rt_file *f, const struct rt_
     r->tick_ns = (int64_t)llround(cfg.tick_interval * 1e9);
     r->next_tick_ns = r->now_ns + r->tick_ns;
 
-    rc = gateway_init_embedded(&r->gw, rt->loop, &cfg, mem, err, sizeof err);
+    rc = gateway_init_embedded(&r->gw, rt->loop, &cfg, mem, r->now_ns, err, sizeof err);
     gw_up = true;
     if (rc) {
         char why[1024];
