@@ -407,7 +407,7 @@ static int rt_parse(struct rt *rt, struct rt_file *f, char *text, size_t len, in
 {
     struct rt_parser p = {.rt = rt, .f = f};
     struct rt_test *cur = &f->defaults; /* before the first "===": the defaults */
-    int sect = -1;                      /* the section lines go to; -1: none yet */
+    int sect = -1; /* the section lines go to; -1: none yet; -2: a bad one (body ignored) */
     size_t cap = 0;
     char *line = text, *end = text + len;
 
@@ -466,17 +466,29 @@ static int rt_parse(struct rt *rt, struct rt_file *f, char *text, size_t len, in
                         "unknown section \"--- %s\" (expected rule, config, start, input, "
                         "publishes, points, deadletters, alerts)",
                         h);
+                sect = -2;
             } else if (cur->has[sect]) {
                 rt_perr(&p, lineno, "section \"--- %s\" given twice", h);
-                sect = -1;
+                sect = -2;
             } else {
                 bool wants_value = sect == RT_RULE || sect == RT_START;
-                if (wants_value && (!value || !value[0])) {
+                bool unordered = sect >= RT_PUBLISHES && value && strcmp(value, "unordered") == 0;
+                if (unordered) {
+                    cur->has[sect] = true;
+                    cur->value_line[sect] = lineno;
+                    if (!(cur->value[sect] = strdup(value)))
+                        return -ENOMEM;
+                } else if (wants_value && (!value || !value[0])) {
                     rt_perr(&p, lineno, "\"--- %s: VALUE\" needs its value on the same line", h);
-                    sect = -1;
+                    sect = -2;
                 } else if (!wants_value && value && value[0]) {
-                    rt_perr(&p, lineno, "\"--- %s\" takes no value; put its lines below it", h);
-                    sect = -1;
+                    rt_perr(&p, lineno,
+                            sect >= RT_PUBLISHES
+                                ? "\"--- %s\" takes no value but \"unordered\"; put its lines "
+                                  "below it"
+                                : "\"--- %s\" takes no value; put its lines below it",
+                            h);
+                    sect = -2;
                 } else {
                     cur->has[sect] = true;
                     cur->value_line[sect] = lineno;
@@ -493,8 +505,8 @@ static int rt_parse(struct rt *rt, struct rt_file *f, char *text, size_t len, in
                 /* Kept as written: "@@" is unescaped when fed, "@..." is a step. */
                 if (!blank && rt_list_add(&cur->body[sect], line, strlen(line), lineno, false))
                     return -ENOMEM;
-            } else if (blank || line[0] == '#') {
-                /* comment */
+            } else if (blank || line[0] == '#' || sect == -2) {
+                /* comment, or the body of a section already reported as bad */
             } else if (sect < 0) {
                 rt_perr(&p, lineno,
                         cur == &f->defaults ? "text before the first test (start a test with "
@@ -721,6 +733,25 @@ static int rt_diff(struct rt *rt, const struct rt_list *e, const struct rt_list 
         for (size_t k = i; k < m; k++)
             d->op[d->n] = OP_GOT, d->ei[d->n] = n, d->gi[d->n++] = k;
     }
+    /* Within each run of changes, pair expected and got lines (- e1, + g1, - e2, + g2 ...):
+     * a changed line then shows right above its replacement. */
+    for (size_t a = 0; a < d->n;) {
+        if (d->op[a] == OP_SAME) {
+            a++;
+            continue;
+        }
+        size_t b = a, ne = 0, ng = 0;
+        for (; b < d->n && d->op[b] != OP_SAME; b++)
+            d->op[b] == OP_EXP ? ne++ : ng++;
+        size_t e0 = d->ei[a], g0 = d->gi[a], k = a;
+        for (size_t q = 0; q < ne || q < ng; q++) {
+            if (q < ne)
+                d->op[k] = OP_EXP, d->ei[k] = e0 + q, d->gi[k++] = g0 + (q < ng ? q : ng);
+            if (q < ng)
+                d->op[k] = OP_GOT, d->ei[k] = e0 + (q < ne ? q : ne), d->gi[k++] = g0 + q;
+        }
+        a = b;
+    }
     rc = 0;
 fail:
     free(t);
@@ -791,6 +822,38 @@ static void rt_print_diff(const char *file, const char *what, const struct rt_li
     }
     if (elided)
         printf("      ... %zu matching line%s\n", elided, elided == 1 ? "" : "s");
+}
+
+/*
+ * "--- NAME: unordered": put the got lines in the order of the expected ones they match (each
+ * expected line takes the first unused got line it matches), the unmatched got lines after
+ * them in their own order, so the diff shows only what is really missing or extra. For
+ * outputs whose order the rule does not fix (pairs() over a table).
+ */
+static int rt_unorder(struct rt *rt, const struct rt_list *e, struct rt_list *g)
+{
+    struct rt_line *v = malloc((g->n ? g->n : 1) * sizeof *v);
+    bool *used = calloc(g->n ? g->n : 1, sizeof *used);
+    size_t k = 0;
+    if (!v || !used) {
+        free(v);
+        free(used);
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < e->n; i++)
+        for (size_t j = 0; j < g->n; j++)
+            if (!used[j] && rt_match(rt, &e->v[i], &g->v[j])) {
+                used[j] = true;
+                v[k++] = g->v[j];
+                break;
+            }
+    for (size_t j = 0; j < g->n; j++)
+        if (!used[j])
+            v[k++] = g->v[j];
+    memcpy(g->v, v, g->n * sizeof *v);
+    free(v);
+    free(used);
+    return 0;
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -973,8 +1036,9 @@ static bool rt_run_test(struct rt *rt, const struct rt_file *f, const struct rt_
         const struct rt_test *e = rt_pick(f, t, (enum rt_sect)s);
         if (!e)
             continue; /* not given: not compared */
-        struct rt_diff d;
-        if (rt_diff(rt, &e->body[s], &got.list[s - RT_PUBLISHES], &d)) {
+        struct rt_diff d = {0};
+        if ((e->value[s] && rt_unorder(rt, &e->body[s], &got.list[s - RT_PUBLISHES])) ||
+            rt_diff(rt, &e->body[s], &got.list[s - RT_PUBLISHES], &d)) {
             rt_diff_free(&d);
             snprintf(err, sizeof err, "out of memory");
             pass = false;
