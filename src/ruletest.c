@@ -24,7 +24,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -35,16 +34,19 @@
 
 #include "alerts.h"
 #include "buf.h"
+#include "clock.h"
 #include "config.h"
 #include "frame.h"
 #include "gateway.h"
 #include "log.h"
 
-#define RT_MAX_FILE     (64u << 20) /* bytes: a test file or a capture */
-#define RT_DEFAULT_T0   1767225600  /* 2026-01-01T00:00:00Z, the default virtual start */
-#define RT_DIFF_CONTEXT 3           /* matching lines shown around a difference */
-#define RT_DIFF_MAX     80          /* diff lines printed per list, then "..." */
-#define RT_LCS_MAX      (4u << 20)  /* cells of the diff table; beyond: line by line */
+#define RT_MAX_FILE     (64u << 20)  /* bytes: a test file or a capture */
+#define RT_DEFAULT_T0   1767225600LL /* s: 2026-01-01T00:00:00Z, the default virtual start */
+#define RT_DIFF_CONTEXT 3            /* matching lines shown around a difference */
+#define RT_DIFF_MAX     80           /* diff lines printed per list, then "..." */
+#define RT_LCS_MAX      (4u << 20)   /* cells of the diff table; beyond: line by line */
+/* on_tick calls per test (11.6 days of 1 s ticks): a mistyped @advance must not hang CI. */
+#define RT_MAX_TICKS 1000000u
 
 static const char usage[] = "Usage: iiotgw test FILE...\n"
                             "Run rule test files (format: docs/rules.md, \"Rule tests\").\n"
@@ -247,44 +249,70 @@ static bool rt_seconds(const char *s, double *out)
     return true;
 }
 
-/* "2026-01-01T00:00:00Z" or whole epoch seconds. */
-static bool rt_parse_start(const char *s, int64_t *out)
+/* A start time: what clock_parse_time() takes (ISO-8601 with a zone, or @SECONDS), between
+ * 1970 and 2096 so that the virtual clock's ns arithmetic has room. */
+static bool rt_parse_start(const char *s, int64_t *out_ns)
 {
-    int y, mo, d, h, mi, sec;
-    char z;
-    if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%c", &y, &mo, &d, &h, &mi, &sec, &z) == 7 && z == 'Z' &&
-        !s[20] && y >= 1970 && y < 2262 && mo >= 1 && mo <= 12 && d >= 1 && d <= 31 && h < 24 &&
-        mi < 60 && sec < 61 && h >= 0 && mi >= 0 && sec >= 0) {
-        struct tm tm = {.tm_year = y - 1900,
-                        .tm_mon = mo - 1,
-                        .tm_mday = d,
-                        .tm_hour = h,
-                        .tm_min = mi,
-                        .tm_sec = sec};
-        *out = (int64_t)timegm(&tm);
-        return true;
-    }
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (end == s || *end || errno || v < 0 || v > 9000000000LL)
+    int64_t ns;
+    if (clock_parse_time(s, &ns) || ns < 0 || ns > 4000000000LL * 1000000000LL)
         return false;
-    *out = v;
+    *out_ns = ns;
     return true;
 }
 
-/* Is `p` a usable Lua pattern? (string.find raises on a malformed one.) */
-static bool rt_pattern_ok(lua_State *L, const char *p, char *err, size_t errlen)
+/*
+ * Is `p` a well-formed Lua pattern? string.find reports a malformed pattern only when the
+ * match reaches the bad spot, so the test file's patterns are checked here, by the rules of
+ * lstrlib.c (sets, %b, %f, captures), and the error points at the file's line at parse time.
+ */
+static bool rt_pattern_ok(const char *p, char *err, size_t errlen)
 {
-    lua_getglobal(L, "string");
-    lua_getfield(L, -1, "find");
-    lua_pushliteral(L, "");
-    lua_pushstring(L, p);
-    int rc = lua_pcall(L, 2, 1, 0);
-    if (rc != LUA_OK)
-        snprintf(err, errlen, "bad pattern: %s", lua_tostring(L, -1));
-    lua_pop(L, 2);
-    return rc == LUA_OK;
+    const char *why = NULL;
+    int depth = 0;
+    for (size_t i = 0; p[i] && !why;) {
+        char c = p[i++];
+        if (c == '%') {
+            if (!p[i]) {
+                why = "ends with '%'";
+            } else if (p[i] == 'b') {
+                if (!p[i + 1] || !p[i + 2])
+                    why = "missing arguments to '%b'";
+                else
+                    i += 3;
+            } else if (p[i] == 'f') {
+                if (p[i + 1] != '[')
+                    why = "missing '[' after '%f'";
+                else
+                    c = '[', i += 2;
+            } else {
+                i++;
+            }
+        } else if (c == '(') {
+            depth++;
+        } else if (c == ')') {
+            if (--depth < 0)
+                why = "')' without '('";
+        }
+        if (c == '[' && !why) {
+            if (p[i] == '^')
+                i++;
+            do {
+                if (!p[i]) {
+                    why = "missing ']'";
+                    break;
+                }
+                if (p[i++] == '%' && p[i])
+                    i++;
+            } while (p[i] != ']');
+            if (!why)
+                i++;
+        }
+    }
+    if (!why && depth > 0)
+        why = "unfinished capture";
+    if (why)
+        snprintf(err, errlen, "bad pattern \"%s\": %s", p, why);
+    return why == NULL;
 }
 
 /* Does the whole of `s` match the Lua pattern `p` (anchored at both ends)? */
@@ -351,7 +379,8 @@ static void rt_validate(struct rt_parser *p, const struct rt_test *t)
         int64_t s;
         if (!rt_parse_start(t->value[RT_START], &s))
             rt_perr(p, t->value_line[RT_START],
-                    "start: \"%s\" is neither YYYY-MM-DDTHH:MM:SSZ nor epoch seconds",
+                    "start: \"%s\" is not a time between 1970 and 2096 "
+                    "(YYYY-MM-DDTHH:MM:SSZ or @SECONDS)",
                     t->value[RT_START]);
     }
     if (t->has[RT_CONFIG]) {
@@ -398,8 +427,7 @@ static void rt_validate(struct rt_parser *p, const struct rt_test *t)
     }
     for (int s = RT_PUBLISHES; s < RT_NSECT; s++)
         for (size_t i = 0; i < t->body[s].n; i++)
-            if (t->body[s].v[i].pattern &&
-                !rt_pattern_ok(p->rt->L, t->body[s].v[i].text, err, sizeof err))
+            if (t->body[s].v[i].pattern && !rt_pattern_ok(t->body[s].v[i].text, err, sizeof err))
                 rt_perr(p, t->body[s].v[i].lineno, "%s", err);
 }
 
@@ -539,16 +567,22 @@ struct rt_run {
     int64_t next_tick_ns; /* ticks at start + k * tick_interval */
     int64_t tick_ns;
     int64_t every_ns; /* @every: advance before each input line */
+    uint64_t ticks;   /* on_tick calls so far, bounded by RT_MAX_TICKS */
     const char *source;
 };
 
 /* Move the clock forward by dt_ns, calling on_tick at every tick boundary crossed. */
 static void rt_advance(struct rt_run *r, int64_t dt_ns)
 {
-    int64_t target = r->now_ns + dt_ns;
-    while (r->next_tick_ns <= target) {
+    int64_t target;
+    if (__builtin_add_overflow(r->now_ns, dt_ns, &target))
+        target = INT64_MAX; /* the tick bound below ends such a test */
+    while (r->next_tick_ns <= target && r->ticks <= RT_MAX_TICKS) {
+        if (++r->ticks > RT_MAX_TICKS)
+            return; /* reported by rt_run_test */
         r->now_ns = r->next_tick_ns;
-        r->next_tick_ns += r->tick_ns;
+        if (__builtin_add_overflow(r->next_tick_ns, r->tick_ns, &r->next_tick_ns))
+            r->next_tick_ns = INT64_MAX;
         clock_set(&r->gw.clock, r->now_ns);
         gateway_feed_tick(&r->gw);
     }
@@ -998,12 +1032,13 @@ static bool rt_run_test(struct rt *rt, const struct rt_file *f, const struct rt_
         snprintf(err, sizeof err, "open_memstream: %s", strerror(errno));
         goto done;
     }
-    int64_t start = RT_DEFAULT_T0;
+    int64_t start = RT_DEFAULT_T0 * 1000000000LL;
     const struct rt_test *st = rt_pick(f, t, RT_START);
     if (st)
         rt_parse_start(st->value[RT_START], &start);
-    r->now_ns = start * 1000000000LL;
-    r->tick_ns = (int64_t)llround(cfg.tick_interval * 1e9);
+    r->now_ns = start;
+    /* config_finish() bounds tick_interval below (0.01 s); bound it above for the ns maths. */
+    r->tick_ns = (int64_t)llround((cfg.tick_interval < 1e9 ? cfg.tick_interval : 1e9) * 1e9);
     r->next_tick_ns = r->now_ns + r->tick_ns;
 
     rc = gateway_init_embedded(&r->gw, rt->loop, &cfg, mem, r->now_ns, err, sizeof err);
@@ -1018,6 +1053,13 @@ static bool rt_run_test(struct rt *rt, const struct rt_file *f, const struct rt_
     const struct rt_test *in = rt_pick(f, t, RT_INPUT);
     if (in && !rt_feed(r, f, &in->body[RT_INPUT], (size_t)cfg.max_line, err, sizeof err))
         goto done;
+    if (r->ticks > RT_MAX_TICKS) {
+        snprintf(err, sizeof err,
+                 "virtual time: more than %u ticks (tick_interval %g s); advance less or raise "
+                 "tick_interval in --- config",
+                 RT_MAX_TICKS, cfg.tick_interval);
+        goto done;
+    }
     struct alerts al;
     alerts_init(&al, cfg.prefix);
     gateway_free(&r->gw);
