@@ -884,7 +884,8 @@ static int rt_unorder(struct rt *rt, const struct rt_list *e, struct rt_list *g)
     for (size_t j = 0; j < g->n; j++)
         if (!used[j])
             v[k++] = g->v[j];
-    memcpy(g->v, v, g->n * sizeof *v);
+    if (g->n)
+        memcpy(g->v, v, g->n * sizeof *v);
     free(v);
     free(used);
     return 0;

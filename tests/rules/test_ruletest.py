@@ -8,11 +8,13 @@ readable diff, and bad test files are reported with FILE:LINE and exit code 2, n
    run against the hysteresis test of rules/tests/default.t (copied next to it): exit 1, a
    FAIL line, and the diff names the first differing line and shows the expected firing alert
    as "-" and what the broken rule did instead.
+   The complete example in docs/rules.md passes as written.
 3. Errors in a test file: exit 2 with FILE:LINE on stderr (unknown section, missing rule file,
    unknown input step, malformed pattern, no tests); a rule with a Lua syntax error fails its
    test (exit 1) with the loader's message.
 4. Robustness: a few hundred mutations of a shipped test file (lines dropped, duplicated,
-   truncated, bytes flipped) each exit 0, 1 or 2, never by a signal, within the timeout.
+   truncated, bytes flipped) each exit 0, 1 or 2, never by a signal or a sanitizer report
+   (ASan and UBSan exit 1 too, so stderr is checked), within the timeout.
 """
 import glob
 import os
@@ -158,15 +160,31 @@ def mutations(d):
         with open(p, "wb") as f:
             f.write(b"\n".join(ls))
         r = run(["test", p], timeout=60, errors="replace")
-        if r.returncode not in (0, 1, 2):
+        if r.returncode not in (0, 1, 2) or "Sanitizer" in r.stderr or \
+                "runtime error" in r.stderr:
             fail("mutation %d: exit %d (signal?)\n%s\n%s" % (i, r.returncode, r.stdout[-2000:],
                                                              r.stderr[-2000:]))
         os.unlink(p)
 
 
+def doc_example(d):
+    """The complete example of docs/rules.md ("Rule tests") passes as written."""
+    text = open(os.path.join(ROOT, "docs", "rules.md")).read()
+    m = re.search(r"### A complete example\n.*?```\n(# mytests\.t.*?)```", text, re.S)
+    check(m, "docs/rules.md: the complete example of the Rule tests section not found")
+    sub = os.path.join(d, "docs")
+    os.makedirs(sub, exist_ok=True)
+    os.symlink(os.path.join(ROOT, "rules"), os.path.join(d, "rules"))
+    p = write(sub, "mytests.t", m.group(1))
+    r = run(["test", p])
+    check(r.returncode == 0 and r.stdout.strip().endswith("3 passed, 0 failed"),
+          "docs/rules.md example: exit %d\n%s%s" % (r.returncode, r.stdout, r.stderr))
+
+
 def main():
     d = tmpdir()
     shipped()
+    doc_example(d)
     broken_rule(d)
     bad_files(d)
     mutations(d)
