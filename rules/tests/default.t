@@ -128,7 +128,18 @@ unterminated input:2 JSON object never closes (line cut short?)
 --- publishes
 iiot/node1/temperature qos=1 retain=1 27.7
 
-=== TEST 8: the recorded sample session, one line every 10 s: no alert, no rule error
+=== TEST 8: a line longer than max_line is dead-lettered whole, the next line is framed normally
+--- config
+max_line = 64
+--- input
+INFO  telemetry {"n1":{"t":27.6,"h":54.1,"g":84190},"n2":{"t":26.8,"h":48.8},"sig":{"rssi":-39}}
+{"n1":{"t":27.7}}
+--- deadletters
+overlong input:1 line longer than max_line (64 bytes); first 64 kept
+--- publishes
+iiot/node1/temperature qos=1 retain=1 27.7
+
+=== TEST 9: the recorded sample session, one line every 10 s: no alert, no rule error
 --- input
 @every 10
 @file ../../tests/data/probe-rs-session.log
