@@ -8,7 +8,8 @@ readable diff, and bad test files are reported with FILE:LINE and exit code 2, n
    run against the hysteresis test of rules/tests/default.t (copied next to it): exit 1, a
    FAIL line, and the diff names the first differing line and shows the expected firing alert
    as "-" and what the broken rule did instead.
-   The complete example in docs/rules.md passes as written.
+   The complete example in docs/rules.md passes as written, and the publishes `--dry-run`
+   prints for the sample session, pasted into a test, pass.
 3. Errors in a test file: exit 2 with FILE:LINE on stderr (unknown section, missing rule file,
    unknown input step, malformed pattern, no tests); a rule with a Lua syntax error fails its
    test (exit 1) with the loader's message.
@@ -181,10 +182,29 @@ def doc_example(d):
           "docs/rules.md example: exit %d\n%s%s" % (r.returncode, r.stdout, r.stderr))
 
 
+def same_as_dry_run(d):
+    """The publishes a test sees for the sample session are exactly what `--dry-run` prints
+    for it (the same path, only the clock differs), written as a test file and run."""
+    sample = os.path.join(ROOT, "tests", "data", "probe-rs-session.log")
+    r = run(["--dry-run", "-r", os.path.join(ROOT, "rules", "default.lua"),
+             "-s", "file:" + sample])
+    check(r.returncode == 0, "dry run: exit %d\n%s" % (r.returncode, r.stderr[-2000:]))
+    pubs = [l[len("PUBLISH "):] for l in r.stdout.splitlines() if l.startswith("PUBLISH ")]
+    pubs = [p for p in pubs if not p.startswith("iiot/alerts/")]
+    check(len(pubs) > 1000, "dry run printed only %d publishes" % len(pubs))
+    t = write(d, "dryrun.t", "=== the sample session as --dry-run prints it\n"
+              "--- rule: %s\n--- input\n@file %s\n--- publishes\n%s\n"
+              % (os.path.join(ROOT, "rules", "default.lua"), sample, "\n".join(pubs)))
+    r = run(["test", t])
+    check(r.returncode == 0, "the dry run's publishes as a test: exit %d\n%s"
+          % (r.returncode, r.stdout[-3000:]))
+
+
 def main():
     d = tmpdir()
     shipped()
     doc_example(d)
+    same_as_dry_run(d)
     broken_rule(d)
     bad_files(d)
     mutations(d)
