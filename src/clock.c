@@ -364,6 +364,8 @@ int64_t clock_track_map(struct clock_track *t, int64_t start_ns, int64_t u_ns)
     if (first) {
         t->started = true;
         t->base_v = start_ns - u_ns;
+    } else if (u_ns < t->last_u && t->last_u - u_ns <= t->tolerance_ns) {
+        u_ns = t->last_u; /* jitter, not a reboot */
     } else if (u_ns < t->last_u) {
         /* Reboot: the new uptime counts from a reboot right after the last reading. */
         t->reboots++;

@@ -109,14 +109,18 @@ int clock_log_stamp_ns(const char *line, size_t len, int64_t *out_ns);
  * (the node or the radio quiet, lines lost) stay silences of the same length. An uptime that
  * goes back is a reboot: the node's new uptime is counted from a reboot assumed to follow the
  * last reading at once (virtual = last virtual + new uptime), the earliest time consistent
- * with the capture. Zero-initialise; `start_ns` is read on the first reading only.
+ * with the capture. A step back of at most `tolerance_ns` is not a reboot but jitter between
+ * two readings of the same uptime (a log stamp and a packet field): the time stays put.
+ * Zero-initialise (tolerance 0: any step back is a reboot); `start_ns` is read on the first
+ * reading only.
  */
 struct clock_track {
     bool started;
-    int64_t base_v;   /* virtual time of the segment's origin (uptime 0 after a reboot) */
-    int64_t last_u;   /* last uptime reading, ns */
-    int64_t last_v;   /* virtual time of the last reading */
-    uint64_t reboots; /* backward uptime jumps seen */
+    int64_t base_v;       /* virtual time of the segment's origin (uptime 0 after a reboot) */
+    int64_t last_u;       /* last uptime reading, ns */
+    int64_t last_v;       /* virtual time of the last reading */
+    uint64_t reboots;     /* backward uptime jumps seen */
+    int64_t tolerance_ns; /* set by the owner: steps back up to this are jitter */
 };
 
 /* Map uptime u_ns (>= 0) to a virtual time; updates t. Never returns less than the previous

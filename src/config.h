@@ -86,6 +86,15 @@ struct config {
     double spool_replay_share;   /* 0..1, backlog's share of each sink's window, default 0.2 */
     char *spool_replay_prefix;   /* "none" (default) or a topic prefix for replayed messages */
 
+    /* replay clock (clock.h, replay.h; docs/configuration.md "Replay clock") */
+    char *clock_mode;    /* receive (default) | packet | log */
+    char *clock_field;   /* packet field with the node's uptime, dotted path, default "ts" */
+    char *clock_unit;    /* unit of that field: ns | us | ms (default) | s */
+    char *clock_start;   /* ISO-8601 anchor of the first timed line; unset = mtime - span */
+    char *clock_speed;   /* "max" (default) or N x the capture's pace */
+    bool replay_retain;  /* keep rule retain flags under a replay clock (default false) */
+    char *replay_prefix; /* "none" (default) or a topic level prepended to every topic */
+
     /* resolved secrets (never printed) */
     char *influx_token;
     char *mqtt_password;
@@ -113,6 +122,9 @@ void config_clear_sources(struct config *c);
  * -EINVAL with a message.
  */
 int config_finish(struct config *c, char *err, size_t errlen);
+
+/* clock.speed as a number: N > 0, or 0 for "max". Returns 0 or -EINVAL. */
+int config_speed(const char *s, double *out);
 
 /* True when an optional string option is off: NULL, "" or "none" (e.g. mqtt.url, spool.dir). */
 bool config_is_none(const char *value);

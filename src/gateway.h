@@ -37,6 +37,8 @@
 #include "latency.h"
 #include "sink.h"
 
+struct replay;
+
 /* Exit codes (documented in --help and docs/configuration.md). */
 #define GW_EXIT_OK          0 /* clean shutdown, or finite sources fully delivered */
 #define GW_EXIT_CONFIG      1 /* bad configuration or rules (also --check failure) */
@@ -62,6 +64,9 @@ struct gateway {
     const struct config *cfg;
     struct rules *rules;
     struct clock clock;           /* the data path's "now": wall, or a replay's virtual time */
+    struct replay *replay;        /* clock.mode packet/log: line times, virtual ticks, pacing */
+    bool replay_retain;           /* keep rule retain flags (wall clock, or replay.retain) */
+    struct buf topic;             /* replay.prefix + a rule's topic */
     struct sink sinks[FWD_NDEST]; /* MQTT, InfluxDB, or the --dry-run printer (ops NULL: off) */
     struct dryrun *dry;           /* the printer behind sinks[] with --dry-run, else NULL */
     struct forward *fw;           /* every output -> spool (optional) -> sinks (forward.h) */
