@@ -119,6 +119,15 @@ def bad_files(d):
     check(r.returncode == 1 and re.search(r"(?m)^FAIL 1 - syntax\n    the rule did not load: "
                                           r".*bad\.lua:\d+:", r.stdout),
           "bad Lua: exit %d\n%s%s" % (r.returncode, r.stdout, r.stderr))
+    # Hostile capture times on the packet clock: huge uptimes and reboots never overflow the
+    # virtual clock (such lines are untimed), a span beyond the tick bound fails the test.
+    p = write(d, "bigts.t", "=== big uptimes\n--- rule: %s\n--- config\nclock.mode = packet\n"
+              "--- input\n%s--- alerts: contains\n" % (rule, '{"ts":9200000000000}\n{"ts":0}\n'
+                                                     '{"ts":4000000000000}\n' * 3))
+    r = run(["test", p])
+    check(r.returncode == 1 and "more than 1000000 ticks" in r.stdout and
+          "runtime error" not in r.stderr and "Sanitizer" not in r.stderr,
+          "huge uptimes: exit %d\n%s%s" % (r.returncode, r.stdout, r.stderr))
     # Usage errors.
     for args in ([], ["--frobnicate"]):
         r = run(["test"] + args)
@@ -156,7 +165,9 @@ def mutations(d):
             else:
                 ls.insert(k, rnd.choice([b"--- input", b"@advance 1e9", b"@every 0.001",
                                          b"--- config", b"max_line = 8", b"=== ", b"~ (",
-                                         b"--- start: 1970-01-01T00:00:00Z", b"@tick"]))
+                                         b"--- start: 1970-01-01T00:00:00Z", b"@tick",
+                                         b"clock.mode = packet", b"clock.mode = log",
+                                         b"--- alerts: contains", b"{\"ts\":1e30}"]))
         p = os.path.join(d, "m%03d.t" % i)
         with open(p, "wb") as f:
             f.write(b"\n".join(ls))
