@@ -93,7 +93,7 @@ struct rt_test {
     char *name;
     int lineno;
     bool has[RT_NSECT];
-    char *value[RT_NSECT]; /* "--- name: value" */
+    char *value[RT_NSECT]; /* "--- name: value" (lists: "unordered" or "contains") */
     int value_line[RT_NSECT];
     struct rt_list body[RT_NSECT];
 };
@@ -180,6 +180,7 @@ static int rt_read_file(const char *path, char **out, size_t *outlen)
     int rc = 0;
     if (!fp)
         return -errno;
+    errno = 0;
     for (;;) {
         if (cap - len < 65536) {
             if (cap >= RT_MAX_FILE) {
@@ -200,7 +201,7 @@ static int rt_read_file(const char *path, char **out, size_t *outlen)
             break;
     }
     if (ferror(fp)) {
-        rc = -EIO;
+        rc = errno ? -errno : -EIO; /* a directory: EISDIR */
         goto fail;
     }
     fclose(fp);
@@ -533,7 +534,10 @@ static int rt_parse(struct rt *rt, struct rt_file *f, char *text, size_t len, in
             /* A body line, or a comment / blank line outside the input block. */
             bool blank = line[strspn(line, " \t")] == '\0'; /* input lines stay as written */
             if (sect == RT_INPUT) {
-                /* Kept as written: "@@" is unescaped when fed, "@..." is a step. */
+                /* Kept as written: "@@" is unescaped when fed; "@..." is a step (its trailing
+                 * blanks are not part of it). */
+                if (line[0] == '@' && line[1] != '@')
+                    rt_trim(line);
                 if (!blank && rt_list_add(&cur->body[sect], line, strlen(line), lineno, false))
                     return -ENOMEM;
             } else if (blank || line[0] == '#' || sect == -2) {
