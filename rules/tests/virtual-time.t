@@ -38,3 +38,13 @@ INFO  Node 2 receiver starting
 iiot/clock/line qos=1 retain=0 input:1 rx_ns=1767225600000000000
 iiot/clock/tick qos=1 retain=0 1767225601.000
 iiot/clock/line qos=1 retain=0 input:2 rx_ns=1767225601000000000
+
+=== TEST 4: an error in on_tick is dead-lettered with source "tick", and the next tick runs
+--- input
+{"fail":true}
+@advance 2
+--- deadletters
+~ rule_error tick:0 .*clock_rule%.lua:%d+: tick failed on purpose
+--- publishes
+iiot/clock/packet qos=1 retain=0 rx_ns=1767225600000000000 now_ns=1767225600000000000 iso=2026-01-01T00:00:00Z
+iiot/clock/tick qos=1 retain=0 1767225602.000
