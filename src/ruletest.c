@@ -890,6 +890,15 @@ static void rt_print_diff(const char *file, const char *what, const struct rt_li
             printf("   %s- %s%s\n", mark, e->v[d->ei[k]].pattern ? "~ " : "", e->v[d->ei[k]].text);
         else
             printf("   %s+ %s\n", mark, g->v[d->gi[k]].text);
+        /* A changed line right above its replacement: a caret under the first byte that
+         * differs, for long payloads. */
+        if (d->op[k] == OP_GOT && k > 0 && d->op[k - 1] == OP_EXP && !e->v[d->ei[k - 1]].pattern) {
+            const char *a = e->v[d->ei[k - 1]].text, *b = g->v[d->gi[k]].text;
+            size_t c = 0;
+            while (a[c] && a[c] == b[c])
+                c++;
+            printf("      %*s^\n", (int)c, "");
+        }
     }
     if (elided)
         printf("      ... %zu matching line%s\n", elided, elided == 1 ? "" : "s");
