@@ -77,6 +77,12 @@ def broken_rule(d):
     check(re.search(r'(?m)^    \+ iiot/alerts/node1/temperature qos=1 retain=1 .*"state":"firing",'
                     r'"threshold":36\.0,"time":"2026-01-01T00:00:30Z","value":36\.2\}$', out),
           "the broken rule's alert is not shown as '+'")
+    # ... with a caret under the first character that differs ("35.0" -> "36.0": the '5').
+    exp = re.search(r"(?m)^   >- (.*)$", out).group(1)
+    got = re.search(r"(?m)^    \+ (.*)$", out).group(1)
+    c = next(i for i in range(len(exp)) if exp[i] != got[i])
+    check(exp[c] == "5" and got[c] == "6", "first differing character: %r" % exp[c:c + 8])
+    check(re.search(r"(?m)^%s\^$" % (" " * (6 + c)), out), "no caret under column %d" % c)
 
 
 def write(d, name, text):
