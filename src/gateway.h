@@ -15,8 +15,13 @@
  * the latency ring (gwstats.c, latency.c), alert counting (alerts.c), and the translation of
  * the configuration into each module's config (gwconfig.c, shared with --check).
  *
- * Ownership: struct gateway is embedded by main(); gateway_init() borrows `cfg` (it must
- * outlive the gateway) and creates everything else, released by gateway_free().
+ * An embedded gateway (gateway_init_embedded) is the same data path without sources and
+ * watchers, fed line by line on a virtual clock: `iiotgw test` (ruletest.c) runs rule tests
+ * through it.
+ *
+ * Ownership: struct gateway is embedded by main() (or ruletest.c); gateway_init() borrows
+ * `cfg` (it must outlive the gateway) and creates everything else, released by
+ * gateway_free().
  */
 #ifndef IIOTGW_GATEWAY_H
 #define IIOTGW_GATEWAY_H
