@@ -551,6 +551,11 @@ static int rt_parse(struct rt *rt, struct rt_file *f, char *text, size_t len, in
             } else {
                 bool pat = line[0] == '~' && line[1] == ' ';
                 char *s = pat ? line + 2 : rt_trim(line);
+                /* Lines pasted from --dry-run keep their keyword: drop it. */
+                if ((sect == RT_PUBLISHES || sect == RT_ALERTS) && !strncmp(s, "PUBLISH ", 8))
+                    s += 8;
+                else if (sect == RT_POINTS && !strncmp(s, "WRITE ", 6))
+                    s += 6;
                 if (rt_list_add(&cur->body[sect], s, strlen(s), lineno, pat))
                     return -ENOMEM;
             }
