@@ -22,6 +22,7 @@
 #include <cjson/cJSON.h>
 
 #include "deadletter.h"
+#include "statedir.h"
 #include "dryrun.h"
 #include "extract.h"
 #include "frame.h"
@@ -715,12 +716,30 @@ static int gw_init_core(struct gateway *gw, struct ev_loop *loop, const struct c
     /* The printer shows every dead-letter; otherwise deadletter_topic decides. */
     gw->deadletter_publish = cfg->deadletter_topic || cfg->dry_run || dry_out;
 
+    /* The state directory before anything writes into it; the lock before the spool, so a
+     * second instance is told who holds the directory, not only that the spool is busy.
+     * Neither with --dry-run nor embedded: nothing is written there. */
+    if (!cfg->dry_run && !dry_out) {
+        pid_t holder;
+        if ((rc = statedir_create(cfg->state_dir, err, errlen)) ||
+            (rc = statedir_lock(&gw->lock, cfg->state_dir, &holder, err, errlen)))
+            return rc;
+        log_info("state_dir", "dir=%s lock=%s/%s", cfg->state_dir, cfg->state_dir,
+                 STATEDIR_LOCK_NAME);
+        if (config_is_none(cfg->spool_dir))
+            log_warn("spool_disabled",
+                     "spool=none risk=\"outputs are held in memory only: a broker or database "
+                     "outage longer than the memory queues, a burst, or a restart loses data\" "
+                     "hint=\"remove spool.dir=none (default: %s/spool)\"",
+                     cfg->state_dir);
+    }
+
     /* Sinks first, so that the rule's init() and the rule status can publish. */
     if ((rc = gw_setup_outputs(gw, dry_out, err, errlen)))
         return rc;
 
     rc = deadletter_open(&gw->dl, cfg->dry_run || dry_out ? NULL : cfg->deadletter_file,
-                         gw_on_deadletter, gw, err, errlen);
+                         (uint64_t)cfg->deadletter_max_bytes, gw_on_deadletter, gw, err, errlen);
     if (rc)
         return rc;
     deadletter_set_clock(gw->dl, &gw->clock);
@@ -862,6 +881,9 @@ void gateway_free(struct gateway *gw)
     forward_free(gw->fw);
     gw->fw = NULL;
     deadletter_close(gw->dl);
+    /* Last: everything that writes into the state directory is closed. */
+    statedir_unlock(gw->lock);
+    gw->lock = NULL;
     buf_free(&gw->scratch);
     alerts_free(&gw->alerts);
     latency_free(&gw->lat);

@@ -43,12 +43,14 @@
 #include "sink.h"
 
 struct replay;
+struct statedir_lock;
 
 /* Exit codes (documented in --help and docs/configuration.md). */
 #define GW_EXIT_OK          0 /* clean shutdown, or finite sources fully delivered */
 #define GW_EXIT_CONFIG      1 /* bad configuration or rules (also --check failure) */
 #define GW_EXIT_UNDELIVERED 2 /* gave up on data: drain timeout or queue drops */
-#define GW_EXIT_FATAL       3 /* could not start (e.g. out of memory) */
+#define GW_EXIT_FATAL       3 /* could not start (out of memory, a full or failing disk) */
+#define GW_EXIT_LOCKED      4 /* another instance holds the state directory (or the spool) */
 
 struct gateway_counters {
     uint64_t lines;        /* lines framed, all sources */
@@ -77,7 +79,8 @@ struct gateway {
     struct forward *fw;           /* every output -> spool (optional) -> sinks (forward.h) */
     size_t window[FWD_NDEST];     /* the pump's windows (gwconfig_forward) */
     struct deadletter *dl;
-    bool deadletter_publish; /* dead-letters also go to topics.deadletter */
+    struct statedir_lock *lock; /* the state directory's instance lock (not with --dry-run) */
+    bool deadletter_publish;    /* dead-letters also go to topics.deadletter */
     struct source **sources;
     size_t nsources;
     size_t finite_sources;
@@ -106,8 +109,11 @@ struct gateway {
 };
 
 /*
- * Create everything from cfg and start the sources. Returns 0, or a negative errno with a
- * message in err (-EINVAL: configuration or rule error). On failure call gateway_free().
+ * Create everything from cfg and start the sources: first the state directory (created, and
+ * locked against a second instance; not with --dry-run), then sinks, spool, dead-letter,
+ * rules, sources. Returns 0, or a negative errno with a message in err (-EINVAL:
+ * configuration or rule error; -EBUSY: the state directory or spool is another instance's).
+ * On failure call gateway_free().
  */
 int gateway_init(struct gateway *gw, struct ev_loop *loop, const struct config *cfg, char *err,
                  size_t errlen);

@@ -775,6 +775,24 @@ static int dup_str(struct mqtt_sink *m, int slot, const char **field)
     return 0;
 }
 
+/* The TLS options on a client: one function, so --check (mqtt_check_config) refuses exactly
+ * what the sink would. */
+static int tls_setup(struct mosquitto *mosq, const struct mqtt_config *c, char *err, size_t errlen)
+{
+    if (!c->cafile && !c->capath)
+        mosquitto_int_option(mosq, MOSQ_OPT_TLS_USE_OS_CERTS, 1);
+    int rc = mosquitto_tls_set(mosq, c->cafile, c->capath, c->certfile, c->keyfile, NULL);
+    if (rc) {
+        snprintf(err, errlen, "tls: %s (cafile=%s capath=%s certfile=%s keyfile=%s)",
+                 mosquitto_strerror(rc), c->cafile ? c->cafile : "-", c->capath ? c->capath : "-",
+                 c->certfile ? c->certfile : "-", c->keyfile ? c->keyfile : "-");
+        return -EINVAL;
+    }
+    if (c->tls_insecure)
+        mosquitto_tls_insecure_set(mosq, true);
+    return 0;
+}
+
 static int setup_mosq(struct mqtt_sink *m, char *err, size_t errlen)
 {
     const struct mqtt_config *c = &m->cfg;
@@ -806,18 +824,8 @@ static int setup_mosq(struct mqtt_sink *m, char *err, size_t errlen)
             return -EINVAL;
         }
     }
-    if (c->tls) {
-        if (!c->cafile && !c->capath)
-            mosquitto_int_option(m->mosq, MOSQ_OPT_TLS_USE_OS_CERTS, 1);
-        rc = mosquitto_tls_set(m->mosq, c->cafile, c->capath, c->certfile, c->keyfile, NULL);
-        if (rc) {
-            snprintf(err, errlen, "tls: %s (check cafile/capath/certfile/keyfile)",
-                     mosquitto_strerror(rc));
-            return -EINVAL;
-        }
-        if (c->tls_insecure)
-            mosquitto_tls_insecure_set(m->mosq, true);
-    }
+    if (c->tls && (rc = tls_setup(m->mosq, c, err, errlen)))
+        return rc;
     if (c->status_topic) {
         rc = m->v5 ? mosquitto_will_set_v5(m->mosq, c->status_topic, 7, "offline", 1, true, NULL)
                    : mosquitto_will_set(m->mosq, c->status_topic, 7, "offline", 1, true);
@@ -846,17 +854,10 @@ static int setup_mosq(struct mqtt_sink *m, char *err, size_t errlen)
     return 0;
 }
 
-int mqtt_sink_new(struct mqtt_sink **out, struct ev_loop *loop, const struct mqtt_config *cfg,
-                  char *err, size_t errlen)
+/* What mqtt_sink_new refuses before it creates anything (shared with mqtt_check_config). */
+static int check_cfg(const struct mqtt_config *cfg, char *err, size_t errlen)
 {
-    char dummy[1];
-    if (!err || errlen == 0) {
-        err = dummy;
-        errlen = sizeof dummy;
-    }
-    err[0] = '\0';
-    *out = NULL;
-    if (!loop || !cfg || !cfg->host || !cfg->host[0]) {
+    if (!cfg || !cfg->host || !cfg->host[0]) {
         snprintf(err, errlen, "mqtt: host is required");
         return -EINVAL;
     }
@@ -880,6 +881,47 @@ int mqtt_sink_new(struct mqtt_sink **out, struct ev_loop *loop, const struct mqt
         snprintf(err, errlen, "mqtt: invalid status topic");
         return -EINVAL;
     }
+    return 0;
+}
+
+int mqtt_check_config(const struct mqtt_config *cfg, char *err, size_t errlen)
+{
+    int rc = check_cfg(cfg, err, errlen);
+    if (rc || !cfg->tls)
+        return rc;
+    /* The TLS files are checked by the library itself (mosquitto_tls_set opens the CA file
+     * and directory), on a client that never connects. */
+    mosquitto_lib_init();
+    struct mosquitto *mosq = mosquitto_new(NULL, true, NULL);
+    if (!mosq) {
+        snprintf(err, errlen, "mosquitto_new failed: %s", strerror(errno));
+        rc = -ENOMEM;
+        goto out;
+    }
+    rc = tls_setup(mosq, cfg, err, errlen);
+    mosquitto_destroy(mosq);
+out:
+    mosquitto_lib_cleanup();
+    return rc;
+}
+
+int mqtt_sink_new(struct mqtt_sink **out, struct ev_loop *loop, const struct mqtt_config *cfg,
+                  char *err, size_t errlen)
+{
+    char dummy[1];
+    if (!err || errlen == 0) {
+        err = dummy;
+        errlen = sizeof dummy;
+    }
+    err[0] = '\0';
+    *out = NULL;
+    if (!loop) {
+        snprintf(err, errlen, "mqtt: no event loop");
+        return -EINVAL;
+    }
+    int crc = check_cfg(cfg, err, errlen);
+    if (crc)
+        return crc;
 
     struct mqtt_sink *m = calloc(1, sizeof *m);
     if (!m) {

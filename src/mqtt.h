@@ -97,6 +97,13 @@ int mqtt_sink_new(struct mqtt_sink **out, struct ev_loop *loop, const struct mqt
                   char *err, size_t errlen);
 
 /* Optional acknowledgement callback (used by the spool). */
+/*
+ * What mqtt_sink_new() would refuse, without connecting or keeping anything: the checks on
+ * cfg and, with TLS, the library's own verdict on the CA, certificate and key files. For
+ * --check. Returns 0, -EINVAL (err set), -ENOMEM.
+ */
+int mqtt_check_config(const struct mqtt_config *cfg, char *err, size_t errlen);
+
 void mqtt_sink_set_ack_cb(struct mqtt_sink *m, mqtt_ack_cb cb, void *ud);
 
 /*
