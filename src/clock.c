@@ -111,7 +111,7 @@ int clock_parse_time(const char *s, int64_t *out_ns)
     if (s[0] == '@') {
         char *end;
         double v = strtod(s + 1, &end);
-        if (end == s + 1 || *end || !isfinite(v) || fabs(v) > 9e9)
+        if (end == s + 1 || *end || !isfinite(v) || v < 0 || v * 1e9 > (double)CLOCK_MAX_NS)
             return -EINVAL;
         *out_ns = (int64_t)llround(v * 1e9);
         return 0;
@@ -151,6 +151,8 @@ int clock_parse_time(const char *s, int64_t *out_ns)
     if (*p)
         return -EINVAL;
     int64_t secs = clock_days(y, mo, d) * 86400 + (int64_t)h * 3600 + mi * 60 + sec - off;
+    if (secs < 0 || secs > CLOCK_MAX_NS / NS_PER_S - 1)
+        return -EINVAL;
     *out_ns = secs * NS_PER_S + frac;
     return 0;
 }
@@ -322,13 +324,13 @@ int clock_field_ns(const char *json, size_t len, const char *path, int64_t unit_
     if (*end || !isfinite(v) || v < 0)
         return -EINVAL;
     double ns = v * (double)unit_ns;
-    if (ns >= 9.2e18)
+    if (ns >= (double)CLOCK_MAX_NS)
         return -EINVAL;
     /* Integers in ms stay exact: only a fraction is rounded. */
-    if (v == floor(v) && v < 9.2e18 / (double)unit_ns)
-        *out_ns = (int64_t)v * unit_ns;
-    else
-        *out_ns = (int64_t)llround(ns);
+    int64_t r = v == floor(v) ? (int64_t)v * unit_ns : (int64_t)llround(ns);
+    if (r < 0 || r >= CLOCK_MAX_NS)
+        return -EINVAL;
+    *out_ns = r;
     return 0;
 }
 
@@ -337,10 +339,10 @@ int clock_log_stamp_ns(const char *line, size_t len, int64_t *out_ns)
     size_t i = 0;
     int64_t secs = 0;
     while (i < len && isdigit((unsigned char)line[i])) {
-        if (i >= 12)
-            return -ENOENT; /* not an uptime stamp: a number this long is something else */
         secs = secs * 10 + (line[i] - '0');
-        i++;
+        /* not an uptime stamp: a number this long is something else */
+        if (++i > 10 || secs >= CLOCK_MAX_NS / NS_PER_S)
+            return -ENOENT;
     }
     if (i == 0 || i >= len || line[i] != '.')
         return -ENOENT;
@@ -371,7 +373,10 @@ int64_t clock_track_map(struct clock_track *t, int64_t start_ns, int64_t u_ns)
         t->reboots++;
         t->base_v = t->last_v;
     }
+    /* base_v is in [-CLOCK_MAX_NS, CLOCK_MAX_NS] and u_ns in [0, CLOCK_MAX_NS): no overflow. */
     int64_t v = t->base_v + u_ns;
+    if (v > CLOCK_MAX_NS)
+        v = CLOCK_MAX_NS;
     if (!first && v < t->last_v)
         v = t->last_v;
     t->last_u = u_ns;

@@ -30,6 +30,10 @@
 
 enum clock_kind { CLOCK_KIND_WALL = 0, CLOCK_KIND_VIRTUAL = 1 };
 
+/* The latest time a replay can reach, 2^62 ns (year 2116): every time and uptime the replay
+ * handles is in [0, CLOCK_MAX_NS], so sums and differences of two never overflow int64. */
+#define CLOCK_MAX_NS (INT64_C(1) << 62)
+
 /* Read the fields through the functions below; a zeroed struct is a wall clock. */
 struct clock {
     enum clock_kind kind;
@@ -62,7 +66,8 @@ int clock_set(struct clock *c, int64_t t_ns);
  * Parse an ISO-8601 / RFC 3339 UTC time: "2026-01-01T00:00:00Z", with optional fractional
  * seconds (".250"), 'T' or ' ' between date and time, and "Z", "+HH:MM", "-HH:MM" or
  * "+HHMM" as the zone (a missing zone is refused: a replay anchor must not depend on TZ).
- * Also accepts "@SECONDS" (Unix seconds, fraction allowed). Returns 0 and *out_ns, or -EINVAL.
+ * Also accepts "@SECONDS" (Unix seconds, fraction allowed). Returns 0 and *out_ns, or -EINVAL
+ * (also for a time before 1970 or after CLOCK_MAX_NS).
  */
 int clock_parse_time(const char *s, int64_t *out_ns);
 
@@ -91,7 +96,7 @@ int64_t clock_unit_parse(const char *s);
  * path is a key of the top-level object, or dotted keys into nested objects ("hdr.up").
  * Keys are compared byte for byte (escaped keys do not match). Scans without allocating.
  * Returns 0; -ENOENT when the path is absent; -EINVAL when the value is not a finite
- * non-negative number or overflows int64 ns, or the text is not an object.
+ * non-negative number, is CLOCK_MAX_NS or more once in ns, or the text is not an object.
  */
 int clock_field_ns(const char *json, size_t len, const char *path, int64_t unit_ns,
                    int64_t *out_ns);
@@ -99,7 +104,7 @@ int clock_field_ns(const char *json, size_t len, const char *path, int64_t unit_
 /*
  * A defmt timestamp at the start of a cleaned log line ("53.305000 INFO  ..."): digits, a '.'
  * and fraction digits, then a blank. Seconds -> *out_ns. Returns 0, or -ENOENT when the line
- * does not start with one.
+ * does not start with one (or its seconds are beyond CLOCK_MAX_NS).
  */
 int clock_log_stamp_ns(const char *line, size_t len, int64_t *out_ns);
 
@@ -123,8 +128,9 @@ struct clock_track {
     int64_t tolerance_ns; /* set by the owner: steps back up to this are jitter */
 };
 
-/* Map uptime u_ns (>= 0) to a virtual time; updates t. Never returns less than the previous
- * result. */
+/* Map uptime u_ns (0 <= u_ns < CLOCK_MAX_NS) to a virtual time; updates t. start_ns in
+ * [0, CLOCK_MAX_NS]. Never returns less than the previous result, nor more than
+ * CLOCK_MAX_NS (where a pathological capture saturates). */
 int64_t clock_track_map(struct clock_track *t, int64_t start_ns, int64_t u_ns);
 
 #endif

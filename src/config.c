@@ -658,9 +658,9 @@ int config_finish(struct config *c, char *err, size_t errlen)
                  c->spool_replay_prefix);
         return -EINVAL;
     }
-    if ((rc = config_check_clock(c, err, errlen)))
-        return rc;
     if ((rc = finish_paths(c, err, errlen)))
+        return rc;
+    if ((rc = config_check_clock(c, err, errlen)))
         return rc;
     if (!c->gateway_id) {
         char host[256] = "iiotgw";

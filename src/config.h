@@ -129,9 +129,6 @@ void config_clear_sources(struct config *c);
  */
 int config_finish(struct config *c, char *err, size_t errlen);
 
-/* clock.speed as a number: N > 0, or 0 for "max". Returns 0 or -EINVAL. */
-int config_speed(const char *s, double *out);
-
 /*
  * The resolved state directory (absolute, statedir.h): where a subsystem keeps files that must
  * survive the daemon — name them with statedir_file(config_state_dir(c), "name", ...). Valid
@@ -143,6 +140,9 @@ const char *config_state_dir(const struct config *c);
 
 /* The rule file used when none is configured: IIOTGW_DATADIR/rules/default.lua. */
 extern const char config_default_rules[];
+
+/* clock.speed as a number: N > 0, or 0 for "max". Returns 0 or -EINVAL. */
+int config_speed(const char *s, double *out);
 
 /* True when an optional string option is off: NULL, "" or "none" (e.g. mqtt.url, spool.dir). */
 bool config_is_none(const char *value);

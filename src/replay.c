@@ -369,7 +369,12 @@ int replay_new(struct replay **out, struct ev_loop *loop, const struct replay_co
     } else {
         rp->start_ns = util_now_ns();
     }
-    rp->tick_ns = (int64_t)(cfg->tick_interval * 1e9);
+    if (rp->start_ns < 0) /* a capture "longer" than its mtime since 1970: start at 1970 */
+        rp->start_ns = 0;
+    if (rp->start_ns > CLOCK_MAX_NS)
+        rp->start_ns = CLOCK_MAX_NS;
+    rp->tick_ns = cfg->tick_interval > 1e9 ? INT64_C(1000000000000000000)
+                                           : (int64_t)(cfg->tick_interval * 1e9);
     if (rp->tick_ns < 1000000)
         rp->tick_ns = 1000000;
     rp->next_tick = rp->start_ns + rp->tick_ns;

@@ -10,6 +10,9 @@
   * --clock-field / --clock-unit for other firmware (seconds in a nested field);
   * --speed: a 9.5 s capture at --speed 10 takes about a second, at max almost nothing; ticks
     come in virtual time between the packets; SIGTERM during a paced replay exits cleanly;
+  * the config file's clock and replay sections, the retain policy and replay prefix in the
+    --dry-run output;
+  * hostile time values (huge, negative, not numbers) neither crash nor overflow;
   * bad clock options are refused with exit 1.
 """
 import json
@@ -176,6 +179,37 @@ check("event=clock_held_dropped" in err, "held lines dropped on SIGTERM: %s" % e
 n = len(dry_headers(out))
 check(1 <= n <= 3, "about one second of a real-time replay ran (%d packets)" % n)
 
+# --- the config file's clock and replay sections; the retain policy as --dry-run shows it ----
+conf = os.path.join(d, "lab.conf")
+with open(conf, "w") as f:
+    f.write('clock = {mode = "packet", start = "%s", field = "ts", unit = "ms"}\n'
+            'replay = {retain = false, prefix = "lab"}\n' % START)
+r = run(["--dry-run", "-c", conf, "-r", DEFAULT_RULE, "-s", "file:" + short, "--deadletter", "none"])
+check(r.returncode == 0 and rx(r) == [START_NS, START_NS + 9500000000], "config file: %r %s"
+      % (rx(r), r.stderr[-800:]))
+pubs = re.findall(r"^PUBLISH (\S+) qos=\d retain=(\d)", r.stdout, re.M)
+check(pubs and all(t.startswith("lab/iiot/") for t, _ in pubs), "replay.prefix: %r" % pubs[:3])
+check(all(rt == "0" for _, rt in pubs), "no retain under the replay clock: %r" % pubs[:3])
+r = run(["--dry-run", "-c", conf, "-r", DEFAULT_RULE, "-s", "file:" + short, "--deadletter", "none",
+         "--replay-retain"])
+check(("lab/iiot/node1/temperature", "1") in re.findall(r"^PUBLISH (\S+) qos=\d retain=(\d)",
+                                                        r.stdout, re.M), "--replay-retain keeps it")
+r = run(["--dry-run", "-r", DEFAULT_RULE, "-s", "file:" + short, "--deadletter", "none"])
+check(("iiot/node1/temperature", "1") in re.findall(r"^PUBLISH (\S+) qos=\d retain=(\d)",
+                                                   r.stdout, re.M), "receive clock: retain as before")
+
+# --- hostile times: never a crash, an overflow or a hang (run under ASan+UBSan by the suite) --
+hostile = os.path.join(d, "hostile.log")
+with open(hostile, "w") as f:
+    for v in ("1e400", "-5", '"x"', "null", "9223372036854775807", "4611686018427387903",
+              "[1]", '{"ts":1}', "1.5e3", "0", "99999999999999999999"):
+        f.write('{"ts":%s}\n9999999999.999999 INFO {"ts":%s}\n4000000000.5 INFO {"ts":1}\n'
+                '{"ts":0}\n' % (v, v))
+for mode in ("packet", "log"):
+    r = dry(hostile, "--clock", mode, "--clock-start", START, timeout=60)
+    check("runtime error" not in r.stderr and "clock_replay_done" in r.stderr,
+          "hostile times under --clock %s: %s" % (mode, r.stderr[-1500:]))
+
 # --- bad options ----------------------------------------------------------------------------
 for args, what in ((["--clock", "wall"], "clock.mode"),
                    (["--clock", "packet", "--clock-start", "2026-01-01"], "clock.start"),
@@ -184,7 +218,7 @@ for args, what in ((["--clock", "wall"], "clock.mode"),
                    (["--speed", "10"], "clock.speed"),
                    (["--clock", "packet", "--speed", "0"], "clock.speed"),
                    (["--replay-prefix", "a/#"], "replay.prefix")):
-    r = run(["--dry-run", "-s", "file:" + short] + args)
+    r = run(["--dry-run", "-r", DEFAULT_RULE, "-s", "file:" + short] + args)
     check(r.returncode == 1 and what in r.stderr, "%r: exit %d %r" % (args, r.returncode, r.stderr))
 print("ok: packet, default anchor, reboot, log, nested field, speed 10 %.2f s / 5 %.2f s / max %.2f s"
       % (t_10, t_5, t_max))

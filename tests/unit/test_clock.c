@@ -93,6 +93,8 @@ static void test_field(void **state)
     assert_int_equal(field("{\"ts\":-1}", "ts", MS, &v), -EINVAL);
     assert_int_equal(field("{\"ts\":1e300}", "ts", MS, &v), -EINVAL);
     assert_int_equal(field("{\"ts\":null}", "ts", MS, &v), -EINVAL);
+    assert_int_equal(field("{\"ts\":4611686018427387904}", "ts", 1, &v), -EINVAL); /* 2^62 */
+    assert_int_equal(field("{\"ts\":1e17}", "ts", MS, &v), -EINVAL);
     assert_int_equal(field("[1]", "ts", MS, &v), -EINVAL);
     assert_int_equal(field("{\"ts\":12", "ts", MS, &v), 0); /* cut after the number: still 12 */
     assert_int_equal(field("{\"ts\"", "ts", MS, &v), -ENOENT);
@@ -129,6 +131,22 @@ static void test_track(void **state)
     /* the same uptime twice: the same time */
     assert_int_equal(clock_track_map(&t, start, 12000 * MS), start + 321500 * MS);
     assert_int_equal(t.reboots, 1);
+
+    /* a pathological capture saturates at CLOCK_MAX_NS instead of overflowing */
+    struct clock_track big = {0};
+    assert_int_equal(clock_track_map(&big, CLOCK_MAX_NS, 0), CLOCK_MAX_NS);
+    assert_int_equal(clock_track_map(&big, CLOCK_MAX_NS, CLOCK_MAX_NS - 1), CLOCK_MAX_NS);
+    assert_int_equal(clock_track_map(&big, CLOCK_MAX_NS, 5), CLOCK_MAX_NS); /* reboot */
+    assert_int_equal(clock_track_map(&big, CLOCK_MAX_NS, CLOCK_MAX_NS - 1), CLOCK_MAX_NS);
+
+    /* under a tolerance a small step back is jitter, not a reboot */
+    struct clock_track j = {.tolerance_ns = 2 * S};
+    assert_int_equal(clock_track_map(&j, start, 53305 * MS), start);
+    assert_int_equal(clock_track_map(&j, start, 53000 * MS), start);
+    assert_int_equal(clock_track_map(&j, start, 63000 * MS), start + 9695 * MS);
+    assert_int_equal(j.reboots, 0);
+    assert_int_equal(clock_track_map(&j, start, 1000 * MS), start + 10695 * MS);
+    assert_int_equal(j.reboots, 1);
 }
 
 int main(void)
