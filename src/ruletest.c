@@ -607,20 +607,6 @@ static void rt_advance(struct rt_run *r, int64_t dt_ns)
     r->now_ns = target;
 }
 
-/*
- * Would clock_track_map() stay within int64 for uptime u? It adds u to the track's base
- * unchecked, and a capture's "ts" is untrusted (1e15 ms fits a JSON number and int64 ns, but
- * not added to 2026): such a line is treated as untimed instead.
- */
-static bool rt_track_safe(const struct clock_track *t, int64_t u)
-{
-    const int64_t max = 8000000000000000000LL; /* ns: the year 2223, far from INT64_MAX */
-    if (!t->started)
-        return true;
-    int64_t base = t->base_v > t->last_v ? t->base_v : t->last_v;
-    return base <= max && u <= max - base;
-}
-
 static void rt_on_line(void *ud, char *line, size_t len, uint64_t line_no, unsigned flags)
 {
     struct rt_run *r = ud;
@@ -629,8 +615,7 @@ static void rt_on_line(void *ud, char *line, size_t len, uint64_t line_no, unsig
     int64_t u;
     r->copy.len = 0;
     if (r->rc.mode != CLOCK_MODE_RECEIVE && !(flags & FRAME_OVERLONG) &&
-        buf_append(&r->copy, line, len) == 0 && replay_uptime(&r->rc, r->copy.p, len, &u) == 0 &&
-        rt_track_safe(r->track, u)) {
+        buf_append(&r->copy, line, len) == 0 && replay_uptime(&r->rc, r->copy.p, len, &u) == 0) {
         /* Never backwards (the replay's rule): a line timed before now is received now. */
         int64_t v = clock_track_map(r->track, r->start_ns, u);
         if (v > r->now_ns)

@@ -126,7 +126,7 @@ def bad_files(d):
                                           r".*bad\.lua:\d+:", r.stdout),
           "bad Lua: exit %d\n%s%s" % (r.returncode, r.stdout, r.stderr))
     # Hostile capture times on the packet clock: huge uptimes and reboots never overflow the
-    # virtual clock (such lines are untimed), a span beyond the tick bound fails the test.
+    # virtual clock (clock.c saturates it), and a span beyond the tick bound fails the test.
     p = write(d, "bigts.t", "=== big uptimes\n--- rule: %s\n--- config\nclock.mode = packet\n"
               "--- input\n%s--- alerts: contains\n" % (rule, '{"ts":9200000000000}\n{"ts":0}\n'
                                                      '{"ts":4000000000000}\n' * 3))
