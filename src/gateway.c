@@ -29,6 +29,8 @@
 #include "influx.h"
 #include "log.h"
 #include "mqtt.h"
+#include "params.h"
+#include "paramsrv.h"
 #include "replay.h"
 #include "rules.h"
 #include "source.h"
@@ -112,6 +114,88 @@ static void gw_publish_own(struct gateway *gw, const char *topic, const char *pa
         forward_publish(gw->fw, topic, payload, len, qos, retain, FWD_INTERNAL, 0);
 }
 
+/* ------------------------------------------------------------------------------------------
+ * Tunable parameters: the live rule follows every accepted change; MQTT commands
+ * ---------------------------------------------------------------------------------------- */
+
+static void gw_param_publish(void *ud, const char *topic, const char *payload, size_t len, int qos,
+                             bool retain)
+{
+    gw_publish_own(ud, topic, payload, len, qos, retain);
+}
+
+static void gw_on_param_changed(void *ud, const struct param_info *pi, size_t slot, double old,
+                                const struct param_origin *origin)
+{
+    (void)old;
+    (void)origin;
+    struct gateway *gw = ud;
+    if (!gw->rules)
+        return;
+    char err[ERRLEN];
+    gw_note(gw, true, "# param %s", pi->decl->name);
+    int rc = rules_param_changed(gw->rules, pi->decl->name, pi->slots[slot].node, err, sizeof err);
+    if (rc == -ECANCELED) {
+        /* The value is applied; only the rule's reaction to it failed. */
+        gw->n.rule_errors++;
+        char qe[ERRLEN + 8];
+        log_error("rule_error", "hook=on_param param=%s error=%s", pi->decl->name,
+                  log_quote(qe, sizeof qe, err, (size_t)-1));
+    }
+}
+
+/* Inbound MQTT: parameter commands (called from inside the MQTT sink's read, see mqtt.h). */
+static void gw_on_mqtt_message(void *ud, const char *topic, const void *payload, size_t len,
+                               bool retained)
+{
+    struct gateway *gw = ud;
+    if (retained)
+        return; /* a retained command would re-apply an old value at every reconnect */
+    if (gw->psrv)
+        (void)paramsrv_on_message(gw->psrv, topic, payload, len);
+}
+
+/* Create the registry (persisted in the state directory, except with --dry-run) and its
+ * routes; the rule declares into it when it loads. */
+static int gw_setup_params(struct gateway *gw, char *err, size_t errlen)
+{
+    const struct config *c = gw->cfg;
+    char file[4096], sock[4096];
+    bool persist = !c->dry_run;
+    if (persist && (statedir_file(c->state_dir, "params.conf", file, sizeof file) ||
+                    statedir_file(c->state_dir, "params.sock", sock, sizeof sock))) {
+        snprintf(err, errlen, "state_dir %s: too long for params.conf", c->state_dir);
+        return -EINVAL;
+    }
+    int rc = params_open(&gw->params, persist ? file : NULL, err, errlen);
+    if (rc)
+        return rc;
+    struct params_listener pl = {.ud = gw, .changed = gw_on_param_changed};
+    if ((rc = params_listen(gw->params, &pl)))
+        return rc;
+    struct paramsrv_config pc = {
+        .prefix = c->prefix,
+        .socket_path = persist ? sock : NULL,
+        .mqtt = gw->mqtt,
+        .publish = c->dry_run ? NULL : gw_param_publish,
+        .ud = gw,
+    };
+    if ((rc = paramsrv_new(&gw->psrv, gw->loop, gw->params, &pc, err, errlen)))
+        return rc;
+    if (gw->mqtt) {
+        char f[2][256];
+        paramsrv_filters(gw->psrv, f);
+        for (int i = 0; i < 2; i++)
+            if ((rc = mqtt_sink_subscribe(gw->mqtt, f[i], 1))) {
+                snprintf(err, errlen, "mqtt: cannot subscribe to %s", f[i]);
+                return rc;
+            }
+        struct mqtt_inbound in = {.message = gw_on_mqtt_message, .ud = gw};
+        mqtt_sink_set_inbound(gw->mqtt, &in);
+    }
+    return 0;
+}
+
 static void gw_on_deadletter(void *ud, const char *json, size_t len)
 {
     struct gateway *gw = ud;
@@ -184,10 +268,10 @@ static void gw_unusable(struct gateway *gw, enum dl_reason reason, const char *s
         break;
     }
     if (reason == DL_RULE_ERROR && src)
-        log_error("rule_error", "source=%s line=%" PRIu64 " hook=%s error=\"%s\"", src, line_no,
-                  hook, err);
+        log_error("rule_error", "source=%s line=%" PRIu64 " hook=%s error=%s", src, line_no, hook,
+                  log_q(err));
     else if (reason == DL_RULE_ERROR)
-        log_error("rule_error", "hook=%s error=\"%s\"", hook, err);
+        log_error("rule_error", "hook=%s error=%s", hook, log_q(err));
     else
         log_warn("line_rejected", "source=%s line=%" PRIu64 " reason=%s %s", src, line_no,
                  deadletter_reason_name(reason), detail);
@@ -247,7 +331,7 @@ static void gw_line(struct gateway *gw, const char *name, char *line, size_t len
     latency_end(&gw->lat);
     gw_note(gw, false, NULL);
     if (rc == -EBADMSG) {
-        snprintf(detail, sizeof detail, "error=\"%s\"", err);
+        snprintf(detail, sizeof detail, "error=%s", log_q(err));
         gw_unusable(gw, DL_INVALID_JSON, name, line_no, NULL, detail, err, line, len);
     } else if (rc) {
         gw_unusable(gw, DL_RULE_ERROR, name, line_no, "on_packet", NULL, err, line, len);
@@ -381,13 +465,13 @@ static void gw_reload(struct gateway *gw, const char *why)
     int rc = rules_reload(gw->rules, err, sizeof err);
     if (rc) {
         gw->n.reload_failures++;
-        log_error("rules_reload_failed", "trigger=%s file=%s error=\"%s\" keeping=previous", why,
-                  gw->cfg->rules, err);
+        log_error("rules_reload_failed", "trigger=%s file=%s error=%s keeping=previous", why,
+                  log_q(gw->cfg->rules), log_q(err));
         gw_publish_rule_status(gw, err);
         return;
     }
     gw->n.reloads++;
-    log_info("rules_reloaded", "trigger=%s file=%s", why, gw->cfg->rules);
+    log_info("rules_reloaded", "trigger=%s file=%s", why, log_q(gw->cfg->rules));
     gw_publish_rule_status(gw, NULL);
 }
 
@@ -405,7 +489,7 @@ static void gw_on_reload_timer(struct ev_loop *loop, ev_timer *w, int revents)
     struct gateway *gw = container_of(w, struct gateway, reload_timer);
     ev_timer_stop(loop, w);
     if (gw->rules_stat.attr.st_nlink == 0) {
-        log_warn("rules_file_missing", "file=%s keeping=previous", gw->cfg->rules);
+        log_warn("rules_file_missing", "file=%s keeping=previous", log_q(gw->cfg->rules));
         return;
     }
     gw_reload(gw, "file_changed");
@@ -563,10 +647,16 @@ static void gw_on_signal(struct ev_loop *loop, ev_signal *w, int revents)
     (void)loop;
     struct gateway *gw;
     switch (w->signum) {
-    case SIGHUP:
+    case SIGHUP: {
         gw = container_of(w, struct gateway, sig_hup);
+        /* The params file first (a technician's edit), then the rule. */
+        char err[ERRLEN];
+        int bad = params_reload_file(gw->params, err, sizeof err);
+        if (bad < 0)
+            log_error("params_file_failed", "error=\"%s\" keeping=current", err);
         gw_reload(gw, "sighup");
         break;
+    }
     case SIGUSR1:
         gw = container_of(w, struct gateway, sig_usr1);
         gateway_report_stats(gw);
@@ -632,6 +722,7 @@ static int gw_setup_outputs(struct gateway *gw, FILE *dry_out, char *err, size_t
                 (rc = mqtt_sink_new(&m, gw->loop, &mc, err, errlen)))
                 return rc;
             gw->sinks[FWD_MQTT] = mqtt_sink_as_sink(m);
+            gw->mqtt = m;
         }
         if (!config_is_none(c->influx_url)) {
             struct influx_config ic;
@@ -772,13 +863,17 @@ static int gw_init_core(struct gateway *gw, struct ev_loop *loop, const struct c
     deadletter_set_clock(gw->dl, &gw->clock);
 
     struct rule_sink sink = {.ud = gw, .publish = gw_out_publish, .write = gw_out_write};
+    if ((rc = gw_setup_params(gw, err, errlen)))
+        return rc;
+
     struct rules_config rc_cfg;
     gwconfig_rules(cfg, &rc_cfg);
+    rc_cfg.params = gw->params;
     rc_cfg.clock = &gw->clock;
     rc = rules_open(&gw->rules, &rc_cfg, &sink, err, errlen);
     if (rc)
         return rc;
-    log_info("rules_loaded", "file=%s", cfg->rules);
+    log_info("rules_loaded", "file=%s", log_q(cfg->rules));
     gw_publish_rule_status(gw, NULL);
     return 0;
 }
@@ -822,7 +917,8 @@ int gateway_init(struct gateway *gw, struct ev_loop *loop, const struct config *
         gw->nsources++;
         if (source_is_finite(gw->sources[i]))
             gw->finite_sources++;
-        log_info("source_added", "source=%s spec=%s", source_name(gw->sources[i]), cfg->sources[i]);
+        log_info("source_added", "source=%s spec=%s", source_name(gw->sources[i]),
+                 log_q(cfg->sources[i]));
     }
 
     ev_signal_init(&gw->sig_int, gw_on_signal, SIGINT);
@@ -921,12 +1017,19 @@ void gateway_free(struct gateway *gw)
     gw->replay = NULL;
     buf_free(&gw->topic);
     gw->sources = NULL;
+    paramsrv_free(gw->psrv);
+    gw->psrv = NULL;
+    if (gw->params)
+        params_unlisten(gw->params, gw);
     if (gw->rules)
         rules_close(gw->rules);
+    params_close(gw->params); /* after the rule engine, which borrowed it */
+    gw->params = NULL;
     for (int i = 0; i < FWD_NDEST; i++)
         if (gw->sinks[i].ops)
             gw->sinks[i].ops->free(gw->sinks[i].self);
     memset(gw->sinks, 0, sizeof gw->sinks);
+    gw->mqtt = NULL;
     gw->dry = NULL;
     /* After the sinks: no ack can reach it any more; closing writes the state file. */
     forward_free(gw->fw);

@@ -70,14 +70,21 @@ struct gateway_counters {
     uint64_t reload_failures;
 };
 
+struct params;
+struct paramsrv;
+struct mqtt_sink;
+
 struct gateway {
     struct ev_loop *loop;
     const struct config *cfg;
     struct rules *rules;
-    struct clock clock;           /* the data path's "now": wall, or a replay's virtual time */
-    struct replay *replay;        /* clock.mode packet/log: line times, virtual ticks, pacing */
-    bool replay_retain;           /* keep rule retain flags (wall clock, or replay.retain) */
-    struct buf topic;             /* replay.prefix + a rule's topic */
+    struct params *params;  /* the rule's tunable parameters (params.h) */
+    struct paramsrv *psrv;  /* their MQTT and local-socket routes (paramsrv.h) */
+    struct mqtt_sink *mqtt; /* the MQTT sink behind sinks[FWD_MQTT] (subscriptions), or NULL */
+    struct clock clock;     /* the data path's "now": wall, or a replay's virtual time */
+    struct replay *replay;  /* clock.mode packet/log: line times, virtual ticks, pacing */
+    bool replay_retain;     /* keep rule retain flags (wall clock, or replay.retain) */
+    struct buf topic;       /* replay.prefix + a rule's topic */
     struct sink sinks[FWD_NDEST]; /* MQTT, InfluxDB, or the --dry-run printer (ops NULL: off) */
     struct dryrun *dry;           /* the printer behind sinks[] with --dry-run, else NULL */
     struct forward *fw;           /* every output -> spool (optional) -> sinks (forward.h) */

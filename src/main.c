@@ -22,6 +22,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "mqtt.h"
+#include "paramcli.h"
 #include "rules.h"
 #include "ruletest.h"
 #include "source.h"
@@ -79,7 +80,9 @@ static const char usage[] =
     "                               replayed messages are never retained)\n"
     "      --replay-prefix P      publish every topic under P/ (keeps a replay off a live\n"
     "                               site's topics)\n"
-    "  -o, --set KEY=VALUE        set any config option by key, e.g. -o mqtt.protocol=5\n"
+    "  -o, --set KEY=VALUE        set any config option by key, e.g. -o mqtt.protocol=5;\n"
+    "                               rule limits: rule_time_limit (seconds per rule call,\n"
+    "                               default 1), rule_mem_limit, rule_instr_limit\n"
     "      --dry-run              no network: print what each packet would publish and write\n"
     "      --check                validate config and rules, report errors, exit 0/1\n"
     "      --log-level L          error, warn, info (default) or debug\n"
@@ -90,8 +93,13 @@ static const char usage[] =
     "(all passed), 1 (a test failed) or 2 (usage or test file error); see docs/rules.md,\n"
     "\"Rule tests\".\n"
     "\n"
-    "Signals: SIGHUP reloads the rules, SIGUSR1 logs and publishes stats, SIGINT/SIGTERM\n"
-    "shut down gracefully (a second one forces exit).\n"
+    "Tunable parameters (docs/tuning.md): the rule's thresholds are changed at run time over\n"
+    "MQTT (P/gateway/param/NAME[/NODE]/set), by editing STATE_DIR/params.conf + SIGHUP, or with\n"
+    "    iiotgw param [-c FILE] [--state-dir DIR] list | get NAME [NODE] | set NAME [NODE] VALUE\n"
+    "(see `iiotgw param --help`).\n"
+    "\n"
+    "Signals: SIGHUP re-reads the params file and reloads the rules, SIGUSR1 logs and\n"
+    "publishes stats, SIGINT/SIGTERM shut down gracefully (a second one forces exit).\n"
     "Environment: IIOTGW_MQTT_PASSWORD, IIOTGW_INFLUX_TOKEN (secrets, removed once read);\n"
     "NOTIFY_SOCKET, WATCHDOG_USEC (systemd: READY/STOPPING/WATCHDOG notifications).\n"
     "Exit status: 0 ok; 1 configuration or rule error; 2 data left undelivered (drain timeout\n"
@@ -355,6 +363,10 @@ int main(int argc, char **argv)
     const char *config_file = NULL;
     bool cli_sources = false;
 
+    /* A subcommand, not the daemon: talks to the running gateway. */
+    if (argc > 1 && strcmp(argv[1], "param") == 0)
+        return paramcli_main(argc - 1, argv + 1);
+
     /* A subcommand, not an option: its arguments are test files, not daemon flags. */
     if (argc >= 2 && strcmp(argv[1], "test") == 0)
         return ruletest_main(argc - 1, argv + 1);
@@ -492,7 +504,8 @@ int main(int argc, char **argv)
     struct gateway gw;
     if ((rc = gateway_init(&gw, loop, &cfg, err, sizeof err))) {
         code = start_error(rc, err);
-        log_error("start_failed", "rc=%d error=\"%s\"", rc, rc == -ENOMEM ? "out of memory" : err);
+        log_error("start_failed", "rc=%d error=%s", rc,
+                  log_q(rc == -ENOMEM ? "out of memory" : err));
         gateway_free(&gw);
         goto out;
     }

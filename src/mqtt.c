@@ -50,6 +50,13 @@
 
 #define MQTT_CONNECT_TIMEOUT 15.0 /* s: an attempt that got no CONNACK by then is abandoned */
 #define MQTT_DROP_LOG_EVERY  10.0 /* s: rate limit of the queue overflow warning */
+#define MQTT_REPLIES_MAX     64   /* replies waiting for libmosquitto to return; more dropped */
+
+/* A reply (mqtt_sink_respond) waiting to be sent: topic, payload, correlation data. */
+struct mqtt_reply {
+    struct mqtt_reply *next;
+    size_t tlen, len, corrlen; /* the bytes follow the struct, topic NUL-terminated */
+};
 
 enum mqtt_state {
     ST_WAIT,       /* not connected, retry timer armed (or about to be) */
@@ -89,6 +96,12 @@ struct mqtt_sink {
 
     mqtt_ack_cb ack_cb;
     void *ack_ud;
+
+    /* inbound: the remembered subscriptions (re-sent after every CONNACK) and callbacks */
+    char **subs;
+    int *sub_qos;
+    size_t nsubs;
+    struct mqtt_inbound in;
     struct sink_callbacks seam; /* set through the sink ops; wins over ack_cb */
 
     /* clean shutdown */
@@ -111,6 +124,12 @@ struct mqtt_sink {
     int in_loop;
     bool pump_deferred;
 
+    /* MQTT 5 properties of the message being delivered (mqtt_sink_message_props), and the
+     * replies (mqtt_sink_respond) made inside libmosquitto, sent once it returned. */
+    const mosquitto_property *rx_props;
+    struct mqtt_reply *replies, **replies_tail;
+    size_t nreplies;
+
     /* overflow log rate limit */
     uint64_t dropped_logged;
     double drop_log_at;
@@ -123,6 +142,7 @@ static void mqtt_pump(struct mqtt_sink *m);
 static int mqtt_loop_call(struct mqtt_sink *m, int (*fn)(struct mosquitto *, int), int arg);
 static void mqtt_start_connect(struct mqtt_sink *m);
 static void mqtt_destroy(struct mqtt_sink *m);
+static void mqtt_send_replies(struct mqtt_sink *m);
 
 /* ------------------------------------------------------------------------------------------
  * Small helpers
@@ -326,7 +346,7 @@ static void conn_lost(struct mqtt_sink *m, int rc)
                  m->inflight.count, m->fifo.count);
     } else {
         m->st.connect_failures++;
-        log_warn("mqtt_connect_failed", "host=%s port=%d rc=%d reason=\"%s\"", m->cfg.host,
+        log_warn("mqtt_connect_failed", "host=%s port=%d rc=%d reason=\"%s\"", log_q(m->cfg.host),
                  m->cfg.port, rc, mosquitto_strerror(rc));
     }
 
@@ -396,7 +416,7 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     struct mqtt_sink *m = container_of(w, struct mqtt_sink, conn_timer);
     if (m->state != ST_CONNECTING)
         return;
-    log_warn("mqtt_connect_timeout", "host=%s port=%d after=%.0f", m->cfg.host, m->cfg.port,
+    log_warn("mqtt_connect_timeout", "host=%s port=%d after=%.0f", log_q(m->cfg.host), m->cfg.port,
              MQTT_CONNECT_TIMEOUT);
     /*
      * libmosquitto has no "abort connect" call; shutting the socket down makes the next
@@ -425,11 +445,22 @@ static void mqtt_publish_status(struct mqtt_sink *m, const char *value)
         mosquitto_publish(m->mosq, &mid, m->cfg.status_topic, (int)strlen(value), value, 1, true);
     if (rc != MOSQ_ERR_SUCCESS && rc != MOSQ_ERR_NO_CONN && rc != MOSQ_ERR_CONN_LOST &&
         rc != MOSQ_ERR_ERRNO) {
-        log_warn("mqtt_status_failed", "topic=%s rc=%d reason=\"%s\"", m->cfg.status_topic, rc,
-                 mosquitto_strerror(rc));
+        log_warn("mqtt_status_failed", "topic=%s rc=%d reason=\"%s\"", log_q(m->cfg.status_topic),
+                 rc, mosquitto_strerror(rc));
         return;
     }
     m->status_mid = mid;
+}
+
+/* Send one SUBSCRIBE; a failure is logged, the next CONNACK tries again. */
+static void mqtt_send_subscribe(struct mqtt_sink *m, size_t i)
+{
+    int rc = mosquitto_subscribe(m->mosq, NULL, m->subs[i], m->sub_qos[i]);
+    if (rc != MOSQ_ERR_SUCCESS)
+        log_warn("mqtt_subscribe_failed", "filter=%s rc=%d reason=\"%s\"", m->subs[i], rc,
+                 mosquitto_strerror(rc));
+    else
+        log_debug("mqtt_subscribed", "filter=%s qos=%d", m->subs[i], m->sub_qos[i]);
 }
 
 static void handle_connect(struct mqtt_sink *m, int rc, int flags)
@@ -441,7 +472,7 @@ static void handle_connect(struct mqtt_sink *m, int rc, int flags)
         /* Refused: libmosquitto closes the socket after this callback; on_disconnect or the
          * socket check in the caller turns that into a retry. */
         m->st.connect_failures++;
-        log_error("mqtt_connect_refused", "host=%s port=%d rc=%d reason=\"%s\"", m->cfg.host,
+        log_error("mqtt_connect_refused", "host=%s port=%d rc=%d reason=\"%s\"", log_q(m->cfg.host),
                   m->cfg.port, rc,
                   m->v5 ? mosquitto_reason_string(rc) : mosquitto_connack_string(rc));
         m->state = ST_WAIT; /* not CONNECTING: conn_lost must not count it twice */
@@ -458,11 +489,46 @@ static void handle_connect(struct mqtt_sink *m, int rc, int flags)
     log_info("mqtt_connected",
              "host=%s port=%d client_id=%s protocol=%d session_present=%d "
              "inflight=%zu queued=%zu",
-             m->cfg.host, m->cfg.port, m->cfg.client_id, m->v5 ? 5 : 3, flags & 1,
+             log_q(m->cfg.host), m->cfg.port, log_q(m->cfg.client_id), m->v5 ? 5 : 3, flags & 1,
              m->inflight.count, m->fifo.count);
     mqtt_publish_status(m, m->closing ? "offline" : "online");
+    /* A clean session forgets subscriptions: send every one after every CONNACK. */
+    for (size_t i = 0; i < m->nsubs && !m->closing; i++)
+        mqtt_send_subscribe(m, i);
+    if (m->in.connected && !m->closing) {
+        m->depth++;
+        m->in.connected(m->in.ud);
+        if (leave(m))
+            return;
+    }
     mqtt_pump(m);
     close_check(m, false);
+}
+
+static void handle_message(struct mqtt_sink *m, const struct mosquitto_message *msg)
+{
+    if (m->doomed || !m->in.message || !msg || !msg->topic)
+        return;
+    m->depth++;
+    m->in.message(m->in.ud, msg->topic, msg->payload ? msg->payload : "",
+                  msg->payloadlen > 0 ? (size_t)msg->payloadlen : 0, msg->retain);
+    leave(m);
+}
+
+static void on_message_v3(struct mosquitto *mosq, void *ud, const struct mosquitto_message *msg)
+{
+    (void)mosq;
+    handle_message(ud, msg);
+}
+
+static void on_message_v5(struct mosquitto *mosq, void *ud, const struct mosquitto_message *msg,
+                          const mosquitto_property *props)
+{
+    (void)mosq;
+    struct mqtt_sink *m = ud;
+    m->rx_props = props;
+    handle_message(ud, msg);
+    m->rx_props = NULL;
 }
 
 static void on_connect_v3(struct mosquitto *mosq, void *ud, int rc, int flags)
@@ -518,7 +584,7 @@ static void handle_publish(struct mqtt_sink *m, int mid, int reason)
     }
     if (reason >= 0x80) {
         /* v5 broker refused this message (e.g. not authorized). Resending cannot help. */
-        log_warn("mqtt_publish_rejected", "topic=%s reason=%d reason_str=\"%s\"", msg->topic,
+        log_warn("mqtt_publish_rejected", "topic=%s reason=%d reason_str=\"%s\"", log_q(msg->topic),
                  reason, mosquitto_reason_string(reason));
     }
     mqttq_unlink(&m->inflight, msg);
@@ -596,7 +662,7 @@ static void mqtt_pump(struct mqtt_sink *m)
             }
         } else {
             m->st.dropped++;
-            log_warn("mqtt_publish_failed", "topic=%s rc=%d reason=\"%s\"", msg->topic, rc,
+            log_warn("mqtt_publish_failed", "topic=%s rc=%d reason=\"%s\"", log_q(msg->topic), rc,
                      mosquitto_strerror(rc));
             free(msg);
         }
@@ -712,6 +778,8 @@ static int mqtt_loop_call(struct mqtt_sink *m, int (*fn)(struct mosquitto *, int
         m->pump_deferred = false;
         mqtt_pump(m);
     }
+    if (!m->in_loop && m->replies && !m->doomed)
+        mqtt_send_replies(m);
     return rc;
 }
 
@@ -812,10 +880,12 @@ static int setup_mosq(struct mqtt_sink *m, char *err, size_t errlen)
         mosquitto_connect_v5_callback_set(m->mosq, on_connect_v5);
         mosquitto_disconnect_v5_callback_set(m->mosq, on_disconnect_v5);
         mosquitto_publish_v5_callback_set(m->mosq, on_publish_v5);
+        mosquitto_message_v5_callback_set(m->mosq, on_message_v5);
     } else {
         mosquitto_connect_with_flags_callback_set(m->mosq, on_connect_v3);
         mosquitto_disconnect_callback_set(m->mosq, on_disconnect_v3);
         mosquitto_publish_callback_set(m->mosq, on_publish_v3);
+        mosquitto_message_callback_set(m->mosq, on_message_v3);
     }
     if (c->username) {
         rc = mosquitto_username_pw_set(m->mosq, c->username, c->password);
@@ -983,8 +1053,8 @@ int mqtt_sink_new(struct mqtt_sink **out, struct ev_loop *loop, const struct mqt
     ev_timer_init(&m->close_timer, close_timer_cb, 0., 0.);
     ev_timer_start(loop, &m->misc_timer);
 
-    log_info("mqtt_connecting", "host=%s port=%d tls=%d client_id=%s protocol=%d", c->host, c->port,
-             c->tls ? 1 : 0, c->client_id, m->v5 ? 5 : 3);
+    log_info("mqtt_connecting", "host=%s port=%d tls=%d client_id=%s protocol=%d", log_q(c->host),
+             c->port, c->tls ? 1 : 0, log_q(c->client_id), m->v5 ? 5 : 3);
     *out = m;
     mqtt_start_connect(m);
     return 0;
@@ -999,10 +1069,159 @@ fail:
     return rc;
 }
 
+int mqtt_sink_subscribe(struct mqtt_sink *m, const char *filter, int qos)
+{
+    if (!m || !filter || qos < 0 || qos > 2 || m->doomed)
+        return -EINVAL;
+    if (mosquitto_sub_topic_check(filter) != MOSQ_ERR_SUCCESS)
+        return -EINVAL;
+    for (size_t i = 0; i < m->nsubs; i++)
+        if (strcmp(m->subs[i], filter) == 0)
+            return 0;
+    char **subs = realloc(m->subs, (m->nsubs + 1) * sizeof *subs);
+    if (!subs)
+        return -ENOMEM;
+    m->subs = subs;
+    int *q = realloc(m->sub_qos, (m->nsubs + 1) * sizeof *q);
+    if (!q)
+        return -ENOMEM;
+    m->sub_qos = q;
+    if (!(m->subs[m->nsubs] = strdup(filter)))
+        return -ENOMEM;
+    m->sub_qos[m->nsubs] = qos;
+    m->nsubs++;
+    if (m->state == ST_CONNECTED && !m->closing) {
+        m->depth++;
+        mqtt_send_subscribe(m, m->nsubs - 1);
+        mqtt_sync_io(m);
+        leave(m);
+    }
+    return 0;
+}
+
+void mqtt_sink_set_inbound(struct mqtt_sink *m, const struct mqtt_inbound *in)
+{
+    m->in = in ? *in : (struct mqtt_inbound){0};
+}
+
 void mqtt_sink_set_ack_cb(struct mqtt_sink *m, mqtt_ack_cb cb, void *ud)
 {
     m->ack_cb = cb;
     m->ack_ud = ud;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Request / response: MQTT 5 properties of a received message, replies
+ * ---------------------------------------------------------------------------------------- */
+
+void mqtt_sink_message_props(const struct mqtt_sink *m, struct mqtt_message_props *out)
+{
+    memset(out, 0, sizeof *out);
+    const mosquitto_property *props = m->rx_props;
+    if (!props)
+        return;
+    char *rt = NULL, *name = NULL, *value = NULL;
+    void *corr = NULL;
+    uint16_t corrlen = 0;
+    if (mosquitto_property_read_string(props, MQTT_PROP_RESPONSE_TOPIC, &rt, false) && rt &&
+        strlen(rt) < sizeof out->response_topic) {
+        memcpy(out->response_topic, rt, strlen(rt) + 1);
+        out->has_response_topic = true;
+    }
+    if (mosquitto_property_read_binary(props, MQTT_PROP_CORRELATION_DATA, &corr, &corrlen, false) &&
+        corr && corrlen <= sizeof out->correlation) {
+        memcpy(out->correlation, corr, corrlen);
+        out->correlation_len = corrlen;
+    }
+    /* The first user property "origin" (else "client_id") names the requester. */
+    bool skip = false;
+    for (const mosquitto_property *p = props;
+         (p = mosquitto_property_read_string_pair(p, MQTT_PROP_USER_PROPERTY, &name, &value,
+                                                  skip)) != NULL;
+         skip = true) {
+        bool is_origin = name && !strcmp(name, "origin");
+        if ((is_origin || (name && !strcmp(name, "client_id") && !out->origin[0])) && value)
+            util_strlcpy(out->origin, value, sizeof out->origin);
+        free(name);
+        free(value);
+        name = value = NULL;
+        if (is_origin)
+            break;
+    }
+    free(rt);
+    free(corr);
+}
+
+static int mqtt_reply_now(struct mqtt_sink *m, const char *topic, const void *payload, size_t len,
+                          const void *corr, size_t corrlen)
+{
+    mosquitto_property *props = NULL;
+    if (m->v5 && corrlen &&
+        mosquitto_property_add_binary(&props, MQTT_PROP_CORRELATION_DATA, corr,
+                                      (uint16_t)corrlen) != MOSQ_ERR_SUCCESS)
+        return -ENOMEM;
+    int rc = m->v5 ? mosquitto_publish_v5(m->mosq, NULL, topic, (int)len, payload, 0, false, props)
+                   : mosquitto_publish(m->mosq, NULL, topic, (int)len, payload, 0, false);
+    mosquitto_property_free_all(&props);
+    return rc == MOSQ_ERR_SUCCESS ? 0 : -EIO;
+}
+
+static void mqtt_send_replies(struct mqtt_sink *m)
+{
+    m->depth++;
+    while (m->replies && !m->doomed) {
+        struct mqtt_reply *r = m->replies;
+        m->replies = r->next;
+        m->nreplies--;
+        const char *t = (const char *)(r + 1);
+        if (m->state == ST_CONNECTED)
+            (void)mqtt_reply_now(m, t, t + r->tlen + 1, r->len, t + r->tlen + 1 + r->len,
+                                 r->corrlen);
+        free(r);
+    }
+    if (!m->replies)
+        m->replies_tail = NULL;
+    if (leave(m))
+        return;
+    mqtt_sync_io(m);
+}
+
+int mqtt_sink_respond(struct mqtt_sink *m, const char *topic, const void *payload, size_t len,
+                      const void *corr, size_t corrlen)
+{
+    if (!topic || mqtt_topic_check(topic, strlen(topic)) < 0 || len > 65536 || corrlen > 65535)
+        return -EINVAL;
+    if (m->state != ST_CONNECTED || m->doomed || m->closing)
+        return -ENOTCONN;
+    if (!m->in_loop) {
+        m->depth++;
+        int rc = mqtt_reply_now(m, topic, payload, len, corr, corrlen);
+        if (leave(m))
+            return rc;
+        mqtt_sync_io(m);
+        return rc;
+    }
+    /* Inside libmosquitto (a message callback): publishing here could deadlock, see in_loop. */
+    if (m->nreplies >= MQTT_REPLIES_MAX)
+        return -ENOBUFS;
+    size_t tlen = strlen(topic);
+    struct mqtt_reply *r = malloc(sizeof *r + tlen + 1 + len + corrlen);
+    if (!r)
+        return -ENOMEM;
+    *r = (struct mqtt_reply){.tlen = tlen, .len = len, .corrlen = corrlen};
+    char *b = (char *)(r + 1);
+    memcpy(b, topic, tlen + 1);
+    if (len)
+        memcpy(b + tlen + 1, payload, len);
+    if (corrlen)
+        memcpy(b + tlen + 1 + len, corr, corrlen);
+    if (m->replies_tail)
+        *m->replies_tail = r;
+    else
+        m->replies = r;
+    m->replies_tail = &r->next;
+    m->nreplies++;
+    return 0;
 }
 
 size_t mqtt_sink_pending(const struct mqtt_sink *m)
@@ -1045,12 +1264,21 @@ void mqtt_sink_close(struct mqtt_sink *m, double timeout, void (*done)(void *ud)
 static void mqtt_destroy(struct mqtt_sink *m)
 {
     mqtt_stop_watchers(m);
+    while (m->replies) {
+        struct mqtt_reply *r = m->replies;
+        m->replies = r->next;
+        free(r);
+    }
     if (m->mosq)
         mosquitto_destroy(m->mosq);
     mqttq_free(&m->fifo);
     mqttq_free(&m->inflight);
     for (size_t i = 0; i < ARRAY_LEN(m->strs); i++)
         free(m->strs[i]);
+    for (size_t i = 0; i < m->nsubs; i++)
+        free(m->subs[i]);
+    free(m->subs);
+    free(m->sub_qos);
     free(m);
     mosquitto_lib_cleanup();
 }
@@ -1065,6 +1293,7 @@ void mqtt_sink_free(struct mqtt_sink *m)
         m->ack_cb = NULL;
         m->seam = (struct sink_callbacks){0};
         m->done_cb = NULL;
+        m->in = (struct mqtt_inbound){0};
         mqtt_stop_watchers(m);
         return;
     }

@@ -31,10 +31,12 @@
 #include "clock.h"
 #include "jsonlua.h"
 #include "log.h"
+#include "params.h"
 #include "util.h"
 
 #define DEFAULT_MEM_LIMIT   (32u * 1024u * 1024u)
 #define DEFAULT_INSTR_LIMIT 10000000ull
+#define DEFAULT_TIME_LIMIT  1.0 /* seconds per call */
 #define STATE_MAX_DEPTH     100 /* gw.state nesting copied across a reload */
 
 /* ------------------------------------------------------------------------------------ */
@@ -46,11 +48,20 @@
  * sequence anchored in the registry: fetching them by index costs no string hashing or
  * comparison, unlike lua_pushstring/lua_setfield with a C string.
  */
-enum name_id { NM_INIT = 1, NM_ON_PACKET, NM_ON_LINE, NM_ON_TICK, NM_SOURCE, NM_LINE, NM_RX_NS };
-static const char *const rules_call_names[] = {"init",   "on_packet", "on_line", "on_tick",
-                                               "source", "line",      "rx_ns",   NULL};
+enum name_id {
+    NM_INIT = 1,
+    NM_ON_PACKET,
+    NM_ON_LINE,
+    NM_ON_TICK,
+    NM_SOURCE,
+    NM_LINE,
+    NM_RX_NS,
+    NM_ON_PARAM
+};
+static const char *const rules_call_names[] = {"init", "on_packet", "on_line",  "on_tick", "source",
+                                               "line", "rx_ns",     "on_param", NULL};
 
-enum call_kind { CALL_CHUNK, CALL_INIT, CALL_PACKET, CALL_LINE, CALL_TICK };
+enum call_kind { CALL_CHUNK, CALL_INIT, CALL_PACKET, CALL_LINE, CALL_TICK, CALL_PARAM };
 
 /* Everything the trampoline needs, passed as a light userdata. */
 struct call {
@@ -60,7 +71,9 @@ struct call {
     int64_t rx_ns;
     const char *text; /* JSON for CALL_PACKET, the line for CALL_LINE */
     size_t len;
-    double now; /* CALL_TICK */
+    double now;                     /* CALL_TICK */
+    const struct param_info *param; /* CALL_PARAM, with its slot */
+    size_t slot;
     bool decode_failed;
     char *err;
     size_t errlen;
@@ -85,6 +98,8 @@ struct copy_ctx {
     lua_State *to;
     int seen; /* index in `to` of {old table address -> new table} */
     size_t skipped;
+    size_t copied; /* string bytes copied so far (what a failure reports) */
+    char key[64];  /* the top-level gw.state key being copied, for a failure */
 };
 
 /*
@@ -109,6 +124,7 @@ static int rules_copy_value(struct copy_ctx *c, int from_idx, int depth)
     case LUA_TSTRING: {
         size_t len;
         const char *s = lua_tolstring(from, from_idx, &len);
+        c->copied += len;
         lua_pushlstring(to, s, len);
         return 1;
     }
@@ -142,6 +158,15 @@ static int rules_copy_value(struct copy_ctx *c, int from_idx, int depth)
     lua_pushnil(from);
     while (lua_next(from, from_idx)) {
         int top = lua_gettop(from);
+        if (depth == 0) { /* name the entry being copied, should the copy fail */
+            if (lua_type(from, top - 1) == LUA_TSTRING)
+                snprintf(c->key, sizeof c->key, "%s", lua_tostring(from, top - 1));
+            else if (lua_type(from, top - 1) == LUA_TNUMBER)
+                snprintf(c->key, sizeof c->key, "[%.17g]", lua_tonumber(from, top - 1));
+            else
+                snprintf(c->key, sizeof c->key, "[%s]",
+                         lua_typename(from, lua_type(from, top - 1)));
+        }
         if (rules_copy_value(c, top - 1, depth + 1)) {
             if (rules_copy_value(c, top, depth + 1))
                 lua_rawset(to, dst);
@@ -162,13 +187,15 @@ struct setup_args {
     struct rule_state *old; /* previous rule (gw.state source), or NULL */
     const char *code;
     size_t code_len;
+    struct copy_ctx copy; /* the gw.state copy (a failure names where it stopped) */
+    bool copying;         /* the copy is running */
 };
 
 /*
  * Push the new state's gw.state: a deep copy of old's gw.state (see rules_copy_value), or a
  * new table when there is no old state or its gw.state is not a table. Protected (on L).
  */
-static void rules_state_handover(lua_State *L, const struct rule_state *old)
+static void rules_state_handover(lua_State *L, const struct rule_state *old, struct setup_args *a)
 {
     if (old) {
         lua_State *from = old->L;
@@ -183,13 +210,18 @@ static void rules_state_handover(lua_State *L, const struct rule_state *old)
             lua_pop(from, 1);
         }
         if (lua_gettop(from) > ftop + 1 && lua_type(from, -1) == LUA_TTABLE) {
-            struct copy_ctx c = {.from = from, .to = L, .skipped = 0};
+            /* In setup_args, not on this frame: a raised error unwinds past this frame and
+             * rules_build still reads where the copy stopped. */
+            struct copy_ctx *c = &a->copy;
+            *c = (struct copy_ctx){.from = from, .to = L};
+            a->copying = true;
             lua_newtable(L);
-            c.seen = lua_gettop(L);
-            rules_copy_value(&c, lua_gettop(from), 0);
-            lua_remove(L, c.seen);
-            if (c.skipped)
-                log_warn("rule_state_skipped", "count=%zu why=%s", c.skipped,
+            c->seen = lua_gettop(L);
+            rules_copy_value(c, lua_gettop(from), 0);
+            lua_remove(L, c->seen);
+            a->copying = false;
+            if (c->skipped)
+                log_warn("rule_state_skipped", "count=%zu why=\"%s\"", c->skipped,
                          "functions, userdata and threads in gw.state are not carried over");
             lua_settop(from, ftop);
             return;
@@ -215,8 +247,11 @@ static int rules_setup_state(lua_State *L)
     }
     st->names_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 
+    lua_newtable(L);
+    st->params_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+
     rules_api_open(L, r);
-    rules_state_handover(L, a->old);
+    rules_state_handover(L, a->old, a);
     lua_setfield(L, -2, "state");
     lua_pushvalue(L, -1);
     st->gw_ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -339,6 +374,20 @@ static int rules_trampoline(lua_State *L)
         lua_pushnumber(L, c->now);
         nargs = 1;
         break;
+    case CALL_PARAM: {
+        const struct param_slot *s = &c->param->slots[c->slot];
+        rules_param_store(L, st, c->param, c->slot);
+        if (!rules_get_hook(L, 1, NM_ON_PARAM))
+            return 0;
+        lua_pushstring(L, c->param->decl->name);
+        rules_param_push(L, c->param->decl, s->value);
+        if (s->node)
+            lua_pushstring(L, s->node);
+        else
+            lua_pushnil(L);
+        nargs = 3;
+        break;
+    }
     }
     lua_callk(L, nargs, 0, 0, rules_trampoline_k);
     return 0;
@@ -366,9 +415,14 @@ static void rules_format_error(struct rule_state *st, lua_State *co, int status,
     char where[LUA_IDSIZE + 24];
     rules_where(st, co, where, sizeof where);
     if (status == LUA_YIELD || st->overrun) {
-        rules_set_err(err, errlen, "%s: instruction budget exceeded (%llu instructions)",
-                      st->overrun ? st->overrun_where : where,
-                      (unsigned long long)st->r->instr_limit);
+        const char *at = st->overrun && st->overrun_where[0] ? st->overrun_where : where;
+        if (st->overrun && st->overrun_kind == RULES_OVERRUN_TIME)
+            rules_set_err(err, errlen, "%s: %s%scall time limit exceeded (%g s, rule_time_limit)",
+                          at, st->overrun_what ? st->overrun_what : "",
+                          st->overrun_what ? ": " : "", st->r->time_limit);
+        else
+            rules_set_err(err, errlen, "%s: instruction budget exceeded (%llu instructions)", at,
+                          (unsigned long long)st->r->instr_limit);
         return;
     }
     const char *msg = lua_type(co, -1) == LUA_TSTRING ? lua_tostring(co, -1) : NULL;
@@ -400,12 +454,13 @@ static int rules_call(struct rule_state *st, struct call *c)
         }
     }
     lua_State *co = st->co;
-    rules_sbx_arm_budget(st, co);
+    double t0 = util_mono();
+    rules_sbx_arm_budget(st, co, t0);
     lua_pushcfunction(co, rules_trampoline);
     lua_pushlightuserdata(co, c);
     int nres = 0;
-    double t0 = util_mono();
     int status = lua_resume(co, st->L, 1, &nres);
+    st->in_call = false;
     double dt = util_mono() - t0;
     r->stats.time_total += dt;
     if (dt > r->stats.time_max)
@@ -509,7 +564,7 @@ static int rules_build(struct rules *r, struct rule_state *old, struct rule_stat
     }
     st->r = r;
     st->mem_limit = r->mem_limit;
-    st->co_ref = st->gw_ref = st->chunk_ref = st->names_ref = LUA_NOREF;
+    st->co_ref = st->gw_ref = st->chunk_ref = st->names_ref = st->params_ref = LUA_NOREF;
     st->req_cache_ref = st->req_stack_ref = LUA_NOREF;
     st->ts_ns = clock_now_ns(r->clock);
     st->L = rules_sbx_newstate(st);
@@ -527,15 +582,25 @@ static int rules_build(struct rules *r, struct rule_state *old, struct rule_stat
     struct setup_args a = {.st = st, .old = old, .code = code, .code_len = code_len};
     lua_pushcfunction(st->L, rules_setup_state);
     lua_pushlightuserdata(st->L, &a);
-    if (lua_pcall(st->L, 1, 0, 0) != LUA_OK) {
+    int status = lua_pcall(st->L, 1, 0, 0);
+    if (status != LUA_OK) {
         const char *m = lua_tostring(st->L, -1);
-        rules_set_err(err, errlen, "%s", m ? m : "error while loading the rule");
+        if (a.copying) /* the gw.state hand-over failed: say so, and where */
+            rules_set_err(err, errlen,
+                          "%s: gw.state hand-over failed while copying gw.state.%s (%zu bytes "
+                          "of strings copied, rule_mem_limit %zu bytes): %s",
+                          r->short_src, a.copy.key, a.copy.copied, r->mem_limit, m ? m : "error");
+        else
+            rules_set_err(err, errlen, "%s", m ? m : "error while loading the rule");
         rc = -EINVAL;
         goto fail;
     }
     free(code);
     code = NULL;
 
+    /* The chunk and init() declare the rule's params; they go live only with the rule. */
+    params_begin(r->params);
+    st->loading = true;
     struct call c = {.kind = CALL_CHUNK, .err = err, .errlen = errlen};
     if (rules_call(st, &c)) {
         rc = -EINVAL;
@@ -549,9 +614,21 @@ static int rules_build(struct rules *r, struct rule_state *old, struct rule_stat
         rc = -EINVAL;
         goto fail;
     }
+    st->loading = false;
+    char perr[256];
+    if ((rc = params_commit(r->params, perr, sizeof perr))) {
+        rules_set_err(err, errlen, "%s: %s", r->short_src, perr);
+        goto fail;
+    }
+    /* The commit may have dropped an override the declaration handed out. */
+    lua_pushcfunction(st->L, rules_param_refresh);
+    lua_pushlightuserdata(st->L, st);
+    if (lua_pcall(st->L, 1, 0, 0) != LUA_OK)
+        lua_pop(st->L, 1); /* out of memory: the handles keep the declared values */
     *out = st;
     return 0;
 fail:
+    params_abort(r->params);
     free(code);
     rules_state_free(st);
     return rc;
@@ -588,7 +665,14 @@ int rules_open(struct rules **out, const struct rules_config *cfg, const struct 
         snprintf(r->short_src, sizeof r->short_src, "...%s", cfg->path + pl - (LUA_IDSIZE - 4));
     r->mem_limit = cfg->mem_limit ? cfg->mem_limit : DEFAULT_MEM_LIMIT;
     r->instr_limit = cfg->instr_limit ? cfg->instr_limit : DEFAULT_INSTR_LIMIT;
+    r->time_limit = cfg->time_limit > 0 ? cfg->time_limit : DEFAULT_TIME_LIMIT;
     r->sink = *sink;
+    r->params = cfg->params;
+    if (!r->params) {
+        if ((rc = params_open(&r->own_params, NULL, err, errlen)))
+            goto fail;
+        r->params = r->own_params;
+    }
     r->clock = cfg->clock;
     rc = rules_sbx_dirs_init(r, cfg->lua_path, err, errlen);
     if (rc)
@@ -662,6 +746,20 @@ int rules_tick(struct rules *r, int64_t now_ns, char *err, size_t errlen)
     return rules_call(st, &c);
 }
 
+int rules_param_changed(struct rules *r, const char *name, const char *node, char *err,
+                        size_t errlen)
+{
+    const struct param_info *pi = params_find(r->params, name);
+    int slot = pi ? params_slot_index(pi, node) : -1;
+    if (!pi || pi->orphaned || slot < 0 || !r->live)
+        return -ENOENT;
+    struct call c = {
+        .kind = CALL_PARAM, .param = pi, .slot = (size_t)slot, .err = err, .errlen = errlen};
+    r->live->ts_ns = clock_now_ns(r->clock);
+    r->stats.calls++;
+    return rules_call(r->live, &c);
+}
+
 void rules_get_stats(const struct rules *r, struct rules_stats *out)
 {
     *out = r->stats;
@@ -683,5 +781,6 @@ void rules_close(struct rules *r)
     free(r->prefix);
     free(r->chunkname);
     rules_sbx_dirs_free(r);
+    params_close(r->own_params);
     free(r);
 }

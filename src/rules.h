@@ -9,12 +9,16 @@
  *   on_tick(now)          every tick (default 1 s); `now` = seconds (float) of the clock
  *                         (rules_config.clock: the wall clock, or a replay's virtual time)
  *   init()                after load, before the first packet (optional)
+ *   on_param(name, value, node)  after a tunable parameter (gw.param) changed; node is nil
+ *                         for a global param (optional)
  * and calls gw.publish / gw.point / gw.log / gw.now / gw.state ... (documented in docs/rules.md).
  *
- * Every call into Lua runs under a memory cap (custom lua_Alloc) and an instruction budget
- * enforced by a count hook that yields out of the coroutine, so `pcall` inside the rule cannot
- * swallow it. A failing call is isolated: the function returns an error and the caller
- * dead-letters the packet.
+ * Every call into Lua runs under a memory cap (custom lua_Alloc), an instruction budget and a
+ * wall-clock time limit (rules_config.time_limit), enforced by a count hook that yields out of
+ * the coroutine, so `pcall` inside the rule cannot swallow them; the library functions that
+ * loop without VM instructions are bounded replacements (rules_lualib.c). So no call, load or
+ * reload takes longer than the time limit (plus at most a thousand instructions). A failing
+ * call is isolated: the function returns an error and the caller dead-letters the packet.
  *
  * Reload ("build new, swap on success", as Redis functions.c): rules_reload() builds a complete
  * new state, loads and runs init(); only if all of that succeeds is the new state swapped in,
@@ -55,11 +59,18 @@ struct rules_config {
     const char *prefix;   /* topic prefix exposed as gw.prefix (default "iiot") */
     size_t mem_limit;     /* bytes per Lua state; 0 = default 32 MiB */
     uint64_t instr_limit; /* VM instructions per call; 0 = default 10,000,000 */
+    /* Wall-clock seconds per call (load, init, on_packet, ...), C library work on the rule's
+     * behalf included; <= 0 = default 1 s. */
+    double time_limit;
     /* Directories searched by the rule's require(name), ';'-separated, as DIR/name.lua (dots
      * in name become '/'). NULL or "" = the rule file's directory, then <that dir>/../lua,
      * then /usr/local/share/iiotgw/lua (site modules), then IIOTGW_DATADIR/lua (the package's,
      * /usr/share/iiotgw/lua). Resolved once by rules_open (reloads reuse it). */
     const char *lua_path;
+    /* Registry of the tunable parameters the rule declares (gw.param), borrowed: it must
+     * outlive the engine. NULL = a private one without persistence (--check, tests). Every
+     * load declares between params_begin and params_commit/params_abort. */
+    struct params *params;
     /* Where "now" comes from (clock.h): gw.now, gw.now_ns, gw.iso8601() without an argument
      * and the default point timestamp of init(). NULL = the wall clock. Borrowed: it must
      * outlive the engine; its owner moves a virtual clock between calls (a replay, a test). */
@@ -79,7 +90,7 @@ struct packet {
 struct rules_stats {
     uint64_t calls;         /* on_packet/on_line/on_tick calls */
     uint64_t errors;        /* Lua errors (runtime, memory) */
-    uint64_t overruns;      /* instruction budget exceeded */
+    uint64_t overruns;      /* instruction budget or call time limit exceeded */
     uint64_t decode_errors; /* invalid JSON objects */
     uint64_t publishes;     /* gw.publish calls that reached the sink */
     uint64_t points;        /* gw.point calls that reached the sink */
@@ -105,7 +116,7 @@ int rules_reload(struct rules *r, char *err, size_t errlen);
 
 /*
  * Decode pkt->json and call on_packet. Returns 0; -EBADMSG when the JSON is invalid (err says
- * where); -ECANCELED on a rule error or budget overrun (err has "file:line: message"). Outputs
+ * where); -ECANCELED on a rule error, budget or time overrun (err: "file:line: message"). Outputs
  * the rule made before failing have already been handed to the sink.
  */
 int rules_packet(struct rules *r, const struct packet *pkt, char *err, size_t errlen);
@@ -117,6 +128,15 @@ int rules_line(struct rules *r, const char *source, uint64_t line_no, int64_t rx
 /* Call on_tick(now) if defined. now_ns = the tick's time, normally clock_now_ns() of the
  * engine's clock (a replay passes the virtual tick time). Same returns as rules_line. */
 int rules_tick(struct rules *r, int64_t now_ns, char *err, size_t errlen);
+
+/*
+ * The param `name` (slot `node`, NULL for a global param) changed in the registry: store the
+ * new value into the live rule's handle, then call on_param(name, value, node) if defined.
+ * The next packet sees the new value. Returns 0, -ENOENT (the live rule does not declare it)
+ * or -ECANCELED (on_param failed: err has "file:line: message"; the value is applied).
+ */
+int rules_param_changed(struct rules *r, const char *name, const char *node, char *err,
+                        size_t errlen);
 
 void rules_get_stats(const struct rules *r, struct rules_stats *out);
 const char *rules_path(const struct rules *r);

@@ -8,7 +8,10 @@
  *                    swap on success, gw.state handed over), every call into the rule, errors
  *   rules_sandbox.c  isolation: capped allocator, instruction budget, the sandboxed base
  *                    functions, require() of rule modules and its search path
+ *   rules_lualib.c   bounded replacements for the library functions that loop without VM
+ *                    instructions (string.rep, table.move/concat/sort, the pattern matcher)
  *   rules_api.c      the `gw` table: publish, point, series, mapper, log, time, json
+ *   rules_param.c    gw.param: tunable parameters declared into params.h's registry
  *   jsonlua.c        JSON <-> Lua values (decoder for packets, encoder for gw.json)
  *
  * Threading: an engine and its states are used by one thread (the event loop); nothing here
@@ -27,6 +30,11 @@
 #include "rules.h"
 
 #define RULES_MAX_RULE_SIZE (4u * 1024u * 1024u) /* bytes of a rule file, also of a module */
+/* Bytes of one line of line protocol a rule's gw.point may produce (built on the C heap). */
+#define RULES_MAX_POINT_BYTES (1u * 1024u * 1024u)
+
+/* Why the current call was stopped (rule_state.overrun_kind). */
+enum rules_overrun { RULES_OVERRUN_INSTR, RULES_OVERRUN_TIME };
 
 /*
  * One loaded rule: a Lua state and what the hooks need to police it. Owned by its struct
@@ -43,10 +51,16 @@ struct rule_state {
     int req_cache_ref; /* registry ref: module name -> what require returned */
     int req_stack_ref; /* registry ref: sequence of the module names being loaded */
     int req_depth;     /* valid entries of that sequence (0 outside require) */
+    int params_ref;    /* registry ref: param name -> its handle table (rules_param.c) */
+    bool loading;      /* running the chunk or init(): gw.param is allowed */
     size_t mem_used;
     size_t mem_limit;
     uint64_t instr_left;                 /* budget beyond the current hook period */
-    bool overrun;                        /* budget spent in the current call */
+    bool overrun;                        /* budget or time spent in the current call */
+    enum rules_overrun overrun_kind;     /* which, when overrun */
+    const char *overrun_what;            /* static text naming the C work stopped, or NULL */
+    bool in_call;                        /* a call is running: deadline applies */
+    double deadline;                     /* util_mono() time the current call must end by */
     char overrun_where[LUA_IDSIZE + 24]; /* rule file:line where the budget ran out */
     int64_t ts_ns;                       /* default gw.point timestamp of the current call */
 };
@@ -61,7 +75,10 @@ struct rules {
     size_t nlua_dirs;
     size_t mem_limit;
     uint64_t instr_limit;
+    double time_limit; /* seconds per call (rule_time_limit) */
     struct rule_sink sink;
+    struct params *params; /* cfg->params, or own_params when none was given */
+    struct params *own_params;
     const struct clock *clock; /* rules_config.clock (borrowed; NULL = wall clock) */
     struct rule_state *live;
     struct rules_stats stats;
@@ -101,8 +118,26 @@ void rules_where(struct rule_state *st, lua_State *co, char *out, size_t n);
  */
 lua_State *rules_sbx_newstate(struct rule_state *st);
 
-/* Arm the instruction budget (r->instr_limit) on co for the next call; clears st->overrun. */
-void rules_sbx_arm_budget(struct rule_state *st, lua_State *co);
+/*
+ * Arm the instruction budget (r->instr_limit) and the time limit (r->time_limit from `now`,
+ * a util_mono() time) on co for the next call; clears st->overrun, sets st->in_call (the
+ * caller clears it when the call is over).
+ */
+void rules_sbx_arm_budget(struct rule_state *st, lua_State *co, double now);
+
+/*
+ * For C code looping on a rule's behalf: returns when the current call is within its time
+ * limit and budget (or no call is running); otherwise marks the call overrun and raises
+ * "WHAT (call time limit exceeded)" (or just the reason when what is NULL). The error cannot
+ * be caught by the rule: the sandbox's pcall re-raises once st->overrun is set.
+ */
+void rules_sbx_check_time(lua_State *L, const char *what);
+
+/* ---- rules_lualib.c ---- */
+
+/* Replace string.rep/find/match/gmatch/gsub and table.move/concat/sort in L's libraries with
+ * the bounded versions. Protected: must run inside lua_pcall. */
+void rules_lualib_open(lua_State *L);
 
 /*
  * Open the allowed libraries into L's globals and install the sandbox: require, load, pcall,
@@ -132,5 +167,24 @@ void rules_api_open(lua_State *L, struct rules *r);
 /* Log msg as the rule's (through the sink's log, else log.h) with the "file:line" of the Lua
  * code calling the current C function. Used by gw.log and the sandbox's print. */
 void rules_api_log_caller(lua_State *L, int level, const char *msg);
+
+/* ---- rules_param.c ---- */
+
+struct param_decl;
+struct param_info;
+
+/* gw.param (the C function behind it). */
+int rules_param_gw(lua_State *L);
+
+/* Push v as the rule sees a value of d (integer, float, boolean, the enum's string). */
+void rules_param_push(lua_State *L, const struct param_decl *d, double v);
+
+/* Store pi's value of `slot` into its handle in st. Protected: must run inside lua_pcall. */
+void rules_param_store(lua_State *L, struct rule_state *st, const struct param_info *pi,
+                       size_t slot);
+
+/* lua_CFunction taking st as a light userdata: every handle of st refreshed from the
+ * registry. Run with lua_pcall after params_commit. */
+int rules_param_refresh(lua_State *L);
 
 #endif

@@ -10,7 +10,9 @@
 #   4. end-to-end daemon throughput (file -> mosquitto + VictoriaMetrics, every record acked)
 #      with the durable spool on (`interval`) vs off;
 #   5. a 20,000- and a 100,000-packet burst through a live tcp: source with default options:
-#      messages and points delivered, peak RSS vs the 16 MB budget (reference: --spool none).
+#      messages and points delivered, peak RSS vs the 16 MB budget (reference: --spool none);
+#   6. the default rule's per-packet time with its thresholds read from gw.param handles vs
+#      the same rule with constants.
 #
 #   bash tests/bench/run.sh [SECONDS]
 set -euo pipefail
@@ -20,7 +22,7 @@ secs=${1:-3}
 
 bash tests/setup.sh all
 cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DIIOTGW_TESTS=ON >/dev/null
-cmake --build build-bench -j2 --target iiotgw bench_pipeline bench_mqtt_ref bench_idle_ref >/dev/null
+cmake --build build-bench -j2 --target iiotgw bench_pipeline bench_mqtt_ref bench_idle_ref bench_params >/dev/null
 
 work=$(mktemp -d /tmp/iiotgw-bench.XXXXXX)
 trap 'bash tests/servers.sh stop "$work/servers" || true; rm -rf "$work"' EXIT
@@ -41,3 +43,6 @@ echo "== 4. throughput with the spool on (interval) vs off"
 echo
 echo "== 5. bursts through a live tcp: source, default options"
 /usr/bin/python3 tests/bench/bench_burst.py ${BENCH_BURST_PACKETS:-20000 100000}
+echo
+echo "== 6. reading tunable parameters (gw.param) vs constants in the default rule"
+/usr/bin/python3 tests/bench/bench_params.py "$BENCH_DIR/bench_params" "$secs"
