@@ -39,6 +39,7 @@
 #include "frame.h"
 #include "gateway.h"
 #include "log.h"
+#include "params.h"
 #include "replay.h"
 
 #define RT_MAX_FILE     (64u << 20)  /* bytes: a test file or a capture */
@@ -339,6 +340,23 @@ static bool rt_pattern_match(lua_State *L, const char *p, const char *s)
     return ok;
 }
 
+/*
+ * "@param NAME [NODE] = VALUE" -> its parts, in place in `s` (a copy). NODE is NULL for a
+ * global param. Returns false when the step is malformed.
+ */
+static bool rt_param_step(char *s, char **name, char **node, char **value)
+{
+    char *eq = strchr(s, '=');
+    if (strncmp(s, "@param ", 7) || !eq)
+        return false;
+    *eq = '\0';
+    *value = rt_trim(eq + 1);
+    char *save = NULL;
+    *name = strtok_r(s + 7, " \t", &save);
+    *node = *name ? strtok_r(NULL, " \t", &save) : NULL;
+    return *name && (*value)[0] && !strtok_r(NULL, " \t", &save);
+}
+
 /* ------------------------------------------------------------------------------------------
  * Parsing
  * ---------------------------------------------------------------------------------------- */
@@ -415,6 +433,11 @@ static void rt_validate(struct rt_parser *p, const struct rt_test *t)
                 rt_perr(p, in->v[i].lineno, "%.*s: expected seconds (a number >= 0)",
                         (int)(strchr(s, ' ') - s), s);
         } else if (strcmp(s, "@tick") == 0) {
+        } else if (strncmp(s, "@param ", 7) == 0) {
+            char *c = strdup(s), *name, *node, *value;
+            if (c && !rt_param_step(c, &name, &node, &value))
+                rt_perr(p, in->v[i].lineno, "@param: expected @param NAME [NODE] = VALUE");
+            free(c);
         } else if (strncmp(s, "@file ", 6) == 0) {
             char *path = rt_path(f->dir, rt_trim((char *)s + 6));
             if (path && access(path, R_OK) != 0)
@@ -423,7 +446,8 @@ static void rt_validate(struct rt_parser *p, const struct rt_test *t)
         } else {
             rt_perr(p, in->v[i].lineno,
                     "unknown input step \"%s\" (expected @advance N, @every N, @tick, @file "
-                    "PATH; a literal line starting with @ is written @@)",
+                    "PATH, @param NAME [NODE] = VALUE; a literal line starting with @ is "
+                    "written @@)",
                     s);
         }
     }
@@ -1011,6 +1035,21 @@ static bool rt_feed(struct rt_run *r, const struct rt_file *f, const struct rt_l
         } else if (strcmp(s, "@tick") == 0) {
             clock_set(&r->gw.clock, r->now_ns);
             gateway_feed_tick(&r->gw);
+        } else if (strncmp(s, "@param ", 7) == 0) {
+            /* A tunable parameter changed as a technician would (params_set: validated, then
+             * the live rule follows, its on_param hook included). A refusal fails the test. */
+            char *c = strdup(s), *name = NULL, *node = NULL, *value = NULL, msg[256] = "";
+            char who[64];
+            snprintf(who, sizeof who, "line %d", in->v[i].lineno);
+            struct param_origin origin = {.kind = "test", .who = who};
+            clock_set(&r->gw.clock, r->now_ns);
+            if (!c || !rt_param_step(c, &name, &node, &value) ||
+                params_set(r->gw.params, name, node, value, &origin, msg, sizeof msg) < 0) {
+                snprintf(err, errlen, "%s:%d: @param: %s", f->path, in->v[i].lineno,
+                         msg[0] ? msg : "out of memory");
+                ok = false;
+            }
+            free(c);
         } else if (strncmp(s, "@file ", 6) == 0) {
             char *rel = strdup(s + 6), *path = rel ? rt_path(f->dir, rt_trim(rel)) : NULL;
             char *data = NULL;

@@ -149,3 +149,16 @@ iiot/node1/temperature qos=1 retain=1 27.7
 unterminated probe-rs-session.log:98 JSON object never closes (line cut short?)
 unterminated probe-rs-session.log:184 JSON object never closes (line cut short?)
 unterminated probe-rs-session.log:220 JSON object never closes (line cut short?)
+
+=== TEST 10: thresholds are tunable parameters: changed per node, the live rule follows
+# temp_clear first: it must stay below temp_high (the rule declares that constraint).
+--- input
+@param temp_clear node1 = 28
+@param temp_high node1 = 30
+{"n1":{"t":30.5},"n2":{"t":30.5}}
+@advance 10
+@param offline_after node2 = 60
+@advance 55
+--- alerts
+iiot/alerts/node1/temperature qos=1 retain=1 {"node":"node1","state":"firing","threshold":30.0,"time":"2026-01-01T00:00:00Z","value":30.5}
+iiot/alerts/node2/offline qos=1 retain=1 {"node":"node2","state":"firing","threshold":60,"time":"2026-01-01T00:01:00Z","value":60}

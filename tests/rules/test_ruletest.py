@@ -105,6 +105,7 @@ def bad_files(d):
         ("twice.t", "=== a\n--- rule: %s\n--- alerts\n--- alerts\n" % rule, 4, "twice"),
         ("stray.t", "stray text\n=== a\n--- rule: %s\n" % rule, 1, "before the first test"),
         ("file.t", "=== a\n--- rule: %s\n--- input\n@file missing.log\n" % rule, 4, "@file"),
+        ("param.t", "=== a\n--- rule: %s\n--- input\n@param temp_high\n" % rule, 4, "@param"),
     ]
     for name, text, line, what in cases:
         p = write(d, name, text)
@@ -134,6 +135,13 @@ def bad_files(d):
     check(r.returncode == 1 and "more than 1000000 ticks" in r.stdout and
           "runtime error" not in r.stderr and "Sanitizer" not in r.stderr,
           "huge uptimes: exit %d\n%s%s" % (r.returncode, r.stdout, r.stderr))
+    # A parameter value the rule's declaration refuses fails the test with the refusal.
+    p = write(d, "param.t", "=== refused\n--- rule: %s\n--- input\n@param temp_clear node1 = 40\n"
+              % rule)
+    r = run(["test", p])
+    check(r.returncode == 1 and re.search(r"param\.t:4: @param: temp_clear node1: 40 refused: "
+                                          r"must stay below temp_high", r.stdout),
+          "refused param: exit %d\n%s%s" % (r.returncode, r.stdout, r.stderr))
     # Usage errors.
     for args in ([], ["--frobnicate"]):
         r = run(["test"] + args)
