@@ -89,6 +89,12 @@ struct mqtt_sink {
 
     mqtt_ack_cb ack_cb;
     void *ack_ud;
+
+    /* inbound: the remembered subscriptions (re-sent after every CONNACK) and callbacks */
+    char **subs;
+    int *sub_qos;
+    size_t nsubs;
+    struct mqtt_inbound in;
     struct sink_callbacks seam; /* set through the sink ops; wins over ack_cb */
 
     /* clean shutdown */
@@ -432,6 +438,17 @@ static void mqtt_publish_status(struct mqtt_sink *m, const char *value)
     m->status_mid = mid;
 }
 
+/* Send one SUBSCRIBE; a failure is logged, the next CONNACK tries again. */
+static void mqtt_send_subscribe(struct mqtt_sink *m, size_t i)
+{
+    int rc = mosquitto_subscribe(m->mosq, NULL, m->subs[i], m->sub_qos[i]);
+    if (rc != MOSQ_ERR_SUCCESS)
+        log_warn("mqtt_subscribe_failed", "filter=%s rc=%d reason=\"%s\"", m->subs[i], rc,
+                 mosquitto_strerror(rc));
+    else
+        log_debug("mqtt_subscribed", "filter=%s qos=%d", m->subs[i], m->sub_qos[i]);
+}
+
 static void handle_connect(struct mqtt_sink *m, int rc, int flags)
 {
     if (m->doomed || m->state == ST_CLOSED)
@@ -461,8 +478,41 @@ static void handle_connect(struct mqtt_sink *m, int rc, int flags)
              m->cfg.host, m->cfg.port, m->cfg.client_id, m->v5 ? 5 : 3, flags & 1,
              m->inflight.count, m->fifo.count);
     mqtt_publish_status(m, m->closing ? "offline" : "online");
+    /* A clean session forgets subscriptions: send every one after every CONNACK. */
+    for (size_t i = 0; i < m->nsubs && !m->closing; i++)
+        mqtt_send_subscribe(m, i);
+    if (m->in.connected && !m->closing) {
+        m->depth++;
+        m->in.connected(m->in.ud);
+        if (leave(m))
+            return;
+    }
     mqtt_pump(m);
     close_check(m, false);
+}
+
+static void handle_message(struct mqtt_sink *m, const struct mosquitto_message *msg)
+{
+    if (m->doomed || !m->in.message || !msg || !msg->topic)
+        return;
+    m->depth++;
+    m->in.message(m->in.ud, msg->topic, msg->payload ? msg->payload : "",
+                  msg->payloadlen > 0 ? (size_t)msg->payloadlen : 0, msg->retain);
+    leave(m);
+}
+
+static void on_message_v3(struct mosquitto *mosq, void *ud, const struct mosquitto_message *msg)
+{
+    (void)mosq;
+    handle_message(ud, msg);
+}
+
+static void on_message_v5(struct mosquitto *mosq, void *ud, const struct mosquitto_message *msg,
+                          const mosquitto_property *props)
+{
+    (void)mosq;
+    (void)props;
+    handle_message(ud, msg);
 }
 
 static void on_connect_v3(struct mosquitto *mosq, void *ud, int rc, int flags)
@@ -794,10 +844,12 @@ static int setup_mosq(struct mqtt_sink *m, char *err, size_t errlen)
         mosquitto_connect_v5_callback_set(m->mosq, on_connect_v5);
         mosquitto_disconnect_v5_callback_set(m->mosq, on_disconnect_v5);
         mosquitto_publish_v5_callback_set(m->mosq, on_publish_v5);
+        mosquitto_message_v5_callback_set(m->mosq, on_message_v5);
     } else {
         mosquitto_connect_with_flags_callback_set(m->mosq, on_connect_v3);
         mosquitto_disconnect_callback_set(m->mosq, on_disconnect_v3);
         mosquitto_publish_callback_set(m->mosq, on_publish_v3);
+        mosquitto_message_callback_set(m->mosq, on_message_v3);
     }
     if (c->username) {
         rc = mosquitto_username_pw_set(m->mosq, c->username, c->password);
@@ -957,6 +1009,41 @@ fail:
     return rc;
 }
 
+int mqtt_sink_subscribe(struct mqtt_sink *m, const char *filter, int qos)
+{
+    if (!m || !filter || qos < 0 || qos > 2 || m->doomed)
+        return -EINVAL;
+    if (mosquitto_sub_topic_check(filter) != MOSQ_ERR_SUCCESS)
+        return -EINVAL;
+    for (size_t i = 0; i < m->nsubs; i++)
+        if (strcmp(m->subs[i], filter) == 0)
+            return 0;
+    char **subs = realloc(m->subs, (m->nsubs + 1) * sizeof *subs);
+    if (!subs)
+        return -ENOMEM;
+    m->subs = subs;
+    int *q = realloc(m->sub_qos, (m->nsubs + 1) * sizeof *q);
+    if (!q)
+        return -ENOMEM;
+    m->sub_qos = q;
+    if (!(m->subs[m->nsubs] = strdup(filter)))
+        return -ENOMEM;
+    m->sub_qos[m->nsubs] = qos;
+    m->nsubs++;
+    if (m->state == ST_CONNECTED && !m->closing) {
+        m->depth++;
+        mqtt_send_subscribe(m, m->nsubs - 1);
+        mqtt_sync_io(m);
+        leave(m);
+    }
+    return 0;
+}
+
+void mqtt_sink_set_inbound(struct mqtt_sink *m, const struct mqtt_inbound *in)
+{
+    m->in = in ? *in : (struct mqtt_inbound){0};
+}
+
 void mqtt_sink_set_ack_cb(struct mqtt_sink *m, mqtt_ack_cb cb, void *ud)
 {
     m->ack_cb = cb;
@@ -1009,6 +1096,10 @@ static void mqtt_destroy(struct mqtt_sink *m)
     mqttq_free(&m->inflight);
     for (size_t i = 0; i < ARRAY_LEN(m->strs); i++)
         free(m->strs[i]);
+    for (size_t i = 0; i < m->nsubs; i++)
+        free(m->subs[i]);
+    free(m->subs);
+    free(m->sub_qos);
     free(m);
     mosquitto_lib_cleanup();
 }
@@ -1023,6 +1114,7 @@ void mqtt_sink_free(struct mqtt_sink *m)
         m->ack_cb = NULL;
         m->seam = (struct sink_callbacks){0};
         m->done_cb = NULL;
+        m->in = (struct mqtt_inbound){0};
         mqtt_stop_watchers(m);
         return;
     }

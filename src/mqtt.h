@@ -86,6 +86,19 @@ struct mqtt_stats {
 /* Called for every message once acknowledged (QoS 0: once written). May be NULL. */
 typedef void (*mqtt_ack_cb)(void *ud, uint64_t token);
 
+/*
+ * Inbound side (see mqtt_sink_set_inbound): `message` for every message the broker delivers on
+ * a subscription (topic NUL-terminated, payload `len` bytes, valid only during the call);
+ * `connected` after every successful CONNACK, once the subscriptions were sent. Both run
+ * from inside libmosquitto's read: they may publish (the publish is handed over once
+ * libmosquitto returned) and subscribe, but must not free or close the sink.
+ */
+struct mqtt_inbound {
+    void (*message)(void *ud, const char *topic, const void *payload, size_t len, bool retained);
+    void (*connected)(void *ud);
+    void *ud;
+};
+
 struct mqtt_sink;
 
 /*
@@ -95,6 +108,16 @@ struct mqtt_sink;
  */
 int mqtt_sink_new(struct mqtt_sink **out, struct ev_loop *loop, const struct mqtt_config *cfg,
                   char *err, size_t errlen);
+
+/*
+ * Subscribe to `filter` (wildcards allowed) at `qos` 0..2, now if connected and again after
+ * every reconnect (the session may be clean). Filters are remembered for the sink's life, a
+ * filter given twice is kept once. Returns 0, -EINVAL (bad filter or qos) or -ENOMEM.
+ */
+int mqtt_sink_subscribe(struct mqtt_sink *m, const char *filter, int qos);
+
+/* Set the inbound callbacks (copied; NULL clears them). */
+void mqtt_sink_set_inbound(struct mqtt_sink *m, const struct mqtt_inbound *in);
 
 /* Optional acknowledgement callback (used by the spool). */
 void mqtt_sink_set_ack_cb(struct mqtt_sink *m, mqtt_ack_cb cb, void *ud);

@@ -252,6 +252,7 @@ static void rules_state_free(struct rule_state *st)
         return;
     if (st->L)
         lua_close(st->L);
+    rules_api_entities_free(st);
     free(st);
 }
 
@@ -658,6 +659,12 @@ int rules_tick(struct rules *r, int64_t now_ns, char *err, size_t errlen)
     st->ts_ns = now_ns;
     r->stats.calls++;
     return rules_call(st, &c);
+}
+
+size_t rules_entities(const struct rules *r, const struct rules_entity **out)
+{
+    *out = r->live ? r->live->ents : NULL;
+    return r->live ? r->live->nents : 0;
 }
 
 void rules_get_stats(const struct rules *r, struct rules_stats *out)
