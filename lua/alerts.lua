@@ -29,6 +29,12 @@
 -- where `state` defaults to gw.state. gw.state is carried over a hot reload, so a reloaded
 -- rule neither re-fires nor forgets an alert. Use a distinct key per alert.
 --
+-- Tunable thresholds: high, low, clear and after may be a gw.param handle instead of a
+-- number; the alert then reads handle[node] (option `node`, for a per-node param) or
+-- handle.value at every update, so a value changed on site applies to the next packet:
+--   local HIGH = gw.param{name = "temp_high", default = 35.0, nodes = {"node1"}, ...}
+--   alerts.threshold{topic = ..., high = HIGH, clear = CLEAR, node = "node1", ...}
+--
 -- Determinism: no clock is read here; every time is the `now` (seconds, a number) the caller
 -- passes — meta.rx_ns / 1e9 in on_packet, the `now` argument of on_tick — so --dry-run over a
 -- capture behaves like the live system did. The module defines no globals.
@@ -40,6 +46,21 @@ local type, pairs, error, floor = type, pairs, error, math.floor
 local setmetatable = setmetatable
 
 local RESERVED = {state = true, value = true, threshold = true, time = true}
+
+-- A threshold option: a number, or a gw.param handle read at `key` (o.node, else "value").
+-- Returns the handle (or nil) and the key, or the number. Raises when neither.
+local function limit_opt(kind, o, name)
+    local v = o[name]
+    if type(v) == "table" then
+        local key = o.node == nil and "value" or o.node
+        if type(v[key]) ~= "number" then
+            error("alerts." .. kind .. ": " .. name .. " is a param handle without a number at "
+                  .. tostring(key) .. " (give node = ... for a per-node param)", 3)
+        end
+        return v, key
+    end
+    return nil, v
+end
 
 -- Validate the options shared by both alert kinds; returns the state slot table.
 local function common(kind, o)
@@ -128,6 +149,8 @@ end
 --   fields     constant extra payload fields, e.g. {node = "node1"}
 --   qos, retain  default 1, true
 --   on_change  optional function(state, value, now) called after each publish
+--   node       with param handles: the node whose value to read (default: handle.value)
+-- high, low and clear may be gw.param handles (see the top of this file).
 -- "threshold" in the payload is high/low when firing and clear when clearing.
 local Threshold = {}
 Threshold.__index = Threshold
@@ -138,21 +161,30 @@ function M.threshold(o)
     if (o.high == nil) == (o.low == nil) then
         error("alerts.threshold: give exactly one of high or low", 2)
     end
-    local limit = o.high == nil and o.low or o.high
-    if type(limit) ~= "number" then
-        error("alerts.threshold: high/low must be a number", 2)
-    end
-    local clear = o.clear == nil and limit or o.clear
-    if type(clear) ~= "number" then
-        error("alerts.threshold: clear must be a number", 2)
-    end
     a.above = o.high ~= nil
-    if a.above and clear > limit then
-        error("alerts.threshold: clear must be <= high", 2)
-    elseif not a.above and clear < limit then
-        error("alerts.threshold: clear must be >= low", 2)
+    local lh, limit = limit_opt("threshold", o, a.above and "high" or "low")
+    if not lh and type(limit) ~= "number" then
+        error("alerts.threshold: high/low must be a number or a gw.param handle", 2)
+    end
+    local ch, clear
+    if o.clear == nil then
+        ch, clear = lh, limit
+    else
+        ch, clear = limit_opt("threshold", o, "clear")
+    end
+    if not ch and type(clear) ~= "number" then
+        error("alerts.threshold: clear must be a number or a gw.param handle", 2)
+    end
+    -- Constant limits are checked here; params declare their own constraint (below/above).
+    if not lh and not ch then
+        if a.above and clear > limit then
+            error("alerts.threshold: clear must be <= high", 2)
+        elseif not a.above and clear < limit then
+            error("alerts.threshold: clear must be >= low", 2)
+        end
     end
     a.limit, a.clear = limit, clear
+    a.lh, a.ch = lh, ch
     return setmetatable(a, Threshold)
 end
 
@@ -165,13 +197,17 @@ function Threshold:update(value, now)
     check_now("threshold", now)
     local s = self.s
     if s.firing then
-        if (self.above and value < self.clear) or (not self.above and value > self.clear) then
+        local clear = self.ch and self.ch[self.clear] or self.clear
+        if (self.above and value < clear) or (not self.above and value > clear) then
             s.firing = nil
-            return emit(self, false, value, self.clear, now)
+            return emit(self, false, value, clear, now)
         end
-    elseif (self.above and value >= self.limit) or (not self.above and value <= self.limit) then
-        s.firing = true
-        return emit(self, true, value, self.limit, now)
+    else
+        local limit = self.lh and self.lh[self.limit] or self.limit
+        if (self.above and value >= limit) or (not self.above and value <= limit) then
+            s.firing = true
+            return emit(self, true, value, limit, now)
+        end
     end
     return nil
 end
@@ -186,8 +222,8 @@ end
 -------------------------------------------------------------------------------------------
 -- Options:
 --   topic      where to publish (required)
---   after      seconds of silence before firing (required, > 0)
---   key, state, fields, qos, retain, on_change   as for threshold
+--   after      seconds of silence before firing (required, > 0; or a gw.param handle)
+--   key, state, fields, qos, retain, on_change, node   as for threshold
 -- Payload: "value" = whole seconds since the last :seen (math.floor), "threshold" = after.
 -- A watchdog that has never seen data does not fire (nothing to be silent about yet).
 local Watchdog = {}
@@ -196,10 +232,11 @@ Watchdog.__index = Watchdog
 function M.watchdog(o)
     local slot = common("watchdog", o)
     local a = new_alert("watchdog", o, slot)
-    if type(o.after) ~= "number" or not (o.after > 0) then
+    local ah, after = limit_opt("watchdog", o, "after")
+    if not ah and (type(after) ~= "number" or not (after > 0)) then
         error("alerts.watchdog: after (seconds > 0) required", 2)
     end
-    a.after = o.after
+    a.after, a.ah = after, ah
     return setmetatable(a, Watchdog)
 end
 
@@ -210,7 +247,7 @@ function Watchdog:seen(now)
     local s, r = self.s, nil
     if s.firing then
         s.firing = nil
-        r = emit(self, false, floor(now - (s.last or now)), self.after, now)
+        r = emit(self, false, floor(now - (s.last or now)), self.ah and self.ah[self.after] or self.after, now)
     end
     s.last = now
     return r
@@ -222,9 +259,10 @@ function Watchdog:check(now)
     check_now("watchdog", now)
     local s = self.s
     local last = s.last
-    if not s.firing and last and now - last >= self.after then
+    local after = self.ah and self.ah[self.after] or self.after
+    if not s.firing and last and now - last >= after then
         s.firing = true
-        return emit(self, true, floor(now - last), self.after, now)
+        return emit(self, true, floor(now - last), after, now)
     end
     return nil
 end

@@ -16,10 +16,13 @@
 -- always gets the float field `value`. Points are stamped with the packet's receive time.
 --
 -- Alerts (retained, QoS 1, JSON payload, keys sorted):
---   <prefix>/alerts/<node>/temperature  fires when a node's temperature >= THRESHOLDS.temp_high,
---       clears ("state":"ok", published once) when it drops below THRESHOLDS.temp_clear.
+--   <prefix>/alerts/<node>/temperature  fires when a node's temperature >= temp_high[node],
+--       clears ("state":"ok", published once) when it drops below temp_clear[node].
 --   <prefix>/alerts/<node>/offline      fires when no packet carried the node's data for
---       THRESHOLDS.offline_after seconds (checked in on_tick), clears when data returns.
+--       offline_after[node] seconds (checked in on_tick), clears when data returns.
+-- The three thresholds are tunable parameters (gw.param, docs/tuning.md), one value per node:
+-- a technician changes them over MQTT, `iiotgw param set` or the params file, and the next
+-- packet uses the new value. temp_clear must stay below temp_high (declared, enforced).
 --   Payload: {"node":"node1","state":"firing"|"ok","threshold":35.0,"time":"<ISO-8601 UTC>",
 --             "value":<temperature °C | seconds without data>}
 --   "time" is ISO-8601 UTC with whole seconds (gw.iso8601) of the packet (temperature) or of
@@ -33,12 +36,31 @@
 --
 
 -------------------------------------------------------------------------------------------
--- THRESHOLDS — edit here
+-- Thresholds: defaults here, tuned on site without editing this file (docs/tuning.md)
 -------------------------------------------------------------------------------------------
-local THRESHOLDS = {
+local DEFAULTS = {
     temp_high = 35.0,     -- °C: a node's temperature at or above this fires the alert
     temp_clear = 33.0,    -- °C: the alert clears when the temperature drops below this
     offline_after = 120,  -- s: no data from a node for this long fires the offline alert
+}
+local NODES = {"node1", "node2"}
+
+-- Each handle holds the applied value per node (TEMP_HIGH.node1); the gateway updates it in
+-- place when a technician changes it, so reading it costs one table lookup.
+local TEMP_HIGH = gw.param{
+    name = "temp_high", default = DEFAULTS.temp_high, min = -40, max = 125, step = 0.5,
+    unit = "°C", nodes = NODES,
+    description = "Temperature at or above which the node's temperature alert fires",
+}
+local TEMP_CLEAR = gw.param{
+    name = "temp_clear", default = DEFAULTS.temp_clear, min = -40, max = 125, step = 0.5,
+    unit = "°C", nodes = NODES, below = "temp_high",
+    description = "Temperature below which a firing temperature alert clears",
+}
+local OFFLINE_AFTER = gw.param{
+    name = "offline_after", type = "integer", default = DEFAULTS.offline_after,
+    min = 10, max = 86400, unit = "s", nodes = NODES,
+    description = "Seconds without data before the node is reported offline",
 }
 
 -------------------------------------------------------------------------------------------
@@ -109,31 +131,35 @@ local function alert(node, kind, firing, value, threshold, when)
     }), 1, true)
 end
 
--- Hot path below: per packet it runs for every node, so the state tables and thresholds are
--- bound to locals once (gw.state's tables are the same objects for the whole life of this load).
+-- Hot path below: per packet it runs for every node, so the state tables and param handles
+-- are bound to locals once (gw.state's tables and the handles are the same objects for the
+-- whole life of this load).
 local type = type
 local LAST, FIRING, OFFLINE = S.last_seen, S.temp_firing, S.offline
-local TEMP_HIGH, TEMP_CLEAR = THRESHOLDS.temp_high, THRESHOLDS.temp_clear
 
 local function check_temperature(node, t, now)
     if type(t) ~= "number" then
         return
     end
     if FIRING[node] then
-        if t < TEMP_CLEAR then
+        local clear = TEMP_CLEAR[node]
+        if t < clear then
             FIRING[node] = nil
-            alert(node, "temperature", false, t, TEMP_CLEAR, now)
+            alert(node, "temperature", false, t, clear, now)
         end
-    elseif t >= TEMP_HIGH then
-        FIRING[node] = true
-        alert(node, "temperature", true, t, TEMP_HIGH, now)
+    else
+        local high = TEMP_HIGH[node]
+        if t >= high then
+            FIRING[node] = true
+            alert(node, "temperature", true, t, high, now)
+        end
     end
 end
 
 -- Data from `node` arrived: clear its offline alert if it was firing, remember the time.
 local function back_online(node, now)
     OFFLINE[node] = nil
-    alert(node, "offline", false, math.floor(now - LAST[node]), THRESHOLDS.offline_after, now)
+    alert(node, "offline", false, math.floor(now - LAST[node]), OFFLINE_AFTER[node], now)
 end
 
 -------------------------------------------------------------------------------------------
@@ -163,9 +189,10 @@ end
 
 function on_tick(now)
     for node, last in pairs(LAST) do
-        if not OFFLINE[node] and now - last >= THRESHOLDS.offline_after then
+        local after = OFFLINE_AFTER[node]
+        if after and not OFFLINE[node] and now - last >= after then
             OFFLINE[node] = true
-            alert(node, "offline", true, math.floor(now - last), THRESHOLDS.offline_after, now)
+            alert(node, "offline", true, math.floor(now - last), after, now)
         end
     end
 end

@@ -30,6 +30,7 @@
 #include "buf.h"
 #include "jsonlua.h"
 #include "log.h"
+#include "params.h"
 #include "util.h"
 
 #define DEFAULT_MEM_LIMIT   (32u * 1024u * 1024u)
@@ -45,11 +46,20 @@
  * sequence anchored in the registry: fetching them by index costs no string hashing or
  * comparison, unlike lua_pushstring/lua_setfield with a C string.
  */
-enum name_id { NM_INIT = 1, NM_ON_PACKET, NM_ON_LINE, NM_ON_TICK, NM_SOURCE, NM_LINE, NM_RX_NS };
-static const char *const rules_call_names[] = {"init",   "on_packet", "on_line", "on_tick",
-                                               "source", "line",      "rx_ns",   NULL};
+enum name_id {
+    NM_INIT = 1,
+    NM_ON_PACKET,
+    NM_ON_LINE,
+    NM_ON_TICK,
+    NM_SOURCE,
+    NM_LINE,
+    NM_RX_NS,
+    NM_ON_PARAM
+};
+static const char *const rules_call_names[] = {"init", "on_packet", "on_line",  "on_tick", "source",
+                                               "line", "rx_ns",     "on_param", NULL};
 
-enum call_kind { CALL_CHUNK, CALL_INIT, CALL_PACKET, CALL_LINE, CALL_TICK };
+enum call_kind { CALL_CHUNK, CALL_INIT, CALL_PACKET, CALL_LINE, CALL_TICK, CALL_PARAM };
 
 /* Everything the trampoline needs, passed as a light userdata. */
 struct call {
@@ -59,7 +69,9 @@ struct call {
     int64_t rx_ns;
     const char *text; /* JSON for CALL_PACKET, the line for CALL_LINE */
     size_t len;
-    double now; /* CALL_TICK */
+    double now;                     /* CALL_TICK */
+    const struct param_info *param; /* CALL_PARAM, with its slot */
+    size_t slot;
     bool decode_failed;
     char *err;
     size_t errlen;
@@ -214,6 +226,9 @@ static int rules_setup_state(lua_State *L)
     }
     st->names_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 
+    lua_newtable(L);
+    st->params_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+
     rules_api_open(L, r);
     rules_state_handover(L, a->old);
     lua_setfield(L, -2, "state");
@@ -339,6 +354,20 @@ static int rules_trampoline(lua_State *L)
         lua_pushnumber(L, c->now);
         nargs = 1;
         break;
+    case CALL_PARAM: {
+        const struct param_slot *s = &c->param->slots[c->slot];
+        rules_param_store(L, st, c->param, c->slot);
+        if (!rules_get_hook(L, 1, NM_ON_PARAM))
+            return 0;
+        lua_pushstring(L, c->param->decl->name);
+        rules_param_push(L, c->param->decl, s->value);
+        if (s->node)
+            lua_pushstring(L, s->node);
+        else
+            lua_pushnil(L);
+        nargs = 3;
+        break;
+    }
     }
     lua_callk(L, nargs, 0, 0, rules_trampoline_k);
     return 0;
@@ -509,7 +538,7 @@ static int rules_build(struct rules *r, struct rule_state *old, struct rule_stat
     }
     st->r = r;
     st->mem_limit = r->mem_limit;
-    st->co_ref = st->gw_ref = st->chunk_ref = st->names_ref = LUA_NOREF;
+    st->co_ref = st->gw_ref = st->chunk_ref = st->names_ref = st->params_ref = LUA_NOREF;
     st->req_cache_ref = st->req_stack_ref = LUA_NOREF;
     st->ts_ns = util_now_ns();
     st->L = rules_sbx_newstate(st);
@@ -536,6 +565,9 @@ static int rules_build(struct rules *r, struct rule_state *old, struct rule_stat
     free(code);
     code = NULL;
 
+    /* The chunk and init() declare the rule's params; they go live only with the rule. */
+    params_begin(r->params);
+    st->loading = true;
     struct call c = {.kind = CALL_CHUNK, .err = err, .errlen = errlen};
     if (rules_call(st, &c)) {
         rc = -EINVAL;
@@ -549,9 +581,21 @@ static int rules_build(struct rules *r, struct rule_state *old, struct rule_stat
         rc = -EINVAL;
         goto fail;
     }
+    st->loading = false;
+    char perr[256];
+    if ((rc = params_commit(r->params, perr, sizeof perr))) {
+        rules_set_err(err, errlen, "%s: %s", r->short_src, perr);
+        goto fail;
+    }
+    /* The commit may have dropped an override the declaration handed out. */
+    lua_pushcfunction(st->L, rules_param_refresh);
+    lua_pushlightuserdata(st->L, st);
+    if (lua_pcall(st->L, 1, 0, 0) != LUA_OK)
+        lua_pop(st->L, 1); /* out of memory: the handles keep the declared values */
     *out = st;
     return 0;
 fail:
+    params_abort(r->params);
     free(code);
     rules_state_free(st);
     return rc;
@@ -589,6 +633,12 @@ int rules_open(struct rules **out, const struct rules_config *cfg, const struct 
     r->mem_limit = cfg->mem_limit ? cfg->mem_limit : DEFAULT_MEM_LIMIT;
     r->instr_limit = cfg->instr_limit ? cfg->instr_limit : DEFAULT_INSTR_LIMIT;
     r->sink = *sink;
+    r->params = cfg->params;
+    if (!r->params) {
+        if ((rc = params_open(&r->own_params, NULL, err, errlen)))
+            goto fail;
+        r->params = r->own_params;
+    }
     rc = rules_sbx_dirs_init(r, cfg->lua_path, err, errlen);
     if (rc)
         goto fail;
@@ -667,6 +717,20 @@ size_t rules_entities(const struct rules *r, const struct rules_entity **out)
     return r->live ? r->live->nents : 0;
 }
 
+int rules_param_changed(struct rules *r, const char *name, const char *node, char *err,
+                        size_t errlen)
+{
+    const struct param_info *pi = params_find(r->params, name);
+    int slot = pi ? params_slot_index(pi, node) : -1;
+    if (!pi || pi->orphaned || slot < 0 || !r->live)
+        return -ENOENT;
+    struct call c = {
+        .kind = CALL_PARAM, .param = pi, .slot = (size_t)slot, .err = err, .errlen = errlen};
+    r->live->ts_ns = util_now_ns();
+    r->stats.calls++;
+    return rules_call(r->live, &c);
+}
+
 void rules_get_stats(const struct rules *r, struct rules_stats *out)
 {
     *out = r->stats;
@@ -688,5 +752,6 @@ void rules_close(struct rules *r)
     free(r->prefix);
     free(r->chunkname);
     rules_sbx_dirs_free(r);
+    params_close(r->own_params);
     free(r);
 }

@@ -8,6 +8,8 @@
  *   on_line(text, meta)   once per non-JSON line (optional)
  *   on_tick(now)          every tick (default 1 s); `now` = wall-clock seconds (float)
  *   init()                after load, before the first packet (optional)
+ *   on_param(name, value, node)  after a tunable parameter (gw.param) changed; node is nil
+ *                         for a global param (optional)
  * and calls gw.publish / gw.point / gw.log / gw.now / gw.state ... (documented in docs/rules.md).
  *
  * Every call into Lua runs under a memory cap (custom lua_Alloc) and an instruction budget
@@ -57,6 +59,10 @@ struct rules_config {
      * then /usr/local/share/iiotgw/lua (site modules), then IIOTGW_DATADIR/lua (the package's,
      * /usr/share/iiotgw/lua). Resolved once by rules_open (reloads reuse it). */
     const char *lua_path;
+    /* Registry of the tunable parameters the rule declares (gw.param), borrowed: it must
+     * outlive the engine. NULL = a private one without persistence (--check, tests). Every
+     * load declares between params_begin and params_commit/params_abort. */
+    struct params *params;
 };
 
 /* One telemetry object handed to on_packet. */
@@ -136,6 +142,15 @@ int rules_tick(struct rules *r, int64_t now_ns, char *err, size_t errlen);
  * rules_close(); a failed reload keeps them.
  */
 size_t rules_entities(const struct rules *r, const struct rules_entity **out);
+
+/*
+ * The param `name` (slot `node`, NULL for a global param) changed in the registry: store the
+ * new value into the live rule's handle, then call on_param(name, value, node) if defined.
+ * The next packet sees the new value. Returns 0, -ENOENT (the live rule does not declare it)
+ * or -ECANCELED (on_param failed: err has "file:line: message"; the value is applied).
+ */
+int rules_param_changed(struct rules *r, const char *name, const char *node, char *err,
+                        size_t errlen);
 
 void rules_get_stats(const struct rules *r, struct rules_stats *out);
 const char *rules_path(const struct rules *r);

@@ -1047,6 +1047,7 @@ static const luaL_Reg rules_api_funcs[] = {
     {"series", rules_api_series},
     {"mapper", rules_api_mapper},
     {"describe_alert", rules_api_describe_alert},
+    {"param", rules_param_gw},
     {NULL, NULL},
 };
 

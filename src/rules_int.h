@@ -9,6 +9,7 @@
  *   rules_sandbox.c  isolation: capped allocator, instruction budget, the sandboxed base
  *                    functions, require() of rule modules and its search path
  *   rules_api.c      the `gw` table: publish, point, series, mapper, log, time, json
+ *   rules_param.c    gw.param: tunable parameters declared into params.h's registry
  *   jsonlua.c        JSON <-> Lua values (decoder for packets, encoder for gw.json)
  *
  * Threading: an engine and its states are used by one thread (the event loop); nothing here
@@ -43,6 +44,8 @@ struct rule_state {
     int req_cache_ref; /* registry ref: module name -> what require returned */
     int req_stack_ref; /* registry ref: sequence of the module names being loaded */
     int req_depth;     /* valid entries of that sequence (0 outside require) */
+    int params_ref;    /* registry ref: param name -> its handle table (rules_param.c) */
+    bool loading;      /* running the chunk or init(): gw.param is allowed */
     size_t mem_used;
     size_t mem_limit;
     uint64_t instr_left;                 /* budget beyond the current hook period */
@@ -64,6 +67,8 @@ struct rules {
     size_t mem_limit;
     uint64_t instr_limit;
     struct rule_sink sink;
+    struct params *params; /* cfg->params, or own_params when none was given */
+    struct params *own_params;
     struct rule_state *live;
     struct rules_stats stats;
     struct buf lp; /* scratch for one encoded point */
@@ -136,5 +141,24 @@ void rules_api_open(lua_State *L, struct rules *r);
 /* Log msg as the rule's (through the sink's log, else log.h) with the "file:line" of the Lua
  * code calling the current C function. Used by gw.log and the sandbox's print. */
 void rules_api_log_caller(lua_State *L, int level, const char *msg);
+
+/* ---- rules_param.c ---- */
+
+struct param_decl;
+struct param_info;
+
+/* gw.param (the C function behind it). */
+int rules_param_gw(lua_State *L);
+
+/* Push v as the rule sees a value of d (integer, float, boolean, the enum's string). */
+void rules_param_push(lua_State *L, const struct param_decl *d, double v);
+
+/* Store pi's value of `slot` into its handle in st. Protected: must run inside lua_pcall. */
+void rules_param_store(lua_State *L, struct rule_state *st, const struct param_info *pi,
+                       size_t slot);
+
+/* lua_CFunction taking st as a light userdata: every handle of st refreshed from the
+ * registry. Run with lua_pcall after params_commit. */
+int rules_param_refresh(lua_State *L);
 
 #endif

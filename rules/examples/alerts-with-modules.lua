@@ -20,12 +20,21 @@ local alerts = require("alerts")
 local smooth = require("smooth")
 
 -------------------------------------------------------------------------------------------
--- THRESHOLDS — edit here (same values as rules/default.lua)
+-- Thresholds: the same tunable parameters as rules/default.lua (docs/tuning.md)
 -------------------------------------------------------------------------------------------
-local THRESHOLDS = {
-    temp_high = 35.0,     -- °C: fire at or above
-    temp_clear = 33.0,    -- °C: clear below
-    offline_after = 120,  -- s: no data for this long fires the offline alert
+local NODES = {"node1", "node2"}
+local TEMP_HIGH = gw.param{
+    name = "temp_high", default = 35.0, min = -40, max = 125, step = 0.5, unit = "°C",
+    nodes = NODES, description = "Temperature at or above which the node's temperature alert fires",
+}
+local TEMP_CLEAR = gw.param{
+    name = "temp_clear", default = 33.0, min = -40, max = 125, step = 0.5, unit = "°C",
+    nodes = NODES, below = "temp_high",
+    description = "Temperature below which a firing temperature alert clears",
+}
+local OFFLINE_AFTER = gw.param{
+    name = "offline_after", type = "integer", default = 120, min = 10, max = 86400, unit = "s",
+    nodes = NODES, description = "Seconds without data before the node is reported offline",
 }
 
 local P = gw.prefix
@@ -54,16 +63,15 @@ local MAP = gw.mapper({
 
 -- One temperature alert and one offline watchdog per node; payloads carry {"node": ...}.
 local HOT, SILENT = {}, {}
-local NODES = {"node1", "node2"}
 for _, node in ipairs(NODES) do
     HOT[node] = alerts.threshold{
         topic = P .. "/alerts/" .. node .. "/temperature",
-        high = THRESHOLDS.temp_high, clear = THRESHOLDS.temp_clear,
+        high = TEMP_HIGH, clear = TEMP_CLEAR, node = node,
         key = "alert_temp_" .. node, fields = {node = node},
     }
     SILENT[node] = alerts.watchdog{
         topic = P .. "/alerts/" .. node .. "/offline",
-        after = THRESHOLDS.offline_after,
+        after = OFFLINE_AFTER, node = node,
         key = "alert_offline_" .. node, fields = {node = node},
     }
 end
