@@ -29,6 +29,7 @@
 #include "influx.h"
 #include "log.h"
 #include "mqtt.h"
+#include "params.h"
 #include "rules.h"
 #include "source.h"
 #include "util.h"
@@ -329,6 +330,14 @@ static void gw_ha_update(struct gateway *gw)
     const struct rules_entity *ents;
     size_t n = rules_entities(gw->rules, &ents);
     hadisc_update(gw->ha, ents, n);
+}
+
+/* The params were (re)declared: their bounds and set may have changed. */
+static void gw_ha_params_declared(void *ud)
+{
+    struct gateway *gw = ud;
+    if (gw->ha)
+        hadisc_set_params(gw->ha, rules_params(gw->rules));
 }
 
 static void gw_on_mqtt_message(void *ud, const char *topic, const void *payload, size_t len,
@@ -672,7 +681,14 @@ int gateway_init(struct gateway *gw, struct ev_loop *loop, const struct config *
     gw_publish_rule_status(gw, NULL);
     if ((rc = gw_setup_ha(gw, err, errlen)))
         return rc;
-    gw_ha_update(gw);
+    if (gw->ha) {
+        struct params_listener pl = {.ud = gw, .declared = gw_ha_params_declared};
+        if ((rc = params_listen(rules_params(gw->rules), &pl)))
+            return rc;
+        gw_ha_params_declared(gw);
+        gw_ha_update(gw);
+        hadisc_start(gw->ha);
+    }
 
     /* Sources last: from here on lines flow. */
     gw->sources = calloc(cfg->nsources ? cfg->nsources : 1, sizeof *gw->sources);

@@ -25,6 +25,7 @@
 #include <cjson/cJSON.h>
 
 #include "log.h"
+#include "params.h"
 
 enum hd_platform { HD_SENSOR, HD_BINARY_SENSOR, HD_NUMBER };
 
@@ -61,7 +62,8 @@ struct hadisc {
     char *version, *support_url, *ha_status;
     hadisc_publish_fn publish;
     void *ud;
-    struct hd_list rule, nums, seen; /* inputs */
+    struct hd_list diag, rule, nums, seen; /* inputs: the gateway's own, the rule's, ... */
+    bool started;                          /* hadisc_start() called: publish changes */
     struct hd_device *dev;
     size_t ndev;
 };
@@ -507,7 +509,7 @@ fail:
  * device has nothing left) and updates d's live ids and tombstones; NULL on out of memory. */
 static char *hd_render(struct hadisc *h, struct hd_device *d)
 {
-    const struct hd_list *lists[] = {&h->rule, &h->nums, &h->seen};
+    const struct hd_list *lists[] = {&h->diag, &h->rule, &h->nums, &h->seen};
     size_t nlive = 0;
     char *out = NULL, *oid = hd_device_oid(h, d->node);
     cJSON *root = cJSON_CreateObject(), *cmps = NULL;
@@ -529,7 +531,7 @@ static char *hd_render(struct hadisc *h, struct hd_device *d)
         !cJSON_AddStringToObject(root, "payload_not_available", "offline") ||
         !cJSON_AddNumberToObject(root, "qos", 1) || !(cmps = cJSON_AddObjectToObject(root, "cmps")))
         goto done;
-    for (size_t li = 0; li < 3; li++)
+    for (size_t li = 0; li < 4; li++)
         for (size_t i = 0; i < lists[li]->n; i++) {
             const struct hd_comp *c = &lists[li]->v[i];
             if (!hd_same_node(c->node, d->node) || cJSON_GetObjectItemCaseSensitive(cmps, c->id))
@@ -598,6 +600,8 @@ done:
 static int hd_sync(struct hadisc *h, bool force)
 {
     const struct hd_list *lists[] = {&h->rule, &h->nums, &h->seen};
+    if (!h->started)
+        return 0;
     /* Every device some component names exists (the gateway always). */
     if (!hd_device_get(h, NULL))
         return -ENOMEM;
@@ -673,7 +677,8 @@ int hadisc_new(struct hadisc **out, const struct hadisc_config *cfg, hadisc_publ
     h->ha_status = h->dprefix ? hd_fmt("%s/status", h->dprefix, NULL) : NULL;
     if (!h->dprefix || !h->prefix || !h->gwid || !h->gw_oid || !h->status_topic ||
         !h->stats_topic || !h->rules_topic || !h->version ||
-        (cfg->support_url && !h->support_url) || !h->ha_status) {
+        (cfg->support_url && !h->support_url) || !h->ha_status ||
+        hd_add_gateway_diag(h, &h->diag)) {
         hadisc_free(h);
         return -ENOMEM;
     }
@@ -689,7 +694,7 @@ const char *hadisc_ha_status_topic(const struct hadisc *h)
 int hadisc_update(struct hadisc *h, const struct rules_entity *ents, size_t n)
 {
     struct hd_list l = {0};
-    int rc = hd_add_gateway_diag(h, &l);
+    int rc = 0;
     for (size_t i = 0; i < n && !rc; i++)
         rc = ents[i].kind == RULES_ENTITY_METRIC ? hd_add_metric(h, &l, &ents[i])
                                                  : hd_add_alert(h, &l, ents[i].topic, ents[i].node,
@@ -731,6 +736,68 @@ int hadisc_set_numbers(struct hadisc *h, const struct hadisc_number *nums, size_
     return hd_sync(h, false);
 }
 
+int hadisc_set_params(struct hadisc *h, const struct params *p)
+{
+    size_t n = 0, cap = 0, np = p ? params_count(p) : 0;
+    struct hadisc_number *v = NULL;
+    char(*topics)[2][256] = NULL;
+    char(*labels)[PARAM_NAME_MAX] = NULL;
+    int rc = 0;
+    for (size_t i = 0; i < np; i++) {
+        const struct param_info *pi = params_at(p, i);
+        if (pi && !pi->orphaned &&
+            (pi->decl->type == PARAM_NUMBER || pi->decl->type == PARAM_INTEGER))
+            cap += pi->nslots;
+    }
+    if (cap && (!(v = calloc(cap, sizeof *v)) || !(topics = calloc(cap, sizeof *topics)) ||
+                !(labels = calloc(cap, sizeof *labels)))) {
+        rc = -ENOMEM;
+        goto done;
+    }
+    for (size_t i = 0; i < np; i++) {
+        const struct param_info *pi = params_at(p, i);
+        if (!pi || pi->orphaned ||
+            (pi->decl->type != PARAM_NUMBER && pi->decl->type != PARAM_INTEGER))
+            continue;
+        const struct param_decl *d = pi->decl;
+        char *label = hd_label(d->name);
+        if (!label) {
+            rc = -ENOMEM;
+            goto done;
+        }
+        for (size_t s = 0; s < pi->nslots && n < cap; s++) {
+            const char *node = pi->slots[s].node;
+            if (params_topic(topics[n][0], sizeof topics[n][0], h->prefix, d->name, node, true) ||
+                params_topic(topics[n][1], sizeof topics[n][1], h->prefix, d->name, node, false))
+                continue; /* too long a topic: not announced */
+            snprintf(labels[n], sizeof labels[n], "%s", label);
+            /* Home Assistant needs a range (its defaults, 1..100, would refuse values) and a
+             * step of at least 0.001. */
+            v[n] = (struct hadisc_number){
+                .name = d->name,
+                .node = node,
+                .label = labels[n],
+                .unit = d->unit,
+                .min = d->has_min ? d->min : -1e9,
+                .max = d->has_max ? d->max : 1e9,
+                .step = d->step >= 0.001           ? d->step
+                        : d->type == PARAM_INTEGER ? 1
+                                                   : 0.001,
+                .command_topic = topics[n][0],
+                .state_topic = topics[n][1],
+            };
+            n++;
+        }
+        free(label);
+    }
+    rc = hadisc_set_numbers(h, v, n);
+done:
+    free(v);
+    free(topics);
+    free(labels);
+    return rc;
+}
+
 void hadisc_seen_alert(struct hadisc *h, const char *topic)
 {
     const struct hd_list *lists[] = {&h->rule, &h->seen};
@@ -742,6 +809,12 @@ void hadisc_seen_alert(struct hadisc *h, const char *topic)
         return; /* bounded: a rule inventing alert topics must not grow this without end */
     if (hd_add_alert(h, &h->seen, topic, NULL, NULL, NULL) == 0)
         hd_sync(h, false);
+}
+
+int hadisc_start(struct hadisc *h)
+{
+    h->started = true;
+    return hd_sync(h, false);
 }
 
 void hadisc_republish(struct hadisc *h)
@@ -764,6 +837,7 @@ void hadisc_free(struct hadisc *h)
 {
     if (!h)
         return;
+    hd_list_clear(&h->diag);
     hd_list_clear(&h->rule);
     hd_list_clear(&h->nums);
     hd_list_clear(&h->seen);

@@ -66,6 +66,10 @@ struct hadisc;
 int hadisc_new(struct hadisc **out, const struct hadisc_config *cfg, hadisc_publish_fn publish,
                void *ud);
 
+/* Begin publishing (every device once); until then the update functions only record, so
+ * that the first announcement is complete. Returns 0 or -ENOMEM. */
+int hadisc_start(struct hadisc *h);
+
 /* "<discovery_prefix>/status": subscribe to it; Home Assistant announces "online" there. */
 const char *hadisc_ha_status_topic(const struct hadisc *h);
 
@@ -77,6 +81,16 @@ int hadisc_update(struct hadisc *h, const struct rules_entity *ents, size_t n);
 
 /* Replace the parameters announced as `number` entities and publish what changed. */
 int hadisc_set_numbers(struct hadisc *h, const struct hadisc_number *nums, size_t n);
+
+struct params;
+
+/*
+ * hadisc_set_numbers() from the registry: one `number` per slot of every declared number or
+ * integer param (orphaned ones cannot be set and are left out; booleans and enums are
+ * changed through the other routes), with the MQTT layout of params_topic(). Call it after
+ * every commit (the params_listener's `declared`). Returns 0 or -ENOMEM.
+ */
+int hadisc_set_params(struct hadisc *h, const struct params *p);
 
 /* A retained message was published on `topic`: if it is an alert topic not yet announced,
  * announce it. Cheap for known topics. */

@@ -1037,18 +1037,12 @@ static int rules_api_json(lua_State *L)
 }
 
 static const luaL_Reg rules_api_funcs[] = {
-    {"publish", rules_api_publish},
-    {"point", rules_api_point},
-    {"log", rules_api_log},
-    {"now", rules_api_now},
-    {"now_ns", rules_api_now_ns},
-    {"iso8601", rules_api_iso8601},
-    {"json", rules_api_json},
-    {"series", rules_api_series},
-    {"mapper", rules_api_mapper},
-    {"describe_alert", rules_api_describe_alert},
-    {"param", rules_param_gw},
-    {NULL, NULL},
+    {"publish", rules_api_publish}, {"point", rules_api_point},
+    {"log", rules_api_log},         {"now", rules_api_now},
+    {"now_ns", rules_api_now_ns},   {"iso8601", rules_api_iso8601},
+    {"json", rules_api_json},       {"series", rules_api_series},
+    {"mapper", rules_api_mapper},   {"describe_alert", rules_api_describe_alert},
+    {"param", rules_param_gw},      {NULL, NULL},
 };
 
 void rules_api_open(lua_State *L, struct rules *r)
