@@ -21,9 +21,11 @@
 #include "mqtt.h"
 #include "rules.h"
 #include "source.h"
+#include "watch.h"
 
 static const char usage[] =
     "Usage: iiotgw [OPTIONS]\n"
+    "       iiotgw watch [-c FILE] [--mqtt URL] [--prefix P]   live console (iiotgw watch -h)\n"
     "Read telemetry lines from sources, run a Lua rule per packet, publish to MQTT and write\n"
     "InfluxDB line protocol.\n"
     "\n"
@@ -208,6 +210,10 @@ int main(int argc, char **argv)
     int code = GW_EXIT_CONFIG;
     const char *config_file = NULL;
     bool cli_sources = false;
+
+    /* Subcommands: `iiotgw watch ...` is the console (watch.c), not the daemon. */
+    if (argc > 1 && strcmp(argv[1], "watch") == 0)
+        return watch_main(argc - 1, argv + 1);
 
     if (config_defaults(&cfg)) {
         fprintf(stderr, "iiotgw: out of memory\n");
