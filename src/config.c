@@ -23,7 +23,18 @@
 #include "log.h"
 #include "mqtt.h"
 #include "spool.h"
+#include "statedir.h"
 #include "util.h"
+
+#ifndef IIOTGW_DATADIR
+#define IIOTGW_DATADIR "/usr/share/iiotgw"
+#endif
+
+/* The installed stock rule, never a path relative to the working directory. */
+const char config_default_rules[] = IIOTGW_DATADIR "/rules/default.lua";
+
+/* Default size cap of the dead-letter file (then it rotates, deadletter.h). */
+#define DEADLETTER_DEFAULT_MAX_BYTES 8388608
 
 /* ------------------------------------------------------------------------------------------
  * The option table
@@ -51,7 +62,7 @@ struct opt {
 #define DEF(x)     DEF_STR(x)
 
 static const struct opt opts[] = {
-    O("rules", OPT_STR, rules, "rules/default.lua", 0, 0),
+    O("rules", OPT_STR, rules, config_default_rules, 0, 0),
     O("prefix", OPT_STR, prefix, "iiot", 0, 0),
     O("log_level", OPT_STR, log_level, "info", 0, 0),
     O("max_line", OPT_INT, max_line, "4096", 64, 16 * 1024 * 1024),
@@ -61,7 +72,10 @@ static const struct opt opts[] = {
     O("rule_mem_limit", OPT_INT, rule_mem_limit, "33554432", 1 << 20, INT64_C(1) << 40),
     O("rule_instr_limit", OPT_INT, rule_instr_limit, "10000000", 1000, INT64_C(1) << 50),
     O("lua_path", OPT_STR, lua_path, NULL, 0, 0),
-    O("deadletter_file", OPT_STR, deadletter_file, "iiotgw-deadletter.jsonl", 0, 0),
+    O("state_dir", OPT_STR, state_dir, NULL, 0, 0),
+    O("deadletter_file", OPT_STR, deadletter_file, NULL, 0, 0),
+    O("deadletter_max_bytes", OPT_INT, deadletter_max_bytes, DEF(DEADLETTER_DEFAULT_MAX_BYTES),
+      65536, INT64_C(1) << 40),
     O("deadletter_topic", OPT_BOOL, deadletter_topic, "true", 0, 0),
     O("drain_timeout", OPT_NUM, drain_timeout, "30", 0, 0),
     O("shutdown_timeout", OPT_NUM, shutdown_timeout, "5", 0, 0),
@@ -101,7 +115,7 @@ static const struct opt opts[] = {
     O("influx.backoff_max", OPT_NUM, influx_backoff_max, DEF(INFLUX_DEFAULT_BACKOFF_MAX), 0, 0),
     O("influx.queue_max_bytes", OPT_INT, influx_queue_max_bytes,
       DEF(INFLUX_DEFAULT_QUEUE_MAX_BYTES), 1024, INT64_C(1) << 40),
-    O("spool.dir", OPT_STR, spool_dir, "none", 0, 0),
+    O("spool.dir", OPT_STR, spool_dir, NULL, 0, 0),
     O("spool.fsync", OPT_STR, spool_fsync, "interval", 0, 0),
     O("spool.sync_interval", OPT_NUM, spool_sync_interval, DEF(SPOOL_DEFAULT_SYNC_INTERVAL), 0, 0),
     O("spool.max_bytes", OPT_INT, spool_max_bytes, DEF(SPOOL_DEFAULT_MAX_BYTES), 65536,
@@ -486,6 +500,51 @@ bool config_is_none(const char *s)
     return !s || !*s || !strcmp(s, "none");
 }
 
+/* `*p` = "<dir>/<name>" unless it is set already. */
+static int default_in(char **p, const char *dir, const char *name)
+{
+    if (*p)
+        return 0;
+    char path[4096];
+    if (statedir_file(dir, name, path, sizeof path))
+        return -ENAMETOOLONG;
+    return (*p = strdup(path)) ? 0 : -ENOMEM;
+}
+
+/* The state directory and the paths that default into it; the default rule file. */
+static int finish_paths(struct config *c, char *err, size_t errlen)
+{
+    struct statedir_env env;
+    char dir[4096];
+    statedir_env_get(&env);
+    int rc = statedir_resolve(c->state_dir, &env, dir, sizeof dir, err, errlen);
+    if (rc)
+        return rc == -ENAMETOOLONG ? -EINVAL : rc;
+    char *d = strdup(dir);
+    if (!d)
+        return -ENOMEM;
+    free(c->state_dir);
+    c->state_dir = d;
+    if ((rc = default_in(&c->spool_dir, dir, "spool")) ||
+        (rc = default_in(&c->deadletter_file, dir, "deadletter.jsonl"))) {
+        if (rc == -ENAMETOOLONG) {
+            snprintf(err, errlen, "state_dir: \"%s\" is too long", dir);
+            return -EINVAL;
+        }
+        return rc;
+    }
+    /* Only the built-in default gets this message: a configured path that is missing is the
+     * rule engine's ordinary "cannot open" error. */
+    if (!strcmp(c->rules, config_default_rules) && access(c->rules, R_OK) < 0) {
+        snprintf(err, errlen,
+                 "rules: the default rule file %s: %s (is iiotgw installed? give the rule "
+                 "script with -r FILE)",
+                 c->rules, strerror(errno));
+        return -EINVAL;
+    }
+    return 0;
+}
+
 int config_finish(struct config *c, char *err, size_t errlen)
 {
     int rc;
@@ -538,6 +597,8 @@ int config_finish(struct config *c, char *err, size_t errlen)
                  c->ha_discovery_support_url);
         return -EINVAL;
     }
+    if ((rc = finish_paths(c, err, errlen)))
+        return rc;
     if (!c->gateway_id) {
         char host[256] = "iiotgw";
         if (gethostname(host, sizeof host) != 0)

@@ -34,11 +34,13 @@ struct config {
     int64_t rule_mem_limit;   /* bytes, default 32 MiB */
     int64_t rule_instr_limit; /* VM instructions per call, default 10M */
     char *lua_path;           /* require() search dirs, ';'-separated; unset = rules.h default */
-    char *deadletter_file;    /* JSON lines; "none" = off; default iiotgw-deadletter.jsonl */
-    bool deadletter_topic;    /* also publish on <prefix>/gateway/deadletter, default true */
-    double drain_timeout;     /* finite sources: max wait for acks after EOF, default 30 s */
-    double shutdown_timeout;  /* SIGTERM: max wait for acks, default 5 s */
-    char *gateway_id;         /* tag/client-id suffix, default: hostname */
+    char *state_dir;          /* state directory (statedir.h); config_finish() resolves it */
+    char *deadletter_file;    /* JSON lines; "none" = off; unset = <state_dir>/deadletter.jsonl */
+    int64_t deadletter_max_bytes; /* size cap of the file before it rotates, default 8 MiB */
+    bool deadletter_topic;        /* also publish on <prefix>/gateway/deadletter, default true */
+    double drain_timeout;         /* finite sources: max wait for acks after EOF, default 30 s */
+    double shutdown_timeout;      /* SIGTERM: max wait for acks, default 5 s */
+    char *gateway_id;             /* tag/client-id suffix, default: hostname */
     bool dry_run;
     bool check;
 
@@ -78,7 +80,8 @@ struct config {
     double influx_backoff_max;  /* retry delay: cap, seconds (default 60) */
 
     /* store-and-forward spool (docs/reliability.md) */
-    char *spool_dir;             /* directory, or "none" (default): sinks fed directly */
+    char *spool_dir;             /* directory; unset = <state_dir>/spool; "none": sinks fed
+                                    directly, nothing survives an outage or a restart */
     char *spool_fsync;           /* always | interval (default) | none */
     double spool_sync_interval;  /* seconds between spool ticks, default 0.1 */
     int64_t spool_max_bytes;     /* bound, default 256 MiB */
@@ -114,10 +117,15 @@ int config_add_source(struct config *c, const char *spec);
 void config_clear_sources(struct config *c);
 
 /*
- * Final checks and secret resolution (token file / environment, password file). Returns 0 or
- * -EINVAL with a message.
+ * Final checks, path defaults and secret resolution (token file / environment, password
+ * file). Resolves state_dir (statedir.h) and makes the unset spool.dir and deadletter_file
+ * point into it; refuses a missing default rule file (naming the path, suggesting -r).
+ * Creates nothing. Returns 0 or -EINVAL with a message.
  */
 int config_finish(struct config *c, char *err, size_t errlen);
+
+/* The rule file used when none is configured: IIOTGW_DATADIR/rules/default.lua. */
+extern const char config_default_rules[];
 
 /* True when an optional string option is off: NULL, "" or "none" (e.g. mqtt.url, spool.dir). */
 bool config_is_none(const char *value);

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -18,6 +19,11 @@
 struct deadletter {
     int fd; /* -1: no file */
     char *path;
+    char *path_old; /* "<path>.1" */
+    uint64_t max_bytes;
+    uint64_t size; /* of the current file */
+    uint64_t rotations;
+    uint64_t drops;
     deadletter_publish_cb cb;
     void *ud;
     uint64_t counts[DL_REASON_COUNT];
@@ -34,30 +40,91 @@ const char *deadletter_reason_name(enum dl_reason reason)
     return (unsigned)reason < DL_REASON_COUNT ? reason_names[reason] : "unknown";
 }
 
-int deadletter_open(struct deadletter **out, const char *path, deadletter_publish_cb cb, void *ud,
-                    char *err, size_t errlen)
+static int dl_open_file(struct deadletter *d)
 {
+    d->fd = open(d->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    if (d->fd < 0)
+        return -errno;
+    struct stat st;
+    d->size = fstat(d->fd, &st) == 0 ? (uint64_t)st.st_size : 0;
+    return 0;
+}
+
+int deadletter_open(struct deadletter **out, const char *path, uint64_t max_bytes,
+                    deadletter_publish_cb cb, void *ud, char *err, size_t errlen)
+{
+    int rc;
     struct deadletter *d = calloc(1, sizeof *d);
     if (!d)
         return -ENOMEM;
     d->fd = -1;
     d->cb = cb;
     d->ud = ud;
+    d->max_bytes = max_bytes ? max_bytes : 1;
     if (path && *path && strcmp(path, "none") != 0) {
-        d->fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
-        if (d->fd < 0) {
-            int e = errno;
-            snprintf(err, errlen, "deadletter file %s: %s", path, strerror(e));
-            free(d);
-            return -e;
+        size_t n = strlen(path) + 3;
+        if (!(d->path = strdup(path)) || !(d->path_old = malloc(n))) {
+            rc = -ENOMEM;
+            goto fail;
         }
-        if (!(d->path = strdup(path))) {
-            deadletter_close(d);
-            return -ENOMEM;
+        snprintf(d->path_old, n, "%s.1", path);
+        if ((rc = dl_open_file(d))) {
+            snprintf(err, errlen, "deadletter file %s: %s", path, strerror(-rc));
+            goto fail;
         }
     }
     *out = d;
     return 0;
+fail:
+    deadletter_close(d);
+    return rc;
+}
+
+/* The current file becomes <path>.1 (the previous .1 goes) and a new one starts. */
+static int dl_rotate(struct deadletter *d)
+{
+    if (rename(d->path, d->path_old) < 0)
+        return -errno;
+    close(d->fd);
+    d->rotations++;
+    int rc = dl_open_file(d);
+    if (rc == 0)
+        log_info("deadletter_rotated", "path=%s kept=%s rotations=%llu", d->path, d->path_old,
+                 (unsigned long long)d->rotations);
+    return rc;
+}
+
+static void dl_write(struct deadletter *d, const char *p, size_t n)
+{
+    if (n > d->max_bytes) {
+        d->drops++;
+        if (d->drops == 1 || d->drops % 1000 == 0)
+            log_warn("deadletter_record_dropped",
+                     "path=%s bytes=%zu max_bytes=%llu drops=%llu hint=\"raise "
+                     "deadletter_max_bytes\"",
+                     d->path, n, (unsigned long long)d->max_bytes, (unsigned long long)d->drops);
+        return;
+    }
+    const char *why = NULL;
+    int e = 0;
+    if (d->fd >= 0 && d->size > 0 && d->size + n > d->max_bytes && (e = dl_rotate(d)))
+        why = "rotate";
+    if (!why && d->fd < 0 && (e = dl_open_file(d)))
+        why = "open";
+    if (!why) {
+        ssize_t w = write(d->fd, p, n);
+        if (w > 0)
+            d->size += (uint64_t)w;
+        if (w == (ssize_t)n)
+            return;
+        why = "write";
+        e = w < 0 ? -errno : 0;
+    }
+    d->write_errors++;
+    /* Log the first failure and then every 1000th, not every record. */
+    if (d->write_errors == 1 || d->write_errors % 1000 == 0)
+        log_error("deadletter_write_failed", "path=%s op=%s err=\"%s\" failures=%llu", d->path, why,
+                  e ? strerror(-e) : "short write", (unsigned long long)d->write_errors);
 }
 
 /* Append s[0..n) as a JSON string body: escapes, and bytes >= 0x80 that are not valid UTF-8
@@ -124,17 +191,8 @@ void deadletter_put(struct deadletter *d, enum dl_reason reason, const char *sou
         return;
     }
 
-    if (d->fd >= 0) {
-        ssize_t w = write(d->fd, b->p, b->len);
-        if (w != (ssize_t)b->len) {
-            d->write_errors++;
-            /* Log the first failure and then every 1000th, not every record. */
-            if (d->write_errors == 1 || d->write_errors % 1000 == 0)
-                log_error("deadletter_write_failed", "path=%s err=\"%s\" failures=%llu", d->path,
-                          w < 0 ? strerror(errno) : "short write",
-                          (unsigned long long)d->write_errors);
-        }
-    }
+    if (d->path)
+        dl_write(d, b->p, b->len);
     if (d->cb)
         d->cb(d->ud, b->p, b->len - 1); /* without the newline */
 }
@@ -152,6 +210,16 @@ uint64_t deadletter_total(const struct deadletter *d)
     return t;
 }
 
+void deadletter_get_stats(const struct deadletter *d, struct deadletter_stats *st)
+{
+    *st = (struct deadletter_stats){
+        .bytes = d->size,
+        .rotations = d->rotations,
+        .drops = d->drops,
+        .write_errors = d->write_errors,
+    };
+}
+
 void deadletter_close(struct deadletter *d)
 {
     if (!d)
@@ -159,6 +227,7 @@ void deadletter_close(struct deadletter *d)
     if (d->fd >= 0)
         close(d->fd);
     free(d->path);
+    free(d->path_old);
     buf_free(&d->rec);
     free(d);
 }

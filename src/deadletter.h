@@ -11,6 +11,13 @@
  * half a record in the middle) and, optionally, handed to a publish callback that puts it on
  * <prefix>/gateway/deadletter. Records are counted per reason.
  *
+ * The file is bounded: a record that would take it past max_bytes first rotates it — the
+ * file becomes "<path>.1" (replacing the previous one) and a new file is started — so the
+ * dead letters never take more than 2 x max_bytes of disk (DEADLETTER_KEEP rotated files),
+ * however fast a device sends garbage. A single record larger than max_bytes is not written
+ * (it is still counted and published) and counted as dropped. Rotations and drops are
+ * counted (deadletter_get_stats) and appear in the gateway's stats report.
+ *
  * Ownership: deadletter_open() returns an object owned by the caller (deadletter_close()).
  * Inputs are copied into the record; nothing is retained after deadletter_put() returns.
  */
@@ -29,17 +36,28 @@ enum dl_reason {
     DL_REASON_COUNT
 };
 
+/* Rotated files kept next to the current one ("<path>.1"). */
+#define DEADLETTER_KEEP 1
+
+struct deadletter_stats {
+    uint64_t bytes;        /* size of the current file */
+    uint64_t rotations;    /* times the file was rotated */
+    uint64_t drops;        /* records not written: larger than max_bytes */
+    uint64_t write_errors; /* records a write or rotation failure lost from the file */
+};
+
 /* Publish hook: called with the record text; may be NULL. */
 typedef void (*deadletter_publish_cb)(void *ud, const char *json, size_t len);
 
 struct deadletter;
 
 /*
- * path: JSON-lines file, or NULL/"none" for no file. Returns 0, or a negative errno when the
- * file cannot be opened (err set) — the caller decides whether that is fatal.
+ * path: JSON-lines file, or NULL/"none" for no file; max_bytes: its size cap (> 0). Returns 0,
+ * or a negative errno when the file cannot be opened (err set) — the caller decides whether
+ * that is fatal.
  */
-int deadletter_open(struct deadletter **out, const char *path, deadletter_publish_cb cb, void *ud,
-                    char *err, size_t errlen);
+int deadletter_open(struct deadletter **out, const char *path, uint64_t max_bytes,
+                    deadletter_publish_cb cb, void *ud, char *err, size_t errlen);
 
 /* Record one item. `data` need not be NUL-terminated and may contain any bytes (non-UTF-8 bytes
  * are escaped). Never fails from the caller's point of view: a file error is logged. */
@@ -48,6 +66,7 @@ void deadletter_put(struct deadletter *d, enum dl_reason reason, const char *sou
 
 uint64_t deadletter_count(const struct deadletter *d, enum dl_reason reason);
 uint64_t deadletter_total(const struct deadletter *d);
+void deadletter_get_stats(const struct deadletter *d, struct deadletter_stats *st);
 const char *deadletter_reason_name(enum dl_reason reason);
 void deadletter_close(struct deadletter *d);
 

@@ -67,9 +67,10 @@ struct forward {
     struct fdest d[FWD_NDEST];
     ev_prepare prep;
     ev_timer tick;
-    bool dirty;   /* appended since the last spool_sync (policy `always`) */
-    int degraded; /* the errno we last reported as degraded, 0 = ok */
-    int open_err; /* spool_open failed with this (sp == NULL) */
+    bool dirty;    /* appended since the last spool_sync (policy `always`) */
+    int degraded;  /* the errno we last reported as degraded, 0 = ok */
+    int open_err;  /* spool_open failed with this (sp == NULL) */
+    bool starting; /* first open with open_required: a failure is the caller's error */
     double reopen_at;
     struct buf scratch; /* forward_publish's record encoding */
     uint64_t replayed;
@@ -160,7 +161,8 @@ static int fwd_open_spool(struct forward *fw)
         fw->sp = NULL;
         fw->open_err = r;
         fw->reopen_at = util_mono() + REOPEN_INTERVAL;
-        fwd_check_degraded(fw);
+        if (!fw->starting)
+            fwd_check_degraded(fw);
         return r;
     }
     fw->open_err = 0;
@@ -618,11 +620,19 @@ int forward_new(struct forward **out, struct ev_loop *loop, const struct forward
         ev_prepare_start(loop, &fw->prep);
         ev_timer_init(&fw->tick, fwd_on_tick, fw->scfg.sync_interval, fw->scfg.sync_interval);
         ev_timer_start(loop, &fw->tick);
+        fw->starting = cfg->open_required;
         rc = fwd_open_spool(fw);
-        if (rc == -ENOMEM || rc == -EINVAL) {
+        fw->starting = false;
+        if (rc == -EBUSY && cfg->open_required) {
+            snprintf(err, errlen, "spool %s: in use by another process (one spool per instance)",
+                     fw->dir);
+            goto fail;
+        }
+        if (rc == -ENOMEM || rc == -EINVAL || (rc < 0 && cfg->open_required)) {
             snprintf(err, errlen, "spool %s: %s", fw->dir, strerror(-rc));
             goto fail;
         }
+        rc = 0;
     }
     *out = fw;
     return 0;

@@ -65,6 +65,8 @@ struct forward_config {
     size_t window[FWD_NDEST]; /* max ops->pending() the pump creates per sink, > 0 */
     const char *status_topic; /* retained spool status topic (<prefix>/gateway/spool), or
                                  NULL */
+    bool open_required;       /* a spool that cannot be opened fails forward_new() instead of
+                                 running degraded (the daemon's start-up) */
 };
 
 struct forward_stats {
@@ -91,10 +93,11 @@ struct forward;
 
 /*
  * Create the pump over sinks[FWD_NDEST] (ops NULL = absent) and open the spool if cfg->dir
- * names one and at least one sink exists. An unusable spool never fails this call: the pump
- * runs degraded (records delivered directly), publishes the degraded status and retries
- * opening every 5 s.
- * Returns 0, -EINVAL (bad cfg; err set), -ENOMEM.
+ * names one and at least one sink exists. Unless cfg->open_required, an unusable spool never
+ * fails this call: the pump runs degraded (records delivered directly), publishes the
+ * degraded status and retries opening every 5 s.
+ * Returns 0, -EINVAL (bad cfg; err set), -ENOMEM; with open_required also spool_open()'s
+ * error (err set; -EBUSY: another process holds the spool).
  */
 int forward_new(struct forward **out, struct ev_loop *loop, const struct forward_config *cfg,
                 const struct sink sinks[FWD_NDEST], char *err, size_t errlen);

@@ -22,6 +22,7 @@
 #include <cjson/cJSON.h>
 
 #include "deadletter.h"
+#include "statedir.h"
 #include "dryrun.h"
 #include "extract.h"
 #include "frame.h"
@@ -30,6 +31,7 @@
 #include "log.h"
 #include "mqtt.h"
 #include "params.h"
+#include "paramsrv.h"
 #include "rules.h"
 #include "source.h"
 #include "util.h"
@@ -104,6 +106,92 @@ static void gw_publish_own(struct gateway *gw, const char *topic, const char *pa
 {
     if (gw->fw)
         forward_publish(gw->fw, topic, payload, len, qos, retain, FWD_INTERNAL, 0);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Tunable parameters: the live rule follows every accepted change; MQTT commands
+ * ---------------------------------------------------------------------------------------- */
+
+static void gw_param_publish(void *ud, const char *topic, const char *payload, size_t len, int qos,
+                             bool retain)
+{
+    gw_publish_own(ud, topic, payload, len, qos, retain);
+}
+
+static void gw_on_param_changed(void *ud, const struct param_info *pi, size_t slot, double old,
+                                const struct param_origin *origin)
+{
+    (void)old;
+    (void)origin;
+    struct gateway *gw = ud;
+    if (!gw->rules)
+        return;
+    char err[ERRLEN];
+    gw_note(gw, true, "# param %s", pi->decl->name);
+    int rc = rules_param_changed(gw->rules, pi->decl->name, pi->slots[slot].node, err, sizeof err);
+    if (rc == -ECANCELED) {
+        /* The value is applied; only the rule's reaction to it failed. */
+        gw->n.rule_errors++;
+        char qe[ERRLEN + 8];
+        log_error("rule_error", "hook=on_param param=%s error=%s", pi->decl->name,
+                  log_quote(qe, sizeof qe, err, (size_t)-1));
+    }
+}
+
+/*
+ * Inbound MQTT (called from inside the MQTT sink's read, see mqtt.h): Home Assistant's status
+ * (hadisc.c), then parameter commands.
+ */
+static void gw_on_mqtt_message(void *ud, const char *topic, const void *payload, size_t len,
+                               bool retained)
+{
+    struct gateway *gw = ud;
+    if (gw->ha && hadisc_on_message(gw->ha, topic, payload, len))
+        return;
+    if (retained)
+        return; /* a retained command would re-apply an old value at every reconnect */
+    if (gw->psrv && paramsrv_on_message(gw->psrv, topic, payload, len))
+        return;
+    log_debug("mqtt_message_ignored", "topic=%s", topic);
+}
+
+/* Create the registry (persisted in the state directory, except with --dry-run) and its
+ * routes; the rule declares into it when it loads. */
+static int gw_setup_params(struct gateway *gw, char *err, size_t errlen)
+{
+    const struct config *c = gw->cfg;
+    char file[4096], sock[4096];
+    bool persist = !c->dry_run;
+    if (persist && (statedir_file(c->state_dir, "params.conf", file, sizeof file) ||
+                    statedir_file(c->state_dir, "params.sock", sock, sizeof sock))) {
+        snprintf(err, errlen, "state_dir %s: too long for params.conf", c->state_dir);
+        return -EINVAL;
+    }
+    int rc = params_open(&gw->params, persist ? file : NULL, err, errlen);
+    if (rc)
+        return rc;
+    struct params_listener pl = {.ud = gw, .changed = gw_on_param_changed};
+    if ((rc = params_listen(gw->params, &pl)))
+        return rc;
+    struct paramsrv_config pc = {
+        .prefix = c->prefix,
+        .socket_path = persist ? sock : NULL,
+        .mqtt = gw->mqtt,
+        .publish = c->dry_run ? NULL : gw_param_publish,
+        .ud = gw,
+    };
+    if ((rc = paramsrv_new(&gw->psrv, gw->loop, gw->params, &pc, err, errlen)))
+        return rc;
+    if (gw->mqtt) {
+        char f[2][256];
+        paramsrv_filters(gw->psrv, f);
+        for (int i = 0; i < 2; i++)
+            if ((rc = mqtt_sink_subscribe(gw->mqtt, f[i], 1))) {
+                snprintf(err, errlen, "mqtt: cannot subscribe to %s", f[i]);
+                return rc;
+            }
+    }
+    return 0;
 }
 
 static void gw_on_deadletter(void *ud, const char *json, size_t len)
@@ -337,17 +425,7 @@ static void gw_ha_params_declared(void *ud)
 {
     struct gateway *gw = ud;
     if (gw->ha)
-        hadisc_set_params(gw->ha, rules_params(gw->rules));
-}
-
-static void gw_on_mqtt_message(void *ud, const char *topic, const void *payload, size_t len,
-                               bool retained)
-{
-    struct gateway *gw = ud;
-    (void)retained;
-    if (gw->ha && hadisc_on_message(gw->ha, topic, payload, len))
-        return;
-    log_debug("mqtt_message_ignored", "topic=%s", topic);
+        hadisc_set_params(gw->ha, gw->params);
 }
 
 static void gw_on_mqtt_connected(void *ud)
@@ -555,10 +633,16 @@ static void gw_on_signal(struct ev_loop *loop, ev_signal *w, int revents)
     (void)loop;
     struct gateway *gw;
     switch (w->signum) {
-    case SIGHUP:
+    case SIGHUP: {
         gw = container_of(w, struct gateway, sig_hup);
+        /* The params file first (a technician's edit), then the rule. */
+        char err[ERRLEN];
+        int bad = params_reload_file(gw->params, err, sizeof err);
+        if (bad < 0)
+            log_error("params_file_failed", "error=\"%s\" keeping=current", err);
         gw_reload(gw, "sighup");
         break;
+    }
     case SIGUSR1:
         gw = container_of(w, struct gateway, sig_usr1);
         gateway_report_stats(gw);
@@ -662,18 +746,39 @@ int gateway_init(struct gateway *gw, struct ev_loop *loop, const struct config *
     /* The printer shows every dead-letter; otherwise deadletter_topic decides. */
     gw->deadletter_publish = cfg->deadletter_topic || cfg->dry_run;
 
+    /* The state directory before anything writes into it; the lock before the spool, so a
+     * second instance is told who holds the directory, not only that the spool is busy. */
+    if (!cfg->dry_run) {
+        pid_t holder;
+        if ((rc = statedir_create(cfg->state_dir, err, errlen)) ||
+            (rc = statedir_lock(&gw->lock, cfg->state_dir, &holder, err, errlen)))
+            return rc;
+        log_info("state_dir", "dir=%s lock=%s/%s", cfg->state_dir, cfg->state_dir,
+                 STATEDIR_LOCK_NAME);
+        if (config_is_none(cfg->spool_dir))
+            log_warn("spool_disabled",
+                     "spool=none risk=\"outputs are held in memory only: a broker or database "
+                     "outage longer than the memory queues, a burst, or a restart loses data\" "
+                     "hint=\"remove spool.dir=none (default: %s/spool)\"",
+                     cfg->state_dir);
+    }
+
     /* Sinks first, so that the rule's init() and the rule status can publish. */
     if ((rc = gw_setup_outputs(gw, err, errlen)))
         return rc;
 
-    rc = deadletter_open(&gw->dl, cfg->dry_run ? NULL : cfg->deadletter_file, gw_on_deadletter, gw,
-                         err, errlen);
+    rc = deadletter_open(&gw->dl, cfg->dry_run ? NULL : cfg->deadletter_file,
+                         (uint64_t)cfg->deadletter_max_bytes, gw_on_deadletter, gw, err, errlen);
     if (rc)
         return rc;
 
     struct rule_sink sink = {.ud = gw, .publish = gw_out_publish, .write = gw_out_write};
+    if ((rc = gw_setup_params(gw, err, errlen)))
+        return rc;
+
     struct rules_config rc_cfg;
     gwconfig_rules(cfg, &rc_cfg);
+    rc_cfg.params = gw->params;
     rc = rules_open(&gw->rules, &rc_cfg, &sink, err, errlen);
     if (rc)
         return rc;
@@ -683,7 +788,7 @@ int gateway_init(struct gateway *gw, struct ev_loop *loop, const struct config *
         return rc;
     if (gw->ha) {
         struct params_listener pl = {.ud = gw, .declared = gw_ha_params_declared};
-        if ((rc = params_listen(rules_params(gw->rules), &pl)))
+        if ((rc = params_listen(gw->params, &pl)))
             return rc;
         gw_ha_params_declared(gw);
         gw_ha_update(gw);
@@ -775,10 +880,16 @@ void gateway_free(struct gateway *gw)
         source_free(gw->sources[i]);
     free(gw->sources);
     gw->sources = NULL;
+    paramsrv_free(gw->psrv);
+    gw->psrv = NULL;
+    if (gw->params)
+        params_unlisten(gw->params, gw);
     if (gw->rules)
         rules_close(gw->rules);
     hadisc_free(gw->ha);
     gw->ha = NULL;
+    params_close(gw->params); /* after the rule engine, which borrowed it */
+    gw->params = NULL;
     for (int i = 0; i < FWD_NDEST; i++)
         if (gw->sinks[i].ops)
             gw->sinks[i].ops->free(gw->sinks[i].self);
@@ -789,6 +900,9 @@ void gateway_free(struct gateway *gw)
     forward_free(gw->fw);
     gw->fw = NULL;
     deadletter_close(gw->dl);
+    /* Last: everything that writes into the state directory is closed. */
+    statedir_unlock(gw->lock);
+    gw->lock = NULL;
     buf_free(&gw->scratch);
     alerts_free(&gw->alerts);
     latency_free(&gw->lat);

@@ -37,11 +37,14 @@
 #include "latency.h"
 #include "sink.h"
 
+struct statedir_lock;
+
 /* Exit codes (documented in --help and docs/configuration.md). */
 #define GW_EXIT_OK          0 /* clean shutdown, or finite sources fully delivered */
 #define GW_EXIT_CONFIG      1 /* bad configuration or rules (also --check failure) */
 #define GW_EXIT_UNDELIVERED 2 /* gave up on data: drain timeout or queue drops */
 #define GW_EXIT_FATAL       3 /* could not start (e.g. out of memory) */
+#define GW_EXIT_LOCKED      4 /* another instance holds the state directory (or the spool) */
 
 struct gateway_counters {
     uint64_t lines;        /* lines framed, all sources */
@@ -57,16 +60,24 @@ struct gateway_counters {
     uint64_t reload_failures;
 };
 
+struct params;
+struct paramsrv;
+struct mqtt_sink;
+
 struct gateway {
     struct ev_loop *loop;
     const struct config *cfg;
     struct rules *rules;
+    struct params *params;  /* the rule's tunable parameters (params.h) */
+    struct paramsrv *psrv;  /* their MQTT and local-socket routes (paramsrv.h) */
+    struct mqtt_sink *mqtt; /* the MQTT sink behind sinks[FWD_MQTT] (subscriptions), or NULL */
     struct sink sinks[FWD_NDEST]; /* MQTT, InfluxDB, or the --dry-run printer (ops NULL: off) */
     struct dryrun *dry;           /* the printer behind sinks[] with --dry-run, else NULL */
     struct forward *fw;           /* every output -> spool (optional) -> sinks (forward.h) */
     size_t window[FWD_NDEST];     /* the pump's windows (gwconfig_forward) */
     struct deadletter *dl;
-    bool deadletter_publish; /* dead-letters also go to topics.deadletter */
+    struct statedir_lock *lock; /* the state directory's instance lock (not with --dry-run) */
+    bool deadletter_publish;    /* dead-letters also go to topics.deadletter */
     struct source **sources;
     size_t nsources;
     size_t finite_sources;
@@ -93,14 +104,16 @@ struct gateway {
     struct alerts alerts;
     struct gwstats_prev prev; /* gwstats.c: values at the previous report */
 
-    struct mqtt_sink *mqtt; /* the MQTT sink behind sinks[FWD_MQTT] (inbound side), or NULL */
     unsigned mqtt_connects; /* CONNACKs seen (the first needs no republish) */
     struct hadisc *ha;      /* Home Assistant discovery (ha_discovery), or NULL */
 };
 
 /*
- * Create everything from cfg and start the sources. Returns 0, or a negative errno with a
- * message in err (-EINVAL: configuration or rule error). On failure call gateway_free().
+ * Create everything from cfg and start the sources: first the state directory (created, and
+ * locked against a second instance; not with --dry-run), then sinks, spool, dead-letter,
+ * rules, sources. Returns 0, or a negative errno with a message in err (-EINVAL:
+ * configuration or rule error; -EBUSY: the state directory or spool is another instance's).
+ * On failure call gateway_free().
  */
 int gateway_init(struct gateway *gw, struct ev_loop *loop, const struct config *cfg, char *err,
                  size_t errlen);

@@ -85,6 +85,7 @@ void gwconfig_forward(const struct config *c, const char *status_topic, struct f
         .segment_bytes = (uint64_t)c->spool_segment_bytes,
         .replay_share = c->spool_replay_share,
         .status_topic = status_topic,
+        .open_required = true,
     };
     fc->window[FWD_MQTT] = (size_t)mw;
     /* InfluxDB: four batches, one in flight and three filling behind it. */

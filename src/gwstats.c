@@ -34,6 +34,9 @@ void gateway_report_stats(struct gateway *gw)
     struct forward_stats fs = {0};
     if (gw->fw)
         forward_get_stats(gw->fw, &fs);
+    struct deadletter_stats ds = {0};
+    if (gw->dl)
+        deadletter_get_stats(gw->dl, &ds);
     const struct sink_stats *ms = &fs.sink[FWD_MQTT], *is = &fs.sink[FWD_INFLUX];
     double now = util_mono();
     double dt = now - (pv->report > 0 ? pv->report : gw->started);
@@ -64,6 +67,10 @@ void gateway_report_stats(struct gateway *gw)
         {"publishes", (double)gw->n.publishes, true},
         {"points", (double)gw->n.points, true},
         {"deadletter", (double)deadletter_total(gw->dl), true},
+        {"deadletter_bytes", (double)ds.bytes, true},
+        {"deadletter_rotations", (double)ds.rotations, true},
+        {"deadletter_drops", (double)ds.drops, true},
+        {"deadletter_write_errors", (double)ds.write_errors, true},
         {"alerts_active", (double)gw->alerts.nactive, true},
         {"spool_bytes", (double)fs.bytes, true},
         {"spool_pending_mqtt", (double)fs.pending[FWD_MQTT], true},

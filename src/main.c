@@ -1,8 +1,9 @@
 /*
  * main.c — command line, configuration, and the daemon's lifetime.
  *
- * Order: defaults -> config file (-c) -> command-line flags (they win) -> secrets resolved ->
- * --check / run. Exit codes are the GW_EXIT_* values in gateway.h.
+ * Order: defaults -> config file (-c, else the installed one when it exists) -> command-line
+ * flags (they win) -> paths and secrets resolved -> --check / run. Exit codes are the
+ * GW_EXIT_* values in gateway.h.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -11,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <unistd.h>
 
 #include <ev.h>
 
@@ -19,18 +21,27 @@
 #include "gwconfig.h"
 #include "log.h"
 #include "mqtt.h"
+#include "paramcli.h"
 #include "rules.h"
 #include "source.h"
+#include "statedir.h"
 #include "watch.h"
+
+#ifndef IIOTGW_SYSCONFDIR
+#define IIOTGW_SYSCONFDIR "/etc/iiotgw"
+#endif
+/* Read when no -c is given and it exists (the package installs it). */
+#define DEFAULT_CONFIG IIOTGW_SYSCONFDIR "/iiotgw.conf"
 
 static const char usage[] =
     "Usage: iiotgw [OPTIONS]\n"
-    "       iiotgw watch [-c FILE] [--mqtt URL] [--prefix P]   live console (iiotgw watch -h)\n"
     "Read telemetry lines from sources, run a Lua rule per packet, publish to MQTT and write\n"
     "InfluxDB line protocol.\n"
     "\n"
-    "  -c, --config FILE          Lua config file (see docs/configuration.md)\n"
-    "  -r, --rules FILE           rule script (default rules/default.lua)\n"
+    "  -c, --config FILE          Lua config file (see docs/configuration.md), or none; without\n"
+    "                               -c, " DEFAULT_CONFIG " is read when it exists\n"
+    "                               ($IIOTGW_CONFIG names another default, or none)\n"
+    "  -r, --rules FILE           rule script (default " IIOTGW_DATADIR "/rules/default.lua)\n"
     "  -s, --source SPEC          a source, repeatable; replaces the config file's sources:\n"
     "                               [NAME=]exec:CMD | serial:DEV[:BAUD] | tcp:HOST:PORT |\n"
     "                               file:PATH | stdin\n"
@@ -43,9 +54,15 @@ static const char usage[] =
     "      --influx-token-file F  file holding the token (or set IIOTGW_INFLUX_TOKEN)\n"
     "      --prefix P             topic prefix (default iiot): the rules' gw.prefix, and the\n"
     "                               gateway's own topics live under P/gateway/\n"
-    "      --deadletter FILE      dead-letter JSON-lines file, or none\n"
-    "      --spool DIR            durable store-and-forward spool directory, or none\n"
-    "                               (default); see docs/reliability.md\n"
+    "      --state-dir DIR        state directory: spool, dead letters, lock (default\n"
+    "                               $STATE_DIRECTORY, as root " STATEDIR_SYSTEM ", else\n"
+    "                               $XDG_STATE_HOME/iiotgw or ~/.local/state/iiotgw)\n"
+    "      --deadletter FILE      dead-letter JSON-lines file (default\n"
+    "                               STATE_DIR/deadletter.jsonl, rotated), or none\n"
+    "      --spool DIR            durable store-and-forward spool directory (default\n"
+    "                               STATE_DIR/spool), or none (outputs in memory only: a\n"
+    "                               burst, an outage or a restart can lose data); see\n"
+    "                               docs/reliability.md\n"
     "  -o, --set KEY=VALUE        set any config option by key, e.g. -o mqtt.protocol=5\n"
     "      --dry-run              no network: print what each packet would publish and write\n"
     "      --check                validate config and rules, report errors, exit 0/1\n"
@@ -53,10 +70,20 @@ static const char usage[] =
     "  -h, --help                 this help\n"
     "  -V, --version              print the version\n"
     "\n"
-    "Signals: SIGHUP reloads the rules, SIGUSR1 logs and publishes stats, SIGINT/SIGTERM\n"
+    "Tunable parameters (docs/tuning.md): the rule's thresholds are changed at run time over\n"
+    "MQTT (P/gateway/param/NAME[/NODE]/set), by editing STATE_DIR/params.conf + SIGHUP, or with\n"
+    "    iiotgw param [-c FILE] [--state-dir DIR] list | get NAME [NODE] | set NAME [NODE] VALUE\n"
+    "(see `iiotgw param --help`).\n"
+    "\n"
+    "On-site console (docs/tuning.md): what a running gateway publishes, live; q quits:\n"
+    "    iiotgw watch [-c FILE] [--mqtt URL] [--prefix P]   (see `iiotgw watch --help`)\n"
+    "Home Assistant discovery: ha_discovery = true (docs/configuration.md).\n"
+    "\n"
+    "Signals: SIGHUP re-reads the params file and reloads the rules, SIGUSR1 logs and publishes "
+    "stats, SIGINT/SIGTERM\n"
     "shut down gracefully (a second one forces exit).\n"
     "Exit status: 0 ok; 1 configuration or rule error; 2 data left undelivered (drain timeout\n"
-    "or queue drops); 3 fatal start-up error.\n";
+    "or queue drops); 3 fatal start-up error; 4 another instance holds the state directory.\n";
 
 enum {
     OPT_MQTT = 256,
@@ -68,6 +95,7 @@ enum {
     OPT_PREFIX,
     OPT_DEADLETTER,
     OPT_SPOOL,
+    OPT_STATE_DIR,
     OPT_DRY_RUN,
     OPT_CHECK,
     OPT_LOG_LEVEL,
@@ -87,6 +115,7 @@ static const struct option long_opts[] = {
     {"prefix", required_argument, NULL, OPT_PREFIX},
     {"deadletter", required_argument, NULL, OPT_DEADLETTER},
     {"spool", required_argument, NULL, OPT_SPOOL},
+    {"state-dir", required_argument, NULL, OPT_STATE_DIR},
     {"dry-run", no_argument, NULL, OPT_DRY_RUN},
     {"check", no_argument, NULL, OPT_CHECK},
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
@@ -119,6 +148,8 @@ static const char *flag_key(int opt)
         return "deadletter_file";
     case OPT_SPOOL:
         return "spool.dir";
+    case OPT_STATE_DIR:
+        return "state_dir";
     case OPT_LOG_LEVEL:
         return "log_level";
     }
@@ -162,16 +193,73 @@ static bool check_sources(const struct config *cfg)
     return ok;
 }
 
+/* --check: file: sources name files that exist and can be read (the daemon would fail). */
+static bool check_file_sources(const struct config *cfg)
+{
+    bool ok = true;
+    for (size_t i = 0; i < cfg->nsources; i++) {
+        enum source_kind kind;
+        char name[SOURCE_NAME_MAX], err[256];
+        if (source_parse(cfg->sources[i], (int)i, &kind, name, sizeof name, err, sizeof err) ||
+            kind != SOURCE_FILE)
+            continue;
+        /* The kind is the first "file:" of a valid spec: a name cannot contain ':'. */
+        const char *path = strstr(cfg->sources[i], "file:") + 5;
+        if (access(path, R_OK) < 0) {
+            fprintf(stderr, "iiotgw: source %zu (%s): file %s: %s\n", i, name, path,
+                    strerror(errno));
+            ok = false;
+        }
+    }
+    return ok;
+}
+
+/* --check: the state directory and the spool directory can be created, and the lock. */
+static bool check_state(const struct config *cfg)
+{
+    char err[512];
+    bool ok = true;
+    if (statedir_probe(cfg->state_dir, err, sizeof err)) {
+        fprintf(stderr, "iiotgw: %s\n", err);
+        ok = false;
+    }
+    if (!config_is_none(cfg->spool_dir) && statedir_probe(cfg->spool_dir, err, sizeof err)) {
+        fprintf(stderr, "iiotgw: spool.dir: %s\n", err);
+        ok = false;
+    }
+    /* A held lock is not an error here: --check is how an operator validates an edited
+     * config while the service runs. It is reported, since a second daemon would refuse. */
+    pid_t holder;
+    if (ok && statedir_lock_probe(cfg->state_dir, &holder) == -EBUSY)
+        fprintf(stderr,
+                "iiotgw: note: state directory %s is in use by a running iiotgw (PID %ld); "
+                "another instance on it would refuse to start (exit %d)\n",
+                cfg->state_dir, (long)holder, GW_EXIT_LOCKED);
+    return ok;
+}
+
 /* --check: everything that can be validated without touching the network. */
 static int run_check(const struct config *cfg)
 {
     char err[512];
     int bad = !check_sources(cfg);
+    if (cfg->nsources == 0) {
+        fprintf(stderr, "iiotgw: no sources: give at least one -s SPEC (or `sources` in the "
+                        "config file)\n");
+        bad = 1;
+    }
+    if (!bad && !check_file_sources(cfg))
+        bad = 1;
+    if (!cfg->dry_run && !check_state(cfg))
+        bad = 1;
     if (!config_is_none(cfg->mqtt_url)) {
         struct mqtt_config mc;
         char storage[1024];
         if (gwconfig_mqtt(cfg, NULL, &mc, storage, sizeof storage, err, sizeof err)) {
             fprintf(stderr, "iiotgw: mqtt.url: %s\n", err);
+            bad = 1;
+        } else if (mqtt_check_config(&mc, err, sizeof err)) {
+            fprintf(stderr, "iiotgw: mqtt: %s\n", err);
             bad = 1;
         }
     }
@@ -192,14 +280,15 @@ static int run_check(const struct config *cfg)
 
 /*
  * A start-up step failed with `rc`: print why and return the exit code. Out of memory is the
- * fatal start-up error (3) and its paths leave `err` unwritten; everything else is a
- * configuration error (1), with the message in `err`.
+ * fatal start-up error (3) and its paths leave `err` unwritten; -EBUSY is a state directory
+ * or spool held by another instance (4); everything else is a configuration error (1), with
+ * the message in `err`.
  */
 static int start_error(int rc, const char *err)
 {
     bool oom = rc == -ENOMEM;
     fprintf(stderr, "iiotgw: %s\n", oom ? "out of memory" : err);
-    return oom ? GW_EXIT_FATAL : GW_EXIT_CONFIG;
+    return oom ? GW_EXIT_FATAL : rc == -EBUSY ? GW_EXIT_LOCKED : GW_EXIT_CONFIG;
 }
 
 int main(int argc, char **argv)
@@ -210,6 +299,10 @@ int main(int argc, char **argv)
     int code = GW_EXIT_CONFIG;
     const char *config_file = NULL;
     bool cli_sources = false;
+
+    /* A subcommand, not the daemon: talks to the running gateway. */
+    if (argc > 1 && strcmp(argv[1], "param") == 0)
+        return paramcli_main(argc - 1, argv + 1);
 
     /* Subcommands: `iiotgw watch ...` is the console (watch.c), not the daemon. */
     if (argc > 1 && strcmp(argv[1], "watch") == 0)
@@ -222,14 +315,34 @@ int main(int argc, char **argv)
 
     /* Pass 1: find -c, so the file is applied before the other flags override it. */
     int opt;
+    bool info_only = false;
     opterr = 0;
-    while ((opt = getopt_long(argc, argv, "c:r:s:o:hV", long_opts, NULL)) != -1)
+    while ((opt = getopt_long(argc, argv, "c:r:s:o:hV", long_opts, NULL)) != -1) {
         if (opt == 'c')
             config_file = optarg;
+        else if (opt == 'h' || opt == 'V')
+            info_only = true;
+    }
+    /* Without -c the installed config applies when it exists, so the installed daemon needs
+     * no path option; $IIOTGW_CONFIG replaces that default (tests isolate themselves from an
+     * installed config with IIOTGW_CONFIG=none). --help and --version read nothing. */
+    bool implicit = false;
+    if (!config_file && !info_only) {
+        const char *env = getenv("IIOTGW_CONFIG");
+        if (env && *env)
+            config_file = env;
+        else if (access(DEFAULT_CONFIG, F_OK) == 0)
+            config_file = DEFAULT_CONFIG;
+        implicit = config_file != NULL;
+    }
+    if (config_is_none(config_file))
+        config_file = NULL;
     if (config_file && (rc = config_load_file(&cfg, config_file, err, sizeof err))) {
         code = start_error(rc, err);
         goto out;
     }
+    if (config_file && implicit)
+        log_info("config_default", "file=%s hint=\"-c none reads no config file\"", config_file);
 
     optind = 1;
     opterr = 1;

@@ -50,6 +50,13 @@
 
 #define MQTT_CONNECT_TIMEOUT 15.0 /* s: an attempt that got no CONNACK by then is abandoned */
 #define MQTT_DROP_LOG_EVERY  10.0 /* s: rate limit of the queue overflow warning */
+#define MQTT_REPLIES_MAX     64   /* replies waiting for libmosquitto to return; more dropped */
+
+/* A reply (mqtt_sink_respond) waiting to be sent: topic, payload, correlation data. */
+struct mqtt_reply {
+    struct mqtt_reply *next;
+    size_t tlen, len, corrlen; /* the bytes follow the struct, topic NUL-terminated */
+};
 
 enum mqtt_state {
     ST_WAIT,       /* not connected, retry timer armed (or about to be) */
@@ -117,6 +124,12 @@ struct mqtt_sink {
     int in_loop;
     bool pump_deferred;
 
+    /* MQTT 5 properties of the message being delivered (mqtt_sink_message_props), and the
+     * replies (mqtt_sink_respond) made inside libmosquitto, sent once it returned. */
+    const mosquitto_property *rx_props;
+    struct mqtt_reply *replies, **replies_tail;
+    size_t nreplies;
+
     /* overflow log rate limit */
     uint64_t dropped_logged;
     double drop_log_at;
@@ -129,6 +142,7 @@ static void mqtt_pump(struct mqtt_sink *m);
 static int mqtt_loop_call(struct mqtt_sink *m, int (*fn)(struct mosquitto *, int), int arg);
 static void mqtt_start_connect(struct mqtt_sink *m);
 static void mqtt_destroy(struct mqtt_sink *m);
+static void mqtt_send_replies(struct mqtt_sink *m);
 
 /* ------------------------------------------------------------------------------------------
  * Small helpers
@@ -511,8 +525,10 @@ static void on_message_v5(struct mosquitto *mosq, void *ud, const struct mosquit
                           const mosquitto_property *props)
 {
     (void)mosq;
-    (void)props;
+    struct mqtt_sink *m = ud;
+    m->rx_props = props;
     handle_message(ud, msg);
+    m->rx_props = NULL;
 }
 
 static void on_connect_v3(struct mosquitto *mosq, void *ud, int rc, int flags)
@@ -762,6 +778,8 @@ static int mqtt_loop_call(struct mqtt_sink *m, int (*fn)(struct mosquitto *, int
         m->pump_deferred = false;
         mqtt_pump(m);
     }
+    if (!m->in_loop && m->replies && !m->doomed)
+        mqtt_send_replies(m);
     return rc;
 }
 
@@ -825,6 +843,24 @@ static int dup_str(struct mqtt_sink *m, int slot, const char **field)
     return 0;
 }
 
+/* The TLS options on a client: one function, so --check (mqtt_check_config) refuses exactly
+ * what the sink would. */
+static int tls_setup(struct mosquitto *mosq, const struct mqtt_config *c, char *err, size_t errlen)
+{
+    if (!c->cafile && !c->capath)
+        mosquitto_int_option(mosq, MOSQ_OPT_TLS_USE_OS_CERTS, 1);
+    int rc = mosquitto_tls_set(mosq, c->cafile, c->capath, c->certfile, c->keyfile, NULL);
+    if (rc) {
+        snprintf(err, errlen, "tls: %s (cafile=%s capath=%s certfile=%s keyfile=%s)",
+                 mosquitto_strerror(rc), c->cafile ? c->cafile : "-", c->capath ? c->capath : "-",
+                 c->certfile ? c->certfile : "-", c->keyfile ? c->keyfile : "-");
+        return -EINVAL;
+    }
+    if (c->tls_insecure)
+        mosquitto_tls_insecure_set(mosq, true);
+    return 0;
+}
+
 static int setup_mosq(struct mqtt_sink *m, char *err, size_t errlen)
 {
     const struct mqtt_config *c = &m->cfg;
@@ -858,18 +894,8 @@ static int setup_mosq(struct mqtt_sink *m, char *err, size_t errlen)
             return -EINVAL;
         }
     }
-    if (c->tls) {
-        if (!c->cafile && !c->capath)
-            mosquitto_int_option(m->mosq, MOSQ_OPT_TLS_USE_OS_CERTS, 1);
-        rc = mosquitto_tls_set(m->mosq, c->cafile, c->capath, c->certfile, c->keyfile, NULL);
-        if (rc) {
-            snprintf(err, errlen, "tls: %s (check cafile/capath/certfile/keyfile)",
-                     mosquitto_strerror(rc));
-            return -EINVAL;
-        }
-        if (c->tls_insecure)
-            mosquitto_tls_insecure_set(m->mosq, true);
-    }
+    if (c->tls && (rc = tls_setup(m->mosq, c, err, errlen)))
+        return rc;
     if (c->status_topic) {
         rc = m->v5 ? mosquitto_will_set_v5(m->mosq, c->status_topic, 7, "offline", 1, true, NULL)
                    : mosquitto_will_set(m->mosq, c->status_topic, 7, "offline", 1, true);
@@ -898,17 +924,10 @@ static int setup_mosq(struct mqtt_sink *m, char *err, size_t errlen)
     return 0;
 }
 
-int mqtt_sink_new(struct mqtt_sink **out, struct ev_loop *loop, const struct mqtt_config *cfg,
-                  char *err, size_t errlen)
+/* What mqtt_sink_new refuses before it creates anything (shared with mqtt_check_config). */
+static int check_cfg(const struct mqtt_config *cfg, char *err, size_t errlen)
 {
-    char dummy[1];
-    if (!err || errlen == 0) {
-        err = dummy;
-        errlen = sizeof dummy;
-    }
-    err[0] = '\0';
-    *out = NULL;
-    if (!loop || !cfg || !cfg->host || !cfg->host[0]) {
+    if (!cfg || !cfg->host || !cfg->host[0]) {
         snprintf(err, errlen, "mqtt: host is required");
         return -EINVAL;
     }
@@ -932,6 +951,47 @@ int mqtt_sink_new(struct mqtt_sink **out, struct ev_loop *loop, const struct mqt
         snprintf(err, errlen, "mqtt: invalid status topic");
         return -EINVAL;
     }
+    return 0;
+}
+
+int mqtt_check_config(const struct mqtt_config *cfg, char *err, size_t errlen)
+{
+    int rc = check_cfg(cfg, err, errlen);
+    if (rc || !cfg->tls)
+        return rc;
+    /* The TLS files are checked by the library itself (mosquitto_tls_set opens the CA file
+     * and directory), on a client that never connects. */
+    mosquitto_lib_init();
+    struct mosquitto *mosq = mosquitto_new(NULL, true, NULL);
+    if (!mosq) {
+        snprintf(err, errlen, "mosquitto_new failed: %s", strerror(errno));
+        rc = -ENOMEM;
+        goto out;
+    }
+    rc = tls_setup(mosq, cfg, err, errlen);
+    mosquitto_destroy(mosq);
+out:
+    mosquitto_lib_cleanup();
+    return rc;
+}
+
+int mqtt_sink_new(struct mqtt_sink **out, struct ev_loop *loop, const struct mqtt_config *cfg,
+                  char *err, size_t errlen)
+{
+    char dummy[1];
+    if (!err || errlen == 0) {
+        err = dummy;
+        errlen = sizeof dummy;
+    }
+    err[0] = '\0';
+    *out = NULL;
+    if (!loop) {
+        snprintf(err, errlen, "mqtt: no event loop");
+        return -EINVAL;
+    }
+    int crc = check_cfg(cfg, err, errlen);
+    if (crc)
+        return crc;
 
     struct mqtt_sink *m = calloc(1, sizeof *m);
     if (!m) {
@@ -1050,6 +1110,120 @@ void mqtt_sink_set_ack_cb(struct mqtt_sink *m, mqtt_ack_cb cb, void *ud)
     m->ack_ud = ud;
 }
 
+/* ------------------------------------------------------------------------------------------
+ * Request / response: MQTT 5 properties of a received message, replies
+ * ---------------------------------------------------------------------------------------- */
+
+void mqtt_sink_message_props(const struct mqtt_sink *m, struct mqtt_message_props *out)
+{
+    memset(out, 0, sizeof *out);
+    const mosquitto_property *props = m->rx_props;
+    if (!props)
+        return;
+    char *rt = NULL, *name = NULL, *value = NULL;
+    void *corr = NULL;
+    uint16_t corrlen = 0;
+    if (mosquitto_property_read_string(props, MQTT_PROP_RESPONSE_TOPIC, &rt, false) && rt &&
+        strlen(rt) < sizeof out->response_topic) {
+        memcpy(out->response_topic, rt, strlen(rt) + 1);
+        out->has_response_topic = true;
+    }
+    if (mosquitto_property_read_binary(props, MQTT_PROP_CORRELATION_DATA, &corr, &corrlen, false) &&
+        corr && corrlen <= sizeof out->correlation) {
+        memcpy(out->correlation, corr, corrlen);
+        out->correlation_len = corrlen;
+    }
+    /* The first user property "origin" (else "client_id") names the requester. */
+    bool skip = false;
+    for (const mosquitto_property *p = props;
+         (p = mosquitto_property_read_string_pair(p, MQTT_PROP_USER_PROPERTY, &name, &value,
+                                                  skip)) != NULL;
+         skip = true) {
+        bool is_origin = name && !strcmp(name, "origin");
+        if ((is_origin || (name && !strcmp(name, "client_id") && !out->origin[0])) && value)
+            util_strlcpy(out->origin, value, sizeof out->origin);
+        free(name);
+        free(value);
+        name = value = NULL;
+        if (is_origin)
+            break;
+    }
+    free(rt);
+    free(corr);
+}
+
+static int mqtt_reply_now(struct mqtt_sink *m, const char *topic, const void *payload, size_t len,
+                          const void *corr, size_t corrlen)
+{
+    mosquitto_property *props = NULL;
+    if (m->v5 && corrlen &&
+        mosquitto_property_add_binary(&props, MQTT_PROP_CORRELATION_DATA, corr,
+                                      (uint16_t)corrlen) != MOSQ_ERR_SUCCESS)
+        return -ENOMEM;
+    int rc = m->v5 ? mosquitto_publish_v5(m->mosq, NULL, topic, (int)len, payload, 0, false, props)
+                   : mosquitto_publish(m->mosq, NULL, topic, (int)len, payload, 0, false);
+    mosquitto_property_free_all(&props);
+    return rc == MOSQ_ERR_SUCCESS ? 0 : -EIO;
+}
+
+static void mqtt_send_replies(struct mqtt_sink *m)
+{
+    m->depth++;
+    while (m->replies && !m->doomed) {
+        struct mqtt_reply *r = m->replies;
+        m->replies = r->next;
+        m->nreplies--;
+        const char *t = (const char *)(r + 1);
+        if (m->state == ST_CONNECTED)
+            (void)mqtt_reply_now(m, t, t + r->tlen + 1, r->len, t + r->tlen + 1 + r->len,
+                                 r->corrlen);
+        free(r);
+    }
+    if (!m->replies)
+        m->replies_tail = NULL;
+    if (leave(m))
+        return;
+    mqtt_sync_io(m);
+}
+
+int mqtt_sink_respond(struct mqtt_sink *m, const char *topic, const void *payload, size_t len,
+                      const void *corr, size_t corrlen)
+{
+    if (!topic || mqtt_topic_check(topic, strlen(topic)) < 0 || len > 65536 || corrlen > 65535)
+        return -EINVAL;
+    if (m->state != ST_CONNECTED || m->doomed || m->closing)
+        return -ENOTCONN;
+    if (!m->in_loop) {
+        m->depth++;
+        int rc = mqtt_reply_now(m, topic, payload, len, corr, corrlen);
+        if (leave(m))
+            return rc;
+        mqtt_sync_io(m);
+        return rc;
+    }
+    /* Inside libmosquitto (a message callback): publishing here could deadlock, see in_loop. */
+    if (m->nreplies >= MQTT_REPLIES_MAX)
+        return -ENOBUFS;
+    size_t tlen = strlen(topic);
+    struct mqtt_reply *r = malloc(sizeof *r + tlen + 1 + len + corrlen);
+    if (!r)
+        return -ENOMEM;
+    *r = (struct mqtt_reply){.tlen = tlen, .len = len, .corrlen = corrlen};
+    char *b = (char *)(r + 1);
+    memcpy(b, topic, tlen + 1);
+    if (len)
+        memcpy(b + tlen + 1, payload, len);
+    if (corrlen)
+        memcpy(b + tlen + 1 + len, corr, corrlen);
+    if (m->replies_tail)
+        *m->replies_tail = r;
+    else
+        m->replies = r;
+    m->replies_tail = &r->next;
+    m->nreplies++;
+    return 0;
+}
+
 size_t mqtt_sink_pending(const struct mqtt_sink *m)
 {
     return pending_count(m);
@@ -1090,6 +1264,11 @@ void mqtt_sink_close(struct mqtt_sink *m, double timeout, void (*done)(void *ud)
 static void mqtt_destroy(struct mqtt_sink *m)
 {
     mqtt_stop_watchers(m);
+    while (m->replies) {
+        struct mqtt_reply *r = m->replies;
+        m->replies = r->next;
+        free(r);
+    }
     if (m->mosq)
         mosquitto_destroy(m->mosq);
     mqttq_free(&m->fifo);

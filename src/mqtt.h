@@ -120,6 +120,13 @@ int mqtt_sink_subscribe(struct mqtt_sink *m, const char *filter, int qos);
 void mqtt_sink_set_inbound(struct mqtt_sink *m, const struct mqtt_inbound *in);
 
 /* Optional acknowledgement callback (used by the spool). */
+/*
+ * What mqtt_sink_new() would refuse, without connecting or keeping anything: the checks on
+ * cfg and, with TLS, the library's own verdict on the CA, certificate and key files. For
+ * --check. Returns 0, -EINVAL (err set), -ENOMEM.
+ */
+int mqtt_check_config(const struct mqtt_config *cfg, char *err, size_t errlen);
+
 void mqtt_sink_set_ack_cb(struct mqtt_sink *m, mqtt_ack_cb cb, void *ud);
 
 /*
@@ -130,6 +137,28 @@ void mqtt_sink_set_ack_cb(struct mqtt_sink *m, mqtt_ack_cb cb, void *ud);
  */
 int mqtt_sink_publish(struct mqtt_sink *m, const char *topic, const void *payload, size_t len,
                       int qos, bool retain, uint64_t token);
+
+/*
+ * Request/response over MQTT 5. mqtt_sink_message_props(), called from the inbound `message`
+ * callback, gives that message's response topic, correlation data and the requester's name
+ * (user property "origin", else "client_id"); all empty with MQTT 3.1.1, outside the
+ * callback, or when the publisher did not set them (a longer response topic or correlation
+ * data is ignored). mqtt_sink_respond() publishes a reply at QoS 0, not retained, outside the
+ * FIFO (a reply is only useful while the requester listens), with the correlation data when
+ * given (MQTT 5); called from a callback it is sent once libmosquitto returned. Returns 0,
+ * -EINVAL (bad topic, payload > 64 KiB), -ENOTCONN (dropped: not connected), -ENOBUFS (64
+ * replies already waiting), -ENOMEM, -EIO.
+ */
+struct mqtt_message_props {
+    bool has_response_topic;
+    char response_topic[1024];
+    unsigned char correlation[256];
+    size_t correlation_len;
+    char origin[128];
+};
+void mqtt_sink_message_props(const struct mqtt_sink *m, struct mqtt_message_props *out);
+int mqtt_sink_respond(struct mqtt_sink *m, const char *topic, const void *payload, size_t len,
+                      const void *corr, size_t corrlen);
 
 /* Messages not yet acknowledged (queued + in flight). 0 means everything reached the broker. */
 size_t mqtt_sink_pending(const struct mqtt_sink *m);

@@ -851,6 +851,15 @@ int params_listen(struct params *p, const struct params_listener *l)
     return 0;
 }
 
+void params_unlisten(struct params *p, void *ud)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < p->nls; i++)
+        if (p->ls[i].ud != ud)
+            p->ls[k++] = p->ls[i];
+    p->nls = k;
+}
+
 /* ------------------------------------------------------------------------------------------
  * Declarations
  * ---------------------------------------------------------------------------------------- */

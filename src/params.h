@@ -131,8 +131,10 @@ struct params;
 int params_open(struct params **out, const char *file, char *err, size_t errlen);
 void params_close(struct params *p); /* NULL is a no-op */
 
-/* Up to 4 listeners, called in registration order. Returns 0 or -ENOSPC. */
+/* Up to 4 listeners, called in registration order. Returns 0 or -ENOSPC. params_unlisten()
+ * removes every listener registered with `ud`. */
 int params_listen(struct params *p, const struct params_listener *l);
+void params_unlisten(struct params *p, void *ud);
 
 /* ---- declarations (the rule engine) ---- */
 

@@ -731,11 +731,6 @@ int rules_param_changed(struct rules *r, const char *name, const char *node, cha
     return rules_call(r->live, &c);
 }
 
-struct params *rules_params(const struct rules *r)
-{
-    return r->params;
-}
-
 void rules_get_stats(const struct rules *r, struct rules_stats *out)
 {
     *out = r->stats;

@@ -152,9 +152,6 @@ size_t rules_entities(const struct rules *r, const struct rules_entity **out);
 int rules_param_changed(struct rules *r, const char *name, const char *node, char *err,
                         size_t errlen);
 
-/* The params registry the engine declares into (rules_config.params, or its own). */
-struct params *rules_params(const struct rules *r);
-
 void rules_get_stats(const struct rules *r, struct rules_stats *out);
 const char *rules_path(const struct rules *r);
 void rules_close(struct rules *r);

@@ -70,7 +70,8 @@ echo "replaying $sample ..."
 code=0
 build/iiotgw -r rules/default.lua -s "rx=file:$sample" --mqtt "$mqtt" \
     --influx "$IIOTGW_TEST_VM_URL" --influx-org my-org --influx-bucket telemetry \
-    --deadletter "$work/deadletter.jsonl" -o influx.linger=0.2 2>"$work/iiotgw.log" || code=$?
+    --deadletter "$work/deadletter.jsonl" -o influx.linger=0.2 \
+    --state-dir "$work/state" -c none 2>"$work/iiotgw.log" || code=$?
 sleep 0.5
 kill "$sub_pid" 2>/dev/null || true
 wait "$sub_pid" 2>/dev/null || true

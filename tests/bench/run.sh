@@ -8,7 +8,9 @@
 #   3. p99 latency from line read to the last PUBACK of a packet's 9 publishes at 100 packets/s
 #      against a local mosquitto (set_tcp_nodelay true) vs a bare libmosquitto client;
 #   4. end-to-end daemon throughput (file -> mosquitto + VictoriaMetrics, every record acked)
-#      with the durable spool on (`interval`) vs off.
+#      with the durable spool on (`interval`) vs off;
+#   5. the default rule's per-packet time with its thresholds read from gw.param handles vs
+#      the same rule with constants.
 #
 #   bash tests/bench/run.sh [SECONDS]
 set -euo pipefail
@@ -36,3 +38,6 @@ echo "== 3. publish-to-PUBACK latency at 100 packets/s"
 echo
 echo "== 4. throughput with the spool on (interval) vs off"
 /usr/bin/python3 tests/bench/bench_spool_gateway.py "${BENCH_SPOOL_PACKETS:-20000}" 2
+echo
+echo "== 5. reading tunable parameters (gw.param) vs constants in the default rule"
+/usr/bin/python3 tests/bench/bench_params.py "$BENCH_DIR/bench_pipeline" 1 "${BENCH_PARAMS_ROUNDS:-5}"

@@ -173,7 +173,8 @@ def dry_run_lines(iiotgw, repo, packets, times, tmp):
     with open(cap, "w") as f:
         for p in packets:
             f.write(capture_line(p) + "\n")
-    r = subprocess.run([iiotgw, "--dry-run", "-r", os.path.join(repo, "rules", "default.lua"),
+    r = subprocess.run([iiotgw, "--dry-run", "-c", "none",
+                        "-r", os.path.join(repo, "rules", "default.lua"),
                         "-s", "file:" + cap, "-o", "gateway_id=template"],
                        capture_output=True, text=True, timeout=60)
     if r.returncode != 0:

@@ -238,7 +238,8 @@ def parse_line_protocol(line):
 def schema_from_dry_run(iiotgw, repo, session):
     """Run the gateway over a capture; returns {measurement: {"fields": set, "tags": {key:
     set(values)}}} and the number of WRITE lines seen (the final stats point included)."""
-    cmd = [iiotgw, "--dry-run", "-r", os.path.join(repo, "rules", "default.lua"), "-s", "file:" + session]
+    cmd = [iiotgw, "--dry-run", "-c", "none", "-r", os.path.join(repo, "rules", "default.lua"),
+           "-s", "file:" + session]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     if r.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} exited {r.returncode}: {r.stderr.strip()[-500:]}")

@@ -112,7 +112,10 @@ try:
     gw = subprocess.Popen([IIOTGW, "-r", RULES, "-s", "serial:" + pty, "--prefix", prefix,
                            "--mqtt", "mqtt://%s:%s" % (HOST, PORT), "--influx", VM,
                            "--influx-db", bucket, "--deadletter", "none",
-                           "-o", "influx.linger=0.2"], stderr=gwerr)
+                           "-o", "influx.linger=0.2",
+                           # its own state (spool, lock) in the run's directory
+                           "--state-dir", os.path.join(d, "state"), "-c", "none"],
+                          stderr=gwerr)
     rest = run.communicate(timeout=RUN_S + 30)[0]
     check(run.returncode == 0, "run.sh exit %d" % run.returncode)
     radio_line = [l for l in rest.splitlines() if l.startswith("radio: ")]

@@ -94,7 +94,9 @@ def run(name, n_frames, n1_args, n2_args):
         gw = [IIOTGW, "-r", RULES, "-s", "stdin", "--prefix", prefix,
               "--mqtt", "mqtt://%s:%s" % (HOST, PORT), "--influx", VM,
               "--influx-db", bucket, "--deadletter", "none",
-              "-o", "influx.linger=0.2"]
+              "-o", "influx.linger=0.2",
+              # its own state (spool, lock) in the run's directory, no installed config
+              "--state-dir", os.path.join(d, "state"), "-c", "none"]
         rtt = os.path.join(d, "rtt.txt")
         pipeline = "%s | tee %s | %s" % (" ".join(map(sh_quote, n2)), sh_quote(rtt),
                                          " ".join(map(sh_quote, gw)))

@@ -82,6 +82,28 @@ def tmpdir():
     return d
 
 
+def fresh_state_dir():
+    """A new, empty state directory (see docs/reliability.md) under a temporary directory
+    removed when the test exits. For a test that runs daemons side by side: each needs its
+    own, or the second refuses to start (the state directory's lock)."""
+    return os.path.join(tmpdir(), "state")
+
+
+def isolate():
+    """Every daemon a test starts gets a state directory of the test's own (spool, dead-letter
+    file, lock: $STATE_DIRECTORY, inherited by each child) and reads no installed config file
+    (IIOTGW_CONFIG=none; /etc/iiotgw/iiotgw.conf exists where the package is installed).
+    Called on import, so anything that imports this module is isolated; the directory goes
+    when the test exits. Daemons started one after another share it, as a restarted service
+    shares /var/lib/iiotgw."""
+    os.environ["STATE_DIRECTORY"] = fresh_state_dir()
+    os.environ["IIOTGW_CONFIG"] = "none"
+    os.environ.pop("XDG_STATE_HOME", None)
+
+
+isolate()
+
+
 def unique(tag):
     return "t%s%d%d" % (tag, os.getpid(), int(time.time() * 1000) % 100000)
 

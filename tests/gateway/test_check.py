@@ -32,6 +32,33 @@ check(r.returncode == 1 and "bogus" in r.stderr, "bad source spec must be report
 r = run(["--check", "-r", DEFAULT_RULE, "--mqtt", "http://nope"])
 check(r.returncode == 1, "bad MQTT URL must be reported: %s" % r.stderr)
 
+# What the daemon would refuse or run degraded on is caught by --check too, each with exit 1
+# and a message naming the problem.
+r = run(["--check", "-r", DEFAULT_RULE])
+check(r.returncode == 1 and "no sources" in r.stderr, "no sources must fail --check: %s" % r.stderr)
+missing = os.path.join(d, "no-such-capture.log")
+r = run(["--check", "-r", DEFAULT_RULE, "-s", "rx=file:" + missing])
+check(r.returncode == 1 and missing in r.stderr and "rx" in r.stderr,
+      "a file: source that does not exist must fail --check: %s" % r.stderr)
+blocker = os.path.join(d, "plain-file")
+open(blocker, "w").close()
+r = run(["--check", "-r", DEFAULT_RULE, "-s", "stdin", "--state-dir", os.path.join(blocker, "s")])
+check(r.returncode == 1 and "state directory" in r.stderr and "plain-file" in r.stderr,
+      "a state directory that cannot be created must fail --check: %s" % r.stderr)
+r = run(["--check", "-r", DEFAULT_RULE, "-s", "stdin", "--spool", os.path.join(blocker, "spool")])
+check(r.returncode == 1 and "spool.dir" in r.stderr and "plain-file" in r.stderr,
+      "a spool directory that cannot be created must fail --check: %s" % r.stderr)
+fresh = os.path.join(d, "fresh-state")
+r = run(["--check", "-r", DEFAULT_RULE, "-s", "stdin", "--state-dir", fresh])
+check(r.returncode == 0 and not os.path.exists(fresh),
+      "--check must create nothing (state directory %s): %s" % (fresh, r.stderr))
+nocafile = os.path.join(d, "no-such-ca.pem")
+r = run(["--check", "-r", DEFAULT_RULE, "-s", "stdin", "--mqtt", "mqtts://localhost:8883",
+         "-o", "mqtt.cafile=" + nocafile])
+check(r.returncode == 1 and "tls" in r.stderr and nocafile in r.stderr,
+      "a CA file that does not exist must fail --check (the TLS library refuses it): %s"
+      % r.stderr)
+
 r = run(["--help"])
 check(r.returncode == 0 and "--dry-run" in r.stdout and "--influx-db" in r.stdout, "--help")
 r = run(["--version"])

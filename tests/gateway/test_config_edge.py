@@ -12,7 +12,7 @@ with open(data, "w") as f:
 base = ["-r", DEFAULT_RULE, "--deadletter", "none"]
 
 # An empty mqtt.url means "none" for the daemon (config.c, gateway.c); --check agrees.
-r = run(["--check", "--mqtt", ""] + base)
+r = run(["--check", "--mqtt", "", "-s", "stdin"] + base)
 check(r.returncode == 0, "--check --mqtt '' must pass like the daemon's start: %s" % r.stderr)
 r = run(["--dry-run", "--mqtt", "", "-s", "file:" + data] + base)
 check(r.returncode == 0, "dry run with --mqtt '' exit %d: %s" % (r.returncode, r.stderr))

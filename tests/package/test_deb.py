@@ -264,10 +264,15 @@ def check_installed(version):
     r = run(["/usr/bin/iiotgw", "--version"])
     if r.returncode != 0 or r.stdout.strip() != "iiotgw " + version:
         fail("/usr/bin/iiotgw --version: rc %d %r" % (r.returncode, r.stdout))
-    r = run(["/usr/bin/iiotgw", "--check", "-c", "/etc/iiotgw/iiotgw.conf"], cwd="/")
+    # No path option at all: the installed daemon finds /etc/iiotgw/iiotgw.conf by itself (and
+    # says so), the rules and modules under /usr/share/iiotgw, its state in /var/lib/iiotgw.
+    bare = {k: v for k, v in os.environ.items()
+            if k not in ("IIOTGW_CONFIG", "STATE_DIRECTORY", "XDG_STATE_HOME")}
+    r = run(["/usr/bin/iiotgw", "--check"], cwd="/", env=bare)
     if r.returncode != 0:
-        fail("iiotgw --check -c /etc/iiotgw/iiotgw.conf: rc %d\n%s%s"
-             % (r.returncode, r.stdout, r.stderr))
+        fail("iiotgw --check (no options): rc %d\n%s%s" % (r.returncode, r.stdout, r.stderr))
+    elif "config_default file=/etc/iiotgw/iiotgw.conf" not in r.stderr:
+        fail("iiotgw --check did not say it read /etc/iiotgw/iiotgw.conf:\n" + r.stderr)
     else:
         log(r.stdout.strip())
 

@@ -402,6 +402,10 @@ class Gateway:
                 else:
                     out.append(a)
             args = out
+        # Its own state directory (lock): tests run gateways side by side, each with its own
+        # --spool; one started after another shares nothing but what its arguments name.
+        if "--state-dir" not in args:
+            args += ["--state-dir", gwtest.fresh_state_dir()]
         self.args = [iiotgw(), "-s", "stdin", "-r", RULE, "--deadletter", "none"] + args
         lf = open(log, "ab")
         self.offset = lf.tell()  # where this run's log starts
