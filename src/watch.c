@@ -660,6 +660,8 @@ int watch_main(int argc, char **argv)
     if ((file && (rc = config_load_file(&cfg, file, err, sizeof err))) ||
         (url && (rc = config_set(&cfg, "mqtt.url", url, err, sizeof err))) ||
         (prefix && (rc = config_set(&cfg, "prefix", prefix, err, sizeof err))) ||
+        /* The console loads no rule: spare it the daemon's check of the rule file. */
+        (rc = config_set(&cfg, "rules", "/dev/null", err, sizeof err)) ||
         (rc = config_finish(&cfg, err, sizeof err))) {
         fprintf(stderr, "iiotgw watch: %s\n", rc == -ENOMEM ? "out of memory" : err);
         goto out;
