@@ -31,6 +31,10 @@ enum hd_platform { HD_SENSOR, HD_BINARY_SENSOR, HD_NUMBER };
 
 static const char *const hd_platform_name[] = {"sensor", "binary_sensor", "number"};
 
+/* Alerts announced only because they were seen published: each one re-renders its device, so
+ * a rule inventing alert topics must not make this grow (or cost) without end. */
+#define HADISC_MAX_SEEN 256
+
 /* One wanted component. */
 struct hd_comp {
     char *id;    /* component id in `cmps`, unique over all devices ([a-zA-Z0-9_-]) */
@@ -64,6 +68,7 @@ struct hadisc {
     void *ud;
     struct hd_list diag, rule, nums, seen; /* inputs: the gateway's own, the rule's, ... */
     bool started;                          /* hadisc_start() called: publish changes */
+    bool seen_full_logged;                 /* HADISC_MAX_SEEN reached and said so */
     struct hd_device *dev;
     size_t ndev;
 };
@@ -805,8 +810,13 @@ void hadisc_seen_alert(struct hadisc *h, const char *topic)
         for (size_t i = 0; i < lists[li]->n; i++)
             if (lists[li]->v[i].topic && strcmp(lists[li]->v[i].topic, topic) == 0)
                 return;
-    if (h->seen.n >= RULES_MAX_ENTITIES)
-        return; /* bounded: a rule inventing alert topics must not grow this without end */
+    if (h->seen.n >= HADISC_MAX_SEEN) {
+        if (!h->seen_full_logged)
+            log_warn("ha_discovery_alerts_bound", "max=%d topic=%s announced=no", HADISC_MAX_SEEN,
+                     topic);
+        h->seen_full_logged = true;
+        return;
+    }
     if (hd_add_alert(h, &h->seen, topic, NULL, NULL, NULL) == 0)
         hd_sync(h, false);
 }

@@ -148,7 +148,7 @@ static void watch_json_text(const cJSON *o, const char *key, char *out, size_t n
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
     if (cJSON_IsString(v))
-        snprintf(out, n, "%s", v->valuestring);
+        watch_copy(out, n, v->valuestring, strlen(v->valuestring));
     else if (cJSON_IsNumber(v))
         snprintf(out, n, "%g", v->valuedouble);
     else if (cJSON_IsBool(v))
@@ -194,6 +194,9 @@ static void watch_on_metric(struct watch *w, const char *node, size_t nlen, cons
         w->not_shown++;
         return;
     }
+    char clean[WATCH_NAME_MAX];
+    watch_copy(clean, sizeof clean, metric, strlen(metric));
+    metric = clean;
     struct watch_metric *m = NULL;
     for (size_t i = 0; i < n->nm && !m; i++)
         if (strcmp(n->m[i].name, metric) == 0)
@@ -205,7 +208,7 @@ static void watch_on_metric(struct watch *w, const char *node, size_t nlen, cons
         }
         m = &n->m[n->nm++];
         memset(m, 0, sizeof *m);
-        snprintf(m->name, sizeof m->name, "%s", metric);
+        watch_copy(m->name, sizeof m->name, metric, strlen(metric));
         m->counter = watch_is_counter(metric);
         m->prev_at = NAN;
         m->rate = NAN;
@@ -229,26 +232,32 @@ static void watch_on_metric(struct watch *w, const char *node, size_t nlen, cons
         }
     }
     if (!w->curses) {
-        printf("%s %.*s %s = %s\n", "data", (int)nlen, node, metric, m->value);
+        printf("data %s %s = %s\n", n->name, m->name, m->value);
         fflush(stdout);
     }
 }
 
-static void watch_on_alert(struct watch *w, const char *rel, const char *payload, size_t len,
+static void watch_on_alert(struct watch *w, const char *raw, const char *payload, size_t len,
                            double now)
 {
+    char rel[2 * WATCH_NAME_MAX];
+    if (strlen(raw) >= sizeof rel) {
+        w->not_shown++;
+        return;
+    }
+    watch_copy(rel, sizeof rel, raw, strlen(raw));
     struct watch_alert *a = NULL;
     for (size_t i = 0; i < w->nalerts && !a; i++)
         if (strcmp(w->alerts[i].topic, rel) == 0)
             a = &w->alerts[i];
     if (!a) {
-        if (w->nalerts == WATCH_MAX_ALERTS || strlen(rel) >= sizeof a->topic) {
+        if (w->nalerts == WATCH_MAX_ALERTS) {
             w->not_shown++;
             return;
         }
         a = &w->alerts[w->nalerts++];
         memset(a, 0, sizeof *a);
-        snprintf(a->topic, sizeof a->topic, "%s", rel);
+        watch_copy(a->topic, sizeof a->topic, rel, strlen(rel));
     }
     cJSON *o = cJSON_ParseWithLength(payload, len);
     char state[32] = "-";

@@ -139,6 +139,18 @@ try:
     wait_for(lambda: "alert node1/temperature ok value=30 threshold=33" in " ".join(lines) or
              any(l.startswith("alert node1/temperature ok") for l in lines), 10)
     wait_for(lambda: any(l.startswith("stats packets=") for l in lines), 5)
+    # Bad input from the broker: escape sequences in payloads (mosquitto refuses them in
+    # topics), broken JSON on the gateway's topics, an overlong metric name. Nothing may reach
+    # the terminal raw, and the console keeps running.
+    for t, m in [(prefix + "/evil/x", "\x1b[31mred\x1b[2J"), (prefix + "/alerts/n/k", "{not json"),
+                 (prefix + "/gateway/params", "[1,2"), (prefix + "/gateway/rules", ""),
+                 (prefix + "/gateway/stats", "null"), (prefix + "/n9/" + "m" * 300, "1")]:
+        subprocess.run(["mosquitto_pub", "-h", host, "-p", str(port), "-t", t, "-m", m],
+                       check=True)
+    send('{"n1":{"t":30.5}}')
+    check(wait_for(lambda: any(l.startswith("data node1 temperature = 30.5") for l in lines), 5),
+          "console stopped after bad input:\n" + "\n".join(lines))
+    check(lm.poll() is None, "console died on bad input")
     lm.send_signal(signal.SIGTERM)
     rc = lm.wait(10)
     check(rc == 0, "line mode exit %s" % rc)
