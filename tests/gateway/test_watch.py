@@ -3,6 +3,7 @@
 FIRING, the rule status and the gateway's figures are shown, the params document when the
 gateway publishes one, `q` quits with exit 0 and the terminal is restored (the alternate screen
 is left), SIGTERM quits the same way; in line mode (stdout a pipe) one line per message."""
+import atexit
 import os
 import re
 import shutil
@@ -131,6 +132,7 @@ try:
     # --- line mode: stdout is a pipe ---------------------------------------------------------
     lm = subprocess.Popen([iiotgw(), "watch", "--mqtt", url, "--prefix", prefix],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    atexit.register(lambda: lm.poll() is None and lm.kill())  # a failed check exits at once
     lines = []
     threading.Thread(target=lambda: [lines.append(l.rstrip("\n")) for l in lm.stdout],
                      daemon=True).start()
