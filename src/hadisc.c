@@ -27,9 +27,10 @@
 #include "log.h"
 #include "params.h"
 
-enum hd_platform { HD_SENSOR, HD_BINARY_SENSOR, HD_NUMBER };
+enum hd_platform { HD_SENSOR, HD_BINARY_SENSOR, HD_NUMBER, HD_SWITCH, HD_SELECT };
 
-static const char *const hd_platform_name[] = {"sensor", "binary_sensor", "number"};
+static const char *const hd_platform_name[] = {"sensor", "binary_sensor", "number", "switch",
+                                               "select"};
 
 /* Alerts announced only because they were seen published: each one re-renders its device, so
  * a rule inventing alert topics must not make this grow (or cost) without end. */
@@ -338,14 +339,36 @@ static int hd_add_alert(struct hadisc *h, struct hd_list *l, const char *topic, 
 
 static int hd_add_number(struct hadisc *h, struct hd_list *l, const struct hadisc_number *p)
 {
-    cJSON *c = hd_cfg(HD_NUMBER, p->label ? p->label : p->name);
-    if (!c || !cJSON_AddStringToObject(c, "command_topic", p->command_topic) ||
-        !hd_add_str(c, "state_topic", p->state_topic) ||
-        !cJSON_AddNumberToObject(c, "min", p->min) || !cJSON_AddNumberToObject(c, "max", p->max) ||
-        !cJSON_AddNumberToObject(c, "step", p->step) ||
-        !hd_add_str(c, "unit_of_measurement", p->unit) ||
-        !cJSON_AddStringToObject(c, "mode", "box") ||
-        !cJSON_AddStringToObject(c, "entity_category", "config")) {
+    enum hd_platform plat = p->kind == HADISC_PARAM_SWITCH   ? HD_SWITCH
+                            : p->kind == HADISC_PARAM_SELECT ? HD_SELECT
+                                                             : HD_NUMBER;
+    cJSON *c = hd_cfg(plat, p->label ? p->label : p->name);
+    bool ok = c && cJSON_AddStringToObject(c, "command_topic", p->command_topic) &&
+              hd_add_str(c, "state_topic", p->state_topic) &&
+              cJSON_AddStringToObject(c, "entity_category", "config");
+    if (ok && plat == HD_NUMBER)
+        ok = cJSON_AddNumberToObject(c, "min", p->min) &&
+             cJSON_AddNumberToObject(c, "max", p->max) &&
+             cJSON_AddNumberToObject(c, "step", p->step) &&
+             hd_add_str(c, "unit_of_measurement", p->unit) &&
+             cJSON_AddStringToObject(c, "mode", "box");
+    /* The registry's text forms: what the state topic carries and params_set() parses. */
+    if (ok && plat == HD_SWITCH)
+        ok = cJSON_AddStringToObject(c, "payload_on", "true") &&
+             cJSON_AddStringToObject(c, "payload_off", "false") &&
+             cJSON_AddStringToObject(c, "state_on", "true") &&
+             cJSON_AddStringToObject(c, "state_off", "false");
+    if (ok && plat == HD_SELECT) {
+        cJSON *opts = cJSON_AddArrayToObject(c, "options");
+        ok = opts != NULL;
+        for (size_t i = 0; ok && i < p->noptions; i++) {
+            cJSON *o = cJSON_CreateString(p->options[i]);
+            ok = o && cJSON_AddItemToArray(opts, o);
+            if (!ok)
+                cJSON_Delete(o);
+        }
+    }
+    if (!ok) {
         cJSON_Delete(c);
         return -ENOMEM;
     }
@@ -354,7 +377,7 @@ static int hd_add_number(struct hadisc *h, struct hd_list *l, const struct hadis
         cJSON_Delete(c);
         return -ENOMEM;
     }
-    int rc = hd_list_add(h, l, base, p->node, p->state_topic, HD_NUMBER, c);
+    int rc = hd_list_add(h, l, base, p->node, p->state_topic, plat, c);
     free(base);
     return rc;
 }
@@ -750,8 +773,7 @@ int hadisc_set_params(struct hadisc *h, const struct params *p)
     int rc = 0;
     for (size_t i = 0; i < np; i++) {
         const struct param_info *pi = params_at(p, i);
-        if (pi && !pi->orphaned &&
-            (pi->decl->type == PARAM_NUMBER || pi->decl->type == PARAM_INTEGER))
+        if (pi && !pi->orphaned)
             cap += pi->nslots;
     }
     if (cap && (!(v = calloc(cap, sizeof *v)) || !(topics = calloc(cap, sizeof *topics)) ||
@@ -761,8 +783,7 @@ int hadisc_set_params(struct hadisc *h, const struct params *p)
     }
     for (size_t i = 0; i < np; i++) {
         const struct param_info *pi = params_at(p, i);
-        if (!pi || pi->orphaned ||
-            (pi->decl->type != PARAM_NUMBER && pi->decl->type != PARAM_INTEGER))
+        if (!pi || pi->orphaned)
             continue;
         const struct param_decl *d = pi->decl;
         char *label = hd_label(d->name);
@@ -779,6 +800,11 @@ int hadisc_set_params(struct hadisc *h, const struct params *p)
             /* Home Assistant needs a range (its defaults, 1..100, would refuse values) and a
              * step of at least 0.001. */
             v[n] = (struct hadisc_number){
+                .kind = d->type == PARAM_BOOLEAN ? HADISC_PARAM_SWITCH
+                        : d->type == PARAM_ENUM  ? HADISC_PARAM_SELECT
+                                                 : HADISC_PARAM_NUMBER,
+                .options = d->values,
+                .noptions = d->type == PARAM_ENUM ? d->nvalues : 0,
                 .name = d->name,
                 .node = node,
                 .label = labels[n],

@@ -9,7 +9,8 @@
  *   - a `sensor` per metric the rule maps (rules_entities(): gw.mapper entries with a topic),
  *   - a `binary_sensor` per alert (gw.describe_alert, or any retained <prefix>/alerts/ topic
  *     seen published: hadisc_seen_alert()),
- *   - a `number` per tunable parameter (hadisc_set_numbers()), entity_category config.
+ *   - a `number` per tunable parameter (a `switch` for a boolean one, a `select` for an
+ *     enum; hadisc_set_numbers()), entity_category config.
  * Every device carries the origin block and the gateway's status topic as availability.
  *
  * Changes: hadisc_update() rebuilds the wanted components, publishes each device whose payload
@@ -45,8 +46,14 @@ struct hadisc_config {
     const char *support_url;      /* origin support_url; NULL = omitted */
 };
 
-/* A tunable parameter as a `number` entity. */
+/* A tunable parameter as a `number` (number, integer), `switch` (boolean: payloads "true" /
+ * "false") or `select` (enum: its values as options) entity. */
+enum hadisc_param_kind { HADISC_PARAM_NUMBER, HADISC_PARAM_SWITCH, HADISC_PARAM_SELECT };
+
 struct hadisc_number {
+    enum hadisc_param_kind kind;
+    const char *const *options; /* select: the values, noptions of them */
+    size_t noptions;
     const char *name;  /* parameter name (unique with node) */
     const char *node;  /* NULL: a gateway-wide parameter (on the gateway device) */
     const char *label; /* entity name shown; NULL = name */
@@ -85,10 +92,10 @@ int hadisc_set_numbers(struct hadisc *h, const struct hadisc_number *nums, size_
 struct params;
 
 /*
- * hadisc_set_numbers() from the registry: one `number` per slot of every declared number or
- * integer param (orphaned ones cannot be set and are left out; booleans and enums are
- * changed through the other routes), with the MQTT layout of params_topic(). Call it after
- * every commit (the params_listener's `declared`). Returns 0 or -ENOMEM.
+ * hadisc_set_numbers() from the registry: one entity per slot of every declared param (a
+ * `number` for number and integer, a `switch` for boolean, a `select` for enum; orphaned
+ * ones cannot be set and are left out), with the MQTT layout of params_topic(). Call it
+ * after every commit (the params_listener's `declared`). Returns 0 or -ENOMEM.
  */
 int hadisc_set_params(struct hadisc *h, const struct params *p);
 

@@ -4,10 +4,11 @@ test_ha_params.py).
 
 Sources: the Home Assistant MQTT integration documentation, sections "Discovery messages",
 "Device discovery payload" and "Adding information about the origin of a discovery message",
-and the per-platform pages sensor.mqtt, binary_sensor.mqtt and number.mqtt (their
-"Configuration Variables"); the same schema is in homeassistant/components/mqtt/schemas.py
-(DEVICE_DISCOVERY_SCHEMA, MQTT_ORIGIN_INFO_SCHEMA, MQTT_ENTITY_DEVICE_INFO_SCHEMA) and in
-sensor.py, binary_sensor.py and number.py of the same directory. Only the keys the gateway may
+and the per-platform pages sensor.mqtt, binary_sensor.mqtt, number.mqtt, switch.mqtt and
+select.mqtt (their "Configuration Variables"); the same schema is in
+homeassistant/components/mqtt/schemas.py (DEVICE_DISCOVERY_SCHEMA, MQTT_ORIGIN_INFO_SCHEMA,
+MQTT_ENTITY_DEVICE_INFO_SCHEMA) and in sensor.py, binary_sensor.py, number.py, switch.py and
+select.py of the same directory. Only the keys the gateway may
 send are listed; every other key is reported, so a misspelt key (which Home Assistant would
 silently ignore) fails the test instead.
 """
@@ -63,6 +64,17 @@ PLATFORMS = {
                      "unit_of_measurement": STR, "mode": STR, "entity_category": STR},
         "enums": {"mode": {"auto", "box", "slider"},
                   "entity_category": {"config", "diagnostic"}},
+    },
+    "switch": {
+        "required": {"command_topic": STR},
+        "optional": {"name": STR, "state_topic": STR, "payload_on": STR, "payload_off": STR,
+                     "state_on": STR, "state_off": STR, "entity_category": STR},
+        "enums": {"entity_category": {"config", "diagnostic"}},
+    },
+    "select": {
+        "required": {"command_topic": STR, "options": LIST},
+        "optional": {"name": STR, "state_topic": STR, "entity_category": STR},
+        "enums": {"entity_category": {"config", "diagnostic"}},
     },
 }
 # device_class -> the units Home Assistant accepts for it (sensor).
@@ -146,6 +158,9 @@ def validate_device(topic, payload, discovery_prefix):
                 errs.append("%s: step must be >= 0.001" % where)
             if "min" in c and "max" in c and c["min"] > c["max"]:
                 errs.append("%s: min > max" % where)
+        if c["p"] == "select" and (not c["options"] or
+                                   not all(isinstance(o, str) for o in c["options"])):
+            errs.append("%s: options must be a non-empty list of strings" % where)
     return errs
 
 

@@ -35,6 +35,8 @@ ENTRIES = {
 }
 RULE = """local P = gw.prefix
 local MAP = gw.mapper({%s})
+local BUZZER = gw.param{name = "buzzer", type = "boolean", default = false, nodes = {"node1"}}
+local MODE = gw.param{name = "mode", type = "enum", values = {"eco", "fast"}, default = "eco"}
 gw.describe_alert(P .. "/alerts/node1/temperature", {node = "node1", device_class = "heat"})
 function on_packet(p)
   MAP(p)
@@ -131,6 +133,16 @@ try:
     rssi_dev, rssi = comps.get("signal_rssi", (None, {}))
     check(rssi_dev == dev_topic("node2") and rssi.get("device_class") == "signal_strength",
           "rssi not on node2 as signal_strength: %s %s" % (rssi_dev, rssi))
+    sw_dev, sw = comps.get("param_buzzer_node1", (None, {}))
+    check(sw_dev == dev_topic("node1") and sw.get("p") == "switch" and
+          sw.get("command_topic") == prefix + "/gateway/param/buzzer/node1/set" and
+          sw.get("payload_on") == "true" and sw.get("entity_category") == "config",
+          "boolean param as a switch on node1: %s %s" % (sw_dev, sw))
+    sel_dev, sel = comps.get("param_mode", (None, {}))
+    check(sel_dev == dev_topic(None) and sel.get("p") == "select" and
+          sel.get("options") == ["eco", "fast"] and
+          sel.get("state_topic") == prefix + "/gateway/param/mode",
+          "global enum param as a select on the gateway: %s %s" % (sel_dev, sel))
     al = comps.get("alerts_node1_temperature", (None, {}))[1]
     check(al.get("p") == "binary_sensor" and al.get("payload_on") == "firing" and
           al.get("device_class") == "heat", "declared alert: %s" % al)
