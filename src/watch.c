@@ -33,6 +33,7 @@
 #include <locale.h>
 #include <math.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -401,14 +402,41 @@ static void watch_fmt_time(char *out, size_t n, double t)
     strftime(out, n, "%H:%M:%S", &tm);
 }
 
+/*
+ * One line of the screen at (row, col), cut at the right edge (mvprintw would wrap it into the
+ * next line) on a UTF-8 character boundary. Rows past the bottom are ignored.
+ */
+static void watch_put(int row, int col, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void watch_put(int row, int col, const char *fmt, ...)
+{
+    int rows, cols;
+    getmaxyx(stdscr, rows, cols);
+    if (row < 0 || row >= rows || col >= cols)
+        return;
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    /* columns: count characters, not bytes (continuation bytes are 10xxxxxx) */
+    size_t i = 0;
+    int width = cols - col;
+    for (int c = 0; line[i] && c < width; c++) {
+        i++;
+        while (((unsigned char)line[i] & 0xC0) == 0x80)
+            i++;
+    }
+    mvaddnstr(row, col, line, (int)i);
+}
+
 static void watch_draw_params(struct watch *w, int *row, int rows)
 {
     const cJSON *list = w->params ? cJSON_GetObjectItemCaseSensitive(w->params, "params") : NULL;
     attron(A_BOLD);
-    mvprintw((*row)++, 0, "PARAMS  (* = changed from the default)");
+    watch_put((*row)++, 0, "PARAMS  (* = changed from the default)");
     attroff(A_BOLD);
     if (!cJSON_IsArray(list) || cJSON_GetArraySize(list) == 0) {
-        mvprintw((*row)++, 2, "(no params document on %s/gateway/params)", w->prefix);
+        watch_put((*row)++, 2, "(no params document on %s/gateway/params)", w->prefix);
         return;
     }
     const cJSON *p;
@@ -441,8 +469,8 @@ static void watch_draw_params(struct watch *w, int *row, int rows)
             bool ov = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(p, "overridden"));
             snprintf(line, sizeof line, "%s%s  ", val, ov ? "*" : "");
         }
-        mvprintw((*row)++, 2, "%-16s %-40.40s default %s  (%s..%s %s)", name, line, def, lo, hi,
-                 strcmp(unit, "-") ? unit : "");
+        watch_put((*row)++, 2, "%-16s %-40.40s default %s  (%s..%s %s)", name, line, def, lo, hi,
+                  strcmp(unit, "-") ? unit : "");
     }
 }
 
@@ -460,10 +488,10 @@ static void watch_draw(struct watch *w)
     int row = 0;
 
     attron(A_REVERSE);
-    mvprintw(row, 0, "%-*s", cols, "");
-    mvprintw(row++, 0, " iiotgw watch  %s  prefix %s  broker %s  gateway %s  %s   q: quit", clock,
-             w->prefix, ms.connected ? "connected" : "CONNECTING", w->status[0] ? w->status : "?",
-             w->broker);
+    watch_put(row, 0, "%-*s", cols, "");
+    watch_put(row++, 0, " iiotgw watch  %s  prefix %s  broker %s  gateway %s  %s   q: quit", clock,
+              w->prefix, ms.connected ? "connected" : "CONNECTING", w->status[0] ? w->status : "?",
+              w->broker);
     attroff(A_REVERSE);
 
     /* rule state and last reload */
@@ -480,31 +508,32 @@ static void watch_draw(struct watch *w)
         }
         if (strcmp(st, "ok") != 0)
             attron(A_BOLD);
-        mvprintw(row++, 0, "Rule: %s  %s  loaded %s (%s ago)%s%s", st, file, at, age,
-                 strcmp(err, "-") ? "  error: " : "", strcmp(err, "-") ? err : "");
+        watch_put(row++, 0, "Rule: %s  %s  loaded %s (%s ago)%s%s", st, file, at, age,
+                  strcmp(err, "-") ? "  error: " : "", strcmp(err, "-") ? err : "");
         attroff(A_BOLD);
     } else {
-        mvprintw(row++, 0, "Rule: (no rule status yet)");
+        watch_put(row++, 0, "Rule: (no rule status yet)");
     }
     /* gateway figures */
     if (w->stats) {
         char up[24];
         watch_age(up, sizeof up, watch_json_num(w->stats, "uptime_s"));
-        mvprintw(row++, 0,
-                 "Gateway: packets %.0f (%.1f/s)  errors %.1f/s  dead-letters %.0f  alerts "
-                 "active %.0f  uptime %s",
-                 watch_json_num(w->stats, "packets"), isnan(w->pkt_rate) ? 0 : w->pkt_rate,
-                 isnan(w->err_rate) ? 0 : w->err_rate, watch_json_num(w->stats, "deadletter"),
-                 watch_json_num(w->stats, "alerts_active"), up);
+        watch_put(row++, 0,
+                  "Gateway: packets %.0f (%.1f/s)  errors %.1f/s  dead-letters %.0f  alerts "
+                  "active %.0f  uptime %s",
+                  watch_json_num(w->stats, "packets"), isnan(w->pkt_rate) ? 0 : w->pkt_rate,
+                  isnan(w->err_rate) ? 0 : w->err_rate, watch_json_num(w->stats, "deadletter"),
+                  watch_json_num(w->stats, "alerts_active"), up);
     } else {
-        mvprintw(row++, 0, "Gateway: (no stats yet: they come every stats_interval)");
+        watch_put(row++, 0, "Gateway: (no stats yet: they come every stats_interval)");
     }
     row++;
 
     /* nodes */
     attron(A_BOLD);
-    mvprintw(row++, 0, "%-10s %-20s %14s %8s  %s", "NODE", "METRIC", "VALUE", "AGE", "RATE");
+    watch_put(row++, 0, "%-10s %-20s %14s %8s  %s", "NODE", "METRIC", "VALUE", "AGE", "RATE");
     attroff(A_BOLD);
+    int node_row0 = row;
     for (size_t i = 0; i < w->nnodes && row < rows - 8; i++) {
         struct watch_node *n = &w->nodes[i];
         double span = now - n->first_at;
@@ -519,12 +548,18 @@ static void watch_draw(struct watch *w)
                 snprintf(rate, sizeof rate, "+%.1f/min", m->rate);
             else if (j == 0)
                 snprintf(rate, sizeof rate, "%s", nrate);
-            mvprintw(row++, 0, "%-10s %-20.20s %14.14s %8s  %s", j == 0 ? n->name : "", m->name,
-                     m->value, age, rate);
+            watch_put(row++, 0, "%-10s %-20.20s %14.14s %8s  %s", j == 0 ? n->name : "", m->name,
+                      m->value, age, rate);
         }
     }
+    size_t total = 0, shown = 0;
+    for (size_t i = 0; i < w->nnodes; i++)
+        total += w->nodes[i].nm;
+    shown = (size_t)(row - node_row0);
+    if (shown < total)
+        watch_put(row++, 2, "(%zu more metrics: enlarge the terminal)", total - shown);
     if (w->nnodes == 0)
-        mvprintw(row++, 2, "(no data yet on %s/<node>/<metric>)", w->prefix);
+        watch_put(row++, 2, "(no data yet on %s/<node>/<metric>)", w->prefix);
     row++;
 
     /* alerts */
@@ -532,7 +567,7 @@ static void watch_draw(struct watch *w)
     for (size_t i = 0; i < w->nalerts; i++)
         firing += w->alerts[i].firing;
     attron(A_BOLD);
-    mvprintw(row++, 0, "ALERTS  %zu firing, %zu known", firing, w->nalerts);
+    watch_put(row++, 0, "ALERTS  %zu firing, %zu known", firing, w->nalerts);
     attroff(A_BOLD);
     for (size_t i = 0; i < w->nalerts && row < rows - 4; i++) {
         struct watch_alert *a = &w->alerts[i];
@@ -540,16 +575,16 @@ static void watch_draw(struct watch *w)
             continue;
         watch_age(buf, sizeof buf, now - a->at);
         attron(A_BOLD);
-        mvprintw(row++, 2, "FIRING  %-28s value %s  threshold %s  since %s", a->topic, a->value,
-                 a->threshold, a->time);
+        watch_put(row++, 2, "FIRING  %-28s value %s  threshold %s  since %s", a->topic, a->value,
+                  a->threshold, a->time);
         attroff(A_BOLD);
     }
     row++;
     if (row < rows - 2)
         watch_draw_params(w, &row, rows);
     if (w->not_shown)
-        mvprintw(rows - 1, 0, "(%llu messages on topics beyond the display limits)",
-                 (unsigned long long)w->not_shown);
+        watch_put(rows - 1, 0, "(%llu messages on topics beyond the display limits)",
+                  (unsigned long long)w->not_shown);
     refresh();
     w->dirty = false;
 }
