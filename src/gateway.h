@@ -43,7 +43,7 @@ struct statedir_lock;
 #define GW_EXIT_OK          0 /* clean shutdown, or finite sources fully delivered */
 #define GW_EXIT_CONFIG      1 /* bad configuration or rules (also --check failure) */
 #define GW_EXIT_UNDELIVERED 2 /* gave up on data: drain timeout or queue drops */
-#define GW_EXIT_FATAL       3 /* could not start (e.g. out of memory) */
+#define GW_EXIT_FATAL       3 /* could not start (out of memory, a full or failing disk) */
 #define GW_EXIT_LOCKED      4 /* another instance holds the state directory (or the spool) */
 
 struct gateway_counters {

@@ -83,7 +83,8 @@ static const char usage[] =
     "stats, SIGINT/SIGTERM\n"
     "shut down gracefully (a second one forces exit).\n"
     "Exit status: 0 ok; 1 configuration or rule error; 2 data left undelivered (drain timeout\n"
-    "or queue drops); 3 fatal start-up error; 4 another instance holds the state directory.\n";
+    "or queue drops); 3 fatal start-up error (also a full or failing disk); 4 another instance\n"
+    "holds the state directory.\n";
 
 enum {
     OPT_MQTT = 256,
@@ -220,7 +221,7 @@ static bool check_state(const struct config *cfg)
     char err[512];
     bool ok = true;
     if (statedir_probe(cfg->state_dir, err, sizeof err)) {
-        fprintf(stderr, "iiotgw: %s\n", err);
+        fprintf(stderr, "iiotgw: state directory %s\n", err);
         ok = false;
     }
     if (!config_is_none(cfg->spool_dir) && statedir_probe(cfg->spool_dir, err, sizeof err)) {
@@ -280,15 +281,23 @@ static int run_check(const struct config *cfg)
 
 /*
  * A start-up step failed with `rc`: print why and return the exit code. Out of memory is the
- * fatal start-up error (3) and its paths leave `err` unwritten; -EBUSY is a state directory
- * or spool held by another instance (4); everything else is a configuration error (1), with
- * the message in `err`.
+ * fatal start-up error (3) and its paths leave `err` unwritten, as are a full or failing disk
+ * (-ENOSPC, -EDQUOT, -EIO: the state directory or spool could not be set up); -EBUSY is a
+ * state directory or spool held by another instance (4); everything else is a configuration
+ * error (1). The message is in `err`.
  */
 static int start_error(int rc, const char *err)
 {
     bool oom = rc == -ENOMEM;
     fprintf(stderr, "iiotgw: %s\n", oom ? "out of memory" : err);
-    return oom ? GW_EXIT_FATAL : rc == -EBUSY ? GW_EXIT_LOCKED : GW_EXIT_CONFIG;
+    if (rc == -EBUSY)
+        return GW_EXIT_LOCKED;
+    /* A full or failing disk under the state directory or spool may clear by itself: exit
+     * 3, which a service manager restarts (exit 1 it does not: the unit's
+     * RestartPreventExitStatus=1). */
+    if (oom || rc == -ENOSPC || rc == -EDQUOT || rc == -EIO)
+        return GW_EXIT_FATAL;
+    return GW_EXIT_CONFIG;
 }
 
 int main(int argc, char **argv)

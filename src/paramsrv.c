@@ -8,6 +8,7 @@
 #include "paramsrv.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <time.h>
@@ -58,6 +59,7 @@ struct paramsrv {
     /* Retained state topics published so far, to clear those of params that disappeared. */
     char **published;
     size_t npublished;
+    uint64_t changes; /* accepted changes seen (srv_on_changed) */
 };
 
 /* ------------------------------------------------------------------------------------------
@@ -96,6 +98,7 @@ static void srv_on_changed(void *ud, const struct param_info *pi, size_t slot, d
     (void)old;
     (void)origin;
     struct paramsrv *s = ud;
+    s->changes++;
     srv_publish_slot(s, pi, slot);
     srv_publish_doc(s);
 }
@@ -170,10 +173,12 @@ bool paramsrv_on_message(struct paramsrv *s, const char *topic, const void *payl
         mqtt_sink_message_props(s->cfg.mqtt, &mp);
     struct param_origin o = {.kind = "mqtt", .who = mp.origin[0] ? mp.origin : NULL};
     char msg[512];
+    uint64_t before = s->changes;
     int rc = params_set(s->p, name, node, t, &o, msg, sizeof msg);
     bool ok = rc == 0 || rc == -EIO;
-    if (!ok) {
-        /* Echo the value in force, so a Home Assistant number snaps back to it. */
+    if (s->changes == before) {
+        /* Refused or unchanged: echo the value in force anyway, so a Home Assistant number
+         * (which shows what the state topic says) snaps back to it. */
         const struct param_info *pi = params_find(s->p, name);
         int slot = pi ? params_slot_index(pi, node) : -1;
         if (slot >= 0)
@@ -233,6 +238,16 @@ static void srv_out(struct srv_client *c, const char *fmt, ...)
         (void)buf_append(&c->out, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
 }
 
+/* `s` followed by spaces up to `width` characters on screen (UTF-8: "°C" is 2, not 3). */
+static const char *srv_pad(char *out, size_t n, const char *s, int width)
+{
+    int chars = 0;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+        chars += (*p & 0xC0) != 0x80;
+    snprintf(out, n, "%s%*s", s, chars < width ? width - chars : 0, "");
+    return out;
+}
+
 static void srv_list(struct srv_client *c)
 {
     struct paramsrv *s = c->s;
@@ -269,9 +284,11 @@ static void srv_list(struct srv_client *c)
                 if (gmtime_r(&t, &tm))
                     strftime(when, sizeof when, " %Y-%m-%dT%H:%M:%SZ", &tm);
             }
-            srv_out(c, "%-16s %-8s %-10s %-10s %-8s %-14s %-6s %-6s %s%s%s\n", d->name,
+            char unit[96];
+            srv_out(c, "%-16s %-8s %-10s %-10s %-8s %-14s %-6s %s %s%s%s\n", d->name,
                     sl->node ? sl->node : "-", v, def, params_type_name(d->type), range, step,
-                    d->unit ? d->unit : "-", sl->overridden ? sl->origin : "default", when,
+                    srv_pad(unit, sizeof unit, d->unit ? d->unit : "-", 6),
+                    sl->overridden ? sl->origin : "default", when,
                     pi->orphaned ? "  (orphaned: not declared by the rule)" : "");
         }
     }
@@ -490,10 +507,16 @@ int paramsrv_new(struct paramsrv **out, struct ev_loop *loop, struct params *p,
         snprintf(err, errlen, "params: too many listeners");
         goto fail;
     }
-    if (s->socket_path && (rc = srv_listen(s, err, errlen))) {
-        free(s->socket_path); /* not ours: do not unlink another daemon's socket */
+    if (s->socket_path && srv_listen(s, err, errlen)) {
+        /* The other routes still work: a missing local command is not worth refusing to
+         * start a gateway over. */
+        log_warn("param_socket_failed",
+                 "error=\"%s\" hint=\"iiotgw param will not reach this "
+                 "gateway; MQTT and params.conf + SIGHUP still work\"",
+                 err);
+        err[0] = '\0';
+        free(s->socket_path); /* not ours: never unlink a socket we did not create */
         s->socket_path = NULL;
-        goto fail;
     }
     *out = s;
     return 0;

@@ -47,8 +47,10 @@ struct paramsrv;
 
 /*
  * Start the routes: listen on the registry (state topics published after every change and
- * commit), create the socket (a stale socket file is replaced; one a live daemon answers on is
- * -EADDRINUSE). Returns 0 or a negative errno with err set.
+ * commit), create the socket (a stale socket file is replaced). A socket that cannot be
+ * created (path too long, another process answering on it, permissions) is logged
+ * (param_socket_failed) and the other routes work without it. Returns 0, -ENOMEM or
+ * -ENOSPC (too many registry listeners) with err set.
  */
 int paramsrv_new(struct paramsrv **out, struct ev_loop *loop, struct params *p,
                  const struct paramsrv_config *cfg, char *err, size_t errlen);

@@ -17,7 +17,7 @@
  *   DIR/spool.lock                      flock()ed while open: one process per spool
  *
  * Cost model: spool_append() only copies into a write buffer (no syscall); the buffer is
- * written with one write(2) when it fills (cfg.write_buffer, 256 KiB) and by spool_flush /
+ * written with one write(2) when it fills (cfg.write_buffer, 64 KiB) and by spool_flush /
  * spool_sync / spool_tick. fsync happens only in spool_sync (and spool_tick under the
  * `interval` policy), never per record.
  *
@@ -84,7 +84,7 @@ struct spool_config {
     uint64_t max_bytes;     /* bound on all segments, default 256 MiB */
     uint64_t segment_bytes; /* roll segments at this size, default 8 MiB (clamped to
                                max_bytes / 4 so dropping one segment frees room) */
-    size_t write_buffer;    /* user-space write buffer, default 256 KiB */
+    size_t write_buffer;    /* user-space write buffer, default 64 KiB */
     int fsync;              /* enum spool_fsync, default SPOOL_FSYNC_INTERVAL */
     double sync_interval;   /* seconds between spool_tick() calls the daemon makes
                                (documentation of the loss window; default 0.1) */

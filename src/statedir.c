@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 struct statedir_lock {
@@ -126,7 +127,7 @@ int statedir_probe(const char *dir, char *err, size_t errlen)
     char p[4096];
     size_t n = strlen(dir);
     if (n == 0 || n >= sizeof p) {
-        snprintf(err, errlen, "state directory \"%s\": bad path", dir);
+        snprintf(err, errlen, "\"%s\": bad path", dir);
         return -EINVAL;
     }
     memcpy(p, dir, n + 1);
@@ -136,12 +137,17 @@ int statedir_probe(const char *dir, char *err, size_t errlen)
         struct stat st;
         if (stat(p, &st) == 0) {
             if (!S_ISDIR(st.st_mode)) {
-                snprintf(err, errlen, "state directory %s: %s is not a directory", dir, p);
+                snprintf(err, errlen, "%s: %s is not a directory", dir, p);
                 return -ENOTDIR;
             }
-            if (access(p, W_OK | X_OK) < 0) {
-                int e = errno;
-                snprintf(err, errlen, "state directory %s: %s %s: %s", dir,
+            /* access() lets root through anything but a read-only mount: ask statvfs too
+             * (e.g. /var outside the unit's StateDirectory= under ProtectSystem=strict). */
+            struct statvfs vfs;
+            int e = access(p, W_OK | X_OK) < 0 ? errno : 0;
+            if (!e && statvfs(p, &vfs) == 0 && (vfs.f_flag & ST_RDONLY))
+                e = EROFS;
+            if (e) {
+                snprintf(err, errlen, "%s: %s %s: %s", dir,
                          strcmp(p, dir) ? "cannot be created in" : "is not writable", p,
                          strerror(e));
                 return -e;
@@ -150,12 +156,17 @@ int statedir_probe(const char *dir, char *err, size_t errlen)
         }
         if (errno != ENOENT) {
             int e = errno;
-            snprintf(err, errlen, "state directory %s: %s: %s", dir, p, strerror(e));
+            snprintf(err, errlen, "%s: %s: %s", dir, p, strerror(e));
             return -e;
         }
         char *slash = strrchr(p, '/');
+        if (!slash && strcmp(p, ".") != 0) {
+            /* A relative name (a configured spool.dir): its parent is the working directory. */
+            strcpy(p, ".");
+            continue;
+        }
         if (!slash) {
-            snprintf(err, errlen, "state directory %s: no existing parent", dir);
+            snprintf(err, errlen, "%s: no existing parent", dir);
             return -ENOENT;
         }
         *(slash == p ? slash + 1 : slash) = '\0';

@@ -66,8 +66,9 @@ int statedir_create(const char *dir, char *err, size_t errlen);
 
 /*
  * Would statedir_create() succeed? Without creating anything: `dir` is a writable directory,
- * or its nearest existing ancestor is a writable directory. For --check. Returns 0 or a
- * negative errno with err set.
+ * or its nearest existing ancestor is a writable directory (a relative `dir` is resolved
+ * against the working directory). For --check, for any directory the daemon would create.
+ * Returns 0 or a negative errno with err set ("<dir>: why").
  */
 int statedir_probe(const char *dir, char *err, size_t errlen);
 

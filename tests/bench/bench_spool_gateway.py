@@ -48,6 +48,8 @@ try:
             d = os.path.join(work, "spool")
             shutil.rmtree(d, ignore_errors=True)
             args += ["--spool", d, "-o", "spool.fsync=interval"]
+        else:
+            args += ["--spool", "none"]   # the spool is the default: off is explicit
         t0 = time.monotonic()
         r = subprocess.run(args, capture_output=True, text=True, timeout=300)
         dt = time.monotonic() - t0

@@ -9,7 +9,9 @@
 #      against a local mosquitto (set_tcp_nodelay true) vs a bare libmosquitto client;
 #   4. end-to-end daemon throughput (file -> mosquitto + VictoriaMetrics, every record acked)
 #      with the durable spool on (`interval`) vs off;
-#   5. the default rule's per-packet time with its thresholds read from gw.param handles vs
+#   5. a 20,000- and a 100,000-packet burst through a live tcp: source with default options:
+#      messages and points delivered, peak RSS vs the 16 MB budget (reference: --spool none);
+#   6. the default rule's per-packet time with its thresholds read from gw.param handles vs
 #      the same rule with constants.
 #
 #   bash tests/bench/run.sh [SECONDS]
@@ -39,5 +41,8 @@ echo
 echo "== 4. throughput with the spool on (interval) vs off"
 /usr/bin/python3 tests/bench/bench_spool_gateway.py "${BENCH_SPOOL_PACKETS:-20000}" 2
 echo
-echo "== 5. reading tunable parameters (gw.param) vs constants in the default rule"
+echo "== 5. bursts through a live tcp: source, default options"
+/usr/bin/python3 tests/bench/bench_burst.py ${BENCH_BURST_PACKETS:-20000 100000}
+echo
+echo "== 6. reading tunable parameters (gw.param) vs constants in the default rule"
 /usr/bin/python3 tests/bench/bench_params.py "$BENCH_DIR/bench_pipeline" 1 "${BENCH_PARAMS_ROUNDS:-5}"

@@ -1,5 +1,6 @@
 """--check validates config and rules: exit 0 when good, 1 with file:line when not."""
 import os
+import subprocess
 
 from gwtest import DEFAULT_RULE, check, run, tmpdir
 
@@ -48,6 +49,20 @@ check(r.returncode == 1 and "state directory" in r.stderr and "plain-file" in r.
 r = run(["--check", "-r", DEFAULT_RULE, "-s", "stdin", "--spool", os.path.join(blocker, "spool")])
 check(r.returncode == 1 and "spool.dir" in r.stderr and "plain-file" in r.stderr,
       "a spool directory that cannot be created must fail --check: %s" % r.stderr)
+# A read-only mount (as /var is outside StateDirectory= under ProtectSystem=strict): root's
+# access() would say yes, the daemon's mkdir would fail. Skipped where mounting is not allowed.
+ro = os.path.join(d, "ro")
+os.mkdir(ro)
+if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=16k", "tmpfs", ro],
+                  capture_output=True).returncode == 0:
+    try:
+        r = run(["--check", "-r", DEFAULT_RULE, "-s", "stdin", "--state-dir", ro + "/state"])
+    finally:
+        subprocess.run(["umount", ro])
+    check(r.returncode == 1 and "Read-only file system" in r.stderr,
+          "a state directory on a read-only mount must fail --check: %s" % r.stderr)
+else:
+    print("note: cannot mount a tmpfs: read-only case skipped")
 fresh = os.path.join(d, "fresh-state")
 r = run(["--check", "-r", DEFAULT_RULE, "-s", "stdin", "--state-dir", fresh])
 check(r.returncode == 0 and not os.path.exists(fresh),

@@ -83,6 +83,23 @@ r = run(base + ["--state-dir", os.path.join(blocker, "state")], cwd=cwd)
 check(r.returncode == 1 and "cannot create" in r.stderr,
       "an uncreatable state directory must fail the start: exit %d %s" % (r.returncode, r.stderr))
 
+# ... and a full disk there is exit 3 (a service manager restarts on it, not on 1): a tmpfs
+# without a free inode (skipped where mounting is not allowed).
+mnt = os.path.join(d, "full")
+os.mkdir(mnt)
+m = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,nr_inodes=1", "tmpfs", mnt],
+                   capture_output=True, text=True)
+if m.returncode != 0:
+    print("note: cannot mount a tmpfs (%s): full-disk case skipped" % m.stderr.strip())
+else:
+    try:
+        r = run(base + ["--state-dir", os.path.join(mnt, "state")], cwd=cwd)
+    finally:
+        subprocess.run(["umount", mnt])
+    check(r.returncode == 3 and "No space left" in r.stderr,
+          "a full disk under the state directory must exit 3: exit %d %s"
+          % (r.returncode, r.stderr))
+
 # 4. Two instances on one state directory: the second exits 4 naming the first's PID; once
 #    the first is gone the directory is free again (the kernel drops the lock).
 sd4 = os.path.join(d, "shared")

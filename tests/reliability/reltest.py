@@ -401,7 +401,7 @@ class Gateway:
                     args.pop(0)
                 else:
                     out.append(a)
-            args = out
+            args = out + ["--spool", "none"]   # the spool is on by default
         # Its own state directory (lock): tests run gateways side by side, each with its own
         # --spool; one started after another shares nothing but what its arguments name.
         if "--state-dir" not in args:

@@ -404,13 +404,87 @@ static void test_default_rule_params(void **state)
     params_close(p);
 }
 
+/* The same through lua/alerts.lua with param handles (rules/examples/alerts-with-modules.lua). */
+static void test_alerts_module_params(void **state)
+{
+    (void)state;
+    struct harness h;
+    struct params *p;
+    char err[512];
+    assert_int_equal(params_open(&p, NULL, err, sizeof err), 0);
+    memset(&h, 0, sizeof h);
+    struct rules_config cfg = {.path = RULES_DIR "/examples/alerts-with-modules.lua",
+                               .prefix = "iiot",
+                               .lua_path = LUA_MOD_DIR,
+                               .params = p};
+    struct rule_sink sink = {.ud = &h.cap, .publish = cap_publish, .write = cap_write};
+    assert_int_equal(rules_open(&h.r, &cfg, &sink, h.err, sizeof h.err), 0);
+    char msg[512];
+    struct param_origin o = {.kind = "local"};
+    assert_int_equal(params_set(p, "temp_clear", "node2", "20", &o, msg, sizeof msg), 0);
+    assert_int_equal(params_set(p, "temp_high", "node2", "25", &o, msg, sizeof msg), 0);
+    assert_int_equal(rules_param_changed(h.r, "temp_high", "node2", err, sizeof err), 0);
+    assert_int_equal(rules_param_changed(h.r, "temp_clear", "node2", err, sizeof err), 0);
+    static const char PKT[] = "{\"n1\":{\"t\":26.0},\"n2\":{\"t\":26.0}}";
+    struct packet pk = {.source = "t", .rx_ns = T0, .json = PKT, .json_len = sizeof PKT - 1};
+    assert_int_equal(rules_packet(h.r, &pk, err, sizeof err), 0);
+    size_t fired = 0;
+    for (size_t i = 0; i < h.cap.npub; i++)
+        if (strstr(h.cap.pub[i].topic, "/alerts/")) {
+            fired++;
+            assert_string_equal(h.cap.pub[i].topic, "iiot/alerts/node2/temperature");
+            assert_non_null(strstr(h.cap.pub[i].payload, "\"threshold\":25.0"));
+        }
+    assert_int_equal(fired, 1);
+    /* Clears below node2's temp_clear (20), not below the default 33. */
+    cap_clear(&h.cap);
+    static const char PKT2[] = "{\"n1\":{\"t\":26.0},\"n2\":{\"t\":21.0}}";
+    pk.json = PKT2;
+    pk.json_len = sizeof PKT2 - 1;
+    assert_int_equal(rules_packet(h.r, &pk, err, sizeof err), 0);
+    for (size_t i = 0; i < h.cap.npub; i++)
+        assert_null(strstr(h.cap.pub[i].topic, "/alerts/"));
+    rules_close(h.r);
+    cap_clear(&h.cap);
+    params_close(p);
+}
+
+/* Command and state topics, both ways. */
+static void test_topics(void **state)
+{
+    (void)state;
+    char t[256], name[PARAM_NAME_MAX], node[PARAM_NAME_MAX];
+    assert_int_equal(params_topic(t, sizeof t, "iiot", "temp_high", "node1", true), 0);
+    assert_string_equal(t, "iiot/gateway/param/temp_high/node1/set");
+    assert_int_equal(params_topic(t, sizeof t, "iiot", "mode", NULL, false), 0);
+    assert_string_equal(t, "iiot/gateway/param/mode");
+    assert_int_equal(params_topic(t, 10, "iiot", "mode", NULL, false), -ENOSPC);
+    assert_int_equal(params_parse_topic("a/b", "a/b/gateway/param/temp_high/node1/set", name, node),
+                     0);
+    assert_string_equal(name, "temp_high");
+    assert_string_equal(node, "node1");
+    assert_int_equal(params_parse_topic("iiot", "iiot/gateway/param/mode/set", name, node), 0);
+    assert_string_equal(name, "mode");
+    assert_string_equal(node, "");
+    const char *bad[] = {"iiot/gateway/param/set",    "iiot/gateway/param/x/y/z/set",
+                         "iiot/gateway/param/x//set", "iiot/gateway/param/x",
+                         "other/gateway/param/x/set", "iiot/gateway/param//set"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_int_equal(params_parse_topic("iiot", bad[i], name, node), -EINVAL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_declare_read_change), cmocka_unit_test(test_refusals),
-        cmocka_unit_test(test_declaration_errors),  cmocka_unit_test(test_persistence),
-        cmocka_unit_test(test_orphan_and_bounds),   cmocka_unit_test(test_file_reload),
+        cmocka_unit_test(test_declare_read_change),
+        cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_declaration_errors),
+        cmocka_unit_test(test_persistence),
+        cmocka_unit_test(test_orphan_and_bounds),
+        cmocka_unit_test(test_file_reload),
         cmocka_unit_test(test_default_rule_params),
+        cmocka_unit_test(test_alerts_module_params),
+        cmocka_unit_test(test_topics),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
