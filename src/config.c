@@ -545,6 +545,11 @@ static int finish_paths(struct config *c, char *err, size_t errlen)
     return 0;
 }
 
+const char *config_state_dir(const struct config *c)
+{
+    return c->state_dir;
+}
+
 int config_finish(struct config *c, char *err, size_t errlen)
 {
     int rc;

@@ -34,7 +34,8 @@ struct config {
     int64_t rule_mem_limit;   /* bytes, default 32 MiB */
     int64_t rule_instr_limit; /* VM instructions per call, default 10M */
     char *lua_path;           /* require() search dirs, ';'-separated; unset = rules.h default */
-    char *state_dir;          /* state directory (statedir.h); config_finish() resolves it */
+    char *state_dir;          /* state directory (statedir.h); config_finish() resolves it:
+                                 read it with config_state_dir() */
     char *deadletter_file;    /* JSON lines; "none" = off; unset = <state_dir>/deadletter.jsonl */
     int64_t deadletter_max_bytes; /* size cap of the file before it rotates, default 8 MiB */
     bool deadletter_topic;        /* also publish on <prefix>/gateway/deadletter, default true */
@@ -123,6 +124,15 @@ void config_clear_sources(struct config *c);
  * Creates nothing. Returns 0 or -EINVAL with a message.
  */
 int config_finish(struct config *c, char *err, size_t errlen);
+
+/*
+ * The resolved state directory (absolute, statedir.h): where a subsystem keeps files that must
+ * survive the daemon — name them with statedir_file(config_state_dir(c), "name", ...). Valid
+ * after config_finish() returned 0 (before, it is the configured value or NULL); the
+ * directory itself exists once the daemon started (gateway_init creates and locks it; not
+ * with --dry-run or --check).
+ */
+const char *config_state_dir(const struct config *c);
 
 /* The rule file used when none is configured: IIOTGW_DATADIR/rules/default.lua. */
 extern const char config_default_rules[];

@@ -28,6 +28,9 @@ trap cleanup EXIT
 # (quoted: the patterns are expanded in /tmp and /dev/shm, never in the current directory)
 tmp_prefixes=('iiotgw-*' 'iiotgw_*' 'rules-test-*' 'rules-mod-*' 'spooltest-*' 'spoolbench-*'
     'influx_late_vm_*' 'influx_mock_log_*' 'e2e_sim.*' 'tmp.*')
+# Also the daemon's default state directories: every test gives the daemon one of its own
+# (STATE_DIRECTORY, --state-dir), so a test run must not create root's or the user's.
+state_dirs=(/var/lib/iiotgw "${XDG_STATE_HOME:-${HOME:-/nonexistent}/.local/state}/iiotgw")
 tmp_snapshot() {
     (
         shopt -s nullglob
@@ -36,6 +39,7 @@ tmp_snapshot() {
                 for f in "$d"/$p; do echo "$f"; done
             done
         done
+        for f in "${state_dirs[@]}"; do [ -e "$f" ] && echo "$f"; done
     ) | sort -u
 }
 tmp_snapshot >"$work/tmp-before.txt"
@@ -94,7 +98,7 @@ if [ -x firmware/build-arm.sh ]; then
     fi
 fi
 
-echo "=== leftovers: temporary files the tests did not remove"
+echo "=== leftovers: temporary files the tests did not remove (and default state directories)"
 tmp_snapshot >"$work/tmp-after.txt"
 left=$(comm -13 "$work/tmp-before.txt" "$work/tmp-after.txt")
 if [ -z "$left" ]; then

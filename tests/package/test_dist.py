@@ -91,7 +91,8 @@ def main():
         if 'rules = "/usr/share/iiotgw/rules/default.lua"' not in conf:
             fail("iiotgw.conf does not set rules to /usr/share/iiotgw/rules/default.lua")
         r = run([binary, "--check", "-c", os.path.join(dist, "iiotgw.conf"),
-                 "-o", "rules=" + os.path.join(src, "rules", "default.lua")], cwd=tmp)
+                 "-o", "rules=" + os.path.join(src, "rules", "default.lua"),
+                 "--state-dir", os.path.join(tmp, "state")], cwd=tmp)
         if r.returncode != 0:
             fail("iiotgw --check -c docs/dist/iiotgw.conf: rc %d\n%s%s"
                  % (r.returncode, r.stdout, r.stderr))

@@ -69,11 +69,27 @@ static void test_refusals(void **state)
     assert_int_equal(resolve("/a/long/path", &env, small, sizeof small), -ENAMETOOLONG);
 }
 
+/* The temporary directory of test_create_and_lock: removed by the teardown, so a failed
+ * assertion (which leaves the test function at once) leaves nothing behind either. */
+static char base[] = "/tmp/iiotgw-unit-statedir.XXXXXX";
+
+static int make_base(void **state)
+{
+    (void)state;
+    return mkdtemp(base) ? 0 : -1;
+}
+
+static int remove_base(void **state)
+{
+    (void)state;
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", base);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
 static void test_create_and_lock(void **state)
 {
     (void)state;
-    char base[] = "/tmp/iiotgw-unit-statedir.XXXXXX";
-    assert_non_null(mkdtemp(base));
     char dir[512], err[512];
     snprintf(dir, sizeof dir, "%s/a/b/state", base);
     assert_int_equal(statedir_probe(dir, err, sizeof err), 0);
@@ -109,10 +125,6 @@ static void test_create_and_lock(void **state)
     assert_int_not_equal(statedir_probe(dir, err, sizeof err), 0);
     assert_int_not_equal(statedir_create(dir, err, sizeof err), 0);
     assert_non_null(strstr(err, "plain"));
-
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", base);
-    assert_int_equal(system(cmd), 0);
 }
 
 int main(void)
@@ -120,7 +132,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_order),
         cmocka_unit_test(test_refusals),
-        cmocka_unit_test(test_create_and_lock),
+        cmocka_unit_test_setup_teardown(test_create_and_lock, make_base, remove_base),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
