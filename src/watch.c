@@ -50,6 +50,11 @@
 #include "mqtt.h"
 #include "util.h"
 
+#ifndef IIOTGW_SYSCONFDIR
+#define IIOTGW_SYSCONFDIR "/etc/iiotgw"
+#endif
+#define WATCH_DEFAULT_CONFIG IIOTGW_SYSCONFDIR "/iiotgw.conf"
+
 #define WATCH_MAX_NODES   32
 #define WATCH_MAX_METRICS 32
 #define WATCH_MAX_ALERTS  64
@@ -651,7 +656,8 @@ static const char watch_usage[] =
     "last reload, packet and error rates, the params. q quits. When stdout is not a terminal,\n"
     "one line per message is printed instead.\n"
     "\n"
-    "  -c, --config FILE   read mqtt.* and prefix from the gateway's config file\n"
+    "  -c, --config FILE   read mqtt.* and prefix from the gateway's config file (default:\n"
+    "                      $IIOTGW_CONFIG, else " WATCH_DEFAULT_CONFIG " when readable)\n"
     "      --mqtt URL      broker (default: the config's mqtt.url, mqtt://localhost:1883)\n"
     "      --prefix P      topic prefix (default: the config's prefix, iiot)\n"
     "  -h, --help          this help\n";
@@ -700,6 +706,18 @@ int watch_main(int argc, char **argv)
     if (config_defaults(&cfg)) {
         fprintf(stderr, "iiotgw watch: out of memory\n");
         return 3;
+    }
+    /* As the daemon: without -c, $IIOTGW_CONFIG or the installed config when it exists, so
+     * `iiotgw watch` on the gateway finds its broker and prefix. An installed config this
+     * user may not read (it names secrets) is skipped: --mqtt then says where to go. */
+    if (!file) {
+        const char *env = getenv("IIOTGW_CONFIG");
+        if (env && *env)
+            file = env;
+        else if (access(WATCH_DEFAULT_CONFIG, R_OK) == 0)
+            file = WATCH_DEFAULT_CONFIG;
+        if (config_is_none(file))
+            file = NULL;
     }
     if ((file && (rc = config_load_file(&cfg, file, err, sizeof err))) ||
         (url && (rc = config_set(&cfg, "mqtt.url", url, err, sizeof err))) ||
