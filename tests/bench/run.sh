@@ -22,7 +22,7 @@ secs=${1:-3}
 
 bash tests/setup.sh all
 cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DIIOTGW_TESTS=ON >/dev/null
-cmake --build build-bench -j2 --target iiotgw bench_pipeline bench_mqtt_ref bench_idle_ref >/dev/null
+cmake --build build-bench -j2 --target iiotgw bench_pipeline bench_mqtt_ref bench_idle_ref bench_params >/dev/null
 
 work=$(mktemp -d /tmp/iiotgw-bench.XXXXXX)
 trap 'bash tests/servers.sh stop "$work/servers" || true; rm -rf "$work"' EXIT
@@ -45,4 +45,4 @@ echo "== 5. bursts through a live tcp: source, default options"
 /usr/bin/python3 tests/bench/bench_burst.py ${BENCH_BURST_PACKETS:-20000 100000}
 echo
 echo "== 6. reading tunable parameters (gw.param) vs constants in the default rule"
-/usr/bin/python3 tests/bench/bench_params.py "$BENCH_DIR/bench_pipeline" 1 "${BENCH_PARAMS_ROUNDS:-5}"
+/usr/bin/python3 tests/bench/bench_params.py "$BENCH_DIR/bench_params" "$secs"

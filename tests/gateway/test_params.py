@@ -40,7 +40,9 @@ class Gateway:
         self.p = subprocess.Popen(
             [iiotgw(), "-r", rule, "-s", "stdin", "--prefix", prefix,
              "--mqtt", "mqtt://%s:%s" % (host, mqtt_port or port), "-o", "mqtt.protocol=5",
-             "-o", "reload_debounce=0.1", "-o", "mqtt.backoff_max=1", "--deadletter", "none"]
+             "-o", "reload_debounce=0.1", "-o", "mqtt.backoff_max=1", "--deadletter", "none",
+             # its own client id: tests running in parallel would otherwise take the session over
+             "-o", "mqtt.client_id=gw-" + prefix]
             + list(extra),
             stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         threading.Thread(target=lambda: [self.log.append(l) for l in self.p.stderr],
@@ -96,9 +98,10 @@ class Sub:
         with open(self.out) as f:
             return [l.rstrip("\n").split("|", 2) for l in f if l.count("|") >= 2]
 
-    def wait(self, pred, what, timeout=10):
+    def wait(self, pred, what, timeout=15):
         if not wait_for(lambda: any(pred(m) for m in self.msgs()), timeout):
-            fail("no message: %s; got %s" % (what, self.msgs()))
+            fail("no message: %s; got %s\ngateway log (tail):\n%s"
+                 % (what, self.msgs(), "".join(gw.log[-25:]) if gw else ""))
         return [m for m in self.msgs() if pred(m)][-1]
 
     def stop(self):
@@ -131,6 +134,7 @@ def doc_param(name):
 
 
 write_rule(RULE_TEXT)
+gw = None
 gw = Gateway()
 
 # --- declared and published ------------------------------------------------------------------
