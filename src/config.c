@@ -19,6 +19,7 @@
 #include <lua.h>
 #include <lualib.h>
 
+#include "clock.h"
 #include "influx.h"
 #include "log.h"
 #include "mqtt.h"
@@ -127,6 +128,13 @@ static const struct opt opts[] = {
     O("ha_discovery", OPT_BOOL, ha_discovery, "false", 0, 0),
     O("ha_discovery_prefix", OPT_STR, ha_discovery_prefix, "homeassistant", 0, 0),
     O("ha_discovery_support_url", OPT_STR, ha_discovery_support_url, NULL, 0, 0),
+    O("clock.mode", OPT_STR, clock_mode, "receive", 0, 0),
+    O("clock.field", OPT_STR, clock_field, "ts", 0, 0),
+    O("clock.unit", OPT_STR, clock_unit, "ms", 0, 0),
+    O("clock.start", OPT_STR, clock_start, NULL, 0, 0),
+    O("clock.speed", OPT_STR, clock_speed, "max", 0, 0),
+    O("replay.retain", OPT_BOOL, replay_retain, "false", 0, 0),
+    O("replay.prefix", OPT_STR, replay_prefix, "none", 0, 0),
 };
 
 static const struct opt *opt_find(const char *key)
@@ -436,7 +444,8 @@ int config_load_file(struct config *c, const char *path, char *err, size_t errle
         if (!strcmp(k, "sources")) {
             rc = load_sources(c, L, path, err, errlen);
         } else if (lua_istable(L, -1) &&
-                   (!strcmp(k, "mqtt") || !strcmp(k, "influx") || !strcmp(k, "spool"))) {
+                   (!strcmp(k, "mqtt") || !strcmp(k, "influx") || !strcmp(k, "spool") ||
+                    !strcmp(k, "clock") || !strcmp(k, "replay"))) {
             lua_pushnil(L);
             while (rc == 0 && lua_next(L, -2)) {
                 char full[128];
@@ -493,6 +502,68 @@ static int read_secret(const char *path, char **out, char *err, size_t errlen)
     *out = strdup(line);
     memset(line, 0, sizeof line);
     return *out ? 0 : -ENOMEM;
+}
+
+int config_speed(const char *s, double *out)
+{
+    if (!s || !strcmp(s, "max")) {
+        *out = 0;
+        return 0;
+    }
+    char *end;
+    double v = strtod(s, &end);
+    if (end == s || *end || !isfinite(v) || v <= 0 || v > 1e6)
+        return -EINVAL;
+    *out = v;
+    return 0;
+}
+
+/* The replay clock's options (clock.*, replay.*). */
+static int config_check_clock(const struct config *c, char *err, size_t errlen)
+{
+    int mode = clock_mode_parse(c->clock_mode);
+    int64_t t;
+    double speed;
+    if (mode < 0) {
+        snprintf(err, errlen, "clock.mode: \"%s\" is not one of receive, packet, log",
+                 c->clock_mode);
+        return -EINVAL;
+    }
+    if (!c->clock_field || !*c->clock_field || c->clock_field[0] == '.' ||
+        c->clock_field[strlen(c->clock_field) - 1] == '.' || strstr(c->clock_field, "..")) {
+        snprintf(err, errlen,
+                 "clock.field: \"%s\" must be a key or dotted keys (\"ts\", "
+                 "\"hdr.uptime\")",
+                 c->clock_field ? c->clock_field : "");
+        return -EINVAL;
+    }
+    if (clock_unit_parse(c->clock_unit) < 0) {
+        snprintf(err, errlen, "clock.unit: \"%s\" is not one of ns, us, ms, s", c->clock_unit);
+        return -EINVAL;
+    }
+    if (!config_is_none(c->clock_start) && clock_parse_time(c->clock_start, &t)) {
+        snprintf(err, errlen,
+                 "clock.start: \"%s\" is not an ISO-8601 UTC time like 2026-01-01T00:00:00Z",
+                 c->clock_start);
+        return -EINVAL;
+    }
+    if (config_speed(c->clock_speed, &speed)) {
+        snprintf(err, errlen, "clock.speed: \"%s\" must be max or a number > 0", c->clock_speed);
+        return -EINVAL;
+    }
+    if (mode == CLOCK_MODE_RECEIVE && speed > 0) {
+        snprintf(err, errlen,
+                 "clock.speed: pacing needs the capture's clock (--clock packet "
+                 "or --clock log)");
+        return -EINVAL;
+    }
+    if (!config_is_none(c->replay_prefix) &&
+        (strpbrk(c->replay_prefix, "+#") || c->replay_prefix[0] == '/')) {
+        snprintf(err, errlen, "replay.prefix: \"%s\" must be a topic without wildcards",
+                 c->replay_prefix);
+        return -EINVAL;
+    }
+    return 0;
 }
 
 bool config_is_none(const char *s)
@@ -603,6 +674,8 @@ int config_finish(struct config *c, char *err, size_t errlen)
         return -EINVAL;
     }
     if ((rc = finish_paths(c, err, errlen)))
+        return rc;
+    if ((rc = config_check_clock(c, err, errlen)))
         return rc;
     if (!c->gateway_id) {
         char host[256] = "iiotgw";

@@ -94,6 +94,14 @@ struct config {
     bool ha_discovery;              /* default false */
     char *ha_discovery_prefix;      /* default "homeassistant" */
     char *ha_discovery_support_url; /* origin support_url, default unset (omitted) */
+    /* replay clock (clock.h, replay.h; docs/configuration.md "Replay clock") */
+    char *clock_mode;    /* receive (default) | packet | log */
+    char *clock_field;   /* packet field with the node's uptime, dotted path, default "ts" */
+    char *clock_unit;    /* unit of that field: ns | us | ms (default) | s */
+    char *clock_start;   /* ISO-8601 anchor of the first timed line; unset = mtime - span */
+    char *clock_speed;   /* "max" (default) or N x the capture's pace */
+    bool replay_retain;  /* keep rule retain flags under a replay clock (default false) */
+    char *replay_prefix; /* "none" (default) or a topic level prepended to every topic */
 
     /* resolved secrets (never printed) */
     char *influx_token;
@@ -136,6 +144,9 @@ const char *config_state_dir(const struct config *c);
 
 /* The rule file used when none is configured: IIOTGW_DATADIR/rules/default.lua. */
 extern const char config_default_rules[];
+
+/* clock.speed as a number: N > 0, or 0 for "max". Returns 0 or -EINVAL. */
+int config_speed(const char *s, double *out);
 
 /* True when an optional string option is off: NULL, "" or "none" (e.g. mqtt.url, spool.dir). */
 bool config_is_none(const char *value);

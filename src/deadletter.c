@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "buf.h"
+#include "clock.h"
 #include "log.h"
 
 struct deadletter {
@@ -26,6 +27,7 @@ struct deadletter {
     uint64_t drops;
     deadletter_publish_cb cb;
     void *ud;
+    const struct clock *clock; /* NULL: the wall clock */
     uint64_t counts[DL_REASON_COUNT];
     uint64_t write_errors;
     struct buf rec; /* reused record buffer */
@@ -170,9 +172,9 @@ void deadletter_put(struct deadletter *d, enum dl_reason reason, const char *sou
         return;
     d->counts[reason]++;
 
-    struct timespec ts;
+    int64_t now = clock_now_ns(d->clock);
+    struct timespec ts = {.tv_sec = (time_t)(now / 1000000000), .tv_nsec = now % 1000000000};
     struct tm tm;
-    clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
 
     struct buf *b = &d->rec;
@@ -208,6 +210,11 @@ uint64_t deadletter_total(const struct deadletter *d)
     for (int i = 0; i < DL_REASON_COUNT; i++)
         t += d->counts[i];
     return t;
+}
+
+void deadletter_set_clock(struct deadletter *d, const struct clock *clock)
+{
+    d->clock = clock;
 }
 
 void deadletter_get_stats(const struct deadletter *d, struct deadletter_stats *st)

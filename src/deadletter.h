@@ -50,6 +50,7 @@ struct deadletter_stats {
 typedef void (*deadletter_publish_cb)(void *ud, const char *json, size_t len);
 
 struct deadletter;
+struct clock;
 
 /*
  * path: JSON-lines file, or NULL/"none" for no file; max_bytes: its size cap (> 0). Returns 0,
@@ -63,6 +64,10 @@ int deadletter_open(struct deadletter **out, const char *path, uint64_t max_byte
  * are escaped). Never fails from the caller's point of view: a file error is logged. */
 void deadletter_put(struct deadletter *d, enum dl_reason reason, const char *source,
                     uint64_t line_no, const char *error, const char *data, size_t len);
+
+/* Take the records' "time" from `clock` (clock.h; borrowed, must outlive d) instead of the
+ * wall clock: under a replay it is the capture's time of the refused line. NULL = wall. */
+void deadletter_set_clock(struct deadletter *d, const struct clock *clock);
 
 uint64_t deadletter_count(const struct deadletter *d, enum dl_reason reason);
 uint64_t deadletter_total(const struct deadletter *d);

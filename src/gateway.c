@@ -32,6 +32,7 @@
 #include "mqtt.h"
 #include "params.h"
 #include "paramsrv.h"
+#include "replay.h"
 #include "rules.h"
 #include "source.h"
 #include "util.h"
@@ -77,10 +78,19 @@ static int gw_out_publish(void *ud, const char *topic, const char *payload, size
     }
     if (!forward_has(gw->fw, FWD_MQTT))
         return 0; /* MQTT disabled (--mqtt none): nothing to do, not an error */
+    unsigned flags = alerts_match(&gw->alerts, topic) ? FWD_ALERT : 0;
+    /* A replay must not overwrite a live site's retained state with old values: its retain
+     * flags go unless replay.retain; replay.prefix moves every topic under its own level. */
+    retain = retain && gw->replay_retain;
+    if (!config_is_none(gw->cfg->replay_prefix)) {
+        gw->topic.len = 0;
+        if (buf_printf(&gw->topic, "%s/%s", gw->cfg->replay_prefix, topic) < 0)
+            return -ENOMEM;
+        topic = gw->topic.p;
+    }
     uint64_t user = latency_token(&gw->lat);
     /* Through the spool when one is configured; forward.c decides cursor and timing. */
-    int rc = forward_publish(gw->fw, topic, payload, len, qos, retain,
-                             alerts_match(&gw->alerts, topic) ? FWD_ALERT : 0, user);
+    int rc = forward_publish(gw->fw, topic, payload, len, qos, retain, flags, user);
     if (rc) {
         latency_unsent(&gw->lat, user);
         return rc;
@@ -278,10 +288,10 @@ static void gw_unusable(struct gateway *gw, enum dl_reason reason, const char *s
 
 static void gw_check_backpressure(struct gateway *gw);
 
-static void gw_on_source_line(void *ud, struct source *src, char *line, size_t len,
-                              uint64_t line_no, unsigned flags)
+/* One line with its receive time (the clock's now, or the replay's time for it). */
+static void gw_line(struct gateway *gw, struct source *src, char *line, size_t len,
+                    uint64_t line_no, unsigned flags, int64_t rx_ns)
 {
-    struct gateway *gw = ud;
     const char *name = source_name(src);
     char err[ERRLEN], detail[ERRLEN + 16];
     double t_read = util_mono();
@@ -298,7 +308,6 @@ static void gw_on_source_line(void *ud, struct source *src, char *line, size_t l
     len = extract_clean(line, len);
     size_t off = 0, olen = 0;
     enum extract_result er = extract_object(line, len, &off, &olen);
-    int64_t rx_ns = util_now_ns();
 
     if (er == EXTRACT_NONE) {
         gw->n.text_lines++;
@@ -340,6 +349,35 @@ static void gw_on_source_line(void *ud, struct source *src, char *line, size_t l
     gw_check_backpressure(gw);
 }
 
+static void gw_on_source_line(void *ud, struct source *src, char *line, size_t len,
+                              uint64_t line_no, unsigned flags)
+{
+    struct gateway *gw = ud;
+    if (!gw->replay) {
+        gw_line(gw, src, line, len, line_no, flags, clock_now_ns(&gw->clock));
+        return;
+    }
+    size_t index = 0;
+    while (index < gw->nsources && gw->sources[index] != src)
+        index++;
+    replay_feed(gw->replay, src, index, line, len, line_no, flags);
+}
+
+static void gw_replay_line(void *ud, struct source *src, char *line, size_t len, uint64_t line_no,
+                           unsigned flags, int64_t t_ns)
+{
+    gw_line(ud, src, line, len, line_no, flags, t_ns);
+}
+
+static void gw_tick(struct gateway *gw, int64_t now_ns);
+
+static void gw_replay_tick(void *ud, int64_t t_ns)
+{
+    gw_tick(ud, t_ns);
+}
+
+static void gw_replay_drained(void *ud);
+
 static void gw_on_source_done(void *ud, struct source *src, int errnum)
 {
     struct gateway *gw = ud;
@@ -347,7 +385,8 @@ static void gw_on_source_done(void *ud, struct source *src, int errnum)
     (void)src;
     (void)errnum;
     gw->finite_done++;
-    if (gw->state == GW_RUNNING && gw->finite_done == gw->nsources) {
+    /* Lines still held for pacing go first: the drain starts once they are handed on. */
+    if (gw->state == GW_RUNNING && gw->finite_done == gw->nsources && !replay_holding(gw->replay)) {
         /* Every source was finite and is finished: deliver what is pending, then exit. */
         gw_begin_shutdown(gw, gw->cfg->drain_timeout);
     }
@@ -395,9 +434,27 @@ static void gw_on_resume_timer(struct ev_loop *loop, ev_timer *w, int revents)
         return;
     gw->paused = false;
     ev_timer_stop(loop, w);
+    if (replay_holding(gw->replay))
+        return; /* pacing holds them; gw_replay_drained resumes */
     for (size_t i = 0; i < gw->nsources; i++)
         source_resume(gw->sources[i]);
     log_debug("sources_resumed", NULL);
+}
+
+/* Every line held for pacing was handed on: read again, or start the drain after EOF. */
+static void gw_replay_drained(void *ud)
+{
+    struct gateway *gw = ud;
+    if (gw->state != GW_RUNNING)
+        return;
+    if (gw->finite_done == gw->nsources) {
+        gw_begin_shutdown(gw, gw->cfg->drain_timeout);
+        return;
+    }
+    if (gw->paused)
+        return; /* back-pressure: the resume timer takes over */
+    for (size_t i = 0; i < gw->nsources; i++)
+        source_resume(gw->sources[i]);
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -514,17 +571,22 @@ static void gw_on_reload_timer(struct ev_loop *loop, ev_timer *w, int revents)
  * Ticks and stats
  * ---------------------------------------------------------------------------------------- */
 
+static void gw_tick(struct gateway *gw, int64_t now_ns)
+{
+    char err[ERRLEN];
+    gw_note(gw, false, "# tick");
+    int rc = rules_tick(gw->rules, now_ns, err, sizeof err);
+    gw_note(gw, false, NULL);
+    if (rc)
+        gw_unusable(gw, DL_RULE_ERROR, NULL, 0, "on_tick", NULL, err, "", 0);
+}
+
 static void gw_on_tick(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
     (void)revents;
     struct gateway *gw = container_of(w, struct gateway, tick_timer);
-    char err[ERRLEN];
-    gw_note(gw, false, "# tick");
-    int rc = rules_tick(gw->rules, util_now_ns(), err, sizeof err);
-    gw_note(gw, false, NULL);
-    if (rc)
-        gw_unusable(gw, DL_RULE_ERROR, NULL, 0, "on_tick", NULL, err, "", 0);
+    gw_tick(gw, clock_now_ns(&gw->clock));
 }
 
 static void gw_on_stats_timer(struct ev_loop *loop, ev_timer *w, int revents)
@@ -619,6 +681,9 @@ static void gw_begin_shutdown(struct gateway *gw, double timeout)
     if (gw->state != GW_RUNNING)
         return;
     gw->state = gw->finite_done == gw->nsources ? GW_DRAINING : GW_STOPPING;
+    uint64_t dropped = replay_drop(gw->replay);
+    if (dropped)
+        log_warn("clock_held_dropped", "lines=%" PRIu64 " why=shutdown", dropped);
     for (size_t i = 0; i < gw->nsources; i++)
         source_stop(gw->sources[i]);
     ev_timer_stop(gw->loop, &gw->resume_timer);
@@ -733,6 +798,62 @@ static int gw_setup_outputs(struct gateway *gw, char *err, size_t errlen)
     return 0;
 }
 
+/*
+ * The path of the first file source ("[NAME=]file:PATH"), whose mtime and span anchor a
+ * replay clock by default; NULL when there is none.
+ */
+static const char *gw_first_file(const struct config *c)
+{
+    for (size_t i = 0; i < c->nsources; i++) {
+        const char *s = c->sources[i];
+        size_t n = strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-");
+        if (n && s[n] == '=')
+            s += n + 1;
+        if (!strncmp(s, "file:", 5) && s[5])
+            return s + 5;
+    }
+    return NULL;
+}
+
+/* clock.mode packet/log: the virtual clock and the replay that moves it (before the rules
+ * open, so init() already sees the capture's time). */
+static int gw_setup_clock(struct gateway *gw, char *err, size_t errlen)
+{
+    const struct config *c = gw->cfg;
+    int mode = clock_mode_parse(c->clock_mode);
+    clock_init_wall(&gw->clock);
+    gw->replay_retain = true;
+    if (mode <= CLOCK_MODE_RECEIVE)
+        return mode < 0 ? -EINVAL : 0;
+    struct replay_config rc = {
+        .mode = (enum clock_mode)mode,
+        .field = c->clock_field,
+        .unit_ns = clock_unit_parse(c->clock_unit),
+        .have_start = !config_is_none(c->clock_start),
+        .tick_interval = c->tick_interval,
+        .scan_path = gw_first_file(c),
+        .max_line = (size_t)c->max_line,
+        .nsources = c->nsources,
+    };
+    if (rc.have_start && clock_parse_time(c->clock_start, &rc.start_ns))
+        return -EINVAL; /* config_finish checked it */
+    if (config_speed(c->clock_speed, &rc.speed))
+        return -EINVAL;
+    struct replay_cbs cbs = {
+        .ud = gw, .line = gw_replay_line, .tick = gw_replay_tick, .drained = gw_replay_drained};
+    int r = replay_new(&gw->replay, gw->loop, &rc, &gw->clock, &cbs, err, errlen);
+    if (r)
+        return r;
+    gw->replay_retain = c->replay_retain;
+    if (!config_is_none(c->mqtt_url) && config_is_none(c->replay_prefix) && !c->dry_run)
+        log_warn("clock_replay_topics",
+                 "prefix=%s retain=%s hint=\"a replay publishes on the "
+                 "same topics as a live gateway with this prefix: --replay-prefix P or "
+                 "--prefix P keeps them apart\"",
+                 c->prefix, c->replay_retain ? "kept" : "dropped");
+    return 0;
+}
+
 int gateway_init(struct gateway *gw, struct ev_loop *loop, const struct config *cfg, char *err,
                  size_t errlen)
 {
@@ -741,6 +862,8 @@ int gateway_init(struct gateway *gw, struct ev_loop *loop, const struct config *
     gw->loop = loop;
     gw->cfg = cfg;
     gw->started = util_mono();
+    if ((rc = gw_setup_clock(gw, err, errlen)))
+        return rc;
     gwconfig_topics(cfg, &gw->topics);
     alerts_init(&gw->alerts, cfg->prefix);
     /* The printer shows every dead-letter; otherwise deadletter_topic decides. */
@@ -771,6 +894,7 @@ int gateway_init(struct gateway *gw, struct ev_loop *loop, const struct config *
                          (uint64_t)cfg->deadletter_max_bytes, gw_on_deadletter, gw, err, errlen);
     if (rc)
         return rc;
+    deadletter_set_clock(gw->dl, &gw->clock);
 
     struct rule_sink sink = {.ud = gw, .publish = gw_out_publish, .write = gw_out_write};
     if ((rc = gw_setup_params(gw, err, errlen)))
@@ -779,6 +903,7 @@ int gateway_init(struct gateway *gw, struct ev_loop *loop, const struct config *
     struct rules_config rc_cfg;
     gwconfig_rules(cfg, &rc_cfg);
     rc_cfg.params = gw->params;
+    rc_cfg.clock = &gw->clock;
     rc = rules_open(&gw->rules, &rc_cfg, &sink, err, errlen);
     if (rc)
         return rc;
@@ -830,7 +955,8 @@ int gateway_init(struct gateway *gw, struct ev_loop *loop, const struct config *
     gw->reload_timer.repeat = cfg->reload_debounce > 0 ? cfg->reload_debounce : 0.01;
 
     ev_timer_init(&gw->tick_timer, gw_on_tick, cfg->tick_interval, cfg->tick_interval);
-    ev_timer_start(loop, &gw->tick_timer);
+    if (!gw->replay) /* a replay generates its ticks in virtual time (replay.c) */
+        ev_timer_start(loop, &gw->tick_timer);
     /* A dry run prints outputs, not periodic stats (only the final report at the end). */
     if (cfg->stats_interval > 0 && !cfg->dry_run) {
         ev_timer_init(&gw->stats_timer, gw_on_stats_timer, cfg->stats_interval,
@@ -857,6 +983,16 @@ int gateway_run(struct gateway *gw)
     for (int i = 0; i < FWD_NDEST; i++)
         if (fs.sink[i].dropped && gw->exit_code < GW_EXIT_UNDELIVERED)
             gw->exit_code = GW_EXIT_UNDELIVERED;
+    if (gw->replay) {
+        struct replay_stats rs;
+        replay_get_stats(gw->replay, &rs);
+        char at[40];
+        clock_format(clock_now_ns(&gw->clock), at, sizeof at);
+        log_info("clock_replay_done",
+                 "virtual_end=%s timed=%" PRIu64 " untimed=%" PRIu64 " reboots=%" PRIu64
+                 " ticks=%" PRIu64 " ticks_skipped=%" PRIu64 " held_max=%" PRIu64,
+                 at, rs.timed, rs.untimed, rs.reboots, rs.ticks, rs.skipped, rs.held_max);
+    }
     log_info("exit", "code=%d packets=%" PRIu64 " deadletter=%" PRIu64, gw->exit_code,
              gw->n.packets, deadletter_total(gw->dl));
     return gw->exit_code;
@@ -879,6 +1015,9 @@ void gateway_free(struct gateway *gw)
     for (size_t i = 0; i < gw->nsources; i++)
         source_free(gw->sources[i]);
     free(gw->sources);
+    replay_free(gw->replay);
+    gw->replay = NULL;
+    buf_free(&gw->topic);
     gw->sources = NULL;
     paramsrv_free(gw->psrv);
     gw->psrv = NULL;

@@ -30,6 +30,7 @@
 
 #include "alerts.h"
 #include "buf.h"
+#include "clock.h"
 #include "config.h"
 #include "forward.h"
 #include "gwconfig.h"
@@ -37,6 +38,7 @@
 #include "latency.h"
 #include "sink.h"
 
+struct replay;
 struct statedir_lock;
 
 /* Exit codes (documented in --help and docs/configuration.md). */
@@ -71,6 +73,10 @@ struct gateway {
     struct params *params;  /* the rule's tunable parameters (params.h) */
     struct paramsrv *psrv;  /* their MQTT and local-socket routes (paramsrv.h) */
     struct mqtt_sink *mqtt; /* the MQTT sink behind sinks[FWD_MQTT] (subscriptions), or NULL */
+    struct clock clock;     /* the data path's "now": wall, or a replay's virtual time */
+    struct replay *replay;  /* clock.mode packet/log: line times, virtual ticks, pacing */
+    bool replay_retain;     /* keep rule retain flags (wall clock, or replay.retain) */
+    struct buf topic;       /* replay.prefix + a rule's topic */
     struct sink sinks[FWD_NDEST]; /* MQTT, InfluxDB, or the --dry-run printer (ops NULL: off) */
     struct dryrun *dry;           /* the printer behind sinks[] with --dry-run, else NULL */
     struct forward *fw;           /* every output -> spool (optional) -> sinks (forward.h) */

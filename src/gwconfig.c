@@ -13,11 +13,15 @@
 
 void gwconfig_topics(const struct config *c, struct gw_topics *t)
 {
-    snprintf(t->status, sizeof t->status, "%s/gateway/status", c->prefix);
-    snprintf(t->stats, sizeof t->stats, "%s/gateway/stats", c->prefix);
-    snprintf(t->rules, sizeof t->rules, "%s/gateway/rules", c->prefix);
-    snprintf(t->deadletter, sizeof t->deadletter, "%s/gateway/deadletter", c->prefix);
-    snprintf(t->spool, sizeof t->spool, "%s/gateway/spool", c->prefix);
+    /* replay.prefix moves the gateway's own topics too: a replay must not mark a live
+     * gateway offline or overwrite its retained rule status. */
+    const char *rp = config_is_none(c->replay_prefix) ? "" : c->replay_prefix;
+    const char *sep = *rp ? "/" : "";
+    snprintf(t->status, sizeof t->status, "%s%s%s/gateway/status", rp, sep, c->prefix);
+    snprintf(t->stats, sizeof t->stats, "%s%s%s/gateway/stats", rp, sep, c->prefix);
+    snprintf(t->rules, sizeof t->rules, "%s%s%s/gateway/rules", rp, sep, c->prefix);
+    snprintf(t->deadletter, sizeof t->deadletter, "%s%s%s/gateway/deadletter", rp, sep, c->prefix);
+    snprintf(t->spool, sizeof t->spool, "%s%s%s/gateway/spool", rp, sep, c->prefix);
 }
 
 int gwconfig_mqtt(const struct config *c, const char *status_topic, struct mqtt_config *mc,

@@ -18,7 +18,7 @@ struct influx_config;
 struct mqtt_config;
 struct rules_config;
 
-/* The gateway's own topics, "<prefix>/gateway/<name>". */
+/* The gateway's own topics, "[<replay.prefix>/]<prefix>/gateway/<name>". */
 struct gw_topics {
     char status[256];
     char stats[256];

@@ -63,6 +63,19 @@ static const char usage[] =
     "                               STATE_DIR/spool), or none (outputs in memory only: a\n"
     "                               burst, an outage or a restart can lose data); see\n"
     "                               docs/reliability.md\n"
+    "      --clock MODE           receive (default): stamp lines when read; packet: from the\n"
+    "                               packet's uptime field; log: from the log line's defmt\n"
+    "                               timestamp (else the field); see docs/lab.md\n"
+    "      --clock-start TIME     ISO-8601 time of the capture's first timed line (default:\n"
+    "                               the capture file's mtime minus its span)\n"
+    "      --clock-field PATH     packet field with the node's uptime (default ts)\n"
+    "      --clock-unit U         unit of that field: ns, us, ms (default) or s\n"
+    "      --speed N              replay files at N x the capture's pace (1 = real time);\n"
+    "                               N = max (default): as fast as the sinks take it\n"
+    "      --replay-retain        keep the rules' retain flags under a replay clock (default:\n"
+    "                               replayed messages are never retained)\n"
+    "      --replay-prefix P      publish every topic under P/ (keeps a replay off a live\n"
+    "                               site's topics)\n"
     "  -o, --set KEY=VALUE        set any config option by key, e.g. -o mqtt.protocol=5\n"
     "      --dry-run              no network: print what each packet would publish and write\n"
     "      --check                validate config and rules, report errors, exit 0/1\n"
@@ -100,6 +113,13 @@ enum {
     OPT_DRY_RUN,
     OPT_CHECK,
     OPT_LOG_LEVEL,
+    OPT_CLOCK,
+    OPT_CLOCK_START,
+    OPT_CLOCK_FIELD,
+    OPT_CLOCK_UNIT,
+    OPT_SPEED,
+    OPT_REPLAY_RETAIN,
+    OPT_REPLAY_PREFIX,
 };
 
 static const struct option long_opts[] = {
@@ -120,6 +140,13 @@ static const struct option long_opts[] = {
     {"dry-run", no_argument, NULL, OPT_DRY_RUN},
     {"check", no_argument, NULL, OPT_CHECK},
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+    {"clock", required_argument, NULL, OPT_CLOCK},
+    {"clock-start", required_argument, NULL, OPT_CLOCK_START},
+    {"clock-field", required_argument, NULL, OPT_CLOCK_FIELD},
+    {"clock-unit", required_argument, NULL, OPT_CLOCK_UNIT},
+    {"speed", required_argument, NULL, OPT_SPEED},
+    {"replay-retain", no_argument, NULL, OPT_REPLAY_RETAIN},
+    {"replay-prefix", required_argument, NULL, OPT_REPLAY_PREFIX},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, 'V'},
     {NULL, 0, NULL, 0},
@@ -153,6 +180,18 @@ static const char *flag_key(int opt)
         return "state_dir";
     case OPT_LOG_LEVEL:
         return "log_level";
+    case OPT_CLOCK:
+        return "clock.mode";
+    case OPT_CLOCK_START:
+        return "clock.start";
+    case OPT_CLOCK_FIELD:
+        return "clock.field";
+    case OPT_CLOCK_UNIT:
+        return "clock.unit";
+    case OPT_SPEED:
+        return "clock.speed";
+    case OPT_REPLAY_PREFIX:
+        return "replay.prefix";
     }
     return NULL;
 }
@@ -391,6 +430,9 @@ int main(int argc, char **argv)
             break;
         case OPT_CHECK:
             cfg.check = true;
+            break;
+        case OPT_REPLAY_RETAIN:
+            cfg.replay_retain = true;
             break;
         case OPT_INFLUX_DB:
             rc = config_set(&cfg, key, optarg, err, sizeof err);

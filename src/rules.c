@@ -28,6 +28,7 @@
 #include <lua.h>
 
 #include "buf.h"
+#include "clock.h"
 #include "jsonlua.h"
 #include "log.h"
 #include "params.h"
@@ -540,7 +541,7 @@ static int rules_build(struct rules *r, struct rule_state *old, struct rule_stat
     st->mem_limit = r->mem_limit;
     st->co_ref = st->gw_ref = st->chunk_ref = st->names_ref = st->params_ref = LUA_NOREF;
     st->req_cache_ref = st->req_stack_ref = LUA_NOREF;
-    st->ts_ns = util_now_ns();
+    st->ts_ns = clock_now_ns(r->clock);
     st->L = rules_sbx_newstate(st);
     if (!st->L) {
         rc = -ENOMEM;
@@ -575,7 +576,7 @@ static int rules_build(struct rules *r, struct rule_state *old, struct rule_stat
     }
     luaL_unref(st->L, LUA_REGISTRYINDEX, st->chunk_ref);
     st->chunk_ref = LUA_NOREF;
-    st->ts_ns = util_now_ns();
+    st->ts_ns = clock_now_ns(r->clock);
     c.kind = CALL_INIT;
     if (rules_call(st, &c)) {
         rc = -EINVAL;
@@ -639,6 +640,7 @@ int rules_open(struct rules **out, const struct rules_config *cfg, const struct 
             goto fail;
         r->params = r->own_params;
     }
+    r->clock = cfg->clock;
     rc = rules_sbx_dirs_init(r, cfg->lua_path, err, errlen);
     if (rc)
         goto fail;

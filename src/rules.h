@@ -6,7 +6,8 @@
  *                         integers are Lua integers and floats stay floats; meta = {source=,
  *                         line=, rx_ns=}
  *   on_line(text, meta)   once per non-JSON line (optional)
- *   on_tick(now)          every tick (default 1 s); `now` = wall-clock seconds (float)
+ *   on_tick(now)          every tick (default 1 s); `now` = seconds (float) of the clock
+ *                         (rules_config.clock: the wall clock, or a replay's virtual time)
  *   init()                after load, before the first packet (optional)
  *   on_param(name, value, node)  after a tunable parameter (gw.param) changed; node is nil
  *                         for a global param (optional)
@@ -38,6 +39,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct clock;
+
 struct rule_sink {
     void *ud;
     /* A publish decided by the rule. qos 0..2. Return 0, or a negative errno (logged). */
@@ -63,13 +66,18 @@ struct rules_config {
      * outlive the engine. NULL = a private one without persistence (--check, tests). Every
      * load declares between params_begin and params_commit/params_abort. */
     struct params *params;
+    /* Where "now" comes from (clock.h): gw.now, gw.now_ns, gw.iso8601() without an argument
+     * and the default point timestamp of init(). NULL = the wall clock. Borrowed: it must
+     * outlive the engine; its owner moves a virtual clock between calls (a replay, a test). */
+    const struct clock *clock;
 };
 
 /* One telemetry object handed to on_packet. */
 struct packet {
     const char *source; /* source name */
     uint64_t line_no;   /* line number within the source */
-    int64_t rx_ns;      /* receive time, ns since epoch (default point timestamp) */
+    int64_t rx_ns;      /* receive time, ns since epoch (default point timestamp), from the
+                         * gateway's clock: wall, or a replay's virtual time */
     const char *json;   /* the extracted object text (not NUL-terminated) */
     size_t json_len;
 };
@@ -133,7 +141,8 @@ int rules_packet(struct rules *r, const struct packet *pkt, char *err, size_t er
 int rules_line(struct rules *r, const char *source, uint64_t line_no, int64_t rx_ns,
                const char *text, size_t len, char *err, size_t errlen);
 
-/* Call on_tick(now) if defined. now_ns = wall clock. Same returns as rules_line. */
+/* Call on_tick(now) if defined. now_ns = the tick's time, normally clock_now_ns() of the
+ * engine's clock (a replay passes the virtual tick time). Same returns as rules_line. */
 int rules_tick(struct rules *r, int64_t now_ns, char *err, size_t errlen);
 
 /*

@@ -23,6 +23,7 @@
 #include <lua.h>
 
 #include "buf.h"
+#include "clock.h"
 #include "jsonlua.h"
 #include "lineproto.h"
 #include "log.h"
@@ -1000,22 +1001,29 @@ static int rules_api_log(lua_State *L)
     return 0;
 }
 
+/* The engine's clock (rules_config.clock): the wall clock, or a replay's / test's virtual
+ * time. */
+static int64_t rules_api_clock_ns(lua_State *L)
+{
+    return clock_now_ns(rules_state_of(L)->r->clock);
+}
+
 static int rules_api_now(lua_State *L)
 {
-    lua_pushnumber(L, (double)util_now_ns() / 1e9);
+    lua_pushnumber(L, (double)rules_api_clock_ns(L) / 1e9);
     return 1;
 }
 
 static int rules_api_now_ns(lua_State *L)
 {
-    lua_pushinteger(L, (lua_Integer)util_now_ns());
+    lua_pushinteger(L, (lua_Integer)rules_api_clock_ns(L));
     return 1;
 }
 
 /* gw.iso8601([seconds]) -> "2026-11-24T21:51:30Z" (UTC, whole seconds; default now). */
 static int rules_api_iso8601(lua_State *L)
 {
-    double t = lua_isnoneornil(L, 1) ? (double)util_now_ns() / 1e9 : luaL_checknumber(L, 1);
+    double t = lua_isnoneornil(L, 1) ? (double)rules_api_clock_ns(L) / 1e9 : luaL_checknumber(L, 1);
     if (!(t > -1e12 && t < 1e12))
         return luaL_error(L, "gw.iso8601: time out of range");
     time_t secs = (time_t)floor(t);

@@ -69,6 +69,7 @@ struct rules {
     struct rule_sink sink;
     struct params *params; /* cfg->params, or own_params when none was given */
     struct params *own_params;
+    const struct clock *clock; /* rules_config.clock (borrowed; NULL = wall clock) */
     struct rule_state *live;
     struct rules_stats stats;
     struct buf lp; /* scratch for one encoded point */

@@ -4,6 +4,7 @@
  * we know of (after each one the engine must still process a normal packet), the configurable
  * budgets, and hot reload (state hand-over, failed reloads keep the old rule).
  */
+#include "clock.h"
 #include "rules_harness.h"
 
 #include "log.h"
@@ -468,6 +469,37 @@ static void test_bytecode_refused(void **unused)
 }
 
 /* ------------------------------------------------------------------------------------ */
+/* The engine's clock (clock.h): a virtual clock moves gw.now, gw.now_ns, gw.iso8601()  */
+/* ------------------------------------------------------------------------------------ */
+
+static void test_virtual_clock(void **unused)
+{
+    (void)unused;
+    struct harness h;
+    memset(&h, 0, sizeof h);
+    snprintf(h.dir, sizeof h.dir, "/tmp/rules-test-XXXXXX");
+    assert_non_null(mkdtemp(h.dir));
+    snprintf(h.path, sizeof h.path, "%s/rule.lua", h.dir);
+    h_write_rule(&h, "function init() gw.point('boot', {}, {v = 1}) end\n"
+                     "function on_tick(now)\n"
+                     "  gw.publish('t', string.format('%.1f %d %s', gw.now(), gw.now_ns(),\n"
+                     "             gw.iso8601()))\n"
+                     "end\n");
+    struct clock ck;
+    clock_init_virtual(&ck, 1767225600LL * 1000000000LL); /* 2026-01-01T00:00:00Z */
+    struct rules_config cfg = {.path = h.path, .clock = &ck};
+    struct rule_sink sink = {.ud = &h.cap, .publish = cap_publish, .write = cap_write};
+    assert_int_equal(rules_open(&h.r, &cfg, &sink, h.err, sizeof h.err), 0);
+    /* init()'s point carries the virtual time */
+    assert_int_equal(h.cap.nline, 1);
+    assert_string_equal(h.cap.line[0], "boot v=1i 1767225600000000000");
+    assert_int_equal(clock_set(&ck, 1767225600LL * 1000000000LL + 90500000000LL), 0);
+    assert_int_equal(h_tick(&h, clock_now_ns(&ck)), 0);
+    expect_pub(&h.cap, 0, "t", "1767225690.5 1767225690500000000 2026-01-01T00:01:30Z", 1, false);
+    h_close(&h);
+}
+
+/* ------------------------------------------------------------------------------------ */
 /* Budgets are configurable                                                             */
 /* ------------------------------------------------------------------------------------ */
 
@@ -660,6 +692,7 @@ int main(void)
         cmocka_unit_test(test_bytecode_refused),
         cmocka_unit_test(test_budget_config),
         cmocka_unit_test(test_open_failures),
+        cmocka_unit_test(test_virtual_clock),
         cmocka_unit_test(test_reload_hands_over_state),
         cmocka_unit_test(test_failed_reload_keeps_old_rule),
         cmocka_unit_test(test_reload_state_too_deep),
