@@ -124,8 +124,10 @@ static double watch_now(void)
 /* "3s", "4m05s", "2h01m", "3d02h" */
 static void watch_age(char *out, size_t n, double secs)
 {
-    if (secs < 0)
+    if (!(secs >= 0)) /* NaN too */
         secs = 0;
+    if (secs > 1e9)
+        secs = 1e9;
     long s = (long)secs;
     if (s < 60)
         snprintf(out, n, "%lds", s);
@@ -287,8 +289,10 @@ static void watch_on_alert(struct watch *w, const char *raw, const char *payload
 static cJSON *watch_doc(cJSON **slot, const char *payload, size_t len)
 {
     cJSON *o = len ? cJSON_ParseWithLength(payload, len) : NULL;
-    if (!o)
+    if (!cJSON_IsObject(o)) { /* the gateway's documents are objects; anything else is noise */
+        cJSON_Delete(o);
         return NULL;
+    }
     cJSON_Delete(*slot);
     *slot = o;
     return o;
@@ -335,8 +339,10 @@ static void watch_print_params(const cJSON *doc)
         if (cJSON_IsObject(nodes)) {
             cJSON_ArrayForEach(n, nodes)
             {
+                char node[WATCH_NAME_MAX];
                 watch_json_text(n, "value", val, sizeof val);
-                printf("param %s %s = %s (default %s)\n", name, n->string, val, def);
+                watch_copy(node, sizeof node, n->string, strlen(n->string));
+                printf("param %s %s = %s (default %s)\n", name, node, val, def);
             }
         } else {
             watch_json_text(p, "value", val, sizeof val);
@@ -456,15 +462,17 @@ static void watch_draw_params(struct watch *w, int *row, int rows)
         watch_json_text(p, "min", lo, sizeof lo);
         watch_json_text(p, "max", hi, sizeof hi);
         size_t used = 0;
+        line[0] = '\0';
         const cJSON *nodes = cJSON_GetObjectItemCaseSensitive(p, "nodes"), *n;
         if (cJSON_IsObject(nodes)) {
             cJSON_ArrayForEach(n, nodes)
             {
-                char val[WATCH_VALUE_MAX];
+                char val[WATCH_VALUE_MAX], node[WATCH_NAME_MAX];
                 watch_json_text(n, "value", val, sizeof val);
+                watch_copy(node, sizeof node, n->string, strlen(n->string));
                 bool ov = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(n, "overridden"));
-                used += (size_t)snprintf(line + used, used < sizeof line ? sizeof line - used : 0,
-                                         "%s=%s%s  ", n->string, val, ov ? "*" : "");
+                used += (size_t)snprintf(line + used, sizeof line - used, "%s=%s%s  ", node, val,
+                                         ov ? "*" : "");
                 if (used >= sizeof line)
                     break;
             }

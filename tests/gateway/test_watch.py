@@ -101,6 +101,13 @@ try:
     if doc.strip():
         wait_screen(r"temp_high +node1=35 +node2=35")
 
+    # --- a hostile params document does not break the screen --------------------------------
+    subprocess.run(["mosquitto_pub", "-h", host, "-p", str(port), "-t", prefix + "/gateway/params",
+                    "-m", '{"params":[{"name":"x","nodes":{}},{"name":"y","nodes":'
+                          '{"\\u001b[2J":{"value":1}}},{"nodes":5},7]}'], check=True)
+    wait_screen(r"^  y +\^\[|^  y +\s")
+    wait_screen(r"iiotgw watch .*broker connected")
+
     # --- q quits with 0 and restores the terminal -----------------------------------------
     tmux("send-keys", "-t", "w", "q")
     wait_for(lambda: os.path.exists(exitf) and open(exitf).read().strip(), 5)
@@ -146,7 +153,10 @@ try:
     # the terminal raw, and the console keeps running.
     for t, m in [(prefix + "/evil/x", "\x1b[31mred\x1b[2J"), (prefix + "/alerts/n/k", "{not json"),
                  (prefix + "/gateway/params", "[1,2"), (prefix + "/gateway/rules", ""),
-                 (prefix + "/gateway/stats", "null"), (prefix + "/n9/" + "m" * 300, "1")]:
+                 (prefix + "/gateway/stats", "null"), (prefix + "/n9/" + "m" * 300, "1"),
+                 (prefix + "/gateway/params",
+                  '{"params":[{"name":"x","nodes":{}},{"name":"y","nodes":{"\\u001b[2J":'
+                  '{"value":1}}},{"nodes":5},7]}')]:
         subprocess.run(["mosquitto_pub", "-h", host, "-p", str(port), "-t", t, "-m", m],
                        check=True)
     send('{"n1":{"t":30.5}}')
