@@ -27,9 +27,11 @@
 #include "log.h"
 #include "util.h"
 
-#define MAX_LISTENERS  4
-#define PARAM_LINE_MAX 1024
-#define INT_LIMIT      9007199254740992.0 /* 2^53: integers stay exact in a double */
+#define MAX_LISTENERS          4
+#define PARAM_LINE_MAX         1024
+#define INT_LIMIT              9007199254740992.0 /* 2^53: integers stay exact in a double */
+#define PARAM_MAX_OVERRIDES    4096               /* values read from one file */
+#define PARAM_BAD_LINES_LOGGED 10 /* per file read: a garbage file must not flood the log */
 
 struct pentry {
     struct param_decl d; /* every string and array owned */
@@ -608,17 +610,17 @@ static int params_read_file(const char *file, struct override **out, size_t *nou
             int c;
             while ((c = fgetc(f)) != EOF && c != '\n')
                 ;
-            log_warn("param_file_bad_line", "file=%s line=%d why=\"longer than %d bytes\"", file,
-                     lineno, PARAM_LINE_MAX - 2);
-            (*bad)++;
+            if ((*bad)++ < PARAM_BAD_LINES_LOGGED)
+                log_warn("param_file_bad_line", "file=%s line=%d why=\"longer than %d bytes\"",
+                         file, lineno, PARAM_LINE_MAX - 2);
             continue;
         }
         struct override o;
         char why[128];
         int r = params_parse_line(line, &o, why, sizeof why);
         if (r < 0) {
-            log_warn("param_file_bad_line", "file=%s line=%d why=\"%s\"", file, lineno, why);
-            (*bad)++;
+            if ((*bad)++ < PARAM_BAD_LINES_LOGGED)
+                log_warn("param_file_bad_line", "file=%s line=%d why=\"%s\"", file, lineno, why);
             continue;
         }
         if (r == 0)
@@ -632,6 +634,12 @@ static int params_read_file(const char *file, struct override **out, size_t *nou
             }
         if (dup)
             continue;
+        if (n == PARAM_MAX_OVERRIDES) {
+            if ((*bad)++ < PARAM_BAD_LINES_LOGGED)
+                log_warn("param_file_bad_line", "file=%s line=%d why=\"more than %d values\"", file,
+                         lineno, PARAM_MAX_OVERRIDES);
+            continue;
+        }
         struct override *nv = realloc(v, (n + 1) * sizeof *v);
         if (!nv) {
             rc = -ENOMEM;
@@ -642,6 +650,9 @@ static int params_read_file(const char *file, struct override **out, size_t *nou
         v[n++] = o;
     }
     fclose(f);
+    if (*bad > PARAM_BAD_LINES_LOGGED)
+        log_warn("param_file_bad_lines", "file=%s bad_lines=%d logged=%d", file, *bad,
+                 PARAM_BAD_LINES_LOGGED);
     if (rc) {
         free(v);
         return rc;

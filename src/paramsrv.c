@@ -42,6 +42,7 @@ struct srv_client {
     struct buf out; /* the response, sent from `sent` on */
     size_t sent;
     bool writing;
+    bool draining; /* answer sent: read until the client closes (see srv_client_io) */
     unsigned uid;
 };
 
@@ -349,6 +350,17 @@ static void srv_client_io(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)revents;
     struct srv_client *c = container_of(w, struct srv_client, io);
+    if (c->draining) {
+        /* Closing with unread input would reset the connection and could destroy the answer
+         * before the client read it: wait for its EOF (bounded by the timer). */
+        char junk[1024];
+        ssize_t n = recv(c->fd, junk, sizeof junk, 0);
+        if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        if (n <= 0)
+            srv_client_free(c);
+        return;
+    }
     if (c->writing) {
         while (c->sent < c->out.len) {
             ssize_t n = send(c->fd, c->out.p + c->sent, c->out.len - c->sent, MSG_NOSIGNAL);
@@ -357,11 +369,16 @@ static void srv_client_io(struct ev_loop *loop, ev_io *w, int revents)
                     continue;
                 if (errno == EAGAIN || errno == EWOULDBLOCK)
                     return;
-                break;
+                srv_client_free(c);
+                return;
             }
             c->sent += (size_t)n;
         }
-        srv_client_free(c);
+        shutdown(c->fd, SHUT_WR);
+        c->draining = true;
+        ev_io_stop(loop, &c->io);
+        ev_io_set(&c->io, c->fd, EV_READ);
+        ev_io_start(loop, &c->io);
         return;
     }
     ssize_t n = recv(c->fd, c->req + c->reqlen, SRV_REQ_MAX - c->reqlen, 0);

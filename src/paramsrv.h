@@ -12,7 +12,8 @@
  *
  * Local socket: a SOCK_STREAM UNIX socket created with mode 0660 (the directory's mode and
  * the socket's group decide who may connect: that is the access control). One request line,
- * one response, then the server closes:
+ * one response, then the server half-closes (the client reads to EOF) and waits for the
+ * client to close:
  *   list | get NAME [NODE] | set NAME [NODE] VALUE
  * The response's first line is "ok" or "error: <message>", the rest is the text to print.
  * The caller's uid (SO_PEERCRED) is the audit's "who" ("uid=1000"). At most 8 clients at a

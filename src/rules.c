@@ -728,7 +728,7 @@ int rules_param_changed(struct rules *r, const char *name, const char *node, cha
         return -ENOENT;
     struct call c = {
         .kind = CALL_PARAM, .param = pi, .slot = (size_t)slot, .err = err, .errlen = errlen};
-    r->live->ts_ns = util_now_ns();
+    r->live->ts_ns = clock_now_ns(r->clock);
     r->stats.calls++;
     return rules_call(r->live, &c);
 }

@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -165,6 +166,10 @@ for name, node, value, why in cases:
     r = json.loads(m[2])
     check(r["ok"] is False and why in r["message"], "refusal of %s=%s: %s" % (name, value, r))
     gw.wait_log("param_refused", cases.index((name, node, value, why)) + 1)
+# Oversized payloads are refused like any other bad value, and the gateway stays up.
+pub(state_topic("temp_high", "node1") + "/set", "9" * 5000)
+m = resp.wait(lambda m: "(value too long)" in m[2], "response to a 5000-byte value")
+check(json.loads(m[2])["ok"] is False, "a 5000-byte value was accepted: %s" % m[2][:200])
 check(retained(state_topic("temp_high", "node1")) == "35", "a refused value changed the state topic")
 
 # --- accepted changes: echo on the retained state topic, the document, the audit -------------
@@ -214,6 +219,21 @@ r = cli("set", "offline_after", "node1", "5")
 check(r.returncode == 1 and "below the minimum 10" in r.stderr, "local refusal: %d %s" % (r.returncode, r.stderr))
 r = cli("set", "temp_high", "node1", "default")
 check(r.returncode == 0 and "temp_high node1: 30 -> 35 (default)" in r.stdout, "reset: %s %s" % (r.stdout, r.stderr))
+# Bad requests on the socket itself: answered with an error, the gateway keeps serving.
+for req, want in ((b"bogus\n", b"error: usage"), (b"x" * 3000, b"error: request longer than"),
+                  (b"set temp_high 36\n", b"error: temp_high: a per-node param: give the node (node1, node2)")):
+    so = socket.socket(socket.AF_UNIX)
+    so.settimeout(10)
+    so.connect(os.path.join(state, "params.sock"))
+    so.sendall(req)
+    got = b""
+    while True:
+        chunk = so.recv(4096)
+        if not chunk:
+            break
+        got += chunk
+    so.close()
+    check(got.startswith(want), "socket answer to %r: %r" % (req[:40], got))
 r = cli("--state-dir", os.path.join(d, "nowhere"), "list")
 check(r.returncode == 2 and "no gateway is running" in r.stderr, "no daemon: %d %s" % (r.returncode, r.stderr))
 gw.wait_log('origin="local" who="uid=%d"' % os.getuid())
