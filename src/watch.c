@@ -9,11 +9,12 @@
  * backoff, subscriptions re-sent after every reconnect) on its own libev loop; nothing here
  * blocks.
  *
- * Model: a small table of nodes (the second topic level of <prefix>/<node>/<metric>), each
- * with its metrics, plus the alerts, the gateway's own topics and the params document. A
- * message updates the model and marks the screen dirty; a 0.1 s timer redraws a dirty
- * screen (so a burst costs one redraw) and every second anyway (ages move). In line mode
- * (stdout not a terminal) each message is printed as one line instead.
+ * Model: a small table of nodes (the second topic level of <prefix>/<node>/<metric>, or the
+ * device the gateway's Home Assistant discovery names for that topic), each with its metrics, plus
+ * the alerts, the gateway's own topics and the params document. A message updates the model and
+ * marks the screen dirty; a 0.1 s timer redraws a dirty screen (so a burst costs one redraw) and
+ * every second anyway (ages move). In line mode (stdout not a terminal) each message is printed as
+ * one line instead.
  *
  * Terminal: ncurses (the wide-character build, for "°C") sets the terminal up once and
  * endwin() restores it on every exit: `q`, SIGINT/SIGTERM/SIGHUP (libev signal watchers, so
@@ -43,6 +44,7 @@
 
 #include <cjson/cJSON.h>
 #include <ev.h>
+#include <mosquitto.h>
 
 #include "config.h"
 #include "gwconfig.h"
@@ -58,6 +60,7 @@
 #define WATCH_MAX_NODES   32
 #define WATCH_MAX_METRICS 32
 #define WATCH_MAX_ALERTS  64
+#define WATCH_MAX_OWNERS  256
 #define WATCH_NAME_MAX    64
 #define WATCH_VALUE_MAX   48
 
@@ -98,6 +101,14 @@ struct watch {
 
     struct watch_node nodes[WATCH_MAX_NODES];
     size_t nnodes;
+    /* From the gateway's Home Assistant discovery messages, when it publishes them: which
+     * device (node) a state topic belongs to, e.g. signal/rssi -> node2. */
+    struct {
+        char rel[2 * WATCH_NAME_MAX]; /* topic relative to the prefix */
+        char node[WATCH_NAME_MAX];
+    } owner[WATCH_MAX_OWNERS];
+    size_t nowners;
+    char ha_filter[300]; /* <ha_discovery_prefix>/device/+/config */
     struct watch_alert alerts[WATCH_MAX_ALERTS];
     size_t nalerts;
     uint64_t not_shown; /* messages dropped by the bounds above */
@@ -352,12 +363,98 @@ static void watch_print_params(const cJSON *doc)
     fflush(stdout);
 }
 
+/* The node a metric topic belongs to by the discovery messages, or NULL. */
+static const char *watch_owner(const struct watch *w, const char *rel)
+{
+    for (size_t i = 0; i < w->nowners; i++)
+        if (strcmp(w->owner[i].rel, rel) == 0)
+            return w->owner[i].node;
+    return NULL;
+}
+
+/* Move metric `name` of node `from` (if shown) to node `to`: a discovery message arrived
+ * after the value. */
+static void watch_move_metric(struct watch *w, const char *from, size_t flen, const char *name,
+                              const char *to)
+{
+    struct watch_node *src = NULL;
+    for (size_t i = 0; i < w->nnodes && !src; i++)
+        if (strlen(w->nodes[i].name) == flen && memcmp(w->nodes[i].name, from, flen) == 0)
+            src = &w->nodes[i];
+    if (!src)
+        return;
+    for (size_t j = 0; j < src->nm; j++) {
+        if (strcmp(src->m[j].name, name) != 0)
+            continue;
+        struct watch_metric m = src->m[j];
+        memmove(&src->m[j], &src->m[j + 1], (src->nm - j - 1) * sizeof m);
+        src->nm--;
+        size_t si = (size_t)(src - w->nodes);
+        if (src->nm == 0) {
+            memmove(src, src + 1, (w->nnodes - si - 1) * sizeof *src);
+            w->nnodes--;
+        }
+        struct watch_node *dst = watch_node(w, to, strlen(to));
+        if (dst && dst->nm < WATCH_MAX_METRICS) {
+            dst->m[dst->nm++] = m;
+            if (!dst->updates)
+                dst->first_at = m.at;
+            dst->updates += m.updates;
+        }
+        return;
+    }
+}
+
+/* A device discovery message: note the owner of every sensor state topic under our prefix. */
+static void watch_on_discovery(struct watch *w, const char *payload, size_t len)
+{
+    cJSON *o = len ? cJSON_ParseWithLength(payload, len) : NULL;
+    const cJSON *dev = cJSON_GetObjectItemCaseSensitive(o, "dev");
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(dev, "name");
+    const cJSON *via = cJSON_GetObjectItemCaseSensitive(dev, "via_device");
+    const cJSON *cmps = cJSON_GetObjectItemCaseSensitive(o, "cmps"), *c;
+    /* Nodes only (they are `via_device` the gateway): the gateway's own sensors read JSON. */
+    if (!cJSON_IsString(name) || !cJSON_IsString(via) || !cJSON_IsObject(cmps)) {
+        cJSON_Delete(o);
+        return;
+    }
+    char node[WATCH_NAME_MAX];
+    watch_copy(node, sizeof node, name->valuestring, strlen(name->valuestring));
+    cJSON_ArrayForEach(c, cmps)
+    {
+        const cJSON *p = cJSON_GetObjectItemCaseSensitive(c, "p");
+        const cJSON *st = cJSON_GetObjectItemCaseSensitive(c, "state_topic");
+        if (!cJSON_IsString(p) || strcmp(p->valuestring, "sensor") != 0 || !cJSON_IsString(st))
+            continue;
+        const char *t = st->valuestring;
+        if (strncmp(t, w->prefix, w->prefix_len) != 0 || t[w->prefix_len] != '/')
+            continue;
+        const char *rel = t + w->prefix_len + 1, *slash = strchr(rel, '/');
+        if (!slash || strchr(slash + 1, '/') || strlen(rel) >= sizeof w->owner[0].rel ||
+            watch_owner(w, rel) || w->nowners == WATCH_MAX_OWNERS)
+            continue;
+        snprintf(w->owner[w->nowners].rel, sizeof w->owner[0].rel, "%s", rel);
+        snprintf(w->owner[w->nowners].node, sizeof w->owner[0].node, "%s", node);
+        w->nowners++;
+        if ((size_t)(slash - rel) != strlen(node) || memcmp(rel, node, strlen(node)) != 0)
+            watch_move_metric(w, rel, (size_t)(slash - rel), slash + 1, node);
+    }
+    w->dirty = true;
+    cJSON_Delete(o);
+}
+
 static void watch_on_message(void *ud, const char *topic, const void *payload, size_t len,
                              bool retained)
 {
     struct watch *w = ud;
     (void)retained;
     double now = watch_now();
+    bool match = false;
+    if (w->ha_filter[0] &&
+        mosquitto_topic_matches_sub(w->ha_filter, topic, &match) == MOSQ_ERR_SUCCESS && match) {
+        watch_on_discovery(w, payload, len);
+        return;
+    }
     if (strncmp(topic, w->prefix, w->prefix_len) != 0 || topic[w->prefix_len] != '/')
         return;
     const char *rel = topic + w->prefix_len + 1;
@@ -398,7 +495,11 @@ static void watch_on_message(void *ud, const char *topic, const void *payload, s
     const char *slash = strchr(rel, '/');
     if (!slash || slash == rel || !slash[1] || strchr(slash + 1, '/'))
         return;
-    watch_on_metric(w, rel, (size_t)(slash - rel), slash + 1, payload, len, now);
+    const char *owner = watch_owner(w, rel);
+    if (owner)
+        watch_on_metric(w, owner, strlen(owner), slash + 1, payload, len, now);
+    else
+        watch_on_metric(w, rel, (size_t)(slash - rel), slash + 1, payload, len, now);
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -801,6 +902,11 @@ int watch_main(int argc, char **argv)
     snprintf(filter, sizeof filter, "%s/#", w->prefix);
     struct mqtt_inbound in = {.message = watch_on_message, .ud = w};
     mqtt_sink_set_inbound(w->mqtt, &in);
+    /* The discovery messages first, so that their retained copies (node of each topic) come
+     * before the retained values. */
+    snprintf(w->ha_filter, sizeof w->ha_filter, "%s/device/+/config", cfg.ha_discovery_prefix);
+    if (mqtt_sink_subscribe(w->mqtt, w->ha_filter, 0))
+        w->ha_filter[0] = '\0';
     if (mqtt_sink_subscribe(w->mqtt, filter, 0)) {
         if (curses_up)
             endwin();

@@ -4,7 +4,9 @@
  *
  *   iiotgw watch [-c FILE] [--mqtt URL] [--prefix P]
  *
- * It subscribes to <prefix>/# and shows, per node, the last value of every metric with its
+ * It subscribes to <prefix>/# (and to the gateway's Home Assistant discovery messages, when it
+ * publishes them, to learn which node a topic belongs to: signal/rssi is node2's in the
+ * default rule) and shows, per node, the last value of every metric with its
  * age and update rate (RSSI/SNR and the packet/CRC counters of the default rule among them,
  * counters also as a rate), the alerts firing, the gateway's status, rule state and last
  * reload, its packet and error rates (from the stats topic) and the tunable params with their

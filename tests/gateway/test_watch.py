@@ -18,6 +18,7 @@ host, port = need_env("IIOTGW_TEST_MQTT_HOST", "IIOTGW_TEST_MQTT_PORT")
 if not shutil.which("tmux"):
     fail("tmux is not installed (tests/setup.sh installs it)")
 prefix = unique("wt")
+dprefix = unique("wtdisc")
 d = tmpdir()
 SOCK = [os.path.join(d, "tmux.sock")]  # our own tmux server, inside the test's directory
 url = "mqtt://%s:%s" % (host, port)
@@ -43,7 +44,8 @@ def wait_screen(pattern, timeout=10):
 
 
 gw = subprocess.Popen([iiotgw(), "-r", DEFAULT_RULE, "-s", "stdin", "--prefix", prefix,
-                       "--mqtt", url, "--deadletter", "none", "-o", "stats_interval=0.5"],
+                       "--mqtt", url, "--deadletter", "none", "-o", "stats_interval=0.5",
+                       "-o", "ha_discovery=true", "-o", "ha_discovery_prefix=" + dprefix],
                       stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 gwlog = []
 threading.Thread(target=lambda: [gwlog.append(l) for l in gw.stderr], daemon=True).start()
@@ -62,15 +64,22 @@ def cleanup():
     # the default rule's retained topics: leave the broker as found
     r = subprocess.run(["mosquitto_sub", "-h", host, "-p", str(port), "-t", prefix + "/#",
                         "-W", "1", "--retained-only", "-F", "%t"], capture_output=True, text=True)
-    for t in set(r.stdout.split()):
+    r2 = subprocess.run(["mosquitto_sub", "-h", host, "-p", str(port), "-t", dprefix + "/#",
+                         "-W", "1", "--retained-only", "-F", "%t"], capture_output=True, text=True)
+    for t in set(r.stdout.split()) | set(r2.stdout.split()):
         subprocess.run(["mosquitto_pub", "-h", host, "-p", str(port), "-t", t, "-r", "-n"])
 
 
 try:
     wait_for(lambda: any("mqtt_connected" in l for l in gwlog), 10)
     exitf = os.path.join(d, "exit")
-    cmd = "%s watch --mqtt %s --prefix %s; echo $? > %s; echo console-ended; sleep 60" % (
-        iiotgw(), url, prefix, exitf)
+    # The console reads broker, prefix and discovery prefix from the gateway's config file;
+    # from the discovery messages it learns that signal/ and stats/ topics are node2's.
+    conf = os.path.join(d, "iiotgw.conf")
+    with open(conf, "w") as f:
+        f.write('mqtt = {url = "%s"}\nprefix = "%s"\nha_discovery_prefix = "%s"\n'
+                % (url, prefix, dprefix))
+    cmd = "%s watch -c %s; echo $? > %s; echo console-ended; sleep 60" % (iiotgw(), conf, exitf)
     tmux("new-session", "-d", "-s", "w", "-x", "120", "-y", "40", cmd)
     wait_screen(r"iiotgw watch .*broker connected")
     wait_screen(r"Rule: ok .*default\.lua")
@@ -79,9 +88,14 @@ try:
     send('{"n1":{"t":21.5,"h":48.2,"g":84190},"n2":{"t":22.0,"h":40.5},'
          '"sig":{"rssi":-41,"snr":9},"sts":{"rx":7,"err":1}}')
     wait_screen(r"^node1 +temperature +21\.5 +\d+s")
-    wait_screen(r"^signal +rssi +-41 +\d+s")
+    wait_screen(r"^ +rssi +-41 +\d+s")
     wait_screen(r"^ +snr +9 ")
-    wait_screen(r"^stats +packets_received +7 ")
+    wait_screen(r"^ +packets_received +7 ")
+    scr = screen()
+    check(not re.search(r"^(signal|stats) ", scr, re.M),
+          "signal/stats shown as nodes although discovery says they are node2's:\n" + scr)
+    node2 = scr[scr.index("\nnode2 "):]
+    check(re.search(r"^ +rssi ", node2, re.M), "rssi not under node2:\n" + scr)
     wait_screen(r"^node2 +temperature +22\.0 ")
     wait_screen(r"Gateway: packets 1 ")
 
@@ -92,7 +106,7 @@ try:
     wait_screen(r"ALERTS +1 firing")
     wait_screen(r"FIRING +node1/temperature +value 40\.5 +threshold 35")
     wait_screen(r"^node1 +temperature +40\.5 ")
-    wait_screen(r"^stats +packets_received +9 +\d+s +\+\d+\.\d/min")  # a counter's rate
+    wait_screen(r"^ +packets_received +9 +\d+s +\+\d+\.\d/min")  # a counter's rate
 
     # --- the params document, when the gateway publishes one --------------------------------
     doc = subprocess.run(["mosquitto_sub", "-h", host, "-p", str(port), "-t",
@@ -124,7 +138,7 @@ try:
     SOCK[0] = os.path.join(d, "tmux2.sock")  # a fresh server: the old one may still be exiting
     tmux("new-session", "-d", "-s", "w", "-x", "100", "-y", "30", cmd)
     wait_screen(r"iiotgw watch .*broker connected")
-    pid = subprocess.run(["pgrep", "-f", "watch --mqtt %s --prefix %s$" % (url, prefix)],
+    pid = subprocess.run(["pgrep", "-f", "watch -c %s$" % conf],
                          capture_output=True, text=True).stdout.split()
     check(len(pid) == 1, "watch process not found: %s" % pid)
     os.kill(int(pid[0]), signal.SIGTERM)
