@@ -81,6 +81,7 @@ static const struct opt opts[] = {
     O("drain_timeout", OPT_NUM, drain_timeout, "30", 0, 0),
     O("shutdown_timeout", OPT_NUM, shutdown_timeout, "5", 0, 0),
     O("gateway_id", OPT_STR, gateway_id, NULL, 0, 0),
+    O("metrics", OPT_STR, metrics, "none", 0, 0),
     O("mqtt.url", OPT_STR, mqtt_url, "mqtt://localhost:1883", 0, 0),
     O("mqtt.client_id", OPT_STR, mqtt_client_id, NULL, 0, 0),
     O("mqtt.protocol", OPT_INT, mqtt_protocol, "3", 3, 5),
@@ -275,21 +276,48 @@ void config_clear_sources(struct config *c)
  * Lua config file
  * ---------------------------------------------------------------------------------------- */
 
-/* A config file is data: a generous but finite budget stops `while true do end`. */
-static void cfg_hook(lua_State *L, lua_Debug *ar)
-{
-    (void)ar;
-    luaL_error(L, "config file takes too long to evaluate (infinite loop?)");
-}
+/* A config file is data: it must finish quickly. Two bounds, checked by a count hook every
+ * CFG_HOOK_STEP VM instructions: an instruction budget stops `while true do end`, and a wall
+ * clock stops loops whose single instructions are expensive (concatenating megabyte strings,
+ * inserting colliding keys), which stay under the budget for hours. The step is small so that
+ * even the most expensive instructions are interrupted within a fraction of the limit. */
+#define CFG_INSTR_LIMIT 10000000
+#define CFG_HOOK_STEP   100
+#define CFG_TIME_LIMIT  2.0 /* seconds */
 
 /* ...and a memory cap stops `s = s .. s` repeated a few dozen times, which the instruction
  * budget cannot see (each concatenation is one instruction) and which would otherwise take
  * the machine's memory. Lua reports the refusal as a "not enough memory" error. */
 #define CFG_MEM_LIMIT (64u << 20)
 
+/* The allocator's and the hook's state (the hook finds it through lua_getallocf). */
 struct cfg_mem {
     size_t used;
+    int64_t instr;    /* instructions run so far, in CFG_HOOK_STEP steps */
+    double deadline;  /* util_mono() after which evaluation stops */
+    const char *path; /* the file, for the message (Lua's short_src may be cut) */
 };
+
+static void cfg_hook(lua_State *L, lua_Debug *ar)
+{
+    void *ud;
+    lua_getallocf(L, &ud);
+    struct cfg_mem *m = ud;
+    m->instr += CFG_HOOK_STEP;
+    bool slow = util_mono() > m->deadline;
+    if (!slow && m->instr < CFG_INSTR_LIMIT)
+        return;
+    lua_getinfo(L, "l", ar);
+    if (slow)
+        lua_pushfstring(L, "%s:%d: took longer than %d s to evaluate (infinite loop?)", m->path,
+                        ar->currentline, (int)CFG_TIME_LIMIT);
+    else
+        lua_pushfstring(L,
+                        "%s:%d: config file takes too long to evaluate (more than %d VM "
+                        "instructions: infinite loop?)",
+                        m->path, ar->currentline, CFG_INSTR_LIMIT);
+    lua_error(L);
+}
 
 static void *cfg_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
@@ -424,7 +452,9 @@ int config_load_file(struct config *c, const char *path, char *err, size_t errle
     lua_pushvalue(L, -1);
     lua_setupvalue(L, -3, 1); /* _ENV of the main chunk */
     lua_insert(L, -2);        /* env table below the chunk */
-    lua_sethook(L, cfg_hook, LUA_MASKCOUNT, 10000000);
+    mem.deadline = util_mono() + CFG_TIME_LIMIT;
+    mem.path = path;
+    lua_sethook(L, cfg_hook, LUA_MASKCOUNT, CFG_HOOK_STEP);
     if ((st = lua_pcall(L, 0, 0, 0)) != LUA_OK) {
         lua_error_text(L, st, path, err, errlen);
         rc = -EINVAL;
@@ -502,6 +532,19 @@ static int read_secret(const char *path, char **out, char *err, size_t errlen)
     *out = strdup(line);
     memset(line, 0, sizeof line);
     return *out ? 0 : -ENOMEM;
+}
+
+/* The secret environment variables, read above. */
+static const char *const secret_env[] = {"IIOTGW_INFLUX_TOKEN", "IIOTGW_MQTT_PASSWORD"};
+
+void config_scrub_env(void)
+{
+    for (size_t i = 0; i < ARRAY_LEN(secret_env); i++) {
+        char *v = getenv(secret_env[i]);
+        if (v)
+            memset(v, 0, strlen(v)); /* the copy in the environment block, too */
+        unsetenv(secret_env[i]);
+    }
 }
 
 int config_speed(const char *s, double *out)
@@ -694,8 +737,9 @@ int config_finish(struct config *c, char *err, size_t errlen)
 
     if (!config_is_none(c->influx_url)) {
         if (strncmp(c->influx_url, "http://", 7) && strncmp(c->influx_url, "https://", 8)) {
+            char shown[512];
             snprintf(err, errlen, "influx.url: \"%s\" must start with http:// or https://",
-                     c->influx_url);
+                     util_redact_url(c->influx_url, shown, sizeof shown));
             return -EINVAL;
         }
         if (c->influx_db && c->influx_api == 2 && !c->influx_bucket)
@@ -727,6 +771,7 @@ int config_finish(struct config *c, char *err, size_t errlen)
                 return -ENOMEM;
         }
     }
+    config_scrub_env();
     return 0;
 }
 

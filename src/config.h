@@ -9,7 +9,8 @@
  * applied after the file and win; `-o key=value` sets any option by its key.
  *
  * Secrets: the InfluxDB token comes from influx.token_file or $IIOTGW_INFLUX_TOKEN, the MQTT
- * password from the URL, mqtt.password_file or $IIOTGW_MQTT_PASSWORD. They are never logged.
+ * password from the URL, mqtt.password_file or $IIOTGW_MQTT_PASSWORD. They are never logged,
+ * and the environment variables are removed once read, so children never inherit them.
  *
  * Ownership: struct config owns every string in it; config_free() releases them.
  */
@@ -42,6 +43,7 @@ struct config {
     double drain_timeout;         /* finite sources: max wait for acks after EOF, default 30 s */
     double shutdown_timeout;      /* SIGTERM: max wait for acks, default 5 s */
     char *gateway_id;             /* tag/client-id suffix, default: hostname */
+    char *metrics;                /* Prometheus endpoint ADDR:PORT, or "none" (default) */
     bool dry_run;
     bool check;
 
@@ -129,9 +131,18 @@ void config_clear_sources(struct config *c);
  * Final checks, path defaults and secret resolution (token file / environment, password
  * file). Resolves state_dir (statedir.h) and makes the unset spool.dir and deadletter_file
  * point into it; refuses a missing default rule file (naming the path, suggesting -r).
- * Creates nothing. Returns 0 or -EINVAL with a message.
+ * Creates nothing. On success the secret environment variables are gone from the process
+ * (config_scrub_env), so no exec: source inherits them. Returns 0 or -EINVAL with a message
+ * (URLs quoted in it have their user:password@ redacted).
  */
 int config_finish(struct config *c, char *err, size_t errlen);
+
+/*
+ * Overwrite and unset $IIOTGW_INFLUX_TOKEN and $IIOTGW_MQTT_PASSWORD: children started later
+ * (exec: sources) and /proc/PID/environ no longer show them. Not thread-safe (setenv family):
+ * call before any thread or child exists. Idempotent.
+ */
+void config_scrub_env(void);
 
 /*
  * The resolved state directory (absolute, statedir.h): where a subsystem keeps files that must

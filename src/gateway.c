@@ -589,11 +589,23 @@ static void gw_on_tick(struct ev_loop *loop, ev_timer *w, int revents)
     gw_tick(gw, clock_now_ns(&gw->clock));
 }
 
+/* The STATUS= line `systemctl status` shows while running. */
+static const char *gw_status_text(const struct gateway *gw, char *st, size_t len)
+{
+    snprintf(st, len, "running: %zu source(s), %" PRIu64 " packets, %" PRIu64 " dead-lettered",
+             gw->nsources, gw->n.packets, deadletter_total(gw->dl));
+    return st;
+}
+
 static void gw_on_stats_timer(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
     (void)revents;
-    gateway_report_stats(container_of(w, struct gateway, stats_timer));
+    struct gateway *gw = container_of(w, struct gateway, stats_timer);
+    gateway_report_stats(gw);
+    char st[160];
+    if (gw->ready)
+        sdnotify_status(&gw->notify, gw_status_text(gw, st, sizeof st));
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -681,6 +693,10 @@ static void gw_begin_shutdown(struct gateway *gw, double timeout)
     if (gw->state != GW_RUNNING)
         return;
     gw->state = gw->finite_done == gw->nsources ? GW_DRAINING : GW_STOPPING;
+    gw->ready = false;
+    sdnotify_stopping(&gw->notify, gw->state == GW_DRAINING
+                                       ? "draining: sources finished"
+                                       : "stopping: delivering what is pending");
     uint64_t dropped = replay_drop(gw->replay);
     if (dropped)
         log_warn("clock_held_dropped", "lines=%" PRIu64 " why=shutdown", dropped);
@@ -796,6 +812,17 @@ static int gw_setup_outputs(struct gateway *gw, char *err, size_t errlen)
         return rc;
     forward_set_callbacks(gw->fw, gw_on_ack, gw_on_reject, gw);
     return 0;
+}
+
+/* metrics.c's callbacks: the numbers from gwstats.c, readiness from the state machine. */
+static int gw_render_metrics(void *ud, struct buf *out)
+{
+    return gateway_render_metrics(ud, out);
+}
+
+static bool gw_metrics_ready(void *ud)
+{
+    return gateway_is_ready(ud);
 }
 
 /*
@@ -920,6 +947,13 @@ int gateway_init(struct gateway *gw, struct ev_loop *loop, const struct config *
         hadisc_start(gw->ha);
     }
 
+    /* The endpoint before the sources: a port in use fails the start before any child runs. */
+    if (!config_is_none(cfg->metrics)) {
+        struct metrics_ops mo = {.ud = gw, .render = gw_render_metrics, .ready = gw_metrics_ready};
+        if ((rc = metrics_open(&gw->metrics, loop, cfg->metrics, &mo, err, errlen)))
+            return rc;
+    }
+
     /* Sources last: from here on lines flow. */
     gw->sources = calloc(cfg->nsources ? cfg->nsources : 1, sizeof *gw->sources);
     if (!gw->sources)
@@ -968,6 +1002,8 @@ int gateway_init(struct gateway *gw, struct ev_loop *loop, const struct config *
     ev_init(&gw->resume_timer, gw_on_resume_timer);
     gw->resume_timer.repeat = 0.02;
 
+    sdnotify_start(&gw->notify, loop);
+
     /* Timers, signal and stat watchers must not keep a finished finite run alive on their
      * own: the loop's lifetime is managed explicitly with ev_break. */
     if (cfg->nsources == 0)
@@ -975,8 +1011,20 @@ int gateway_init(struct gateway *gw, struct ev_loop *loop, const struct config *
     return 0;
 }
 
+bool gateway_is_ready(const struct gateway *gw)
+{
+    return gw->ready && gw->state == GW_RUNNING;
+}
+
 int gateway_run(struct gateway *gw)
 {
+    /* Sources, rules and sinks are set up: tell the service manager (a finite run that has
+     * already hit EOF during setup is past ready). */
+    if (gw->state == GW_RUNNING) {
+        char st[160];
+        gw->ready = true;
+        sdnotify_ready(&gw->notify, gw_status_text(gw, st, sizeof st));
+    }
     ev_run(gw->loop, 0);
     struct forward_stats fs;
     forward_get_stats(gw->fw, &fs);
@@ -1011,7 +1059,10 @@ void gateway_free(struct gateway *gw)
         ev_timer_stop(gw->loop, &gw->stats_timer);
         ev_timer_stop(gw->loop, &gw->drain_timer);
         ev_timer_stop(gw->loop, &gw->resume_timer);
+        sdnotify_stop(&gw->notify);
     }
+    metrics_close(gw->metrics);
+    gw->metrics = NULL;
     for (size_t i = 0; i < gw->nsources; i++)
         source_free(gw->sources[i]);
     free(gw->sources);

@@ -12,9 +12,11 @@
  * hadisc.c), hot reload (ev_stat + debounce, SIGHUP), the on_tick timer, back-pressure for
  * finite sources, and shutdown (SIGINT/SIGTERM, or EOF of all finite sources followed by a
  * bounded wait for every acknowledgement). Its own messages take the same path as the rule
- * outputs (forward.c, flagged FWD_INTERNAL: never spooled). Split out: the stats report and
- * the latency ring (gwstats.c, latency.c), alert counting (alerts.c), and the translation of
- * the configuration into each module's config (gwconfig.c, shared with --check).
+ * outputs (forward.c, flagged FWD_INTERNAL: never spooled). Split out: the stats report, its
+ * Prometheus rendering and the latency ring (gwstats.c, latency.c), the HTTP endpoint
+ * (metrics.c), service-manager notification (sdnotify.c), alert counting (alerts.c), and the
+ * translation of the configuration into each module's config (gwconfig.c, shared with
+ * --check).
  *
  * Ownership: struct gateway is embedded by main(); gateway_init() borrows `cfg` (it must
  * outlive the gateway) and creates everything else, released by gateway_free().
@@ -36,6 +38,8 @@
 #include "gwconfig.h"
 #include "gwstats.h"
 #include "latency.h"
+#include "metrics.h"
+#include "sdnotify.h"
 #include "sink.h"
 
 struct replay;
@@ -109,6 +113,9 @@ struct gateway {
     struct latency lat;
     struct alerts alerts;
     struct gwstats_prev prev; /* gwstats.c: values at the previous report */
+    struct sdnotify notify;   /* READY/STOPPING/WATCHDOG to the service manager */
+    struct metrics *metrics;  /* --metrics endpoint, or NULL */
+    bool ready;               /* set up and running (READY=1 sent); false once shutdown begins */
 
     unsigned mqtt_connects; /* CONNACKs seen (the first needs no republish) */
     struct hadisc *ha;      /* Home Assistant discovery (ha_discovery), or NULL */
@@ -129,6 +136,16 @@ int gateway_run(struct gateway *gw);
 
 /* Publish/log the stats now (also on SIGUSR1 and every stats_interval). In gwstats.c. */
 void gateway_report_stats(struct gateway *gw);
+
+/*
+ * Append the Prometheus exposition (text format 0.0.4) of the same figures the stats report
+ * gives, per-source and build info included, to `out`. Changes no state (the report's
+ * per-interval figures are left alone). Returns 0 or -ENOMEM. In gwstats.c.
+ */
+int gateway_render_metrics(struct gateway *gw, struct buf *out);
+
+/* True after setup until shutdown begins: what /healthz answers 200 for. */
+bool gateway_is_ready(const struct gateway *gw);
 
 void gateway_free(struct gateway *gw);
 

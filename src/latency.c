@@ -71,16 +71,22 @@ static int latency_cmp(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-void latency_report(struct latency *l, double *p50, double *p99, double *max, size_t *n)
+void latency_peek(struct latency *l, double *p50, double *p99, double *max, size_t *n)
 {
     *p50 = *p99 = *max = 0;
     *n = l->nsamples;
     if (!l->nsamples)
         return;
+    /* The samples are a bag: sorting them in place loses nothing. */
     qsort(l->samples, l->nsamples, sizeof *l->samples, latency_cmp);
     *p50 = l->samples[(l->nsamples - 1) / 2] * 1e3;
     *p99 = l->samples[(size_t)((double)(l->nsamples - 1) * 0.99)] * 1e3;
     *max = l->samples[l->nsamples - 1] * 1e3;
+}
+
+void latency_report(struct latency *l, double *p50, double *p99, double *max, size_t *n)
+{
+    latency_peek(l, p50, p99, max, n);
     l->nsamples = 0;
 }
 

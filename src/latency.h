@@ -54,6 +54,9 @@ void latency_ack(struct latency *l, uint64_t token);
 /* p50/p99/max in ms and the count of the samples since the last call; resets them. */
 void latency_report(struct latency *l, double *p50, double *p99, double *max, size_t *n);
 
+/* The same figures without resetting (a metrics scrape must not take the report's samples). */
+void latency_peek(struct latency *l, double *p50, double *p99, double *max, size_t *n);
+
 void latency_free(struct latency *l);
 
 #endif

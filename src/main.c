@@ -20,6 +20,7 @@
 #include "gateway.h"
 #include "gwconfig.h"
 #include "log.h"
+#include "metrics.h"
 #include "mqtt.h"
 #include "paramcli.h"
 #include "rules.h"
@@ -63,6 +64,8 @@ static const char usage[] =
     "                               STATE_DIR/spool), or none (outputs in memory only: a\n"
     "                               burst, an outage or a restart can lose data); see\n"
     "                               docs/reliability.md\n"
+    "      --metrics ADDR:PORT    serve Prometheus metrics on http://ADDR:PORT/metrics and\n"
+    "                               /healthz, e.g. 127.0.0.1:9108, or none (default)\n"
     "      --clock MODE           receive (default): stamp lines when read; packet: from the\n"
     "                               packet's uptime field; log: from the log line's defmt\n"
     "                               timestamp (else the field); see docs/lab.md\n"
@@ -95,6 +98,8 @@ static const char usage[] =
     "Signals: SIGHUP re-reads the params file and reloads the rules, SIGUSR1 logs and publishes "
     "stats, SIGINT/SIGTERM\n"
     "shut down gracefully (a second one forces exit).\n"
+    "Environment: IIOTGW_MQTT_PASSWORD, IIOTGW_INFLUX_TOKEN (secrets, removed once read);\n"
+    "NOTIFY_SOCKET, WATCHDOG_USEC (systemd: READY/STOPPING/WATCHDOG notifications).\n"
     "Exit status: 0 ok; 1 configuration or rule error; 2 data left undelivered (drain timeout\n"
     "or queue drops); 3 fatal start-up error (also a full or failing disk); 4 another instance\n"
     "holds the state directory.\n";
@@ -113,6 +118,7 @@ enum {
     OPT_DRY_RUN,
     OPT_CHECK,
     OPT_LOG_LEVEL,
+    OPT_METRICS,
     OPT_CLOCK,
     OPT_CLOCK_START,
     OPT_CLOCK_FIELD,
@@ -140,6 +146,7 @@ static const struct option long_opts[] = {
     {"dry-run", no_argument, NULL, OPT_DRY_RUN},
     {"check", no_argument, NULL, OPT_CHECK},
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+    {"metrics", required_argument, NULL, OPT_METRICS},
     {"clock", required_argument, NULL, OPT_CLOCK},
     {"clock-start", required_argument, NULL, OPT_CLOCK_START},
     {"clock-field", required_argument, NULL, OPT_CLOCK_FIELD},
@@ -180,6 +187,8 @@ static const char *flag_key(int opt)
         return "state_dir";
     case OPT_LOG_LEVEL:
         return "log_level";
+    case OPT_METRICS:
+        return "metrics";
     case OPT_CLOCK:
         return "clock.mode";
     case OPT_CLOCK_START:
@@ -302,6 +311,10 @@ static int run_check(const struct config *cfg)
             fprintf(stderr, "iiotgw: mqtt: %s\n", err);
             bad = 1;
         }
+    }
+    if (!config_is_none(cfg->metrics) && metrics_check_addr(cfg->metrics, err, sizeof err)) {
+        fprintf(stderr, "iiotgw: %s\n", err);
+        bad = 1;
     }
     struct rules *r = NULL;
     struct rule_sink sink = {0};

@@ -79,11 +79,22 @@ int mqtt_parse_url(const char *url, struct mqtt_config *cfg, char *storage, size
     size_t alen = strlen(p);
     if (alen && p[alen - 1] == '/')
         alen--;
+    /* Where user:password@ ends, so that no character of a password is quoted below. */
+    const char *userinfo_end = NULL;
+    for (const char *q = p; *q; q++)
+        if (*q == '@')
+            userinfo_end = q;
     for (size_t i = 0; i < alen; i++) {
         unsigned char ch = (unsigned char)p[i];
         if (ch == '/' || ch == '?' || ch == '#' || ch <= ' ' || ch >= 0x7f) {
-            snprintf(err, errlen, "mqtt url: unexpected '%c' (no path, query or spaces allowed)",
-                     ch > ' ' && ch < 0x7f ? ch : '?');
+            if (userinfo_end && p + i < userinfo_end)
+                snprintf(err, errlen,
+                         "mqtt url: a character of the user name or password "
+                         "must be %%-escaped (or use mqtt.password_file)");
+            else
+                snprintf(err, errlen,
+                         "mqtt url: unexpected '%c' (no path, query or spaces allowed)",
+                         ch > ' ' && ch < 0x7f ? ch : '?');
             return -EINVAL;
         }
     }

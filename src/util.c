@@ -3,6 +3,7 @@
  */
 #include "util.h"
 
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -48,4 +49,22 @@ uint32_t util_seed(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     uint32_t s = (uint32_t)ts.tv_nsec ^ ((uint32_t)getpid() << 16) ^ (uint32_t)ts.tv_sec;
     return s ? s : 1;
+}
+
+const char *util_redact_url(const char *url, char *out, size_t outlen)
+{
+    const char *start = strstr(url, "://");
+    if (start)
+        start += 3;
+    else if ((start = strstr(url, "//")))
+        start += 2;
+    else
+        start = url;
+    const char *at = strrchr(start, '@');
+    if (!at) {
+        util_strlcpy(out, url, outlen);
+        return out;
+    }
+    snprintf(out, outlen, "%.*s***%s", (int)(start - url), url, at);
+    return out;
 }

@@ -26,6 +26,13 @@ double util_mono(void);
  */
 size_t util_strlcpy(char *dst, const char *src, size_t dstlen);
 
+/*
+ * Copy `url` into out with its userinfo (everything between "://" and the last '@') replaced by
+ * "***", so a URL can be quoted in an error without its credentials; malformed URLs included
+ * (no "://": from "//" or the start). Always NUL-terminates (truncates). Returns out.
+ */
+const char *util_redact_url(const char *url, char *out, size_t outlen);
+
 /* xorshift32 step; never returns 0 for a non-zero state. Seed with util_seed(). */
 uint32_t util_rand(uint32_t *state);
 uint32_t util_seed(void);

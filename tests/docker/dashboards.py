@@ -194,7 +194,9 @@ def dry_run_lines(iiotgw, repo, packets, times, tmp):
         if ln.startswith("WRITE "):
             lp = ln[len("WRITE "):]
             if line_no == "stats":
-                stats = lp
+                # the gateway's point; the per-source points (iiotgw_source,...) follow it
+                if lp.startswith("iiotgw,"):
+                    stats = lp
             elif isinstance(line_no, int):
                 series_fields, _ts = lp.rsplit(" ", 1)
                 out.append(f"{series_fields} {int(times[line_no - 1] * 1e9)}")

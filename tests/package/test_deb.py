@@ -3,7 +3,7 @@
     test_deb.py CPACK BUILD_DIR INSTALL_PREFIX VERSION DEB_VERSION
 
 1. `cpack -G DEB` from the build directory into a temporary directory;
-2. lintian: every line is printed, any E: line fails the test;
+2. lintian: every line is printed, any E: line or hardening-* tag fails the test;
 3. the control data: Depends from dpkg-shlibdeps (+ adduser), the conffile, the file list;
 4. `dpkg -i`: the system user, the state directory, the unit enabled by deb-systemd-helper,
    `iiotgw --version`, `iiotgw --check -c /etc/iiotgw/iiotgw.conf`, a dry run as user iiotgw
@@ -60,7 +60,8 @@ EXPECTED_FILES = {
 WANTS_LINK = "/etc/systemd/system/multi-user.target.wants/iiotgw.service"
 DSH_STATE = "/var/lib/systemd/deb-systemd-helper-enabled"
 SHLIB_DEPS = ["libc6", "liblua5.4-0", "libmosquitto1", "libcurl4", "libcjson1", "libev4",
-              "zlib1g", "libncursesw6", "libtinfo6", "adduser"]
+              "libsystemd0", "libmicrohttpd12", "libncursesw6", "libtinfo6",
+              "zlib1g", "adduser"]
 # One packet in the receiver's RTT format: the stock rule publishes 9 metrics from it.
 PACKET = ('[INFO] JSON sent via VCP: {"ts":14385,"n1":{"t":27.6,"h":54.1,"g":84190},'
           '"n2":{"t":26.8,"h":48.8},"rssi":-39,"snr":13,"rx":1,"crc":0}\n')
@@ -171,6 +172,11 @@ def check_lintian(deb):
     errors = [l for l in tags if l.startswith("E: ")]
     if errors:
         fail("lintian reports %d error(s):\n%s" % (len(errors), "\n".join(errors)))
+    # The binary is built hardened (CMakeLists.txt: fortify, stack protector, relro, bindnow,
+    # PIE); lintian reports a missing piece as an I: or W: hardening-* tag.
+    hardening = [l for l in tags if re.match(r"^[EWI]: \S+ hardening-", l)]
+    if hardening:
+        fail("lintian finds the binary not hardened:\n%s" % "\n".join(hardening))
     # lintian exits non-zero on its own failures too (unreadable package...), not only on E:.
     if r.returncode != 0 and not errors:
         fail("lintian failed (rc %d): %s" % (r.returncode, r.stderr.strip()))

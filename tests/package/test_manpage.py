@@ -30,9 +30,10 @@ def run(cmd, **kw):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=60, **kw)
 
 
-# "  -c, --config FILE   text", "      --mqtt URL   text", "  -h, --help   text", "  -x ARG  text"
+# "  -c, --config FILE   text", "      --mqtt URL   text", "  -h, --help   text", "  -x ARG  text",
+# "  -o, --set KEY=VALUE  text", "      --metrics ADDR:PORT  text"
 OPT_LINE = re.compile(
-    r"^ +(?:(-[A-Za-z0-9])(?:, |(?= )|$))?(--[a-z0-9][a-z0-9-]*)?(?: ([A-Z][A-Za-z0-9_]*(?:=[A-Z][A-Za-z0-9_]*)?))?(?: {2,}|$)"
+    r"^ +(?:(-[A-Za-z0-9])(?:, |(?= )|$))?(--[a-z0-9][a-z0-9-]*)?(?: ([A-Z][A-Za-z0-9_]*(?:[=:][A-Z][A-Za-z0-9_]*)?))?(?: {2,}|$)"
 )
 
 
