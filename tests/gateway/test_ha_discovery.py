@@ -151,8 +151,10 @@ try:
     p.stdin.write('{"n1":{"t":36.5,"g":84190},"n2":{"t":24.0},"sig":{"rssi":-40}}\n')
     p.stdin.write('{"door":1}\n')
     p.stdin.flush()
-    time.sleep(1.5)  # a stats report (0.5 s) and the dynamic alert's discovery
-    cfgs = configs()
+    # a stats report (0.5 s) and the dynamic alert's discovery
+    cfgs = wait_for(lambda: (lambda c: c if "alerts_node3_door" in components(c) else None)(
+        configs()), 10) or configs()
+    time.sleep(0.5)
     validate_all(cfgs)
     comps = components(cfgs)
     check("alerts_node3_door" in comps and comps["alerts_node3_door"][0] == dev_topic("node3"),
@@ -187,7 +189,7 @@ try:
         time.sleep(0.3)
         subprocess.run(["mosquitto_pub", "-h", host, "-p", str(port), "-t", dprefix + "/status",
                         "-m", payload], check=True)
-        time.sleep(1.0)
+        time.sleep(2.0)
         return sub.stop()[len(cfgs):]
 
     check(count_after("offline") == [], "republished on 'offline'")

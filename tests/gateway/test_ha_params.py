@@ -104,7 +104,7 @@ try:
 
     # 31 °C: below the default 35, above the new 30 -> fires; node2 at 31 must not.
     gw.send('{"n1":{"t":31.0},"n2":{"t":31.0}}')
-    time.sleep(1.0)
+    time.sleep(2.0)
     msgs = alerts.stop()
     fired = [json.loads(pl) for t, pl, q, r in msgs if t == ALERT]
     check(fired and fired[-1]["state"] == "firing" and fired[-1]["threshold"] == 30,
@@ -124,7 +124,7 @@ try:
           "after restart the state topic is not 30")
     alerts = Subscriber(host, port, ALERT)
     gw.send('{"n1":{"t":31.0}}')
-    time.sleep(1.0)
+    time.sleep(2.0)
     fired = [json.loads(pl) for t, pl, q, r in alerts.stop() if t == ALERT]
     check(fired and fired[-1]["state"] == "firing" and fired[-1]["threshold"] == 30,
           "after restart the override is not applied: %s" % fired)

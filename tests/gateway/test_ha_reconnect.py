@@ -75,7 +75,7 @@ sub = Subscriber(host, port, dprefix + "/+/+/config")
 time.sleep(0.3)
 subprocess.run(["mosquitto_pub", "-h", host, "-p", str(port), "-t", dprefix + "/status",
                 "-m", "online"], check=True)
-time.sleep(1.0)
+time.sleep(2.0)
 msgs = sub.stop()[len(first):]  # after the retained copies
 check(sorted(m[0] for m in msgs) == sorted(first),
       "no republish on 'online' after the reconnect: %s" % [m[0] for m in msgs])

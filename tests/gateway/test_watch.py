@@ -101,7 +101,7 @@ try:
 
     # --- an alert appears ----------------------------------------------------------------
     check(not re.search(r"FIRING", screen()), "an alert shown before any fired")
-    time.sleep(1.2)  # a counter's rate needs two values at least a second apart
+    time.sleep(2.5)  # a counter's rate needs two values at least a second apart (under load too)
     send('{"n1":{"t":40.5},"sts":{"rx":9,"err":1}}')
     wait_screen(r"ALERTS +1 firing")
     wait_screen(r"FIRING +node1/temperature +value 40\.5 +threshold 35")
@@ -124,7 +124,7 @@ try:
 
     # --- q quits with 0 and restores the terminal -----------------------------------------
     tmux("send-keys", "-t", "w", "q")
-    wait_for(lambda: os.path.exists(exitf) and open(exitf).read().strip(), 5)
+    wait_for(lambda: os.path.exists(exitf) and open(exitf).read().strip(), 15)
     check(os.path.exists(exitf), "watch did not exit on q:\n" + screen())
     check(open(exitf).read().strip() == "0", "exit status after q: %s" % open(exitf).read())
     wait_screen(r"console-ended")
@@ -142,7 +142,7 @@ try:
                          capture_output=True, text=True).stdout.split()
     check(len(pid) == 1, "watch process not found: %s" % pid)
     os.kill(int(pid[0]), signal.SIGTERM)
-    wait_for(lambda: os.path.exists(exitf) and open(exitf).read().strip(), 5)
+    wait_for(lambda: os.path.exists(exitf) and open(exitf).read().strip(), 15)
     check(os.path.exists(exitf) and open(exitf).read().strip() == "0",
           "exit status after SIGTERM: %s" % (open(exitf).read() if os.path.exists(exitf) else "none"))
     wait_screen(r"console-ended")
