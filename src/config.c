@@ -72,6 +72,7 @@ static const struct opt opts[] = {
     O("reload_debounce", OPT_NUM, reload_debounce, "0.2", 0, 0),
     O("rule_mem_limit", OPT_INT, rule_mem_limit, "33554432", 1 << 20, INT64_C(1) << 40),
     O("rule_instr_limit", OPT_INT, rule_instr_limit, "10000000", 1000, INT64_C(1) << 50),
+    O("rule_time_limit", OPT_NUM, rule_time_limit, "1", 0, 0),
     O("lua_path", OPT_STR, lua_path, NULL, 0, 0),
     O("state_dir", OPT_STR, state_dir, NULL, 0, 0),
     O("deadletter_file", OPT_STR, deadletter_file, NULL, 0, 0),
@@ -680,6 +681,10 @@ int config_finish(struct config *c, char *err, size_t errlen)
     if (c->mqtt_backoff_base < 0.01 || c->mqtt_backoff_max < c->mqtt_backoff_base ||
         c->influx_backoff_base < 0.01 || c->influx_backoff_max < c->influx_backoff_base) {
         snprintf(err, errlen, "backoff: *.backoff_base must be >= 0.01 s and <= *.backoff_max");
+        return -EINVAL;
+    }
+    if (!(c->rule_time_limit >= 0.001 && c->rule_time_limit <= 3600)) {
+        snprintf(err, errlen, "rule_time_limit: %g s is not in [0.001, 3600]", c->rule_time_limit);
         return -EINVAL;
     }
     if (c->tick_interval < 0.01) {

@@ -34,6 +34,7 @@ struct config {
     double reload_debounce;   /* seconds, default 0.2 */
     int64_t rule_mem_limit;   /* bytes, default 32 MiB */
     int64_t rule_instr_limit; /* VM instructions per call, default 10M */
+    double rule_time_limit;   /* wall-clock seconds per call, default 1 */
     char *lua_path;           /* require() search dirs, ';'-separated; unset = rules.h default */
     char *state_dir;          /* state directory (statedir.h); config_finish() resolves it:
                                  read it with config_state_dir() */

@@ -91,8 +91,8 @@ static int dl_rotate(struct deadletter *d)
     d->rotations++;
     int rc = dl_open_file(d);
     if (rc == 0)
-        log_info("deadletter_rotated", "path=%s kept=%s rotations=%llu", d->path, d->path_old,
-                 (unsigned long long)d->rotations);
+        log_info("deadletter_rotated", "path=%s kept=%s rotations=%llu", log_q(d->path),
+                 log_q(d->path_old), (unsigned long long)d->rotations);
     return rc;
 }
 
@@ -104,7 +104,8 @@ static void dl_write(struct deadletter *d, const char *p, size_t n)
             log_warn("deadletter_record_dropped",
                      "path=%s bytes=%zu max_bytes=%llu drops=%llu hint=\"raise "
                      "deadletter_max_bytes\"",
-                     d->path, n, (unsigned long long)d->max_bytes, (unsigned long long)d->drops);
+                     log_q(d->path), n, (unsigned long long)d->max_bytes,
+                     (unsigned long long)d->drops);
         return;
     }
     const char *why = NULL;
@@ -125,8 +126,9 @@ static void dl_write(struct deadletter *d, const char *p, size_t n)
     d->write_errors++;
     /* Log the first failure and then every 1000th, not every record. */
     if (d->write_errors == 1 || d->write_errors % 1000 == 0)
-        log_error("deadletter_write_failed", "path=%s op=%s err=\"%s\" failures=%llu", d->path, why,
-                  e ? strerror(-e) : "short write", (unsigned long long)d->write_errors);
+        log_error("deadletter_write_failed", "path=%s op=%s err=\"%s\" failures=%llu",
+                  log_q(d->path), why, e ? strerror(-e) : "short write",
+                  (unsigned long long)d->write_errors);
 }
 
 /* Append s[0..n) as a JSON string body: escapes, and bytes >= 0x80 that are not valid UTF-8

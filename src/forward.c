@@ -125,11 +125,12 @@ static void fwd_check_degraded(struct forward *fw)
     if (e && !fw->degraded) {
         fw->degraded = e;
         if (!fw->sp) /* spool.c logs its own degradations; an open failure is ours */
-            log_error("spool_degraded", "op=open dir=%s err=\"%s\" retry_in=%.1f", fw->dir,
+            log_error("spool_degraded", "op=open dir=%s err=\"%s\" retry_in=%.1f", log_q(fw->dir),
                       strerror(-e), REOPEN_INTERVAL);
         fwd_publish_status(fw, e);
     } else if (!e && fw->degraded) {
-        log_info("spool_recovered_disk", "dir=%s was=\"%s\"", fw->dir, strerror(-fw->degraded));
+        log_info("spool_recovered_disk", "dir=%s was=\"%s\"", log_q(fw->dir),
+                 strerror(-fw->degraded));
         fw->degraded = 0;
         fwd_publish_status(fw, 0);
     }

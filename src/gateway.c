@@ -276,10 +276,10 @@ static void gw_unusable(struct gateway *gw, enum dl_reason reason, const char *s
         break;
     }
     if (reason == DL_RULE_ERROR && src)
-        log_error("rule_error", "source=%s line=%" PRIu64 " hook=%s error=\"%s\"", src, line_no,
-                  hook, err);
+        log_error("rule_error", "source=%s line=%" PRIu64 " hook=%s error=%s", src, line_no, hook,
+                  log_q(err));
     else if (reason == DL_RULE_ERROR)
-        log_error("rule_error", "hook=%s error=\"%s\"", hook, err);
+        log_error("rule_error", "hook=%s error=%s", hook, log_q(err));
     else
         log_warn("line_rejected", "source=%s line=%" PRIu64 " reason=%s %s", src, line_no,
                  deadletter_reason_name(reason), detail);
@@ -339,7 +339,7 @@ static void gw_line(struct gateway *gw, struct source *src, char *line, size_t l
     latency_end(&gw->lat);
     gw_note(gw, false, NULL);
     if (rc == -EBADMSG) {
-        snprintf(detail, sizeof detail, "error=\"%s\"", err);
+        snprintf(detail, sizeof detail, "error=%s", log_q(err));
         gw_unusable(gw, DL_INVALID_JSON, name, line_no, NULL, detail, err, line, len);
     } else if (rc) {
         gw_unusable(gw, DL_RULE_ERROR, name, line_no, "on_packet", NULL, err, line, len);
@@ -536,13 +536,13 @@ static void gw_reload(struct gateway *gw, const char *why)
     int rc = rules_reload(gw->rules, err, sizeof err);
     if (rc) {
         gw->n.reload_failures++;
-        log_error("rules_reload_failed", "trigger=%s file=%s error=\"%s\" keeping=previous", why,
-                  gw->cfg->rules, err);
+        log_error("rules_reload_failed", "trigger=%s file=%s error=%s keeping=previous", why,
+                  log_q(gw->cfg->rules), log_q(err));
         gw_publish_rule_status(gw, err);
         return;
     }
     gw->n.reloads++;
-    log_info("rules_reloaded", "trigger=%s file=%s", why, gw->cfg->rules);
+    log_info("rules_reloaded", "trigger=%s file=%s", why, log_q(gw->cfg->rules));
     gw_publish_rule_status(gw, NULL);
     gw_ha_update(gw);
 }
@@ -561,7 +561,7 @@ static void gw_on_reload_timer(struct ev_loop *loop, ev_timer *w, int revents)
     struct gateway *gw = container_of(w, struct gateway, reload_timer);
     ev_timer_stop(loop, w);
     if (gw->rules_stat.attr.st_nlink == 0) {
-        log_warn("rules_file_missing", "file=%s keeping=previous", gw->cfg->rules);
+        log_warn("rules_file_missing", "file=%s keeping=previous", log_q(gw->cfg->rules));
         return;
     }
     gw_reload(gw, "file_changed");
@@ -934,7 +934,7 @@ int gateway_init(struct gateway *gw, struct ev_loop *loop, const struct config *
     rc = rules_open(&gw->rules, &rc_cfg, &sink, err, errlen);
     if (rc)
         return rc;
-    log_info("rules_loaded", "file=%s", cfg->rules);
+    log_info("rules_loaded", "file=%s", log_q(cfg->rules));
     gw_publish_rule_status(gw, NULL);
     if ((rc = gw_setup_ha(gw, err, errlen)))
         return rc;
@@ -971,7 +971,8 @@ int gateway_init(struct gateway *gw, struct ev_loop *loop, const struct config *
         gw->nsources++;
         if (source_is_finite(gw->sources[i]))
             gw->finite_sources++;
-        log_info("source_added", "source=%s spec=%s", source_name(gw->sources[i]), cfg->sources[i]);
+        log_info("source_added", "source=%s spec=%s", source_name(gw->sources[i]),
+                 log_q(cfg->sources[i]));
     }
 
     ev_signal_init(&gw->sig_int, gw_on_signal, SIGINT);

@@ -103,6 +103,7 @@ void gwconfig_rules(const struct config *c, struct rules_config *rc)
         .prefix = c->prefix,
         .mem_limit = (size_t)c->rule_mem_limit,
         .instr_limit = (uint64_t)c->rule_instr_limit,
+        .time_limit = c->rule_time_limit,
         .lua_path = c->lua_path,
     };
 }

@@ -9,14 +9,17 @@
  * or huge ones. The decoder allocates only through Lua, so an allocation failure is a Lua
  * error unwinding a protected call and leaves nothing to clean up.
  *
- * Encoder design: the value is first converted into a cJSON tree using only Lua API calls that
- * cannot raise, so any refusal can free the tree and return an error code; numbers go in as
- * raw text (jsonlua_number) so integers stay integers, object members are sorted by key. The
- * text is pushed under a pcall so that a Lua memory error cannot leak it.
+ * Encoder design: one pass writing straight into a buffer that is a Lua userdata, inside a
+ * protected call of its own, so every byte of the text counts against the rule state's memory
+ * cap (a table referencing one long string many times cannot take the process's memory) and
+ * a refusal or a memory error unwinds without leaking anything; numbers are written by
+ * jsonlua_number so integers stay integers, object members are sorted by key with qsort
+ * (O(n log n)). Strings are escaped as cJSON escapes them, so the text is the same as before.
  */
 #include "jsonlua.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -24,7 +27,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <cjson/cJSON.h>
 #include <lauxlib.h>
 
 #include "lineproto.h"
@@ -612,7 +614,7 @@ int jsonlua_decode(lua_State *L, const char *s, size_t len, char *err, size_t er
 }
 
 /* ------------------------------------------------------------------------------------ */
-/* Encoding: Lua value -> JSON text (through cJSON)                                     */
+/* Encoding: Lua value -> JSON text                                                    */
 /* ------------------------------------------------------------------------------------ */
 
 /* The reasons that mean "resources ran out" (-ENOMEM) rather than "no JSON form" (-EINVAL). */
@@ -634,159 +636,272 @@ size_t jsonlua_number(lua_State *L, int idx, char *out)
     return n;
 }
 
-/* Sort an object's children by key so payloads are deterministic (Lua's hash order is not). */
-static void jl_sort_children(cJSON *obj)
+/*
+ * The encoder writes into one growable buffer that is a Lua userdata (so every byte counts
+ * against the state's memory cap, and an abandoned encode leaves only garbage for the
+ * collector) and runs entirely inside a protected call of its own: a refusal or an
+ * allocation failure unwinds to jsonlua_encode, which restores the stack and returns a code.
+ */
+struct jl_enc {
+    int slot; /* stack index of the buffer userdata */
+    char *p;
+    size_t len, cap;
+    size_t nodes;
+    int rc;          /* set before raising: -EINVAL or -ENOMEM */
+    const char *why; /* static reason, or msg */
+    char msg[128];
+};
+
+/* Raise with a reason; jsonlua_encode turns it into its return code. */
+static int jl_refuse(lua_State *L, struct jl_enc *e, int rc, const char *why)
 {
-    cJSON *sorted = NULL;
-    cJSON *c = obj->child;
-    while (c) {
-        cJSON *next = c->next;
-        cJSON **pp = &sorted;
-        while (*pp && strcmp((*pp)->string, c->string) <= 0)
-            pp = &(*pp)->next;
-        c->next = *pp;
-        *pp = c;
-        c = next;
-    }
-    /* Rebuild the prev links: cJSON keeps child->prev pointing at the last element. */
-    cJSON *prev = NULL;
-    for (c = sorted; c; c = c->next) {
-        c->prev = prev;
-        prev = c;
-    }
-    if (sorted)
-        sorted->prev = prev;
-    obj->child = sorted;
+    e->rc = rc;
+    e->why = why;
+    return luaL_error(L, "%s", why);
 }
 
+static void jl_grow(lua_State *L, struct jl_enc *e, size_t need)
+{
+    size_t cap = e->cap ? e->cap : 256;
+    while (cap - e->len < need) {
+        if (cap > SIZE_MAX / 2)
+            jl_refuse(L, e, -ENOMEM, jl_oom);
+        cap *= 2;
+    }
+    /* A refusal by the capped allocator raises a memory error with this reason set. */
+    e->rc = -ENOMEM;
+    snprintf(e->msg, sizeof e->msg,
+             "out of memory (a JSON text over %zu bytes does not fit under the memory limit)",
+             e->len);
+    e->why = e->msg;
+    char *np = lua_newuserdatauv(L, cap, 0);
+    e->rc = 0;
+    e->why = NULL;
+    if (e->len)
+        memcpy(np, e->p, e->len);
+    lua_replace(L, e->slot);
+    e->p = np;
+    e->cap = cap;
+}
+
+static inline void jl_put(lua_State *L, struct jl_enc *e, const char *s, size_t n)
+{
+    if (e->cap - e->len < n)
+        jl_grow(L, e, n);
+    memcpy(e->p + e->len, s, n);
+    e->len += n;
+}
+
+static inline void jl_putc(lua_State *L, struct jl_enc *e, char c)
+{
+    if (e->cap == e->len)
+        jl_grow(L, e, 1);
+    e->p[e->len++] = c;
+}
+
+/* A JSON string: ", \ and control characters escaped (as cJSON does), other bytes as-is. */
+static void jl_put_string(lua_State *L, struct jl_enc *e, const char *s, size_t len)
+{
+    jl_putc(L, e, '"');
+    size_t run = 0; /* start of the pending run of plain bytes */
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        jl_put(L, e, s + run, i - run);
+        run = i + 1;
+        char esc[8];
+        size_t n = 2;
+        esc[0] = '\\';
+        switch (c) {
+        case '"':
+            esc[1] = '"';
+            break;
+        case '\\':
+            esc[1] = '\\';
+            break;
+        case '\b':
+            esc[1] = 'b';
+            break;
+        case '\f':
+            esc[1] = 'f';
+            break;
+        case '\n':
+            esc[1] = 'n';
+            break;
+        case '\r':
+            esc[1] = 'r';
+            break;
+        case '\t':
+            esc[1] = 't';
+            break;
+        default:
+            n = (size_t)snprintf(esc, sizeof esc, "\\u%04x", c);
+            break;
+        }
+        jl_put(L, e, esc, n);
+    }
+    jl_put(L, e, s + run, len - run);
+    jl_putc(L, e, '"');
+}
+
+/* One member of an object being sorted: its key (anchored by the table being encoded) and
+ * where its value was parked. */
+struct jl_member {
+    const char *k;
+    size_t klen;
+    int pos;
+};
+
+static int jl_member_cmp(const void *a, const void *b)
+{
+    const struct jl_member *x = a, *y = b;
+    size_t n = x->klen < y->klen ? x->klen : y->klen;
+    int c = memcmp(x->k, y->k, n);
+    if (c)
+        return c;
+    return x->klen < y->klen ? -1 : x->klen > y->klen;
+}
+
+static void jl_encode_value(lua_State *L, struct jl_enc *e, int idx, int depth);
+
 /*
- * Convert the Lua value at idx (absolute) into a cJSON tree. Uses only Lua API calls that
- * cannot raise (no allocation on the Lua side), so a failure can free the tree and report
- * *why instead of longjmp-ing past it. Numbers are emitted as raw text so integers stay
- * integers and floats keep their ".0".
+ * An object: members sorted by key (bytewise, as strcmp for NUL-free keys) with qsort. Values
+ * are parked in a scratch sequence so they can be fetched in key order without pushing the
+ * keys again (which would allocate a copy of every long key).
  */
-static cJSON *jl_to_cjson(lua_State *L, int idx, int depth, size_t *nodes, const char **why)
+static void jl_encode_object(lua_State *L, struct jl_enc *e, int idx, int depth, size_t count)
+{
+    if (count > (size_t)INT_MAX / 2)
+        jl_refuse(L, e, -EINVAL, "value too large to encode");
+    struct jl_member *m = lua_newuserdatauv(L, count ? count * sizeof *m : 1, 0);
+    int m_idx = lua_gettop(L);
+    lua_createtable(L, (int)count, 0);
+    int vals = lua_gettop(L);
+    size_t n = 0;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        size_t klen;
+        const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &klen) : NULL;
+        if (!k || memchr(k, '\0', klen) || n == count)
+            jl_refuse(L, e, -EINVAL, "object keys must be strings (or the table a sequence 1..n)");
+        m[n] = (struct jl_member){.k = k, .klen = klen, .pos = (int)n + 1};
+        lua_rawseti(L, vals, (lua_Integer)++n);
+    }
+    qsort(m, n, sizeof *m, jl_member_cmp);
+    jl_putc(L, e, '{');
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            jl_putc(L, e, ',');
+        jl_put_string(L, e, m[i].k, m[i].klen);
+        jl_putc(L, e, ':');
+        lua_rawgeti(L, vals, m[i].pos);
+        jl_encode_value(L, e, lua_gettop(L), depth + 1);
+        lua_pop(L, 1);
+    }
+    jl_putc(L, e, '}');
+    lua_settop(L, m_idx - 1);
+}
+
+static void jl_encode_value(lua_State *L, struct jl_enc *e, int idx, int depth)
 {
     char num[JSONLUA_NUM_MAX];
-    if (++*nodes > JSONLUA_MAX_NODES) {
-        *why = "value too large to encode";
-        return NULL;
-    }
+    if (++e->nodes > JSONLUA_MAX_NODES)
+        jl_refuse(L, e, -EINVAL, "value too large to encode");
     switch (lua_type(L, idx)) {
     case LUA_TNIL:
-        return cJSON_CreateNull();
+        jl_put(L, e, "null", 4);
+        return;
     case LUA_TLIGHTUSERDATA:
-        if (lua_touserdata(L, idx) == jsonlua_null())
-            return cJSON_CreateNull();
-        break;
+        if (lua_touserdata(L, idx) != jsonlua_null())
+            break;
+        jl_put(L, e, "null", 4);
+        return;
     case LUA_TBOOLEAN:
-        return cJSON_CreateBool(lua_toboolean(L, idx));
-    case LUA_TNUMBER:
-        if (!jsonlua_number(L, idx, num)) {
-            *why = "non-finite number (nan/inf) has no JSON form";
-            return NULL;
-        }
-        return cJSON_CreateRaw(num);
+        if (lua_toboolean(L, idx))
+            jl_put(L, e, "true", 4);
+        else
+            jl_put(L, e, "false", 5);
+        return;
+    case LUA_TNUMBER: {
+        size_t n = jsonlua_number(L, idx, num);
+        if (!n)
+            jl_refuse(L, e, -EINVAL, "non-finite number (nan/inf) has no JSON form");
+        jl_put(L, e, num, n);
+        return;
+    }
     case LUA_TSTRING: {
         size_t len;
         const char *s = lua_tolstring(L, idx, &len);
-        if (strlen(s) != len) {
-            *why = "string with a NUL byte cannot be encoded";
-            return NULL;
-        }
-        return cJSON_CreateString(s);
+        if (memchr(s, '\0', len))
+            jl_refuse(L, e, -EINVAL, "string with a NUL byte cannot be encoded");
+        jl_put_string(L, e, s, len);
+        return;
     }
     case LUA_TTABLE: {
-        if (depth >= JSONLUA_MAX_DEPTH) {
-            *why = "table nested too deeply (or cyclic)";
-            return NULL;
-        }
-        if (!lua_checkstack(L, 4)) {
-            *why = jl_nostack;
-            return NULL;
-        }
+        if (depth >= JSONLUA_MAX_DEPTH)
+            jl_refuse(L, e, -EINVAL, "table nested too deeply (or cyclic)");
+        if (!lua_checkstack(L, 8))
+            jl_refuse(L, e, -ENOMEM, jl_nostack);
         size_t n = (size_t)lua_rawlen(L, idx), count = 0;
         lua_pushnil(L);
         while (lua_next(L, idx)) {
             count++;
             lua_pop(L, 1);
         }
-        cJSON *out;
-        if (n > 0 && count == n) {
-            out = cJSON_CreateArray();
-            for (size_t i = 1; out && i <= n; i++) {
-                lua_rawgeti(L, idx, (lua_Integer)i);
-                cJSON *item = jl_to_cjson(L, lua_gettop(L), depth + 1, nodes, why);
-                lua_pop(L, 1);
-                if (!item) {
-                    cJSON_Delete(out);
-                    return NULL;
-                }
-                cJSON_AddItemToArray(out, item);
-            }
-        } else {
-            out = cJSON_CreateObject();
-            lua_pushnil(L);
-            while (out && lua_next(L, idx)) {
-                size_t klen;
-                const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &klen) : NULL;
-                if (!k || strlen(k) != klen) {
-                    lua_pop(L, 2);
-                    cJSON_Delete(out);
-                    *why = "object keys must be strings (or the table a sequence 1..n)";
-                    return NULL;
-                }
-                cJSON *item = jl_to_cjson(L, lua_gettop(L), depth + 1, nodes, why);
-                lua_pop(L, 1);
-                if (!item) {
-                    lua_pop(L, 1);
-                    cJSON_Delete(out);
-                    return NULL;
-                }
-                cJSON_AddItemToObject(out, k, item);
-            }
-            if (out)
-                jl_sort_children(out);
+        if (n == 0 || count != n) {
+            jl_encode_object(L, e, idx, depth, count);
+            return;
         }
-        if (!out)
-            *why = jl_oom;
-        return out;
+        jl_putc(L, e, '[');
+        for (size_t i = 1; i <= n; i++) {
+            if (i > 1)
+                jl_putc(L, e, ',');
+            lua_rawgeti(L, idx, (lua_Integer)i);
+            jl_encode_value(L, e, lua_gettop(L), depth + 1);
+            lua_pop(L, 1);
+        }
+        jl_putc(L, e, ']');
+        return;
     }
     default:
         break;
     }
-    *why = "value of this type has no JSON form (function, userdata or thread)";
-    return NULL;
+    jl_refuse(L, e, -EINVAL, "value of this type has no JSON form (function, userdata or thread)");
 }
 
-static int jl_push_cstring(lua_State *L)
+/* Protected: (e, value) -> text. */
+static int jl_encode_protected(lua_State *L)
 {
-    lua_pushstring(L, lua_touserdata(L, 1));
+    struct jl_enc *e = lua_touserdata(L, 1);
+    lua_pushnil(L); /* 3: the buffer slot */
+    e->slot = 3;
+    jl_encode_value(L, e, 2, 0);
+    lua_pushlstring(L, e->p ? e->p : "", e->len);
     return 1;
 }
 
 int jsonlua_encode(lua_State *L, int idx, char *err, size_t errlen)
 {
-    size_t nodes = 0;
-    const char *why = jl_oom;
+    struct jl_enc e = {0};
     idx = lua_absindex(L, idx);
-    luaL_checkstack(L, 8, "json");
-    cJSON *root = jl_to_cjson(L, idx, 0, &nodes, &why);
-    char *txt = root ? cJSON_PrintUnformatted(root) : NULL;
-    cJSON_Delete(root);
-    if (!txt) {
-        if (root)
-            why = jl_oom; /* the tree was fine, printing it ran out of memory */
+    if (!lua_checkstack(L, 8)) {
         if (err && errlen)
-            snprintf(err, errlen, "%s", why);
-        return why == jl_oom || why == jl_nostack ? -ENOMEM : -EINVAL;
+            snprintf(err, errlen, "%s", jl_nostack);
+        return -ENOMEM;
     }
-    /* Push under a pcall: a memory error must not leak the malloc'd text. */
-    lua_pushcfunction(L, jl_push_cstring);
-    lua_pushlightuserdata(L, txt);
-    int rc = lua_pcall(L, 1, 1, 0);
-    cJSON_free(txt);
-    if (rc != LUA_OK)
-        lua_error(L);
-    return 0;
+    lua_pushcfunction(L, jl_encode_protected);
+    lua_pushlightuserdata(L, &e);
+    lua_pushvalue(L, idx);
+    int status = lua_pcall(L, 2, 1, 0);
+    if (status == LUA_OK)
+        return 0;
+    lua_pop(L, 1);
+    if (!e.why) { /* an allocation outside jl_grow (scratch tables, the result) */
+        e.rc = -ENOMEM;
+        e.why = jl_oom;
+    }
+    if (err && errlen)
+        snprintf(err, errlen, "%s", e.why);
+    return e.rc ? e.rc : -ENOMEM;
 }

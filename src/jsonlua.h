@@ -33,16 +33,17 @@
  *              table always gives the same text (Lua's hash order is not stable); {} -> {}
  *   functions, full userdata, threads and other light userdata have no JSON form
  * Limits: tables nested at most JSONLUA_MAX_DEPTH deep (a cycle hits this limit), at most
- * JSONLUA_MAX_NODES values in all: the intermediate cJSON tree lives on the C heap, outside
- * the rule state's memory cap, so its size is bounded here.
+ * JSONLUA_MAX_NODES values in all; the text is built in memory allocated through L (a
+ * userdata), so it counts against the rule state's memory cap: a table that references one
+ * long string many times fails with -ENOMEM at the cap instead of growing the process.
+ * Object keys are sorted with qsort: O(n log n) per object.
  *
  * Ownership and lifetimes: no state of its own, nothing kept between calls. The caller owns
  * every input text; values pushed on L are ordinary Lua values owned by L's garbage collector.
- * The encoder's cJSON tree and text are freed before jsonlua_encode returns or raises.
+ * The encoder's scratch memory is Lua garbage once jsonlua_encode returns.
  *
  * Re-entrancy: every function is re-entrant and may run concurrently in several threads on
  * different lua_States (a lua_State itself is used by one thread at a time, as Lua requires).
- * The encoder uses cJSON's default allocator hooks.
  */
 #ifndef IIOTGW_JSONLUA_H
 #define IIOTGW_JSONLUA_H
@@ -81,9 +82,8 @@ int jsonlua_utf8_valid(const char *s, size_t len);
  * Encode the Lua value at idx (any valid index) as compact JSON by the mapping above and push
  * the text as a Lua string.
  *
- * Must run inside a protected call: growing L's stack and pushing the text allocate in L,
- * and the allocator may refuse (memory cap), which raises a Lua error (nothing leaks: the C
- * heap text is freed first).
+ * Runs its own protected call: an allocation refused by L's allocator (memory cap) is
+ * returned as -ENOMEM, never raised.
  *
  * Returns 0 with exactly one string pushed. Otherwise nothing is pushed, err (errlen bytes,
  * may be NULL/0) gets a reason without a prefix (e.g. "non-finite number (nan/inf) has no
@@ -91,7 +91,8 @@ int jsonlua_utf8_valid(const char *s, size_t len);
  *   -EINVAL  the value has no JSON form (unsupported type, NUL in a string or key, a key that
  *            is not a string, nesting deeper than JSONLUA_MAX_DEPTH, more than
  *            JSONLUA_MAX_NODES values, NaN/Inf);
- *   -ENOMEM  the C heap (cJSON) or L's stack ran out.
+ *   -ENOMEM  L's allocator refused (memory cap: err then says how large the text had grown)
+ *            or L's stack ran out.
  * The value at idx is not modified; on failure the stack is left as it was.
  */
 int jsonlua_encode(lua_State *L, int idx, char *err, size_t errlen);

@@ -69,9 +69,46 @@ void log_emit(int level, const char *event, const char *fmt, ...)
     }
     if ((size_t)n >= sizeof line - 1)
         n = (int)sizeof line - 2;
+    /* Values that may carry outside text are quoted by their callers (log_quote); this is the
+     * backstop: no control character of a field, one forgotten there included, can start a
+     * new line or rewrite this one on a terminal. */
+    for (int i = 0; i < n; i++)
+        if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f)
+            line[i] = '?';
     line[n++] = '\n';
     ssize_t w = write(STDERR_FILENO, line, (size_t)n);
     (void)w;
+}
+
+/*
+ * Length of the well-formed UTF-8 sequence at s[0..n) (RFC 3629: no overlong forms, no
+ * surrogates, nothing above U+10FFFF) and its code point, or 0 when it is not one.
+ */
+static size_t log_utf8_seq(const unsigned char *s, size_t n, unsigned *cp)
+{
+    unsigned c = s[0];
+    size_t len;
+    unsigned min;
+    if (c >= 0xc2 && c <= 0xdf) {
+        len = 2, min = 0x80, c &= 0x1f;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        len = 3, min = 0x800, c &= 0x0f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        len = 4, min = 0x10000, c &= 0x07;
+    } else {
+        return 0;
+    }
+    if (n < len)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+        c = (c << 6) | (s[i] & 0x3f);
+    }
+    if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
+        return 0;
+    *cp = c;
+    return len;
 }
 
 char *log_quote(char *out, size_t outlen, const char *s, size_t n)
@@ -82,12 +119,15 @@ char *log_quote(char *out, size_t outlen, const char *s, size_t n)
             out[0] = '\0';
         return out;
     }
+    if (!s)
+        s = "";
     out[o++] = '"';
     size_t limit = outlen - 5; /* room for ...", and NUL */
-    for (size_t i = 0; i < n && s[i]; i++) {
-        unsigned char c = (unsigned char)s[i];
-        char tmp[5];
-        size_t k;
+    for (size_t i = 0; i < n && s[i];) {
+        const unsigned char *u = (const unsigned char *)s + i;
+        unsigned char c = u[0];
+        char tmp[8];
+        size_t k, used = 1;
         if (c == '"' || c == '\\') {
             tmp[0] = '\\';
             tmp[1] = (char)c;
@@ -95,15 +135,40 @@ char *log_quote(char *out, size_t outlen, const char *s, size_t n)
         } else if (c == '\n') {
             memcpy(tmp, "\\n", 2);
             k = 2;
+        } else if (c == '\r') {
+            memcpy(tmp, "\\r", 2);
+            k = 2;
         } else if (c == '\t') {
             memcpy(tmp, "\\t", 2);
             k = 2;
         } else if (c < 0x20 || c == 0x7f) {
             snprintf(tmp, sizeof tmp, "\\x%02x", c);
             k = 4;
-        } else {
+        } else if (c < 0x80) {
             tmp[0] = (char)c;
             k = 1;
+        } else {
+            /* Valid UTF-8 is kept, except the C1 controls and the Unicode line and paragraph
+             * separators, which some log viewers treat as line breaks; any other byte that
+             * is not part of a well-formed sequence is escaped. */
+            unsigned cp = 0;
+            size_t avail = n - i;
+            size_t len = log_utf8_seq(u, avail, &cp);
+            for (size_t j = 1; len && j < len; j++)
+                if (!u[j]) /* a NUL ends a C string inside the sequence */
+                    len = 0;
+            if (!len) {
+                snprintf(tmp, sizeof tmp, "\\x%02x", c);
+                k = 4;
+            } else if (cp < 0xa0 || cp == 0x2028 || cp == 0x2029) {
+                snprintf(tmp, sizeof tmp, "\\u%04x", cp);
+                k = 6;
+                used = len;
+            } else {
+                memcpy(tmp, u, len);
+                k = len;
+                used = len;
+            }
         }
         if (o + k > limit) {
             memcpy(out + o, "...", 3);
@@ -112,6 +177,7 @@ char *log_quote(char *out, size_t outlen, const char *s, size_t n)
         }
         memcpy(out + o, tmp, k);
         o += k;
+        i += used;
     }
     out[o++] = '"';
     out[o] = '\0';

@@ -45,10 +45,24 @@ void log_emit(int level, const char *event, const char *fmt, ...)
 
 /*
  * Quote `s` for use as a field value: wraps it in double quotes and escapes ", \ and
- * control characters (\n, \t, \xNN). At most `n` bytes of `s` are read (use (size_t)-1 for
- * a C string). Always NUL-terminates `out`; a value that does not fit ends in "...".
- * Returns `out` so it can be used inline: log_warn("x", "err=%s", log_quote(b, sizeof b, e, -1)).
+ * control characters (\n, \r, \t, \xNN), bytes that are not well-formed UTF-8 (\xNN) and
+ * the C1 controls, U+2028 and U+2029 (\uNNNN); other UTF-8 is kept as it is. So a quoted
+ * value is always one field on one line, whatever a device, a rule or a file name holds.
+ * At most `n` bytes of `s` are read, up to a NUL (use (size_t)-1 for a C string); NULL is
+ * "". Always NUL-terminates `out`; a value that does not fit ends in "...". Returns `out`:
+ * log_warn("x", "err=%s", log_quote(b, sizeof b, e, -1)), or the shorthands below.
+ *
+ * Every logged value that can carry outside text (rule errors and gw.log text, topics, source
+ * names and lines, file names, server messages) goes through this one function. As a
+ * backstop, log_emit replaces any control character left in a line by '?'.
  */
 char *log_quote(char *out, size_t outlen, const char *s, size_t n);
+
+#define LOG_QUOTE_MAX 1024 /* buffer of log_q()/log_qn(): longer values end in "..." */
+
+/* log_quote into a buffer that lives until the end of the enclosing full expression's block:
+ * log_warn("x", "file=%s", log_q(path)). */
+#define log_qn(s, n) log_quote((char[LOG_QUOTE_MAX]){0}, LOG_QUOTE_MAX, (s), (n))
+#define log_q(s)     log_qn((s), (size_t)-1)
 
 #endif

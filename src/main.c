@@ -79,7 +79,9 @@ static const char usage[] =
     "                               replayed messages are never retained)\n"
     "      --replay-prefix P      publish every topic under P/ (keeps a replay off a live\n"
     "                               site's topics)\n"
-    "  -o, --set KEY=VALUE        set any config option by key, e.g. -o mqtt.protocol=5\n"
+    "  -o, --set KEY=VALUE        set any config option by key, e.g. -o mqtt.protocol=5;\n"
+    "                               rule limits: rule_time_limit (seconds per rule call,\n"
+    "                               default 1), rule_mem_limit, rule_instr_limit\n"
     "      --dry-run              no network: print what each packet would publish and write\n"
     "      --check                validate config and rules, report errors, exit 0/1\n"
     "      --log-level L          error, warn, info (default) or debug\n"
@@ -501,7 +503,8 @@ int main(int argc, char **argv)
     struct gateway gw;
     if ((rc = gateway_init(&gw, loop, &cfg, err, sizeof err))) {
         code = start_error(rc, err);
-        log_error("start_failed", "rc=%d error=\"%s\"", rc, rc == -ENOMEM ? "out of memory" : err);
+        log_error("start_failed", "rc=%d error=%s", rc,
+                  log_q(rc == -ENOMEM ? "out of memory" : err));
         gateway_free(&gw);
         goto out;
     }

@@ -346,7 +346,7 @@ static void conn_lost(struct mqtt_sink *m, int rc)
                  m->inflight.count, m->fifo.count);
     } else {
         m->st.connect_failures++;
-        log_warn("mqtt_connect_failed", "host=%s port=%d rc=%d reason=\"%s\"", m->cfg.host,
+        log_warn("mqtt_connect_failed", "host=%s port=%d rc=%d reason=\"%s\"", log_q(m->cfg.host),
                  m->cfg.port, rc, mosquitto_strerror(rc));
     }
 
@@ -416,7 +416,7 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     struct mqtt_sink *m = container_of(w, struct mqtt_sink, conn_timer);
     if (m->state != ST_CONNECTING)
         return;
-    log_warn("mqtt_connect_timeout", "host=%s port=%d after=%.0f", m->cfg.host, m->cfg.port,
+    log_warn("mqtt_connect_timeout", "host=%s port=%d after=%.0f", log_q(m->cfg.host), m->cfg.port,
              MQTT_CONNECT_TIMEOUT);
     /*
      * libmosquitto has no "abort connect" call; shutting the socket down makes the next
@@ -445,8 +445,8 @@ static void mqtt_publish_status(struct mqtt_sink *m, const char *value)
         mosquitto_publish(m->mosq, &mid, m->cfg.status_topic, (int)strlen(value), value, 1, true);
     if (rc != MOSQ_ERR_SUCCESS && rc != MOSQ_ERR_NO_CONN && rc != MOSQ_ERR_CONN_LOST &&
         rc != MOSQ_ERR_ERRNO) {
-        log_warn("mqtt_status_failed", "topic=%s rc=%d reason=\"%s\"", m->cfg.status_topic, rc,
-                 mosquitto_strerror(rc));
+        log_warn("mqtt_status_failed", "topic=%s rc=%d reason=\"%s\"", log_q(m->cfg.status_topic),
+                 rc, mosquitto_strerror(rc));
         return;
     }
     m->status_mid = mid;
@@ -472,7 +472,7 @@ static void handle_connect(struct mqtt_sink *m, int rc, int flags)
         /* Refused: libmosquitto closes the socket after this callback; on_disconnect or the
          * socket check in the caller turns that into a retry. */
         m->st.connect_failures++;
-        log_error("mqtt_connect_refused", "host=%s port=%d rc=%d reason=\"%s\"", m->cfg.host,
+        log_error("mqtt_connect_refused", "host=%s port=%d rc=%d reason=\"%s\"", log_q(m->cfg.host),
                   m->cfg.port, rc,
                   m->v5 ? mosquitto_reason_string(rc) : mosquitto_connack_string(rc));
         m->state = ST_WAIT; /* not CONNECTING: conn_lost must not count it twice */
@@ -489,7 +489,7 @@ static void handle_connect(struct mqtt_sink *m, int rc, int flags)
     log_info("mqtt_connected",
              "host=%s port=%d client_id=%s protocol=%d session_present=%d "
              "inflight=%zu queued=%zu",
-             m->cfg.host, m->cfg.port, m->cfg.client_id, m->v5 ? 5 : 3, flags & 1,
+             log_q(m->cfg.host), m->cfg.port, log_q(m->cfg.client_id), m->v5 ? 5 : 3, flags & 1,
              m->inflight.count, m->fifo.count);
     mqtt_publish_status(m, m->closing ? "offline" : "online");
     /* A clean session forgets subscriptions: send every one after every CONNACK. */
@@ -584,7 +584,7 @@ static void handle_publish(struct mqtt_sink *m, int mid, int reason)
     }
     if (reason >= 0x80) {
         /* v5 broker refused this message (e.g. not authorized). Resending cannot help. */
-        log_warn("mqtt_publish_rejected", "topic=%s reason=%d reason_str=\"%s\"", msg->topic,
+        log_warn("mqtt_publish_rejected", "topic=%s reason=%d reason_str=\"%s\"", log_q(msg->topic),
                  reason, mosquitto_reason_string(reason));
     }
     mqttq_unlink(&m->inflight, msg);
@@ -662,7 +662,7 @@ static void mqtt_pump(struct mqtt_sink *m)
             }
         } else {
             m->st.dropped++;
-            log_warn("mqtt_publish_failed", "topic=%s rc=%d reason=\"%s\"", msg->topic, rc,
+            log_warn("mqtt_publish_failed", "topic=%s rc=%d reason=\"%s\"", log_q(msg->topic), rc,
                      mosquitto_strerror(rc));
             free(msg);
         }
@@ -1053,8 +1053,8 @@ int mqtt_sink_new(struct mqtt_sink **out, struct ev_loop *loop, const struct mqt
     ev_timer_init(&m->close_timer, close_timer_cb, 0., 0.);
     ev_timer_start(loop, &m->misc_timer);
 
-    log_info("mqtt_connecting", "host=%s port=%d tls=%d client_id=%s protocol=%d", c->host, c->port,
-             c->tls ? 1 : 0, c->client_id, m->v5 ? 5 : 3);
+    log_info("mqtt_connecting", "host=%s port=%d tls=%d client_id=%s protocol=%d", log_q(c->host),
+             c->port, c->tls ? 1 : 0, log_q(c->client_id), m->v5 ? 5 : 3);
     *out = m;
     mqtt_start_connect(m);
     return 0;

@@ -202,7 +202,7 @@ bool paramsrv_on_message(struct paramsrv *s, const char *topic, const void *payl
             int prc = mqtt_sink_respond(s->cfg.mqtt, to, js, strlen(js), mp.correlation,
                                         mp.correlation_len);
             if (prc && prc != -ENOTCONN)
-                log_warn("param_response_failed", "topic=%s rc=%d", to, prc);
+                log_warn("param_response_failed", "topic=%s rc=%d", log_q(to), prc);
         }
         free(js);
     }

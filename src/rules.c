@@ -36,6 +36,7 @@
 
 #define DEFAULT_MEM_LIMIT   (32u * 1024u * 1024u)
 #define DEFAULT_INSTR_LIMIT 10000000ull
+#define DEFAULT_TIME_LIMIT  1.0 /* seconds per call */
 #define STATE_MAX_DEPTH     100 /* gw.state nesting copied across a reload */
 
 /* ------------------------------------------------------------------------------------ */
@@ -97,6 +98,8 @@ struct copy_ctx {
     lua_State *to;
     int seen; /* index in `to` of {old table address -> new table} */
     size_t skipped;
+    size_t copied; /* string bytes copied so far (what a failure reports) */
+    char key[64];  /* the top-level gw.state key being copied, for a failure */
 };
 
 /*
@@ -121,6 +124,7 @@ static int rules_copy_value(struct copy_ctx *c, int from_idx, int depth)
     case LUA_TSTRING: {
         size_t len;
         const char *s = lua_tolstring(from, from_idx, &len);
+        c->copied += len;
         lua_pushlstring(to, s, len);
         return 1;
     }
@@ -154,6 +158,15 @@ static int rules_copy_value(struct copy_ctx *c, int from_idx, int depth)
     lua_pushnil(from);
     while (lua_next(from, from_idx)) {
         int top = lua_gettop(from);
+        if (depth == 0) { /* name the entry being copied, should the copy fail */
+            if (lua_type(from, top - 1) == LUA_TSTRING)
+                snprintf(c->key, sizeof c->key, "%s", lua_tostring(from, top - 1));
+            else if (lua_type(from, top - 1) == LUA_TNUMBER)
+                snprintf(c->key, sizeof c->key, "[%.17g]", lua_tonumber(from, top - 1));
+            else
+                snprintf(c->key, sizeof c->key, "[%s]",
+                         lua_typename(from, lua_type(from, top - 1)));
+        }
         if (rules_copy_value(c, top - 1, depth + 1)) {
             if (rules_copy_value(c, top, depth + 1))
                 lua_rawset(to, dst);
@@ -174,13 +187,15 @@ struct setup_args {
     struct rule_state *old; /* previous rule (gw.state source), or NULL */
     const char *code;
     size_t code_len;
+    struct copy_ctx copy; /* the gw.state copy (a failure names where it stopped) */
+    bool copying;         /* the copy is running */
 };
 
 /*
  * Push the new state's gw.state: a deep copy of old's gw.state (see rules_copy_value), or a
  * new table when there is no old state or its gw.state is not a table. Protected (on L).
  */
-static void rules_state_handover(lua_State *L, const struct rule_state *old)
+static void rules_state_handover(lua_State *L, const struct rule_state *old, struct setup_args *a)
 {
     if (old) {
         lua_State *from = old->L;
@@ -195,13 +210,18 @@ static void rules_state_handover(lua_State *L, const struct rule_state *old)
             lua_pop(from, 1);
         }
         if (lua_gettop(from) > ftop + 1 && lua_type(from, -1) == LUA_TTABLE) {
-            struct copy_ctx c = {.from = from, .to = L, .skipped = 0};
+            /* In setup_args, not on this frame: a raised error unwinds past this frame and
+             * rules_build still reads where the copy stopped. */
+            struct copy_ctx *c = &a->copy;
+            *c = (struct copy_ctx){.from = from, .to = L};
+            a->copying = true;
             lua_newtable(L);
-            c.seen = lua_gettop(L);
-            rules_copy_value(&c, lua_gettop(from), 0);
-            lua_remove(L, c.seen);
-            if (c.skipped)
-                log_warn("rule_state_skipped", "count=%zu why=%s", c.skipped,
+            c->seen = lua_gettop(L);
+            rules_copy_value(c, lua_gettop(from), 0);
+            lua_remove(L, c->seen);
+            a->copying = false;
+            if (c->skipped)
+                log_warn("rule_state_skipped", "count=%zu why=\"%s\"", c->skipped,
                          "functions, userdata and threads in gw.state are not carried over");
             lua_settop(from, ftop);
             return;
@@ -231,7 +251,7 @@ static int rules_setup_state(lua_State *L)
     st->params_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 
     rules_api_open(L, r);
-    rules_state_handover(L, a->old);
+    rules_state_handover(L, a->old, a);
     lua_setfield(L, -2, "state");
     lua_pushvalue(L, -1);
     st->gw_ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -396,9 +416,14 @@ static void rules_format_error(struct rule_state *st, lua_State *co, int status,
     char where[LUA_IDSIZE + 24];
     rules_where(st, co, where, sizeof where);
     if (status == LUA_YIELD || st->overrun) {
-        rules_set_err(err, errlen, "%s: instruction budget exceeded (%llu instructions)",
-                      st->overrun ? st->overrun_where : where,
-                      (unsigned long long)st->r->instr_limit);
+        const char *at = st->overrun && st->overrun_where[0] ? st->overrun_where : where;
+        if (st->overrun && st->overrun_kind == RULES_OVERRUN_TIME)
+            rules_set_err(err, errlen, "%s: %s%scall time limit exceeded (%g s, rule_time_limit)",
+                          at, st->overrun_what ? st->overrun_what : "",
+                          st->overrun_what ? ": " : "", st->r->time_limit);
+        else
+            rules_set_err(err, errlen, "%s: instruction budget exceeded (%llu instructions)", at,
+                          (unsigned long long)st->r->instr_limit);
         return;
     }
     const char *msg = lua_type(co, -1) == LUA_TSTRING ? lua_tostring(co, -1) : NULL;
@@ -430,12 +455,13 @@ static int rules_call(struct rule_state *st, struct call *c)
         }
     }
     lua_State *co = st->co;
-    rules_sbx_arm_budget(st, co);
+    double t0 = util_mono();
+    rules_sbx_arm_budget(st, co, t0);
     lua_pushcfunction(co, rules_trampoline);
     lua_pushlightuserdata(co, c);
     int nres = 0;
-    double t0 = util_mono();
     int status = lua_resume(co, st->L, 1, &nres);
+    st->in_call = false;
     double dt = util_mono() - t0;
     r->stats.time_total += dt;
     if (dt > r->stats.time_max)
@@ -557,9 +583,16 @@ static int rules_build(struct rules *r, struct rule_state *old, struct rule_stat
     struct setup_args a = {.st = st, .old = old, .code = code, .code_len = code_len};
     lua_pushcfunction(st->L, rules_setup_state);
     lua_pushlightuserdata(st->L, &a);
-    if (lua_pcall(st->L, 1, 0, 0) != LUA_OK) {
+    int status = lua_pcall(st->L, 1, 0, 0);
+    if (status != LUA_OK) {
         const char *m = lua_tostring(st->L, -1);
-        rules_set_err(err, errlen, "%s", m ? m : "error while loading the rule");
+        if (a.copying) /* the gw.state hand-over failed: say so, and where */
+            rules_set_err(err, errlen,
+                          "%s: gw.state hand-over failed while copying gw.state.%s (%zu bytes "
+                          "of strings copied, rule_mem_limit %zu bytes): %s",
+                          r->short_src, a.copy.key, a.copy.copied, r->mem_limit, m ? m : "error");
+        else
+            rules_set_err(err, errlen, "%s", m ? m : "error while loading the rule");
         rc = -EINVAL;
         goto fail;
     }
@@ -633,6 +666,7 @@ int rules_open(struct rules **out, const struct rules_config *cfg, const struct 
         snprintf(r->short_src, sizeof r->short_src, "...%s", cfg->path + pl - (LUA_IDSIZE - 4));
     r->mem_limit = cfg->mem_limit ? cfg->mem_limit : DEFAULT_MEM_LIMIT;
     r->instr_limit = cfg->instr_limit ? cfg->instr_limit : DEFAULT_INSTR_LIMIT;
+    r->time_limit = cfg->time_limit > 0 ? cfg->time_limit : DEFAULT_TIME_LIMIT;
     r->sink = *sink;
     r->params = cfg->params;
     if (!r->params) {

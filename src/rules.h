@@ -13,10 +13,12 @@
  *                         for a global param (optional)
  * and calls gw.publish / gw.point / gw.log / gw.now / gw.state ... (documented in docs/rules.md).
  *
- * Every call into Lua runs under a memory cap (custom lua_Alloc) and an instruction budget
- * enforced by a count hook that yields out of the coroutine, so `pcall` inside the rule cannot
- * swallow it. A failing call is isolated: the function returns an error and the caller
- * dead-letters the packet.
+ * Every call into Lua runs under a memory cap (custom lua_Alloc), an instruction budget and a
+ * wall-clock time limit (rules_config.time_limit), enforced by a count hook that yields out of
+ * the coroutine, so `pcall` inside the rule cannot swallow them; the library functions that
+ * loop without VM instructions are bounded replacements (rules_lualib.c). So no call, load or
+ * reload takes longer than the time limit (plus at most a thousand instructions). A failing
+ * call is isolated: the function returns an error and the caller dead-letters the packet.
  *
  * Reload ("build new, swap on success", as Redis functions.c): rules_reload() builds a complete
  * new state, loads and runs init(); only if all of that succeeds is the new state swapped in,
@@ -57,6 +59,9 @@ struct rules_config {
     const char *prefix;   /* topic prefix exposed as gw.prefix (default "iiot") */
     size_t mem_limit;     /* bytes per Lua state; 0 = default 32 MiB */
     uint64_t instr_limit; /* VM instructions per call; 0 = default 10,000,000 */
+    /* Wall-clock seconds per call (load, init, on_packet, ...), C library work on the rule's
+     * behalf included; <= 0 = default 1 s. */
+    double time_limit;
     /* Directories searched by the rule's require(name), ';'-separated, as DIR/name.lua (dots
      * in name become '/'). NULL or "" = the rule file's directory, then <that dir>/../lua,
      * then /usr/local/share/iiotgw/lua (site modules), then IIOTGW_DATADIR/lua (the package's,
@@ -85,7 +90,7 @@ struct packet {
 struct rules_stats {
     uint64_t calls;         /* on_packet/on_line/on_tick calls */
     uint64_t errors;        /* Lua errors (runtime, memory) */
-    uint64_t overruns;      /* instruction budget exceeded */
+    uint64_t overruns;      /* instruction budget or call time limit exceeded */
     uint64_t decode_errors; /* invalid JSON objects */
     uint64_t publishes;     /* gw.publish calls that reached the sink */
     uint64_t points;        /* gw.point calls that reached the sink */
@@ -132,7 +137,7 @@ int rules_reload(struct rules *r, char *err, size_t errlen);
 
 /*
  * Decode pkt->json and call on_packet. Returns 0; -EBADMSG when the JSON is invalid (err says
- * where); -ECANCELED on a rule error or budget overrun (err has "file:line: message"). Outputs
+ * where); -ECANCELED on a rule error, budget or time overrun (err: "file:line: message"). Outputs
  * the rule made before failing have already been handed to the sink.
  */
 int rules_packet(struct rules *r, const struct packet *pkt, char *err, size_t errlen);

@@ -357,6 +357,27 @@ static int rules_api_point_error(lua_State *L, int rc)
 #define SERIES_MT "iiotgw.series"
 #define MAPPER_MT "iiotgw.mapper"
 
+/*
+ * A line of line protocol is built on the C heap (r->lp), outside the rule's memory cap:
+ * refuse, before encoding, a point whose text could exceed RULES_MAX_POINT_BYTES (escaping
+ * at most doubles a name or value). `pre` = bytes already encoded (a gw.series), `what`
+ * names the function for the error.
+ */
+static void rules_api_check_point_size(lua_State *L, size_t pre, const char *meas,
+                                       const struct lp_tag *tags, size_t nt,
+                                       const struct lp_field *fields, size_t nf, const char *what)
+{
+    size_t total = pre + (meas ? strlen(meas) : 0);
+    for (size_t i = 0; i < nt; i++)
+        total += strlen(tags[i].key) + strlen(tags[i].value) + 2;
+    for (size_t i = 0; i < nf; i++)
+        total += strlen(fields[i].key) + 2 + JSONLUA_NUM_MAX +
+                 (fields[i].type == LP_STRING ? fields[i].v.s.len : 0);
+    if (total > RULES_MAX_POINT_BYTES / 2)
+        luaL_error(L, "%s: the point would be larger than %d bytes of line protocol", what,
+                   (int)RULES_MAX_POINT_BYTES);
+}
+
 struct series {
     size_t len;
     char text[]; /* NUL-terminated */
@@ -371,6 +392,7 @@ static int rules_api_series(lua_State *L)
     size_t mlen;
     const char *meas = rules_api_check_measurement(L, 1, &mlen, "gw.series: measurement");
     size_t nt = rules_api_collect_tags(L, 2, tags, tagnum);
+    rules_api_check_point_size(L, 0, meas, tags, nt, NULL, 0, "gw.series");
     buf_clear(&r->lp);
     int rc = lp_series(&r->lp, meas, tags, nt);
     if (rc)
@@ -409,6 +431,7 @@ static int rules_api_point(lua_State *L)
                                  "gw.series");
         size_t nf = rules_api_collect_fields(L, 2, fields);
         int64_t ts = rules_api_check_ts(L, 3, st, "gw.point");
+        rules_api_check_point_size(L, s->len, NULL, NULL, 0, fields, nf, "gw.point");
         buf_clear(&r->lp);
         rc = lp_encode_series(&r->lp, s->text, s->len, fields, nf, ts);
         if (rc < 0)
@@ -424,6 +447,7 @@ static int rules_api_point(lua_State *L)
     size_t nt = rules_api_collect_tags(L, 2, tags, tagnum);
     size_t nf = rules_api_collect_fields(L, 3, fields);
     int64_t ts = rules_api_check_ts(L, 4, st, "gw.point");
+    rules_api_check_point_size(L, 0, meas, tags, nt, fields, nf, "gw.point");
     buf_clear(&r->lp);
     rc = lp_encode(&r->lp, meas, tags, nt, fields, nf, ts);
     if (rc < 0)

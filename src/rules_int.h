@@ -8,6 +8,8 @@
  *                    swap on success, gw.state handed over), every call into the rule, errors
  *   rules_sandbox.c  isolation: capped allocator, instruction budget, the sandboxed base
  *                    functions, require() of rule modules and its search path
+ *   rules_lualib.c   bounded replacements for the library functions that loop without VM
+ *                    instructions (string.rep, table.move/concat/sort, the pattern matcher)
  *   rules_api.c      the `gw` table: publish, point, series, mapper, log, time, json
  *   rules_param.c    gw.param: tunable parameters declared into params.h's registry
  *   jsonlua.c        JSON <-> Lua values (decoder for packets, encoder for gw.json)
@@ -28,6 +30,11 @@
 #include "rules.h"
 
 #define RULES_MAX_RULE_SIZE (4u * 1024u * 1024u) /* bytes of a rule file, also of a module */
+/* Bytes of one line of line protocol a rule's gw.point may produce (built on the C heap). */
+#define RULES_MAX_POINT_BYTES (1u * 1024u * 1024u)
+
+/* Why the current call was stopped (rule_state.overrun_kind). */
+enum rules_overrun { RULES_OVERRUN_INSTR, RULES_OVERRUN_TIME };
 
 /*
  * One loaded rule: a Lua state and what the hooks need to police it. Owned by its struct
@@ -49,7 +56,11 @@ struct rule_state {
     size_t mem_used;
     size_t mem_limit;
     uint64_t instr_left;                 /* budget beyond the current hook period */
-    bool overrun;                        /* budget spent in the current call */
+    bool overrun;                        /* budget or time spent in the current call */
+    enum rules_overrun overrun_kind;     /* which, when overrun */
+    const char *overrun_what;            /* static text naming the C work stopped, or NULL */
+    bool in_call;                        /* a call is running: deadline applies */
+    double deadline;                     /* util_mono() time the current call must end by */
     char overrun_where[LUA_IDSIZE + 24]; /* rule file:line where the budget ran out */
     int64_t ts_ns;                       /* default gw.point timestamp of the current call */
     struct rules_entity *ents;           /* the catalogue (rules.h), malloc'd with its strings */
@@ -66,6 +77,7 @@ struct rules {
     size_t nlua_dirs;
     size_t mem_limit;
     uint64_t instr_limit;
+    double time_limit; /* seconds per call (rule_time_limit) */
     struct rule_sink sink;
     struct params *params; /* cfg->params, or own_params when none was given */
     struct params *own_params;
@@ -108,8 +120,26 @@ void rules_where(struct rule_state *st, lua_State *co, char *out, size_t n);
  */
 lua_State *rules_sbx_newstate(struct rule_state *st);
 
-/* Arm the instruction budget (r->instr_limit) on co for the next call; clears st->overrun. */
-void rules_sbx_arm_budget(struct rule_state *st, lua_State *co);
+/*
+ * Arm the instruction budget (r->instr_limit) and the time limit (r->time_limit from `now`,
+ * a util_mono() time) on co for the next call; clears st->overrun, sets st->in_call (the
+ * caller clears it when the call is over).
+ */
+void rules_sbx_arm_budget(struct rule_state *st, lua_State *co, double now);
+
+/*
+ * For C code looping on a rule's behalf: returns when the current call is within its time
+ * limit and budget (or no call is running); otherwise marks the call overrun and raises
+ * "WHAT (call time limit exceeded)" (or just the reason when what is NULL). The error cannot
+ * be caught by the rule: the sandbox's pcall re-raises once st->overrun is set.
+ */
+void rules_sbx_check_time(lua_State *L, const char *what);
+
+/* ---- rules_lualib.c ---- */
+
+/* Replace string.rep/find/match/gmatch/gsub and table.move/concat/sort in L's libraries with
+ * the bounded versions. Protected: must run inside lua_pcall. */
+void rules_lualib_open(lua_State *L);
 
 /*
  * Open the allowed libraries into L's globals and install the sandbox: require, load, pcall,

@@ -25,9 +25,12 @@
  *     finished normally is reused, which is the common case and saves a thread allocation
  *     per packet.
  *
- * Known limit: the budget counts VM instructions, so a single C library call is not
- * interrupted (e.g. a pathological string.find pattern on a long subject). Memory stays
- * capped; the time of such a call is bounded only by the subject size.
+ *   - The same hook looks at the monotonic clock every HOOK_PERIOD instructions and ends a
+ *     call that has run longer than its time limit (rule_time_limit) the same way; so do
+ *     large allocations (an instruction that copies megabytes) and the loops of the library
+ *     functions that run without VM instructions, which rules_lualib.c replaces with bounded
+ *     versions (string.rep, table.move/concat/sort, the pattern functions). load() takes chunks
+ *     of at most RULES_MAX_RULE_SIZE bytes, as for a rule file.
  */
 #include "rules_int.h"
 
@@ -42,11 +45,20 @@
 #include <lualib.h>
 
 #include "log.h"
+#include "util.h"
 
 #define OVERRUN_RECHECK 1000 /* hook period once the budget is spent */
-#define REQ_MAX_NAME    128  /* bytes of a module name */
-#define REQ_MAX_DEPTH   32   /* modules requiring modules */
-#define REQ_MAX_DIRS    16   /* entries of the module search path */
+/* Instructions between two looks at the clock. Lua traps every instruction while any count
+ * hook is set, so the period only decides how often the C hook runs: once per 1000
+ * instructions costs well under 1% of the instructions' own time. */
+#define HOOK_PERIOD 1000u
+/* Allocations at least this big look at the clock: an instruction that copies megabytes
+ * (a concatenation of long strings) can take milliseconds, so a thousand of them would
+ * overshoot the time limit by seconds. */
+#define ALLOC_CHECK_BYTES (64u * 1024u)
+#define REQ_MAX_NAME      128 /* bytes of a module name */
+#define REQ_MAX_DEPTH     32  /* modules requiring modules */
+#define REQ_MAX_DIRS      16  /* entries of the module search path */
 /* Built-in search path after the rule's own directories: site modules first (what an
  * administrator adds, also the Docker image's place), then the package's own modules. */
 #define SITE_LUA_DIR "/usr/local/share/iiotgw/lua"
@@ -64,6 +76,10 @@
  * an emergency collection and retry, then raise "not enough memory". Shrinks and frees are
  * never refused (Lua may not expect them to fail).
  */
+static void rules_sbx_hook(lua_State *L, lua_Debug *ar);
+static void rules_sbx_set_overrun(struct rule_state *st, lua_State *L, enum rules_overrun kind,
+                                  bool locate);
+
 static void *rules_sbx_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
     struct rule_state *st = ud;
@@ -76,6 +92,15 @@ static void *rules_sbx_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     }
     if (nsize > osize && nsize - osize > st->mem_limit - st->mem_used)
         return NULL;
+    if (nsize >= ALLOC_CHECK_BYTES && nsize > osize && st->in_call &&
+        (st->overrun || util_mono() >= st->deadline)) {
+        /* Refusing raises a memory error; with st->overrun set it cannot be caught by the
+         * rule (the sandbox's pcall re-raises) and rules.c reports the time limit. Once
+         * overrun, large allocations stay refused: Lua retries a refused one after an
+         * emergency collection, and the call must not go on copying megabytes. */
+        rules_sbx_set_overrun(st, NULL, RULES_OVERRUN_TIME, false);
+        return NULL;
+    }
     void *p = realloc(ptr, nsize);
     if (!p)
         return NULL;
@@ -86,7 +111,7 @@ static void *rules_sbx_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 static int rules_sbx_panic(lua_State *L)
 {
     const char *msg = lua_tostring(L, -1);
-    log_error("rule_panic", "msg=%s", msg ? msg : "?");
+    log_error("rule_panic", "msg=%s", log_q(msg ? msg : "?"));
     abort(); /* unreachable by design: every entry into Lua is protected */
 }
 
@@ -104,39 +129,90 @@ lua_State *rules_sbx_newstate(struct rule_state *st)
 /* Instruction budget                                                                   */
 /* ------------------------------------------------------------------------------------ */
 
+/*
+ * Mark the current call as overrun (instructions or time) and make the hook fire often, so
+ * that it keeps yielding or raising until the call is gone. `locate`: record the rule's
+ * "file:line" now (once yielded, the top frame's pc is rewound by one instruction and
+ * lua_getinfo would report the previous line); the allocator cannot (lua_getinfo inside an
+ * allocation is not safe), rules.c then locates it from the dead coroutine.
+ */
+static void rules_sbx_set_overrun(struct rule_state *st, lua_State *L, enum rules_overrun kind,
+                                  bool locate)
+{
+    if (st->overrun)
+        return;
+    st->overrun = true;
+    st->overrun_kind = kind;
+    st->overrun_what = NULL;
+    st->overrun_where[0] = '\0';
+    if (locate) {
+        lua_sethook(L, rules_sbx_hook, LUA_MASKCOUNT, OVERRUN_RECHECK);
+        rules_where(st, L, st->overrun_where, sizeof st->overrun_where);
+    }
+}
+
+/*
+ * The count hook fires every HOOK_PERIOD instructions (or fewer, for the last part of the
+ * budget): it charges the period to the budget and looks at the monotonic clock, so both the
+ * instruction budget and the call time limit are enforced with one cheap check per thousand
+ * instructions.
+ */
 static void rules_sbx_hook(lua_State *L, lua_Debug *ar)
 {
     struct rule_state *st = rules_state_of(L);
     if (ar->event != LUA_HOOKCOUNT)
         return;
-    if (!st->overrun && st->instr_left > 0) {
-        /* Budgets above INT_MAX run in several hook periods. */
-        int n = st->instr_left > INT_MAX ? INT_MAX : (int)st->instr_left;
-        st->instr_left -= (uint64_t)n;
-        lua_sethook(L, rules_sbx_hook, LUA_MASKCOUNT, n);
-        return;
-    }
     if (!st->overrun) {
-        st->overrun = true;
-        lua_sethook(L, rules_sbx_hook, LUA_MASKCOUNT, OVERRUN_RECHECK);
-        /* Locate it now: once yielded, the top frame's pc is rewound by one instruction
-         * and lua_getinfo would report the previous line. */
-        rules_where(st, L, st->overrun_where, sizeof st->overrun_where);
+        if (util_mono() >= st->deadline) {
+            rules_sbx_set_overrun(st, L, RULES_OVERRUN_TIME, true);
+        } else if (st->instr_left > 0) {
+            uint64_t n = st->instr_left > HOOK_PERIOD ? HOOK_PERIOD : st->instr_left;
+            st->instr_left -= n;
+            if (n != HOOK_PERIOD) /* the last, shorter period of the budget */
+                lua_sethook(L, rules_sbx_hook, LUA_MASKCOUNT, (int)n);
+            return;
+        } else {
+            rules_sbx_set_overrun(st, L, RULES_OVERRUN_INSTR, true);
+        }
     }
+    if (!st->overrun_where[0]) /* overrun noticed by the allocator, which cannot locate it */
+        rules_where(st, L, st->overrun_where, sizeof st->overrun_where);
     if (lua_isyieldable(L)) {
         lua_yield(L, 0); /* unwinds to lua_resume with LUA_YIELD: no pcall sees it */
         return;
     }
-    luaL_error(L, "instruction budget exceeded");
+    luaL_error(L, "%s",
+               st->overrun_kind == RULES_OVERRUN_TIME ? "call time limit exceeded"
+                                                      : "instruction budget exceeded");
 }
 
-void rules_sbx_arm_budget(struct rule_state *st, lua_State *co)
+void rules_sbx_arm_budget(struct rule_state *st, lua_State *co, double now)
 {
     uint64_t lim = st->r->instr_limit;
-    int n = lim > INT_MAX ? INT_MAX : (int)lim;
-    st->instr_left = lim - (uint64_t)n;
+    uint64_t n = lim > HOOK_PERIOD ? HOOK_PERIOD : lim;
+    st->instr_left = lim - n;
     st->overrun = false;
-    lua_sethook(co, rules_sbx_hook, LUA_MASKCOUNT, n);
+    st->deadline = now + st->r->time_limit;
+    st->in_call = true;
+    lua_sethook(co, rules_sbx_hook, LUA_MASKCOUNT, (int)n);
+}
+
+void rules_sbx_check_time(lua_State *L, const char *what)
+{
+    struct rule_state *st = rules_state_of(L);
+    if (!st->in_call)
+        return;
+    if (!st->overrun) {
+        if (util_mono() < st->deadline)
+            return;
+        rules_sbx_set_overrun(st, L, RULES_OVERRUN_TIME, true);
+        st->overrun_what = what;
+    }
+    const char *why = st->overrun_kind == RULES_OVERRUN_TIME ? "call time limit exceeded"
+                                                             : "instruction budget exceeded";
+    if (what)
+        luaL_error(L, "%s (%s)", what, why);
+    luaL_error(L, "%s", why);
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -202,9 +278,14 @@ static int rules_sbx_load(lua_State *L)
     if (lua_type(L, 1) != LUA_TSTRING)
         return luaL_argerror(L, 1, "string expected (rules cannot load from functions)");
     const char *s = lua_tolstring(L, 1, &len);
+    if (len > RULES_MAX_RULE_SIZE)
+        return luaL_error(L, "load: chunk of %I bytes is larger than %d bytes", (LUAI_UACINT)len,
+                          (int)RULES_MAX_RULE_SIZE);
     const char *name = luaL_optstring(L, 2, s);
     int has_env = !lua_isnone(L, 4);
     int status = luaL_loadbufferx(L, s, len, name, "t");
+    if (status != LUA_OK && rules_state_of(L)->overrun)
+        return lua_error(L); /* the parser ran out of time: not the chunk's fault, not catchable */
     if (status != LUA_OK) {
         luaL_pushfail(L);
         lua_insert(L, -2);
@@ -465,6 +546,7 @@ void rules_sbx_open(lua_State *L, struct rule_state *st)
     rules_sbx_set_global(L, "pcall", rules_sbx_pcall);
     rules_sbx_set_global(L, "xpcall", rules_sbx_xpcall);
     rules_sbx_set_global(L, "print", rules_sbx_print);
+    rules_lualib_open(L);
 
     /* string.dump would hand out bytecode; lock the shared string metatable. */
     lua_getglobal(L, LUA_STRLIBNAME);

@@ -118,8 +118,8 @@ static void source_tcp_connected(struct source_tcp *t)
     setsockopt(s->fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
     bool again = s->ever_up;
     source_live_up(s);
-    log_info("source_up", "source=%s host=%s port=%s reconnected=%d", s->name, s->arg, t->port,
-             again);
+    log_info("source_up", "source=%s host=%s port=%s reconnected=%d", s->name, log_q(s->arg),
+             log_q(t->port), again);
 }
 
 static void source_tcp_connect_cb(struct ev_loop *loop, ev_io *w, int revents)

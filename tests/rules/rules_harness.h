@@ -141,8 +141,14 @@ static __attribute__((unused)) int h_open(struct harness *h, const char *lua, si
     assert_non_null(mkdtemp(h->dir));
     snprintf(h->path, sizeof h->path, "%s/rule.lua", h->dir);
     h_write_rule(h, lua);
-    struct rules_config cfg = {
-        .path = h->path, .prefix = NULL, .mem_limit = mem_limit, .instr_limit = instr_limit};
+    /* A generous time limit: these tests are about the other limits, and a memory bomb on a
+     * loaded, sanitized build can take longer than the default 1 s (the time limit itself is
+     * tested in test_rules_limits.c). */
+    struct rules_config cfg = {.path = h->path,
+                               .prefix = NULL,
+                               .mem_limit = mem_limit,
+                               .instr_limit = instr_limit,
+                               .time_limit = 30};
     struct rule_sink sink = {
         .ud = &h->cap, .publish = cap_publish, .write = cap_write, .log = cap_log};
     return rules_open(&h->r, &cfg, &sink, h->err, sizeof h->err);
