@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -581,12 +582,38 @@ static void gw_tick(struct gateway *gw, int64_t now_ns)
         gw_unusable(gw, DL_RULE_ERROR, NULL, 0, "on_tick", NULL, err, "", 0);
 }
 
+/*
+ * Give the heap's free pages back once the gateway has gone quiet: no line for a whole tick
+ * and nothing pending in either sink. A burst leaves freed memory behind (sent InfluxDB batches
+ * and their gzip state, spool read buffers, Lua garbage) that glibc keeps resident inside the
+ * heap, where free() alone never returns it; malloc_trim(0) also releases whole free pages in
+ * the middle of the heap. Once per quiet period, so a steady flow never pays for it, and it
+ * takes microseconds for a heap this size.
+ */
+static void gw_trim_when_idle(struct gateway *gw)
+{
+    bool quiet = gw->n.lines == gw->trim_lines;
+    gw->trim_lines = gw->n.lines;
+    for (enum forward_dest d = FWD_MQTT; gw->fw && quiet && d < FWD_NDEST; d++)
+        if (forward_has(gw->fw, d) && forward_pending(gw->fw, d, false))
+            quiet = false;
+    if (!quiet) {
+        gw->trimmed = false;
+        return;
+    }
+    if (!gw->trimmed) {
+        malloc_trim(0);
+        gw->trimmed = true;
+    }
+}
+
 static void gw_on_tick(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
     (void)revents;
     struct gateway *gw = container_of(w, struct gateway, tick_timer);
     gw_tick(gw, clock_now_ns(&gw->clock));
+    gw_trim_when_idle(gw);
 }
 
 /* The STATUS= line `systemctl status` shows while running. */

@@ -116,6 +116,8 @@ struct gateway {
     struct sdnotify notify;   /* READY/STOPPING/WATCHDOG to the service manager */
     struct metrics *metrics;  /* --metrics endpoint, or NULL */
     bool ready;               /* set up and running (READY=1 sent); false once shutdown begins */
+    uint64_t trim_lines;      /* n.lines at the previous tick (gw_trim_when_idle) */
+    bool trimmed;             /* the heap was trimmed since the last line or pending record */
 
     unsigned mqtt_connects; /* CONNACKs seen (the first needs no republish) */
     struct hadisc *ha;      /* Home Assistant discovery (ha_discovery), or NULL */

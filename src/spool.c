@@ -189,6 +189,21 @@ static void reader_init(struct reader *r)
     r->bname = UINT64_MAX;
 }
 
+/*
+ * A cursor that has caught up with the write position reads nothing more from files until the
+ * writer flushes again, and the records after that start past its chunk: the chunk (up to
+ * write_buffer bytes per sink, all of it touched by the read) is dead weight for an idle
+ * gateway. Drop it; the segment stays open. The next read allocates a chunk again.
+ */
+static void reader_drop_chunk(struct reader *r)
+{
+    free(r->buf);
+    r->buf = NULL;
+    r->cap = 0;
+    r->bname = UINT64_MAX;
+    r->blen = 0;
+}
+
 static void reader_free(struct reader *r)
 {
     if (r->fd >= 0)
@@ -949,8 +964,11 @@ int spool_next(struct spool *sp, unsigned sink, struct spool_rec *rec)
             c->off = resync(sp, c->seg, c->off);
             continue;
         }
-        if (r == -EAGAIN)
+        if (r == -EAGAIN) {
+            /* Caught up: the record last returned may be dropped now (spool.h). */
+            reader_drop_chunk(&c->rd);
             return r;
+        }
         if (r < 0) {
             log_error("spool_read_failed", "err=\"%s\"", strerror(-r));
             return r;
