@@ -289,11 +289,11 @@ static void gw_unusable(struct gateway *gw, enum dl_reason reason, const char *s
 
 static void gw_check_backpressure(struct gateway *gw);
 
-/* One line with its receive time (the clock's now, or the replay's time for it). */
-static void gw_line(struct gateway *gw, struct source *src, char *line, size_t len,
-                    uint64_t line_no, unsigned flags, int64_t rx_ns)
+/* One framed line of source `name` with its receive time (the clock's now, or the replay's
+ * time for it): the timestamp of its points. */
+static void gw_line(struct gateway *gw, const char *name, char *line, size_t len, uint64_t line_no,
+                    unsigned flags, int64_t rx_ns)
 {
-    const char *name = source_name(src);
     char err[ERRLEN], detail[ERRLEN + 16];
     double t_read = util_mono();
     gw->n.lines++;
@@ -350,12 +350,18 @@ static void gw_line(struct gateway *gw, struct source *src, char *line, size_t l
     gw_check_backpressure(gw);
 }
 
+void gateway_feed_line(struct gateway *gw, const char *source, char *line, size_t len,
+                       uint64_t line_no, unsigned flags)
+{
+    gw_line(gw, source, line, len, line_no, flags, clock_now_ns(&gw->clock));
+}
+
 static void gw_on_source_line(void *ud, struct source *src, char *line, size_t len,
                               uint64_t line_no, unsigned flags)
 {
     struct gateway *gw = ud;
     if (!gw->replay) {
-        gw_line(gw, src, line, len, line_no, flags, clock_now_ns(&gw->clock));
+        gw_line(gw, source_name(src), line, len, line_no, flags, clock_now_ns(&gw->clock));
         return;
     }
     size_t index = 0;
@@ -367,7 +373,7 @@ static void gw_on_source_line(void *ud, struct source *src, char *line, size_t l
 static void gw_replay_line(void *ud, struct source *src, char *line, size_t len, uint64_t line_no,
                            unsigned flags, int64_t t_ns)
 {
-    gw_line(ud, src, line, len, line_no, flags, t_ns);
+    gw_line(ud, source_name(src), line, len, line_no, flags, t_ns);
 }
 
 static void gw_tick(struct gateway *gw, int64_t now_ns);
@@ -616,6 +622,11 @@ static void gw_on_tick(struct ev_loop *loop, ev_timer *w, int revents)
     gw_trim_when_idle(gw);
 }
 
+void gateway_feed_tick(struct gateway *gw)
+{
+    gw_tick(gw, clock_now_ns(&gw->clock));
+}
+
 /* The STATUS= line `systemctl status` shows while running. */
 static const char *gw_status_text(const struct gateway *gw, char *st, size_t len)
 {
@@ -797,12 +808,12 @@ static void gw_on_signal(struct ev_loop *loop, ev_signal *w, int revents)
  * ---------------------------------------------------------------------------------------- */
 
 /* The sinks (or the --dry-run printer in their place) and the pump over them. */
-static int gw_setup_outputs(struct gateway *gw, char *err, size_t errlen)
+static int gw_setup_outputs(struct gateway *gw, FILE *dry_out, char *err, size_t errlen)
 {
     const struct config *c = gw->cfg;
     int rc;
-    if (c->dry_run) {
-        if ((rc = dryrun_new(&gw->dry, stdout, gw->topics.deadletter)))
+    if (c->dry_run || dry_out) {
+        if ((rc = dryrun_new(&gw->dry, dry_out ? dry_out : stdout, gw->topics.deadletter)))
             return rc;
         for (int i = 0; i < FWD_NDEST; i++)
             gw->sinks[i] = dryrun_sink(gw->dry, (enum forward_dest)i);
@@ -908,24 +919,33 @@ static int gw_setup_clock(struct gateway *gw, char *err, size_t errlen)
     return 0;
 }
 
-int gateway_init(struct gateway *gw, struct ev_loop *loop, const struct config *cfg, char *err,
-                 size_t errlen)
+/*
+ * What the daemon and an embedded gateway share: the outputs (`dry_out` non-NULL: the printer
+ * writing there), the dead-letter and the rule engine.
+ */
+static int gw_init_core(struct gateway *gw, struct ev_loop *loop, const struct config *cfg,
+                        FILE *dry_out, const struct clock *clk, char *err, size_t errlen)
 {
     int rc;
     memset(gw, 0, sizeof *gw);
     gw->loop = loop;
     gw->cfg = cfg;
     gw->started = util_mono();
-    if ((rc = gw_setup_clock(gw, err, errlen)))
+    if (clk) {
+        gw->clock = *clk; /* the embedding owns the clock: no replay */
+        gw->replay_retain = true;
+    } else if ((rc = gw_setup_clock(gw, err, errlen))) {
         return rc;
+    }
     gwconfig_topics(cfg, &gw->topics);
     alerts_init(&gw->alerts, cfg->prefix);
     /* The printer shows every dead-letter; otherwise deadletter_topic decides. */
-    gw->deadletter_publish = cfg->deadletter_topic || cfg->dry_run;
+    gw->deadletter_publish = cfg->deadletter_topic || cfg->dry_run || dry_out;
 
     /* The state directory before anything writes into it; the lock before the spool, so a
-     * second instance is told who holds the directory, not only that the spool is busy. */
-    if (!cfg->dry_run) {
+     * second instance is told who holds the directory, not only that the spool is busy.
+     * Neither with --dry-run nor embedded: nothing is written there. */
+    if (!cfg->dry_run && !dry_out) {
         pid_t holder;
         if ((rc = statedir_create(cfg->state_dir, err, errlen)) ||
             (rc = statedir_lock(&gw->lock, cfg->state_dir, &holder, err, errlen)))
@@ -941,10 +961,10 @@ int gateway_init(struct gateway *gw, struct ev_loop *loop, const struct config *
     }
 
     /* Sinks first, so that the rule's init() and the rule status can publish. */
-    if ((rc = gw_setup_outputs(gw, err, errlen)))
+    if ((rc = gw_setup_outputs(gw, dry_out, err, errlen)))
         return rc;
 
-    rc = deadletter_open(&gw->dl, cfg->dry_run ? NULL : cfg->deadletter_file,
+    rc = deadletter_open(&gw->dl, cfg->dry_run || dry_out ? NULL : cfg->deadletter_file,
                          (uint64_t)cfg->deadletter_max_bytes, gw_on_deadletter, gw, err, errlen);
     if (rc)
         return rc;
@@ -973,6 +993,23 @@ int gateway_init(struct gateway *gw, struct ev_loop *loop, const struct config *
         gw_ha_update(gw);
         hadisc_start(gw->ha);
     }
+    return 0;
+}
+
+int gateway_init_embedded(struct gateway *gw, struct ev_loop *loop, const struct config *cfg,
+                          FILE *out, int64_t start_ns, char *err, size_t errlen)
+{
+    struct clock c;
+    clock_init_virtual(&c, start_ns);
+    return gw_init_core(gw, loop, cfg, out, &c, err, errlen);
+}
+
+int gateway_init(struct gateway *gw, struct ev_loop *loop, const struct config *cfg, char *err,
+                 size_t errlen)
+{
+    int rc = gw_init_core(gw, loop, cfg, NULL, NULL, err, errlen);
+    if (rc)
+        return rc;
 
     /* The endpoint before the sources: a port in use fails the start before any child runs. */
     if (!config_is_none(cfg->metrics)) {

@@ -18,8 +18,13 @@
  * translation of the configuration into each module's config (gwconfig.c, shared with
  * --check).
  *
- * Ownership: struct gateway is embedded by main(); gateway_init() borrows `cfg` (it must
- * outlive the gateway) and creates everything else, released by gateway_free().
+ * An embedded gateway (gateway_init_embedded) is the same data path without sources and
+ * watchers, fed line by line on a virtual clock: `iiotgw test` (ruletest.c) runs rule tests
+ * through it.
+ *
+ * Ownership: struct gateway is embedded by main() (or ruletest.c); gateway_init() borrows
+ * `cfg` (it must outlive the gateway) and creates everything else, released by
+ * gateway_free().
  */
 #ifndef IIOTGW_GATEWAY_H
 #define IIOTGW_GATEWAY_H
@@ -132,6 +137,30 @@ struct gateway {
  */
 int gateway_init(struct gateway *gw, struct ev_loop *loop, const struct config *cfg, char *err,
                  size_t errlen);
+
+/*
+ * An embedded gateway for `iiotgw test` (ruletest.c): the same outputs, dead-letter and rule
+ * engine as gateway_init(), with the --dry-run printer writing to `out` (borrowed) in place of
+ * the sinks, a virtual clock standing at start_ns (gw->clock: the caller moves it with
+ * clock_set() between calls), and nothing else: no sources, signals, file watch or timers, so
+ * the loop is never run. The caller feeds lines and ticks with gateway_feed_line() and
+ * gateway_feed_tick(). Same returns as gateway_init(); on failure call gateway_free().
+ */
+int gateway_init_embedded(struct gateway *gw, struct ev_loop *loop, const struct config *cfg,
+                          FILE *out, int64_t start_ns, char *err, size_t errlen);
+
+/*
+ * One framed line (frame.h: without its '\n', `flags` FRAME_*), taking exactly the path of a
+ * source's line: overlong dead-letter, cleaning, extraction, on_packet / on_line,
+ * dead-letter. `line` is modified in place (cleaning). Received at clock_now_ns(&gw->clock)
+ * (the timestamp of its points and meta.rx_ns).
+ */
+void gateway_feed_line(struct gateway *gw, const char *source, char *line, size_t len,
+                       uint64_t line_no, unsigned flags);
+
+/* One on_tick at clock_now_ns(&gw->clock), as the tick timer calls it; a rule error is
+ * dead-lettered. */
+void gateway_feed_tick(struct gateway *gw);
 
 /* Run the loop until shutdown. Returns a GW_EXIT_* code. */
 int gateway_run(struct gateway *gw);

@@ -24,6 +24,7 @@
 #include "mqtt.h"
 #include "paramcli.h"
 #include "rules.h"
+#include "ruletest.h"
 #include "source.h"
 #include "statedir.h"
 #include "watch.h"
@@ -36,6 +37,7 @@
 
 static const char usage[] =
     "Usage: iiotgw [OPTIONS]\n"
+    "       iiotgw test FILE...\n"
     "Read telemetry lines from sources, run a Lua rule per packet, publish to MQTT and write\n"
     "InfluxDB line protocol.\n"
     "\n"
@@ -87,6 +89,10 @@ static const char usage[] =
     "      --log-level L          error, warn, info (default) or debug\n"
     "  -h, --help                 this help\n"
     "  -V, --version              print the version\n"
+    "\n"
+    "`iiotgw test FILE...` runs rule test files in-process on a virtual clock and exits 0\n"
+    "(all passed), 1 (a test failed) or 2 (usage or test file error); see docs/rules.md,\n"
+    "\"Rule tests\".\n"
     "\n"
     "Tunable parameters (docs/tuning.md): the rule's thresholds are changed at run time over\n"
     "MQTT (P/gateway/param/NAME[/NODE]/set), by editing STATE_DIR/params.conf + SIGHUP, or with\n"
@@ -365,6 +371,10 @@ int main(int argc, char **argv)
     /* A subcommand, not the daemon: talks to the running gateway. */
     if (argc > 1 && strcmp(argv[1], "param") == 0)
         return paramcli_main(argc - 1, argv + 1);
+
+    /* A subcommand, not an option: its arguments are test files, not daemon flags. */
+    if (argc >= 2 && strcmp(argv[1], "test") == 0)
+        return ruletest_main(argc - 1, argv + 1);
 
     /* Subcommands: `iiotgw watch ...` is the console (watch.c), not the daemon. */
     if (argc > 1 && strcmp(argv[1], "watch") == 0)
