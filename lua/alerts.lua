@@ -99,6 +99,9 @@ local function common(kind, o)
 end
 
 local function new_alert(kind, o, slot)
+    -- Tell front-ends (Home Assistant discovery) about the alert before it first fires.
+    local node = o.fields and o.fields.node
+    gw.describe_alert(o.topic, {node = type(node) == "string" and node ~= "" and node or nil})
     return {
         topic = o.topic,
         qos = o.qos == nil and 1 or o.qos,

@@ -83,14 +83,19 @@ local MAP = gw.mapper({
      measurement = "temperature", tags = {node = "node2", unit = "celsius"}},
     {path = "n2.h", topic = P .. "/node2/humidity", qos = 1, retain = true,
      measurement = "humidity", tags = {node = "node2", unit = "percent"}},
+    -- The link figures are node 2's (the receiver): `ha` puts them on its Home Assistant device.
     {path = "sig.rssi", topic = P .. "/signal/rssi", qos = 1,
-     measurement = "rssi", tags = {node = "signal", unit = "dbm"}},
+     measurement = "rssi", tags = {node = "signal", unit = "dbm"},
+     ha = {node = "node2", name = "RSSI"}},
     {path = "sig.snr", topic = P .. "/signal/snr", qos = 1,
-     measurement = "snr", tags = {node = "signal", unit = "db"}},
+     measurement = "snr", tags = {node = "signal", unit = "db"},
+     ha = {node = "node2", name = "SNR"}},
     {path = "sts.rx", topic = P .. "/stats/packets_received", qos = 1,
-     measurement = "packets_received", tags = {node = "stats"}},
+     measurement = "packets_received", tags = {node = "stats"},
+     ha = {node = "node2", name = "Packets received"}},
     {path = "sts.err", topic = P .. "/stats/crc_errors", qos = 1,
-     measurement = "crc_errors", tags = {node = "stats"}},
+     measurement = "crc_errors", tags = {node = "stats"},
+     ha = {node = "node2", name = "CRC errors"}},
 })
 
 local ALERT_TOPIC = {}
@@ -99,6 +104,11 @@ for _, node in ipairs({"node1", "node2"}) do
         temperature = P .. "/alerts/" .. node .. "/temperature",
         offline = P .. "/alerts/" .. node .. "/offline",
     }
+    -- Declared up front so that front-ends (Home Assistant discovery) show them before they fire.
+    gw.describe_alert(ALERT_TOPIC[node].temperature,
+                      {node = node, name = "Temperature alert", device_class = "heat"})
+    gw.describe_alert(ALERT_TOPIC[node].offline,
+                      {node = node, name = "Offline", device_class = "problem"})
 end
 
 -- gw.state is handed over on reload; fill in what a first load (or an older rule) lacks.

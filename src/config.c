@@ -129,6 +129,9 @@ static const struct opt opts[] = {
       INT64_C(1) << 40),
     O("spool.replay_share", OPT_NUM, spool_replay_share, "0.2", 0, 0),
     O("spool.replay_prefix", OPT_STR, spool_replay_prefix, "none", 0, 0),
+    O("ha_discovery", OPT_BOOL, ha_discovery, "false", 0, 0),
+    O("ha_discovery_prefix", OPT_STR, ha_discovery_prefix, "homeassistant", 0, 0),
+    O("ha_discovery_support_url", OPT_STR, ha_discovery_support_url, NULL, 0, 0),
     O("clock.mode", OPT_STR, clock_mode, "receive", 0, 0),
     O("clock.field", OPT_STR, clock_field, "ts", 0, 0),
     O("clock.unit", OPT_STR, clock_unit, "ms", 0, 0),
@@ -706,6 +709,18 @@ int config_finish(struct config *c, char *err, size_t errlen)
     if (!config_is_none(c->spool_replay_prefix) && strpbrk(c->spool_replay_prefix, "+#")) {
         snprintf(err, errlen, "spool.replay_prefix: \"%s\" must be a topic without wildcards",
                  c->spool_replay_prefix);
+        return -EINVAL;
+    }
+    if (!c->ha_discovery_prefix[0] || strpbrk(c->ha_discovery_prefix, "+#")) {
+        snprintf(err, errlen,
+                 "ha_discovery_prefix: \"%s\" must be a non-empty topic without wildcards",
+                 c->ha_discovery_prefix);
+        return -EINVAL;
+    }
+    if (c->ha_discovery_support_url && strncmp(c->ha_discovery_support_url, "http://", 7) &&
+        strncmp(c->ha_discovery_support_url, "https://", 8)) {
+        snprintf(err, errlen, "ha_discovery_support_url: \"%s\" must be an http(s):// URL",
+                 c->ha_discovery_support_url);
         return -EINVAL;
     }
     if ((rc = finish_paths(c, err, errlen)))

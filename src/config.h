@@ -94,6 +94,10 @@ struct config {
     double spool_replay_share;   /* 0..1, backlog's share of each sink's window, default 0.2 */
     char *spool_replay_prefix;   /* "none" (default) or a topic prefix for replayed messages */
 
+    /* Home Assistant MQTT discovery (hadisc.h) */
+    bool ha_discovery;              /* default false */
+    char *ha_discovery_prefix;      /* default "homeassistant" */
+    char *ha_discovery_support_url; /* origin support_url, default unset (omitted) */
     /* replay clock (clock.h, replay.h; docs/configuration.md "Replay clock") */
     char *clock_mode;    /* receive (default) | packet | log */
     char *clock_field;   /* packet field with the node's uptime, dotted path, default "ts" */

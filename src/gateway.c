@@ -27,6 +27,7 @@
 #include "dryrun.h"
 #include "extract.h"
 #include "frame.h"
+#include "hadisc.h"
 #include "influx.h"
 #include "log.h"
 #include "mqtt.h"
@@ -72,8 +73,11 @@ static int gw_out_publish(void *ud, const char *topic, const char *payload, size
                           bool retain)
 {
     struct gateway *gw = ud;
-    if (retain)
+    if (retain) {
         alerts_track(&gw->alerts, topic, payload, len);
+        if (gw->ha && alerts_match(&gw->alerts, topic))
+            hadisc_seen_alert(gw->ha, topic);
+    }
     if (!forward_has(gw->fw, FWD_MQTT))
         return 0; /* MQTT disabled (--mqtt none): nothing to do, not an error */
     unsigned flags = alerts_match(&gw->alerts, topic) ? FWD_ALERT : 0;
@@ -164,15 +168,21 @@ static void gw_on_param_changed(void *ud, const struct param_info *pi, size_t sl
     }
 }
 
-/* Inbound MQTT: parameter commands (called from inside the MQTT sink's read, see mqtt.h). */
+/*
+ * Inbound MQTT (called from inside the MQTT sink's read, see mqtt.h): Home Assistant's status
+ * (hadisc.c), then parameter commands.
+ */
 static void gw_on_mqtt_message(void *ud, const char *topic, const void *payload, size_t len,
                                bool retained)
 {
     struct gateway *gw = ud;
+    if (gw->ha && hadisc_on_message(gw->ha, topic, payload, len))
+        return;
     if (retained)
         return; /* a retained command would re-apply an old value at every reconnect */
-    if (gw->psrv)
-        (void)paramsrv_on_message(gw->psrv, topic, payload, len);
+    if (gw->psrv && paramsrv_on_message(gw->psrv, topic, payload, len))
+        return;
+    log_debug("mqtt_message_ignored", "topic=%s", topic);
 }
 
 /* Create the registry (persisted in the state directory, except with --dry-run) and its
@@ -210,8 +220,6 @@ static int gw_setup_params(struct gateway *gw, char *err, size_t errlen)
                 snprintf(err, errlen, "mqtt: cannot subscribe to %s", f[i]);
                 return rc;
             }
-        struct mqtt_inbound in = {.message = gw_on_mqtt_message, .ud = gw};
-        mqtt_sink_set_inbound(gw->mqtt, &in);
     }
     return 0;
 }
@@ -509,6 +517,75 @@ static void gw_replay_drained(void *ud)
 }
 
 /* ------------------------------------------------------------------------------------------
+ * MQTT inbound and Home Assistant discovery
+ * ---------------------------------------------------------------------------------------- */
+
+static int gw_ha_publish(void *ud, const char *topic, const char *payload, size_t len)
+{
+    gw_publish_own(ud, topic, payload, len, 1, true);
+    return 0;
+}
+
+/* Announce what the live rule declares (after the load and every successful reload). */
+static void gw_ha_update(struct gateway *gw)
+{
+    if (!gw->ha)
+        return;
+    const struct rules_entity *ents;
+    size_t n = rules_entities(gw->rules, &ents);
+    hadisc_update(gw->ha, ents, n);
+}
+
+/* The params were (re)declared: their bounds and set may have changed. */
+static void gw_ha_params_declared(void *ud)
+{
+    struct gateway *gw = ud;
+    if (gw->ha)
+        hadisc_set_params(gw->ha, gw->params);
+}
+
+static void gw_on_mqtt_connected(void *ud)
+{
+    struct gateway *gw = ud;
+    /* The first connection sends what was queued meanwhile; after a reconnect the broker
+     * may be a new one without our retained messages. */
+    if (++gw->mqtt_connects > 1 && gw->ha)
+        hadisc_republish(gw->ha);
+}
+
+/* Discovery on (ha_discovery with an MQTT sink): create it and subscribe to Home Assistant's
+ * status topic. */
+static int gw_setup_ha(struct gateway *gw, char *err, size_t errlen)
+{
+    const struct config *c = gw->cfg;
+    if (!c->ha_discovery)
+        return 0;
+    if (!gw->mqtt) {
+        log_warn("ha_discovery_off", "why=\"no MQTT sink (mqtt.url none, or --dry-run)\"");
+        return 0;
+    }
+    struct hadisc_config hc = {
+        .discovery_prefix = c->ha_discovery_prefix,
+        .prefix = c->prefix,
+        .gateway_id = c->gateway_id,
+        .status_topic = gw->topics.status,
+        .stats_topic = gw->topics.stats,
+        .rules_topic = gw->topics.rules,
+        .sw_version = IIOTGW_VERSION,
+        .support_url = c->ha_discovery_support_url,
+    };
+    int rc = hadisc_new(&gw->ha, &hc, gw_ha_publish, gw);
+    if (!rc)
+        rc = mqtt_sink_subscribe(gw->mqtt, hadisc_ha_status_topic(gw->ha), 1);
+    if (rc) {
+        snprintf(err, errlen, "ha_discovery: %s", strerror(-rc));
+        return rc;
+    }
+    log_info("ha_discovery_on", "discovery_prefix=%s", c->ha_discovery_prefix);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------
  * Hot reload
  * ---------------------------------------------------------------------------------------- */
 
@@ -526,6 +603,7 @@ static void gw_reload(struct gateway *gw, const char *why)
     gw->n.reloads++;
     log_info("rules_reloaded", "trigger=%s file=%s", why, log_q(gw->cfg->rules));
     gw_publish_rule_status(gw, NULL);
+    gw_ha_update(gw);
 }
 
 static void gw_on_rules_stat(struct ev_loop *loop, ev_stat *w, int revents)
@@ -802,6 +880,9 @@ static int gw_setup_outputs(struct gateway *gw, FILE *dry_out, char *err, size_t
                 return rc;
             gw->sinks[FWD_MQTT] = mqtt_sink_as_sink(m);
             gw->mqtt = m;
+            struct mqtt_inbound in = {
+                .message = gw_on_mqtt_message, .connected = gw_on_mqtt_connected, .ud = gw};
+            mqtt_sink_set_inbound(m, &in);
         }
         if (!config_is_none(c->influx_url)) {
             struct influx_config ic;
@@ -955,6 +1036,16 @@ static int gw_init_core(struct gateway *gw, struct ev_loop *loop, const struct c
         return rc;
     log_info("rules_loaded", "file=%s", log_q(cfg->rules));
     gw_publish_rule_status(gw, NULL);
+    if ((rc = gw_setup_ha(gw, err, errlen)))
+        return rc;
+    if (gw->ha) {
+        struct params_listener pl = {.ud = gw, .declared = gw_ha_params_declared};
+        if ((rc = params_listen(gw->params, &pl)))
+            return rc;
+        gw_ha_params_declared(gw);
+        gw_ha_update(gw);
+        hadisc_start(gw->ha);
+    }
     return 0;
 }
 
@@ -1103,14 +1194,16 @@ void gateway_free(struct gateway *gw)
         params_unlisten(gw->params, gw);
     if (gw->rules)
         rules_close(gw->rules);
+    hadisc_free(gw->ha);
+    gw->ha = NULL;
     params_close(gw->params); /* after the rule engine, which borrowed it */
     gw->params = NULL;
     for (int i = 0; i < FWD_NDEST; i++)
         if (gw->sinks[i].ops)
             gw->sinks[i].ops->free(gw->sinks[i].self);
     memset(gw->sinks, 0, sizeof gw->sinks);
-    gw->mqtt = NULL;
     gw->dry = NULL;
+    gw->mqtt = NULL;
     /* After the sinks: no ack can reach it any more; closing writes the state file. */
     forward_free(gw->fw);
     gw->fw = NULL;

@@ -8,7 +8,8 @@
  *   anything unusable -> dead-letter (file + <prefix>/gateway/deadletter)
  *
  * It also owns the gateway's own topics under <prefix>/gateway/ (status, stats, rules,
- * deadletter), hot reload (ev_stat + debounce, SIGHUP), the on_tick timer, back-pressure for
+ * deadletter), the MQTT inbound side (subscriptions dispatched to Home Assistant discovery,
+ * hadisc.c), hot reload (ev_stat + debounce, SIGHUP), the on_tick timer, back-pressure for
  * finite sources, and shutdown (SIGINT/SIGTERM, or EOF of all finite sources followed by a
  * bounded wait for every acknowledgement). Its own messages take the same path as the rule
  * outputs (forward.c, flagged FWD_INTERNAL: never spooled). Split out: the stats report, its
@@ -126,6 +127,9 @@ struct gateway {
     const char *cur_src, *cur_data;
     uint64_t cur_line;
     size_t cur_len;
+
+    unsigned mqtt_connects; /* CONNACKs seen (the first needs no republish) */
+    struct hadisc *ha;      /* Home Assistant discovery (ha_discovery), or NULL */
 };
 
 /*

@@ -27,6 +27,7 @@
 #include "ruletest.h"
 #include "source.h"
 #include "statedir.h"
+#include "watch.h"
 
 #ifndef IIOTGW_SYSCONFDIR
 #define IIOTGW_SYSCONFDIR "/etc/iiotgw"
@@ -97,6 +98,10 @@ static const char usage[] =
     "MQTT (P/gateway/param/NAME[/NODE]/set), by editing STATE_DIR/params.conf + SIGHUP, or with\n"
     "    iiotgw param [-c FILE] [--state-dir DIR] list | get NAME [NODE] | set NAME [NODE] VALUE\n"
     "(see `iiotgw param --help`).\n"
+    "\n"
+    "On-site console (docs/tuning.md): what a running gateway publishes, live; q quits:\n"
+    "    iiotgw watch [-c FILE] [--mqtt URL] [--prefix P]   (see `iiotgw watch --help`)\n"
+    "Home Assistant discovery: ha_discovery = true (docs/configuration.md).\n"
     "\n"
     "Signals: SIGHUP re-reads the params file and reloads the rules, SIGUSR1 logs and\n"
     "publishes stats, SIGINT/SIGTERM shut down gracefully (a second one forces exit).\n"
@@ -370,6 +375,10 @@ int main(int argc, char **argv)
     /* A subcommand, not an option: its arguments are test files, not daemon flags. */
     if (argc >= 2 && strcmp(argv[1], "test") == 0)
         return ruletest_main(argc - 1, argv + 1);
+
+    /* Subcommands: `iiotgw watch ...` is the console (watch.c), not the daemon. */
+    if (argc > 1 && strcmp(argv[1], "watch") == 0)
+        return watch_main(argc - 1, argv + 1);
 
     if (config_defaults(&cfg)) {
         fprintf(stderr, "iiotgw: out of memory\n");

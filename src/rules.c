@@ -288,6 +288,7 @@ static void rules_state_free(struct rule_state *st)
         return;
     if (st->L)
         lua_close(st->L);
+    rules_api_entities_free(st);
     free(st);
 }
 
@@ -744,6 +745,12 @@ int rules_tick(struct rules *r, int64_t now_ns, char *err, size_t errlen)
     st->ts_ns = now_ns;
     r->stats.calls++;
     return rules_call(st, &c);
+}
+
+size_t rules_entities(const struct rules *r, const struct rules_entity **out)
+{
+    *out = r->live ? r->live->ents : NULL;
+    return r->live ? r->live->nents : 0;
 }
 
 int rules_param_changed(struct rules *r, const char *name, const char *node, char *err,

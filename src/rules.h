@@ -106,6 +106,27 @@ struct rules_stats {
     size_t mem_used;   /* bytes currently allocated by the live state */
 };
 
+/*
+ * What the live rule declared for front-ends such as Home Assistant discovery (hadisc.h):
+ * every gw.mapper entry that has a topic (unless its `ha` is false) and every
+ * gw.describe_alert call. Only facts the rule stated; defaults are the front-end's business.
+ */
+enum rules_entity_kind { RULES_ENTITY_METRIC, RULES_ENTITY_ALERT };
+
+struct rules_entity {
+    enum rules_entity_kind kind;
+    const char *topic;        /* the state topic the rule publishes (never NULL) */
+    const char *node;         /* ha.node, else tags.node (metric) or opts.node; NULL = unknown */
+    const char *metric;       /* metric: measurement, else the last path key; alert: NULL */
+    const char *name;         /* ha.name / opts.name, or NULL */
+    const char *unit;         /* ha.unit (a display unit such as "°C"), or NULL */
+    const char *unit_tag;     /* tags.unit ("celsius"), or NULL */
+    const char *device_class; /* ha.device_class / opts.device_class, or NULL */
+    int precision;            /* ha.precision (digits after the point), -1 = not given */
+};
+
+#define RULES_MAX_ENTITIES 4096 /* per rule state: the catalogue is outside the memory cap */
+
 struct rules;
 
 /*
@@ -133,6 +154,13 @@ int rules_line(struct rules *r, const char *source, uint64_t line_no, int64_t rx
 /* Call on_tick(now) if defined. now_ns = the tick's time, normally clock_now_ns() of the
  * engine's clock (a replay passes the virtual tick time). Same returns as rules_line. */
 int rules_tick(struct rules *r, int64_t now_ns, char *err, size_t errlen);
+
+/*
+ * The live rule's entities in declaration order (*out may be NULL when there are none).
+ * The array and its strings stay valid until the next successful rules_reload() or
+ * rules_close(); a failed reload keeps them.
+ */
+size_t rules_entities(const struct rules *r, const struct rules_entity **out);
 
 /*
  * The param `name` (slot `node`, NULL for a global param) changed in the registry: store the

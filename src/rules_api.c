@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -594,8 +595,205 @@ struct mapper {
     struct map_entry e[]; /* followed by the string pool */
 };
 
-static const char *const rules_api_map_keys[] = {"path",        "topic", "qos",   "retain",
-                                                 "measurement", "tags",  "field", NULL};
+static const char *const rules_api_map_keys[] = {"path", "topic", "qos", "retain", "measurement",
+                                                 "tags", "field", "ha",  NULL};
+
+/* ------------------------------------------------------------------------------------ */
+/* The entity catalogue (rules.h): what front-ends may show                             */
+/* ------------------------------------------------------------------------------------ */
+
+static void rules_api_raw_field(lua_State *L, int idx, const char *name);
+
+static const char *const rules_api_ha_keys[] = {"name",      "unit", "device_class",
+                                                "precision", "node", NULL};
+
+/*
+ * Check an `ha` value (mapper entry) or the options of gw.describe_alert at idx: nil, false, or
+ * a table of the keys above (strings; precision an integer 0..15). Raises naming `what`.
+ */
+static void rules_api_check_ha(lua_State *L, int idx, const char *what)
+{
+    if (lua_isnil(L, idx) || (lua_type(L, idx) == LUA_TBOOLEAN && !lua_toboolean(L, idx)))
+        return;
+    if (lua_type(L, idx) != LUA_TTABLE)
+        luaL_error(L, "%s: ha must be a table or false", what);
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+        bool ok = false;
+        for (const char *const *c = rules_api_ha_keys; k && *c && !ok; c++)
+            ok = strcmp(k, *c) == 0;
+        if (!ok)
+            luaL_error(
+                L, "%s: ha: unknown key %s (expected name, unit, device_class, precision, node)",
+                what, k ? k : "(not a string)");
+        if (strcmp(k, "precision") == 0) {
+            if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0 || lua_tointeger(L, -1) > 15)
+                luaL_error(L, "%s: ha.precision must be an integer 0..15", what);
+        } else {
+            size_t n;
+            const char *v = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &n) : NULL;
+            if (!v || n == 0 || n > 200 || strlen(v) != n)
+                luaL_error(L, "%s: ha.%s must be a non-empty string (at most 200 bytes)", what, k);
+        }
+        lua_pop(L, 1);
+    }
+}
+
+/* t[k] as a string (raw access), or NULL when t is not a table or the value no string. The
+ * value stays on the stack (popped by the caller's settop). */
+static const char *rules_api_opt_str(lua_State *L, int t, const char *k)
+{
+    if (lua_type(L, t) != LUA_TTABLE) {
+        lua_pushnil(L);
+        return NULL;
+    }
+    rules_api_raw_field(L, t, k);
+    return lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+}
+
+static char *rules_api_dup(const char *s, size_t n, bool *oom)
+{
+    if (!s)
+        return NULL;
+    char *d = malloc(n + 1);
+    if (!d) {
+        *oom = true;
+        return NULL;
+    }
+    memcpy(d, s, n);
+    d[n] = '\0';
+    return d;
+}
+
+static void rules_api_entity_clear(struct rules_entity *e)
+{
+    free((char *)e->topic);
+    free((char *)e->node);
+    free((char *)e->metric);
+    free((char *)e->name);
+    free((char *)e->unit);
+    free((char *)e->unit_tag);
+    free((char *)e->device_class);
+}
+
+/* Append a copy of *t to st's catalogue (an entity with the same kind and topic is replaced:
+ * the latest declaration wins). Raises on out of memory or past RULES_MAX_ENTITIES. */
+static void rules_api_entity_add(lua_State *L, struct rule_state *st, const struct rules_entity *t,
+                                 const char *metric, size_t metric_len)
+{
+    bool oom = false;
+    struct rules_entity e = {
+        .kind = t->kind,
+        .topic = rules_api_dup(t->topic, strlen(t->topic), &oom),
+        .node = t->node ? rules_api_dup(t->node, strlen(t->node), &oom) : NULL,
+        .metric = metric ? rules_api_dup(metric, metric_len, &oom) : NULL,
+        .name = t->name ? rules_api_dup(t->name, strlen(t->name), &oom) : NULL,
+        .unit = t->unit ? rules_api_dup(t->unit, strlen(t->unit), &oom) : NULL,
+        .unit_tag = t->unit_tag ? rules_api_dup(t->unit_tag, strlen(t->unit_tag), &oom) : NULL,
+        .device_class =
+            t->device_class ? rules_api_dup(t->device_class, strlen(t->device_class), &oom) : NULL,
+        .precision = t->precision,
+    };
+    size_t i = 0;
+    while (i < st->nents &&
+           !(st->ents[i].kind == e.kind && strcmp(st->ents[i].topic, e.topic) == 0))
+        i++;
+    if (!oom && i == st->nents) {
+        if (st->nents >= RULES_MAX_ENTITIES) {
+            rules_api_entity_clear(&e);
+            luaL_error(L, "more than %d entities (mapper entries with topics and described alerts)",
+                       RULES_MAX_ENTITIES);
+        }
+        struct rules_entity *v = realloc(st->ents, (st->nents + 1) * sizeof *v);
+        if (!v)
+            oom = true;
+        else
+            st->ents = v;
+    }
+    if (oom) {
+        rules_api_entity_clear(&e);
+        luaL_error(L, "out of memory");
+    }
+    if (i < st->nents)
+        rules_api_entity_clear(&st->ents[i]);
+    else
+        st->nents++;
+    st->ents[i] = e;
+}
+
+void rules_api_entities_free(struct rule_state *st)
+{
+    for (size_t i = 0; i < st->nents; i++)
+        rules_api_entity_clear(&st->ents[i]);
+    free(st->ents);
+    st->ents = NULL;
+    st->nents = 0;
+}
+
+/* Catalogue the mapper entry (table at idx), already validated: one metric per topic. */
+static void rules_api_map_entry_catalogue(lua_State *L, struct rule_state *st, int idx)
+{
+    int top = lua_gettop(L);
+    rules_api_raw_field(L, idx, "topic");
+    const char *topic = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+    rules_api_raw_field(L, idx, "ha");
+    int ha = lua_gettop(L);
+    if (!topic || (lua_type(L, ha) == LUA_TBOOLEAN && !lua_toboolean(L, ha))) {
+        lua_settop(L, top);
+        return;
+    }
+    rules_api_raw_field(L, idx, "tags");
+    int tags = lua_gettop(L);
+    struct rules_entity t = {.kind = RULES_ENTITY_METRIC, .topic = topic, .precision = -1};
+    t.node = rules_api_opt_str(L, ha, "node");
+    if (!t.node)
+        t.node = rules_api_opt_str(L, tags, "node");
+    t.unit_tag = rules_api_opt_str(L, tags, "unit");
+    t.name = rules_api_opt_str(L, ha, "name");
+    t.unit = rules_api_opt_str(L, ha, "unit");
+    t.device_class = rules_api_opt_str(L, ha, "device_class");
+    if (lua_type(L, ha) == LUA_TTABLE) {
+        rules_api_raw_field(L, ha, "precision");
+        if (lua_isinteger(L, -1))
+            t.precision = (int)lua_tointeger(L, -1);
+    }
+    /* metric: the measurement, else the path's last key */
+    size_t ml = 0;
+    rules_api_raw_field(L, idx, "measurement");
+    const char *metric = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &ml) : NULL;
+    if (!metric) {
+        rules_api_raw_field(L, idx, "path");
+        const char *path = lua_tostring(L, -1);
+        const char *dot = strrchr(path, '.');
+        metric = dot ? dot + 1 : path;
+        ml = strlen(metric);
+    }
+    rules_api_entity_add(L, st, &t, metric, ml);
+    lua_settop(L, top);
+}
+
+/* gw.describe_alert(topic [, {node=, name=, device_class=}]): an alert this rule may publish
+ * (retained JSON with "state":"firing"|"ok"), so front-ends can show it before it fires. */
+static int rules_api_describe_alert(lua_State *L)
+{
+    struct rule_state *st = rules_state_of(L);
+    size_t tlen;
+    const char *topic = rules_api_check_str(L, 1, &tlen, "gw.describe_alert: topic");
+    const char *bad = rules_api_topic_problem(topic, tlen);
+    if (bad)
+        return luaL_error(L, "gw.describe_alert: topic %s", bad);
+    lua_settop(L, 2);
+    if (!lua_isnil(L, 2) && lua_type(L, 2) != LUA_TTABLE)
+        return luaL_error(L, "gw.describe_alert: options must be a table");
+    rules_api_check_ha(L, 2, "gw.describe_alert");
+    struct rules_entity t = {.kind = RULES_ENTITY_ALERT, .topic = topic, .precision = -1};
+    t.node = rules_api_opt_str(L, 2, "node");
+    t.name = rules_api_opt_str(L, 2, "name");
+    t.device_class = rules_api_opt_str(L, 2, "device_class");
+    rules_api_entity_add(L, st, &t, NULL, 0);
+    return 0;
+}
 
 /* Pool writer: strings are copied behind the entries, NUL-terminated. */
 struct pool {
@@ -647,7 +845,7 @@ static void rules_api_map_entry_build(lua_State *L, struct rules *r, int idx, si
         if (!ok)
             luaL_error(L,
                        "%s: unknown key %s (expected path, topic, qos, retain, "
-                       "measurement, tags, field)",
+                       "measurement, tags, field, ha)",
                        what,
                        lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "(not a string)");
         lua_pop(L, 1);
@@ -729,6 +927,8 @@ static void rules_api_map_entry_build(lua_State *L, struct rules *r, int idx, si
     }
     if (!topic && !slen)
         luaL_error(L, "%s: needs a topic, a measurement, or both", what);
+    rules_api_raw_field(L, idx, "ha");
+    rules_api_check_ha(L, lua_gettop(L), what);
 
     *pool_need += plen + 1 + (topic ? tlen + 1 : 0) + (slen ? slen + 1 : 0);
     if (m) {
@@ -795,6 +995,12 @@ static int rules_api_mapper(lua_State *L)
     }
     lua_setiuservalue(L, 2, 1);
     luaL_setmetatable(L, MAPPER_MT);
+    /* Only a mapper that was built completely enters the catalogue. */
+    for (size_t i = 0; i < n; i++) {
+        lua_rawgeti(L, 1, (lua_Integer)i + 1);
+        rules_api_map_entry_catalogue(L, rules_state_of(L), lua_gettop(L));
+        lua_pop(L, 1);
+    }
     return 1;
 }
 
@@ -972,10 +1178,19 @@ static int rules_api_json(lua_State *L)
 }
 
 static const luaL_Reg rules_api_funcs[] = {
-    {"publish", rules_api_publish}, {"point", rules_api_point},   {"log", rules_api_log},
-    {"now", rules_api_now},         {"now_ns", rules_api_now_ns}, {"iso8601", rules_api_iso8601},
-    {"json", rules_api_json},       {"series", rules_api_series}, {"mapper", rules_api_mapper},
-    {"int", rules_api_int},         {"param", rules_param_gw},    {NULL, NULL},
+    {"publish", rules_api_publish},
+    {"point", rules_api_point},
+    {"log", rules_api_log},
+    {"now", rules_api_now},
+    {"now_ns", rules_api_now_ns},
+    {"iso8601", rules_api_iso8601},
+    {"json", rules_api_json},
+    {"series", rules_api_series},
+    {"mapper", rules_api_mapper},
+    {"describe_alert", rules_api_describe_alert},
+    {"int", rules_api_int},
+    {"param", rules_param_gw},
+    {NULL, NULL},
 };
 
 void rules_api_open(lua_State *L, struct rules *r)

@@ -63,6 +63,8 @@ struct rule_state {
     double deadline;                     /* util_mono() time the current call must end by */
     char overrun_where[LUA_IDSIZE + 24]; /* rule file:line where the budget ran out */
     int64_t ts_ns;                       /* default gw.point timestamp of the current call */
+    struct rules_entity *ents;           /* the catalogue (rules.h), malloc'd with its strings */
+    size_t nents;
 };
 
 /* The engine (rules.h's opaque struct rules). Strings are owned (malloc'd) by it. */
@@ -156,6 +158,9 @@ int rules_sbx_dirs_init(struct rules *r, const char *lua_path, char *err, size_t
 void rules_sbx_dirs_free(struct rules *r);
 
 /* ---- rules_api.c ---- */
+
+/* Release st's entity catalogue (rules_state_free). */
+void rules_api_entities_free(struct rule_state *st);
 
 /*
  * Push a new `gw` table (every function, gw.prefix, gw.null; not gw.state, which rules.c

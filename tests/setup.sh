@@ -6,11 +6,12 @@
 set -euo pipefail
 
 # Build dependencies (keep in sync with README.md "deps:build" and docker/Dockerfile).
-build_pkgs="build-essential cmake pkg-config liblua5.4-dev libmosquitto-dev libcurl4-openssl-dev libssl-dev libcjson-dev libev-dev zlib1g-dev libsystemd-dev libmicrohttpd-dev libcmocka-dev"
+build_pkgs="build-essential cmake pkg-config liblua5.4-dev libmosquitto-dev libcurl4-openssl-dev libssl-dev libcjson-dev libev-dev zlib1g-dev libsystemd-dev libmicrohttpd-dev libcmocka-dev libncurses-dev"
 # Test and demo: real servers, clients, unit-test framework, firmware cross compiler and its
 # emulator, clang and its libFuzzer runtime (tests/fuzz), packaging tools (tests/package),
-# clang-format (tests/style), prometheus (scrapes --metrics in tests/gateway).
-test_pkgs="lua5.4 mosquitto mosquitto-clients victoria-metrics influxdb influxdb-client curl python3 python3-yaml git docker-compose gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm openssl clang libclang-rt-14-dev clang-format dpkg-dev lintian systemd groff-base man-db prometheus"
+# clang-format (tests/style), prometheus (scrapes --metrics in tests/gateway),
+# tmux (drives `iiotgw watch` in tests/gateway).
+test_pkgs="lua5.4 mosquitto mosquitto-clients tmux victoria-metrics influxdb influxdb-client curl python3 python3-yaml git docker-compose gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm openssl clang libclang-rt-14-dev clang-format dpkg-dev lintian systemd groff-base man-db prometheus"
 
 want=${1:-all}
 case "$want" in

@@ -51,14 +51,19 @@ local MAP = gw.mapper({
      measurement = "temperature", tags = {node = "node2", unit = "celsius"}},
     {path = "n2.h", topic = P .. "/node2/humidity", qos = 1, retain = true,
      measurement = "humidity", tags = {node = "node2", unit = "percent"}},
+    -- The link figures are node 2's (the receiver), as in default.lua.
     {path = "sig.rssi", topic = P .. "/signal/rssi", qos = 1,
-     measurement = "rssi", tags = {node = "signal", unit = "dbm"}},
+     measurement = "rssi", tags = {node = "signal", unit = "dbm"},
+     ha = {node = "node2", name = "RSSI"}},
     {path = "sig.snr", topic = P .. "/signal/snr", qos = 1,
-     measurement = "snr", tags = {node = "signal", unit = "db"}},
+     measurement = "snr", tags = {node = "signal", unit = "db"},
+     ha = {node = "node2", name = "SNR"}},
     {path = "sts.rx", topic = P .. "/stats/packets_received", qos = 1,
-     measurement = "packets_received", tags = {node = "stats"}},
+     measurement = "packets_received", tags = {node = "stats"},
+     ha = {node = "node2", name = "Packets received"}},
     {path = "sts.err", topic = P .. "/stats/crc_errors", qos = 1,
-     measurement = "crc_errors", tags = {node = "stats"}},
+     measurement = "crc_errors", tags = {node = "stats"},
+     ha = {node = "node2", name = "CRC errors"}},
 })
 
 -- One temperature alert and one offline watchdog per node; payloads carry {"node": ...}.

@@ -223,8 +223,11 @@ def stats_lines(template, history):
 def run_daemon(iiotgw, repo, scen, tmp, sink_args):
     """The live packets through the real daemon into the database (points stamped now).
     Returns the daemon's own stats (from its log line), which it also wrote as a point."""
+    # A state directory of its own: the default one (as root /var/lib/iiotgw) is the
+    # installed daemon's, and a test run must leave nothing there.
     cmd = [iiotgw, "-r", os.path.join(repo, "rules", "default.lua"), "-s", "stdin",
            "--mqtt", "none", "--deadletter", "none", "-o", "influx.linger=0.2",
+           "--state-dir", os.path.join(tmp, "state-" + scen.name),
            "-o", "gateway_id=gw-run"] + sink_args
     err = open(os.path.join(tmp, f"daemon-{scen.name}.log"), "w+")
     p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err, text=True)

@@ -1,7 +1,8 @@
 /*
  * test_rules_mapper.c — gw.mapper and gw.series, the pre-compiled output paths, against the
  * plain gw.publish / gw.point they must equal byte for byte; their build-time validation; and
- * the decoder's pre-sized object tables (pairs buffered on the stack, duplicates: last wins).
+ * the decoder's pre-sized object tables (pairs buffered on the stack, duplicates: last wins);
+ * the entity catalogue the mapper and gw.describe_alert fill for Home Assistant discovery.
  */
 #include "rules_harness.h"
 
@@ -174,6 +175,12 @@ static void test_mapper_spec_errors(void **unused)
         {"{{path='a', measurement='m', field='time'}}", "reserved"},
         {"{{path='a', topic='a\\tb'}}", "control character"},
         {"{{path='a', topic='t'}, {path='b', measurement={}}}", "entry 2 (b)"},
+        {"{{path='a', topic='t', ha=1}}", "ha must be a table or false"},
+        {"{{path='a', topic='t', ha={unti='C'}}}", "ha: unknown key unti"},
+        {"{{path='a', topic='t', ha={precision=1.5}}}", "ha.precision must be an integer"},
+        {"{{path='a', topic='t', ha={precision=16}}}", "ha.precision must be an integer"},
+        {"{{path='a', topic='t', ha={name=''}}}", "ha.name must be a non-empty string"},
+        {"{{path='a', topic='t', ha={node=7}}}", "ha.node must be a non-empty string"},
     };
     for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
         struct harness h;
@@ -190,6 +197,72 @@ static void test_mapper_spec_errors(void **unused)
 /* ------------------------------------------------------------------------------------ */
 /* gw.series                                                                            */
 /* ------------------------------------------------------------------------------------ */
+
+/* The entity catalogue (rules_entities): what the mapper entries and gw.describe_alert state,
+ * in declaration order, replaced as a whole by a successful reload and kept by a failed one. */
+static void test_entities(void **unused)
+{
+    (void)unused;
+    static const char *const rule =
+        "local M = gw.mapper({\n"
+        "  {path='n1.t', topic='p/node1/temperature', measurement='temperature',\n"
+        "   tags={node='node1', unit='celsius'}},\n"
+        "  {path='s.rssi', topic='p/signal/rssi', tags={node='signal', unit='dbm'},\n"
+        "   measurement='rssi', ha={node='node2', name='RSSI', unit='dBm', precision=0,\n"
+        "   device_class='signal_strength'}},\n"
+        "  {path='x', topic='p/hidden', ha=false},\n"
+        "  {path='y.z', measurement='point_only'},\n"
+        "  {path='q.w', topic='p/plain'},\n"
+        "})\n"
+        "gw.describe_alert('p/alerts/node1/temperature', {node='node1', name='Hot'})\n"
+        "gw.describe_alert('p/alerts/node1/temperature', {node='node1', name='Too hot',\n"
+        "                  device_class='heat'})\n"
+        "gw.describe_alert('p/alerts/x')\n";
+    struct harness h;
+    assert_int_equal(h_open(&h, rule, 0, 0), 0);
+    const struct rules_entity *e;
+    size_t n = rules_entities(h.r, &e);
+    assert_int_equal(n, 5);
+    assert_int_equal(e[0].kind, RULES_ENTITY_METRIC);
+    assert_string_equal(e[0].topic, "p/node1/temperature");
+    assert_string_equal(e[0].node, "node1");
+    assert_string_equal(e[0].metric, "temperature");
+    assert_string_equal(e[0].unit_tag, "celsius");
+    assert_null(e[0].unit);
+    assert_int_equal(e[0].precision, -1);
+    assert_string_equal(e[1].node, "node2"); /* ha.node wins over tags.node */
+    assert_string_equal(e[1].name, "RSSI");
+    assert_string_equal(e[1].unit, "dBm");
+    assert_string_equal(e[1].device_class, "signal_strength");
+    assert_int_equal(e[1].precision, 0);
+    assert_string_equal(e[2].topic, "p/plain"); /* no measurement: the path's last key */
+    assert_string_equal(e[2].metric, "w");
+    assert_null(e[2].node);
+    assert_int_equal(e[3].kind, RULES_ENTITY_ALERT); /* described twice: the last one wins */
+    assert_string_equal(e[3].name, "Too hot");
+    assert_string_equal(e[3].device_class, "heat");
+    assert_string_equal(e[4].topic, "p/alerts/x");
+    assert_null(e[4].node);
+
+    /* A failed reload keeps the catalogue; a good one replaces it. */
+    assert_int_equal(h_reload(&h, "gw.describe_alert('p/a/b')\nlocal x = (\n"), -EINVAL);
+    assert_int_equal(rules_entities(h.r, &e), 5);
+    assert_int_equal(h_reload(&h, "gw.describe_alert('p/a/b')\n"), 0);
+    assert_int_equal(rules_entities(h.r, &e), 1);
+    assert_string_equal(e[0].topic, "p/a/b");
+    assert_int_equal(h_reload(&h, "local x = 1\n"), 0);
+    assert_int_equal(rules_entities(h.r, &e), 0);
+
+    /* Bad descriptions are errors naming the rule line. */
+    assert_int_equal(h_reload(&h, "local x = 1\ngw.describe_alert('a/+')\n"), -EINVAL);
+    assert_non_null(strstr(h.err, "rule.lua:2:"));
+    assert_non_null(strstr(h.err, "wildcard"));
+    assert_int_equal(h_reload(&h, "gw.describe_alert('a', {color='red'})\n"), -EINVAL);
+    assert_non_null(strstr(h.err, "unknown key color"));
+    assert_int_equal(h_reload(&h, "gw.describe_alert('a', 5)\n"), -EINVAL);
+    assert_non_null(strstr(h.err, "options must be a table"));
+    h_close(&h);
+}
 
 static void test_series(void **unused)
 {
@@ -283,6 +356,7 @@ int main(void)
         cmocka_unit_test(test_mapper_matches_hand_written),
         cmocka_unit_test(test_mapper_call_options_and_errors),
         cmocka_unit_test(test_mapper_spec_errors),
+        cmocka_unit_test(test_entities),
         cmocka_unit_test(test_series),
         cmocka_unit_test(test_decoder_object_sizes),
     };
