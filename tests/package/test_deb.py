@@ -60,7 +60,7 @@ EXPECTED_FILES = {
 WANTS_LINK = "/etc/systemd/system/multi-user.target.wants/iiotgw.service"
 DSH_STATE = "/var/lib/systemd/deb-systemd-helper-enabled"
 SHLIB_DEPS = ["libc6", "liblua5.4-0", "libmosquitto1", "libcurl4", "libcjson1", "libev4",
-              "libsystemd0", "libmicrohttpd12", "libncursesw6", "libtinfo6",
+              "libsystemd0", "libmicrohttpd12", "libncursesw6", "libtinfo6", "libssl3",
               "zlib1g", "adduser"]
 # One packet in the receiver's RTT format: the stock rule publishes 9 metrics from it.
 PACKET = ('[INFO] JSON sent via VCP: {"ts":14385,"n1":{"t":27.6,"h":54.1,"g":84190},'
