@@ -27,7 +27,7 @@ trap cleanup EXIT
 # leftover check at the end.
 # (quoted: the patterns are expanded in /tmp and /dev/shm, never in the current directory)
 tmp_prefixes=('iiotgw-*' 'iiotgw_*' 'rules-test-*' 'rules-mod-*' 'spooltest-*' 'spoolbench-*'
-    'influx_late_vm_*' 'influx_mock_log_*' 'e2e_sim.*' 'tmp.*')
+    'influx_late_vm_*' 'influx_mock_log_*' 'e2e_sim.*' 'tmp.*' 'docker_*' 'mldbm-*')
 # Also the daemon's default state directories: every test gives the daemon one of its own
 # (STATE_DIRECTORY, --state-dir), so a test run must not create root's or the user's.
 state_dirs=(/var/lib/iiotgw "${XDG_STATE_HOME:-${HOME:-/nonexistent}/.local/state}/iiotgw")

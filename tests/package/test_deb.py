@@ -164,7 +164,10 @@ def build_deb(cpack, build_dir, out):
 
 
 def check_lintian(deb):
-    r = run(["lintian", "--info", "--display-info", deb], timeout=300)
+    # lintian leaves its perl MLDBM cache (mldbm-elf-*) in $TMPDIR: give it one we remove.
+    with tempfile.TemporaryDirectory(prefix="iiotgw-lintian.") as tmp:
+        r = run(["lintian", "--info", "--display-info", deb], timeout=300,
+                env=dict(os.environ, TMPDIR=tmp))
     tags = [l for l in r.stdout.splitlines() if re.match(r"^[EWIPXO]: ", l)]
     log("lintian: %d tag(s)" % len(tags))
     for l in tags:
