@@ -780,7 +780,8 @@ static int rules_api_describe_alert(lua_State *L)
     struct rule_state *st = rules_state_of(L);
     size_t tlen;
     const char *topic = rules_api_check_str(L, 1, &tlen, "gw.describe_alert: topic");
-    const char *bad = rules_api_topic_problem(topic, tlen);
+    char why[96];
+    const char *bad = topic_problem(topic, tlen, why, sizeof why);
     if (bad)
         return luaL_error(L, "gw.describe_alert: topic %s", bad);
     lua_settop(L, 2);
