@@ -16,6 +16,7 @@
 #include "buf.h"
 #include "clock.h"
 #include "log.h"
+#include "util.h"
 
 struct deadletter {
     int fd; /* -1: no file */
@@ -154,11 +155,8 @@ static void json_escape(struct buf *b, const char *s, size_t n)
             buf_append_char(b, (char)c);
         } else {
             /* Validate one UTF-8 sequence; copy it if well-formed. */
-            size_t len = c >= 0xf0 && c <= 0xf4 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 && c < 0xe0 ? 2 : 0;
-            bool ok = len && i + len <= n;
-            for (size_t k = 1; ok && k < len; k++)
-                ok = (p[i + k] & 0xc0) == 0x80;
-            if (ok) {
+            size_t len = util_utf8_decode(p + i, n - i, NULL);
+            if (len) {
                 buf_append(b, s + i, len);
                 i += len - 1;
             } else {

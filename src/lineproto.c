@@ -9,6 +9,7 @@
  * Ownership: pure module, no state; the caller owns every input and the output buf.
  */
 #include "lineproto.h"
+#include "util.h"
 
 #include <errno.h>
 #include <math.h>
@@ -77,37 +78,6 @@ static const unsigned char esc_class[256] = {
 };
 #undef C8
 
-/* Length of the well-formed UTF-8 sequence at s[0..n) (RFC 3629: no overlongs, no
- * surrogates, <= U+10FFFF), or 0. */
-static size_t utf8_seq(const unsigned char *s, size_t n)
-{
-    unsigned c = s[0];
-    size_t len;
-    unsigned lo = 0x80, hi = 0xbf;
-    if (c >= 0xc2 && c <= 0xdf)
-        len = 2;
-    else if (c >= 0xe0 && c <= 0xef) {
-        len = 3;
-        if (c == 0xe0)
-            lo = 0xa0;
-        else if (c == 0xed)
-            hi = 0x9f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        len = 4;
-        if (c == 0xf0)
-            lo = 0x90;
-        else if (c == 0xf4)
-            hi = 0x8f;
-    } else
-        return 0;
-    if (n < len || s[1] < lo || s[1] > hi)
-        return 0;
-    for (size_t i = 2; i < len; i++)
-        if (s[i] < 0x80 || s[i] > 0xbf)
-            return 0;
-    return len;
-}
-
 /* The bytes a backslash may not precede in a name: the escapes of either server's readers
  * (InfluxDB 1.x unescapes '\,' '\ ' '\=' '\"', VictoriaMetrics also '\\'). A backslash
  * before anything else is read back literally by both. */
@@ -135,7 +105,7 @@ const char *lp_name_problem(const char *s, size_t n, enum lp_name kind)
             if (bsl_ambiguous(u[i + 1]))
                 return "has a backslash before '\\', ',', '=', ' ' or '\"'";
         } else if (cls & HI) {
-            size_t l = utf8_seq(u + i, n - i);
+            size_t l = util_utf8_decode(u + i, n - i, NULL);
             if (!l)
                 return "is not valid UTF-8";
             i += l - 1;
@@ -156,7 +126,7 @@ const char *lp_string_problem(const char *s, size_t n)
         if (u[i] == 0)
             return "contains a NUL byte";
         if (cls & HI) {
-            size_t l = utf8_seq(u + i, n - i);
+            size_t l = util_utf8_decode(u + i, n - i, NULL);
             if (!l)
                 return "is not valid UTF-8";
             i += l - 1;
@@ -189,7 +159,7 @@ static int put_escaped(struct buf *b, const char *s, size_t n, unsigned mask)
             if (cls & bad)
                 return -EINVAL;
             if (cls & HI) {
-                size_t l = utf8_seq(u + i, n - i);
+                size_t l = util_utf8_decode(u + i, n - i, NULL);
                 if (!l)
                     return -EINVAL;
                 memcpy(w, u + i, l);

@@ -2,6 +2,7 @@
  * log.c — key=value event logging to stderr. See log.h.
  */
 #include "log.h"
+#include "util.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -80,37 +81,6 @@ void log_emit(int level, const char *event, const char *fmt, ...)
     (void)w;
 }
 
-/*
- * Length of the well-formed UTF-8 sequence at s[0..n) (RFC 3629: no overlong forms, no
- * surrogates, nothing above U+10FFFF) and its code point, or 0 when it is not one.
- */
-static size_t log_utf8_seq(const unsigned char *s, size_t n, unsigned *cp)
-{
-    unsigned c = s[0];
-    size_t len;
-    unsigned min;
-    if (c >= 0xc2 && c <= 0xdf) {
-        len = 2, min = 0x80, c &= 0x1f;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        len = 3, min = 0x800, c &= 0x0f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        len = 4, min = 0x10000, c &= 0x07;
-    } else {
-        return 0;
-    }
-    if (n < len)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-        c = (c << 6) | (s[i] & 0x3f);
-    }
-    if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
-        return 0;
-    *cp = c;
-    return len;
-}
-
 char *log_quote(char *out, size_t outlen, const char *s, size_t n)
 {
     size_t o = 0;
@@ -151,9 +121,9 @@ char *log_quote(char *out, size_t outlen, const char *s, size_t n)
             /* Valid UTF-8 is kept, except the C1 controls and the Unicode line and paragraph
              * separators, which some log viewers treat as line breaks; any other byte that
              * is not part of a well-formed sequence is escaped. */
-            unsigned cp = 0;
+            uint32_t cp = 0;
             size_t avail = n - i;
-            size_t len = log_utf8_seq(u, avail, &cp);
+            size_t len = util_utf8_decode(u, avail, &cp);
             for (size_t j = 1; len && j < len; j++)
                 if (!u[j]) /* a NUL ends a C string inside the sequence */
                     len = 0;

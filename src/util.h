@@ -33,6 +33,13 @@ size_t util_strlcpy(char *dst, const char *src, size_t dstlen);
  */
 const char *util_redact_url(const char *url, char *out, size_t outlen);
 
+/*
+ * Decode the UTF-8 sequence at s[0..n) (n >= 1): returns its length (1..4) and stores its code
+ * point in *cp (cp may be NULL), or returns 0 when it is not a well-formed sequence by RFC 3629
+ * (no overlong forms, no surrogates, nothing above U+10FFFF, not cut short by n). Pure.
+ */
+size_t util_utf8_decode(const unsigned char *s, size_t n, uint32_t *cp);
+
 /* xorshift32 step; never returns 0 for a non-zero state. Seed with util_seed(). */
 uint32_t util_rand(uint32_t *state);
 uint32_t util_seed(void);
