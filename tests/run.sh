@@ -17,9 +17,17 @@ cd "$root"
 bash tests/setup.sh all
 
 work=$(mktemp -d /tmp/iiotgw-test.XXXXXX)
+summary_printed=0
 cleanup() {
+    local rc=$?
     bash tests/servers.sh stop "$work/servers" || true
     rm -rf "$work"
+    # A command that failed outside the suites (set -e) still ends with the count line.
+    if [ "$summary_printed" = 0 ]; then
+        echo "=== tests/run.sh stopped early (exit status $rc)"
+        echo
+        echo "${total_pass:-0} passed, $((${total_fail:-0} + 1)) failed"
+    fi
 }
 trap cleanup EXIT
 
@@ -39,7 +47,7 @@ tmp_snapshot() {
                 for f in "$d"/$p; do echo "$f"; done
             done
         done
-        for f in "${state_dirs[@]}"; do [ -e "$f" ] && echo "$f"; done
+        for f in "${state_dirs[@]}"; do if [ -e "$f" ]; then echo "$f"; fi; done
     ) | sort -u
 }
 tmp_snapshot >"$work/tmp-before.txt"
@@ -48,6 +56,7 @@ if ! env_out=$(bash tests/servers.sh start "$work/servers"); then
     echo "=== cannot start the test servers (mosquitto, victoria-metrics, influxdb)"
     echo
     echo "0 passed, 1 failed"
+    summary_printed=1
     exit 1
 fi
 eval "$env_out"
@@ -111,4 +120,5 @@ fi
 
 echo
 echo "${total_pass} passed, ${total_fail} failed"
+summary_printed=1
 exit $status
