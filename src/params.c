@@ -68,18 +68,6 @@ struct params {
  * Small helpers
  * ---------------------------------------------------------------------------------------- */
 
-static void params_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void params_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || !errlen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 static bool params_name_ok(const char *s)
 {
     size_t n = s ? strlen(s) : 0;
@@ -185,7 +173,7 @@ static int params_parse_value(const struct param_decl *d, const char *text, doub
             *out = 0;
             return 0;
         }
-        params_err(why, whylen, "not a boolean (true or false)");
+        util_set_err(why, whylen, "not a boolean (true or false)");
         return -EINVAL;
     case PARAM_ENUM:
         for (size_t i = 0; i < d->nvalues; i++)
@@ -199,7 +187,7 @@ static int params_parse_value(const struct param_decl *d, const char *text, doub
                 size_t l = strlen(list);
                 snprintf(list + l, sizeof list - l, "%s%s", i ? ", " : "", d->values[i]);
             }
-            params_err(why, whylen, "not one of %s", list);
+            util_set_err(why, whylen, "not one of %s", list);
         }
         return -EINVAL;
     default: {
@@ -211,11 +199,11 @@ static int params_parse_value(const struct param_decl *d, const char *text, doub
         while (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r')
             end++;
         if (end == text || *end || errno == ERANGE || !isfinite(v)) {
-            params_err(why, whylen, "not a number");
+            util_set_err(why, whylen, "not a number");
             return -EINVAL;
         }
         if (d->type == PARAM_INTEGER && (v != floor(v) || fabs(v) > INT_LIMIT)) {
-            params_err(why, whylen, "not a whole number");
+            util_set_err(why, whylen, "not a whole number");
             return -EINVAL;
         }
         *out = v == 0 ? 0 : v; /* no "-0" */
@@ -232,12 +220,12 @@ static int params_check_bounds(const struct param_decl *d, double v, char *why, 
         return 0;
     if (d->has_min && v < d->min) {
         params_format(d, d->min, a, sizeof a);
-        params_err(why, whylen, "below the minimum %s", a);
+        util_set_err(why, whylen, "below the minimum %s", a);
         return -ERANGE;
     }
     if (d->has_max && v > d->max) {
         params_format(d, d->max, a, sizeof a);
-        params_err(why, whylen, "above the maximum %s", a);
+        util_set_err(why, whylen, "above the maximum %s", a);
         return -ERANGE;
     }
     if (d->step > 0) {
@@ -247,7 +235,7 @@ static int params_check_bounds(const struct param_decl *d, double v, char *why, 
             char s[PARAM_TEXT_MAX], b[PARAM_TEXT_MAX];
             params_format(&(struct param_decl){.type = PARAM_NUMBER}, d->step, s, sizeof s);
             params_format(d, base, b, sizeof b);
-            params_err(why, whylen, "not a multiple of the step %s (counted from %s)", s, b);
+            util_set_err(why, whylen, "not a multiple of the step %s (counted from %s)", s, b);
             return -ERANGE;
         }
     }
@@ -259,70 +247,71 @@ int params_decl_check(const struct param_decl *d, char *err, size_t errlen)
     char why[256];
     const char *nm = d->name ? d->name : "?";
     if (!params_name_ok(d->name)) {
-        params_err(err, errlen, "param name \"%s\": 1..%d characters of A-Z a-z 0-9 _ -", nm,
-                   PARAM_NAME_MAX - 1);
+        util_set_err(err, errlen, "param name \"%s\": 1..%d characters of A-Z a-z 0-9 _ -", nm,
+                     PARAM_NAME_MAX - 1);
         return -EINVAL;
     }
     if (!strcmp(d->name, "response")) {
-        params_err(err, errlen, "param name \"response\" is reserved");
+        util_set_err(err, errlen, "param name \"response\" is reserved");
         return -EINVAL;
     }
     if (d->type < PARAM_NUMBER || d->type > PARAM_ENUM) {
-        params_err(err, errlen, "%s: unknown type", nm);
+        util_set_err(err, errlen, "%s: unknown type", nm);
         return -EINVAL;
     }
     if (d->type == PARAM_BOOLEAN || d->type == PARAM_ENUM) {
         if (d->has_min || d->has_max || d->step > 0) {
-            params_err(err, errlen, "%s: min, max and step apply to numbers only", nm);
+            util_set_err(err, errlen, "%s: min, max and step apply to numbers only", nm);
             return -EINVAL;
         }
     }
     if (d->type == PARAM_ENUM) {
         if (d->nvalues == 0 || d->nvalues > PARAM_MAX_VALUES) {
-            params_err(err, errlen, "%s: an enum needs 1..%d values", nm, PARAM_MAX_VALUES);
+            util_set_err(err, errlen, "%s: an enum needs 1..%d values", nm, PARAM_MAX_VALUES);
             return -EINVAL;
         }
         for (size_t i = 0; i < d->nvalues; i++) {
             size_t l = d->values[i] ? strlen(d->values[i]) : 0;
             if (l == 0 || l >= PARAM_TEXT_MAX || strpbrk(d->values[i], " \t\n#=") ||
                 !strcmp(d->values[i], "default")) {
-                params_err(err, errlen,
-                           "%s: enum value %zu must be 1..%d characters without spaces, '#' or "
-                           "'=', and not \"default\"",
-                           nm, i + 1, PARAM_TEXT_MAX - 1);
+                util_set_err(err, errlen,
+                             "%s: enum value %zu must be 1..%d characters without spaces, '#' or "
+                             "'=', and not \"default\"",
+                             nm, i + 1, PARAM_TEXT_MAX - 1);
                 return -EINVAL;
             }
             for (size_t j = 0; j < i; j++)
                 if (!strcmp(d->values[i], d->values[j])) {
-                    params_err(err, errlen, "%s: enum value \"%s\" given twice", nm, d->values[i]);
+                    util_set_err(err, errlen, "%s: enum value \"%s\" given twice", nm,
+                                 d->values[i]);
                     return -EINVAL;
                 }
         }
         if (d->def < 0 || d->def >= (double)d->nvalues || d->def != floor(d->def)) {
-            params_err(err, errlen, "%s: default is not one of the values", nm);
+            util_set_err(err, errlen, "%s: default is not one of the values", nm);
             return -EINVAL;
         }
     } else if (d->nvalues) {
-        params_err(err, errlen, "%s: values apply to enums only", nm);
+        util_set_err(err, errlen, "%s: values apply to enums only", nm);
         return -EINVAL;
     }
     if (d->type == PARAM_BOOLEAN && d->def != 0 && d->def != 1) {
-        params_err(err, errlen, "%s: default must be true or false", nm);
+        util_set_err(err, errlen, "%s: default must be true or false", nm);
         return -EINVAL;
     }
     if (!isfinite(d->def) || (d->has_min && !isfinite(d->min)) ||
         (d->has_max && !isfinite(d->max)) || !isfinite(d->step) || d->step < 0) {
-        params_err(err, errlen, "%s: default, min, max and step must be finite (step >= 0)", nm);
+        util_set_err(err, errlen, "%s: default, min, max and step must be finite (step >= 0)", nm);
         return -EINVAL;
     }
     if (d->has_min && d->has_max && d->min > d->max) {
-        params_err(err, errlen, "%s: min is above max", nm);
+        util_set_err(err, errlen, "%s: min is above max", nm);
         return -EINVAL;
     }
     if (d->type == PARAM_INTEGER) {
         if (d->def != floor(d->def) || (d->has_min && d->min != floor(d->min)) ||
             (d->has_max && d->max != floor(d->max)) || d->step != floor(d->step)) {
-            params_err(err, errlen, "%s: an integer's default, min, max and step are whole", nm);
+            util_set_err(err, errlen, "%s: an integer's default, min, max and step are whole", nm);
             return -EINVAL;
         }
     }
@@ -330,24 +319,24 @@ int params_decl_check(const struct param_decl *d, char *err, size_t errlen)
         if (params_check_bounds(d, d->def, why, sizeof why)) {
             char t[PARAM_TEXT_MAX];
             params_format(d, d->def, t, sizeof t);
-            params_err(err, errlen, "%s: default %s is %s", nm, t, why);
+            util_set_err(err, errlen, "%s: default %s is %s", nm, t, why);
             return -EINVAL;
         }
     }
     if (d->nnodes > PARAM_MAX_NODES) {
-        params_err(err, errlen, "%s: at most %d nodes", nm, PARAM_MAX_NODES);
+        util_set_err(err, errlen, "%s: at most %d nodes", nm, PARAM_MAX_NODES);
         return -EINVAL;
     }
     for (size_t i = 0; i < d->nnodes; i++) {
         if (!params_name_ok(d->nodes[i]) || !strcmp(d->nodes[i], "set")) {
-            params_err(err, errlen,
-                       "%s: node %zu: 1..%d characters of A-Z a-z 0-9 _ - (\"set\" is reserved)",
-                       nm, i + 1, PARAM_NAME_MAX - 1);
+            util_set_err(err, errlen,
+                         "%s: node %zu: 1..%d characters of A-Z a-z 0-9 _ - (\"set\" is reserved)",
+                         nm, i + 1, PARAM_NAME_MAX - 1);
             return -EINVAL;
         }
         for (size_t j = 0; j < i; j++)
             if (!strcmp(d->nodes[i], d->nodes[j])) {
-                params_err(err, errlen, "%s: node \"%s\" given twice", nm, d->nodes[i]);
+                util_set_err(err, errlen, "%s: node \"%s\" given twice", nm, d->nodes[i]);
                 return -EINVAL;
             }
     }
@@ -356,16 +345,16 @@ int params_decl_check(const struct param_decl *d, char *err, size_t errlen)
         if (!other[i])
             continue;
         if (!params_name_ok(other[i]) || !strcmp(other[i], d->name)) {
-            params_err(err, errlen, "%s: %s must name another param", nm, i ? "above" : "below");
+            util_set_err(err, errlen, "%s: %s must name another param", nm, i ? "above" : "below");
             return -EINVAL;
         }
         if (d->type != PARAM_NUMBER && d->type != PARAM_INTEGER) {
-            params_err(err, errlen, "%s: below/above apply to numbers only", nm);
+            util_set_err(err, errlen, "%s: below/above apply to numbers only", nm);
             return -EINVAL;
         }
     }
     if ((d->unit && strlen(d->unit) >= 64) || (d->description && strlen(d->description) >= 1024)) {
-        params_err(err, errlen, "%s: unit (< 64 bytes) or description (< 1024) too long", nm);
+        util_set_err(err, errlen, "%s: unit (< 64 bytes) or description (< 1024) too long", nm);
         return -EINVAL;
     }
     return 0;
@@ -547,7 +536,7 @@ static int params_parse_line(char *line, struct override *o, char *why, size_t w
         return 0;
     char *eq = strchr(s, '=');
     if (!eq) {
-        params_err(why, whylen, "expected NAME [NODE] = VALUE");
+        util_set_err(why, whylen, "expected NAME [NODE] = VALUE");
         return -EINVAL;
     }
     *eq = '\0';
@@ -557,11 +546,11 @@ static int params_parse_line(char *line, struct override *o, char *why, size_t w
     char *node = name ? strtok(NULL, " \t") : NULL;
     char *extra = node ? strtok(NULL, " \t") : NULL;
     if (!name || extra || !params_name_ok(name) || (node && !params_name_ok(node))) {
-        params_err(why, whylen, "expected NAME [NODE] = VALUE (names: A-Z a-z 0-9 _ -)");
+        util_set_err(why, whylen, "expected NAME [NODE] = VALUE (names: A-Z a-z 0-9 _ -)");
         return -EINVAL;
     }
     if (!*value || strlen(value) >= PARAM_TEXT_MAX) {
-        params_err(why, whylen, "missing or too long value");
+        util_set_err(why, whylen, "missing or too long value");
         return -EINVAL;
     }
     util_strlcpy(o->name, name, sizeof o->name);
@@ -596,7 +585,7 @@ static int params_read_file(const char *file, struct override **out, size_t *nou
         if (errno == ENOENT)
             return 0;
         int rc = -errno;
-        params_err(err, errlen, "%s: %s", file, strerror(errno));
+        util_set_err(err, errlen, "%s: %s", file, strerror(errno));
         return rc;
     }
     char line[PARAM_LINE_MAX];
@@ -643,7 +632,7 @@ static int params_read_file(const char *file, struct override **out, size_t *nou
         struct override *nv = realloc(v, (n + 1) * sizeof *v);
         if (!nv) {
             rc = -ENOMEM;
-            params_err(err, errlen, "%s: out of memory", file);
+            util_set_err(err, errlen, "%s: out of memory", file);
             break;
         }
         v = nv;
@@ -911,7 +900,7 @@ int params_declare(struct params *p, const struct param_decl *d, double *values,
     if (!p->building)
         params_begin(p);
     if (params_entry_find(p->cand, p->ncand, d->name)) {
-        params_err(err, errlen, "%s: declared twice", d->name);
+        util_set_err(err, errlen, "%s: declared twice", d->name);
         return -EEXIST;
     }
     struct pentry *nv = realloc(p->cand, (p->ncand + 1) * sizeof *nv);
@@ -953,8 +942,8 @@ static int params_check_pair(const struct pentry *a, size_t sa, double va, const
             char t[PARAM_TEXT_MAX];
             params_format(&b->d, vb, t, sizeof t);
             const char *bn = b->slots[sb].node;
-            params_err(why, whylen, "must stay %s %s%s%s (%s)", a_below_b ? "below" : "above",
-                       b->d.name, bn && !a->d.nnodes ? " " : "", bn && !a->d.nnodes ? bn : "", t);
+            util_set_err(why, whylen, "must stay %s %s%s%s (%s)", a_below_b ? "below" : "above",
+                         b->d.name, bn && !a->d.nnodes ? " " : "", bn && !a->d.nnodes ? bn : "", t);
             return -ERANGE;
         }
     }
@@ -1001,8 +990,8 @@ int params_commit(struct params *p, char *err, size_t errlen)
                 continue;
             struct pentry *o = params_entry_find(p->cand, p->ncand, mine[k]);
             if (!o || (o->d.type != PARAM_NUMBER && o->d.type != PARAM_INTEGER)) {
-                params_err(err, errlen, "%s: %s names \"%s\", which is not a declared number",
-                           e->d.name, k ? "above" : "below", mine[k]);
+                util_set_err(err, errlen, "%s: %s names \"%s\", which is not a declared number",
+                             e->d.name, k ? "above" : "below", mine[k]);
                 return -EINVAL;
             }
         }
@@ -1027,7 +1016,7 @@ int params_commit(struct params *p, char *err, size_t errlen)
             for (size_t s = 0; s < p->cand[i].nslots && !bad; s++)
                 if (params_check_constraints(p->cand, p->ncand, &p->cand[i], s, p->cand[i].d.def,
                                              why, sizeof why)) {
-                    params_err(err, errlen, "%s: default %s", p->cand[i].d.name, why);
+                    util_set_err(err, errlen, "%s: default %s", p->cand[i].d.name, why);
                     bad = 1;
                 }
         k = 0;
@@ -1202,7 +1191,7 @@ int params_set(struct params *p, const char *name, const char *node, const char 
             size_t l = strlen(list);
             snprintf(list + l, sizeof list - l, "%s%s", i ? ", " : "", p->live[i].d.name);
         }
-        params_err(msg, msglen, "%s: unknown param (known: %s)", who, *list ? list : "none");
+        util_set_err(msg, msglen, "%s: unknown param (known: %s)", who, *list ? list : "none");
         rc = -ENOENT;
         goto refused;
     }
@@ -1214,11 +1203,11 @@ int params_set(struct params *p, const char *name, const char *node, const char 
                 size_t l = strlen(list);
                 snprintf(list + l, sizeof list - l, "%s%s", i ? ", " : "", e->d.nodes[i]);
             }
-            params_err(msg, msglen, "%s: a per-node param: give the node (%s)", who, list);
+            util_set_err(msg, msglen, "%s: a per-node param: give the node (%s)", who, list);
         } else if (!e->d.nnodes) {
-            params_err(msg, msglen, "%s: %s is not per node: give no node", who, nm);
+            util_set_err(msg, msglen, "%s: %s is not per node: give no node", who, nm);
         } else {
-            params_err(msg, msglen, "%s: unknown node for %s", who, nm);
+            util_set_err(msg, msglen, "%s: unknown node for %s", who, nm);
         }
         rc = -ENOENT;
         goto refused;
@@ -1227,10 +1216,10 @@ int params_set(struct params *p, const char *name, const char *node, const char 
     double old = sl->value, v;
     bool reset = !strcmp(text, "default");
     if (e->orphaned && !reset) {
-        params_err(msg, msglen,
-                   "%s: not declared by the rule any more (orphaned): only "
-                   "\"default\" is accepted, to remove it",
-                   who);
+        util_set_err(msg, msglen,
+                     "%s: not declared by the rule any more (orphaned): only "
+                     "\"default\" is accepted, to remove it",
+                     who);
         rc = -EPERM;
         goto refused;
     }
@@ -1251,7 +1240,7 @@ int params_set(struct params *p, const char *name, const char *node, const char 
     params_format(&e->d, v, to, sizeof to);
     struct override *o = params_ov_find(p, e->d.name, node);
     if (v == old && (reset ? !o : o != NULL)) {
-        params_err(msg, msglen, "%s: %s (unchanged)", who, to);
+        util_set_err(msg, msglen, "%s: %s (unchanged)", who, to);
         return 0;
     }
     int64_t now = util_now_ns();
@@ -1260,7 +1249,7 @@ int params_set(struct params *p, const char *name, const char *node, const char 
             params_ov_remove(p, o);
     } else {
         if (!(o = params_ov_put(p, e->d.name, node))) {
-            params_err(msg, msglen, "%s: out of memory", who);
+            util_set_err(msg, msglen, "%s: out of memory", who);
             return -ENOMEM;
         }
         util_strlcpy(o->text, to, sizeof o->text);
@@ -1280,7 +1269,7 @@ int params_set(struct params *p, const char *name, const char *node, const char 
             log_quote(qo, sizeof qo, origin && origin->kind ? origin->kind : "unknown", (size_t)-1),
             log_quote(qw, sizeof qw, origin && origin->who ? origin->who : "", (size_t)-1));
     }
-    params_err(msg, msglen, "%s: %s -> %s%s", who, from, to, reset ? " (default)" : "");
+    util_set_err(msg, msglen, "%s: %s -> %s%s", who, from, to, reset ? " (default)" : "");
     /* An orphan reset to nothing disappears from the list. */
     bool gone = false;
     if (e->orphaned) {
@@ -1308,7 +1297,7 @@ int params_set(struct params *p, const char *name, const char *node, const char 
     return rc;
 
 bad_value:
-    params_err(msg, msglen, "%s: %s refused: %s", who, text, why);
+    util_set_err(msg, msglen, "%s: %s refused: %s", who, text, why);
 refused:
     params_refused(nm, node, text, origin, msg ? msg : "");
     return rc;

@@ -17,7 +17,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,16 +77,6 @@ struct call {
     char *err;
     size_t errlen;
 };
-
-void rules_set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || !errlen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* ------------------------------------------------------------------------------------ */
 /* gw.state hand-over across a reload                                                   */
@@ -356,7 +345,7 @@ static int rules_trampoline(lua_State *L)
         char why[128];
         if (jsonlua_decode(L, c->text, c->len, why, sizeof why)) {
             c->decode_failed = true;
-            rules_set_err(c->err, c->errlen, "invalid JSON at %s", why);
+            util_set_err(c->err, c->errlen, "invalid JSON at %s", why);
             return 0;
         }
         rules_push_meta(L, 1, c);
@@ -418,25 +407,24 @@ static void rules_format_error(struct rule_state *st, lua_State *co, int status,
     if (status == LUA_YIELD || st->overrun) {
         const char *at = st->overrun && st->overrun_where[0] ? st->overrun_where : where;
         if (st->overrun && st->overrun_kind == RULES_OVERRUN_TIME)
-            rules_set_err(err, errlen, "%s: %s%scall time limit exceeded (%g s, rule_time_limit)",
-                          at, st->overrun_what ? st->overrun_what : "",
-                          st->overrun_what ? ": " : "", st->r->time_limit);
+            util_set_err(err, errlen, "%s: %s%scall time limit exceeded (%g s, rule_time_limit)",
+                         at, st->overrun_what ? st->overrun_what : "", st->overrun_what ? ": " : "",
+                         st->r->time_limit);
         else
-            rules_set_err(err, errlen, "%s: instruction budget exceeded (%llu instructions)", at,
-                          (unsigned long long)st->r->instr_limit);
+            util_set_err(err, errlen, "%s: instruction budget exceeded (%llu instructions)", at,
+                         (unsigned long long)st->r->instr_limit);
         return;
     }
     const char *msg = lua_type(co, -1) == LUA_TSTRING ? lua_tostring(co, -1) : NULL;
     if (!msg) {
-        rules_set_err(err, errlen, "%s: (error object is a %s value)", where,
-                      luaL_typename(co, -1));
+        util_set_err(err, errlen, "%s: (error object is a %s value)", where, luaL_typename(co, -1));
         return;
     }
     size_t sl = strlen(st->r->short_src);
     if (strncmp(msg, st->r->short_src, sl) == 0 && msg[sl] == ':')
-        rules_set_err(err, errlen, "%s", msg);
+        util_set_err(err, errlen, "%s", msg);
     else
-        rules_set_err(err, errlen, "%s: %s", where, msg);
+        util_set_err(err, errlen, "%s: %s", where, msg);
 }
 
 /* Run one call on the state's coroutine. Returns 0, -EBADMSG or -ECANCELED (err set). */
@@ -450,7 +438,7 @@ static int rules_call(struct rule_state *st, struct call *c)
             lua_pop(st->L, 1);
             st->co = NULL;
             r->stats.errors++;
-            rules_set_err(c->err, c->errlen, "%s: not enough memory for a call", r->short_src);
+            util_set_err(c->err, c->errlen, "%s: not enough memory for a call", r->short_src);
             return -ECANCELED;
         }
     }
@@ -554,13 +542,13 @@ static int rules_build(struct rules *r, struct rule_state *old, struct rule_stat
     size_t code_len = 0;
     int rc = rules_read_file(r->path, &code, &code_len);
     if (rc) {
-        rules_set_err(err, errlen, "%s: cannot read rule file: %s", r->path, strerror(-rc));
+        util_set_err(err, errlen, "%s: cannot read rule file: %s", r->path, strerror(-rc));
         return rc;
     }
     struct rule_state *st = calloc(1, sizeof *st);
     if (!st) {
         rc = -ENOMEM;
-        rules_set_err(err, errlen, "%s: out of memory", r->path);
+        util_set_err(err, errlen, "%s: out of memory", r->path);
         goto fail;
     }
     st->r = r;
@@ -571,8 +559,8 @@ static int rules_build(struct rules *r, struct rule_state *old, struct rule_stat
     st->L = rules_sbx_newstate(st);
     if (!st->L) {
         rc = -ENOMEM;
-        rules_set_err(err, errlen, "%s: cannot create a Lua state (memory limit too small?)",
-                      r->path);
+        util_set_err(err, errlen, "%s: cannot create a Lua state (memory limit too small?)",
+                     r->path);
         goto fail;
     }
     /* Generational GC: per packet a rule makes a handful of tables that die at once (the
@@ -587,12 +575,12 @@ static int rules_build(struct rules *r, struct rule_state *old, struct rule_stat
     if (status != LUA_OK) {
         const char *m = lua_tostring(st->L, -1);
         if (a.copying) /* the gw.state hand-over failed: say so, and where */
-            rules_set_err(err, errlen,
-                          "%s: gw.state hand-over failed while copying gw.state.%s (%zu bytes "
-                          "of strings copied, rule_mem_limit %zu bytes): %s",
-                          r->short_src, a.copy.key, a.copy.copied, r->mem_limit, m ? m : "error");
+            util_set_err(err, errlen,
+                         "%s: gw.state hand-over failed while copying gw.state.%s (%zu bytes "
+                         "of strings copied, rule_mem_limit %zu bytes): %s",
+                         r->short_src, a.copy.key, a.copy.copied, r->mem_limit, m ? m : "error");
         else
-            rules_set_err(err, errlen, "%s", m ? m : "error while loading the rule");
+            util_set_err(err, errlen, "%s", m ? m : "error while loading the rule");
         rc = -EINVAL;
         goto fail;
     }
@@ -618,7 +606,7 @@ static int rules_build(struct rules *r, struct rule_state *old, struct rule_stat
     st->loading = false;
     char perr[256];
     if ((rc = params_commit(r->params, perr, sizeof perr))) {
-        rules_set_err(err, errlen, "%s: %s", r->short_src, perr);
+        util_set_err(err, errlen, "%s: %s", r->short_src, perr);
         goto fail;
     }
     /* The commit may have dropped an override the declaration handed out. */
@@ -644,7 +632,7 @@ int rules_open(struct rules **out, const struct rules_config *cfg, const struct 
 {
     *out = NULL;
     if (!cfg || !cfg->path || !sink) {
-        rules_set_err(err, errlen, "rules_open: missing path or sink");
+        util_set_err(err, errlen, "rules_open: missing path or sink");
         return -EINVAL;
     }
     struct rules *r = calloc(1, sizeof *r);
@@ -684,7 +672,7 @@ int rules_open(struct rules **out, const struct rules_config *cfg, const struct 
     *out = r;
     return 0;
 nomem:
-    rules_set_err(err, errlen, "rules_open: out of memory");
+    util_set_err(err, errlen, "rules_open: out of memory");
 fail:
     rules_close(r);
     return rc;

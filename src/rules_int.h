@@ -95,10 +95,6 @@ static inline struct rule_state *rules_state_of(lua_State *L)
 
 /* ---- rules.c ---- */
 
-/* snprintf into err[errlen]; does nothing when err is NULL or errlen 0. */
-void rules_set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
 /*
  * Read a whole regular file of at most RULES_MAX_RULE_SIZE bytes into a malloc'd buffer
  * (*out, owned by the caller; *len bytes, not NUL-terminated). Returns 0, -errno of

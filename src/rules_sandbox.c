@@ -576,12 +576,12 @@ static int rules_sbx_dirs_add(struct rules *r, const char *s, size_t n, char *er
     while (n > 1 && s[n - 1] == '/')
         n--;
     if (r->nlua_dirs == REQ_MAX_DIRS) {
-        rules_set_err(err, errlen, "lua_path: more than %d directories", REQ_MAX_DIRS);
+        util_set_err(err, errlen, "lua_path: more than %d directories", REQ_MAX_DIRS);
         return -EINVAL;
     }
     char *d = malloc(n + 1);
     if (!d) {
-        rules_set_err(err, errlen, "rules_open: out of memory");
+        util_set_err(err, errlen, "rules_open: out of memory");
         return -ENOMEM;
     }
     memcpy(d, s, n);
@@ -600,7 +600,7 @@ int rules_sbx_dirs_init(struct rules *r, const char *lua_path, char *err, size_t
 {
     r->lua_dirs = calloc(REQ_MAX_DIRS, sizeof *r->lua_dirs);
     if (!r->lua_dirs) {
-        rules_set_err(err, errlen, "rules_open: out of memory");
+        util_set_err(err, errlen, "rules_open: out of memory");
         return -ENOMEM;
     }
     int rc;
@@ -613,7 +613,7 @@ int rules_sbx_dirs_init(struct rules *r, const char *lua_path, char *err, size_t
         }
         if (r->nlua_dirs)
             return 0;
-        rules_set_err(err, errlen, "lua_path: no directory in \"%s\"", lua_path);
+        util_set_err(err, errlen, "lua_path: no directory in \"%s\"", lua_path);
         return -EINVAL;
     }
     /* rule directory */
@@ -626,7 +626,7 @@ int rules_sbx_dirs_init(struct rules *r, const char *lua_path, char *err, size_t
     else
         dir = strndup(r->path, (size_t)(slash - r->path));
     if (!dir) {
-        rules_set_err(err, errlen, "rules_open: out of memory");
+        util_set_err(err, errlen, "rules_open: out of memory");
         return -ENOMEM;
     }
     rc = rules_sbx_dirs_add(r, dir, strlen(dir), err, errlen);

@@ -3,6 +3,7 @@
  */
 #include "util.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -96,4 +97,14 @@ size_t util_utf8_decode(const unsigned char *s, size_t n, uint32_t *cp)
     if (cp)
         *cp = v;
     return len;
+}
+
+void util_set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (!err || !errlen)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
 }

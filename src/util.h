@@ -33,6 +33,10 @@ size_t util_strlcpy(char *dst, const char *src, size_t dstlen);
  */
 const char *util_redact_url(const char *url, char *out, size_t outlen);
 
+/* snprintf into err[errlen]; does nothing when err is NULL or errlen is 0. */
+void util_set_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 /*
  * Decode the UTF-8 sequence at s[0..n) (n >= 1): returns its length (1..4) and stores its code
  * point in *cp (cp may be NULL), or returns 0 when it is not a well-formed sequence by RFC 3629
