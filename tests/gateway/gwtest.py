@@ -82,6 +82,22 @@ def tmpdir():
     return d
 
 
+def write_file(d, name, text):
+    """Write text to d/name and return the path."""
+    p = os.path.join(d, name)
+    with open(p, "w") as f:
+        f.write(text)
+    return p
+
+
+def read_jsonl(path):
+    """The JSON records of a JSON-lines file (a dead-letter file): [] when it does not exist."""
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(l) for l in f if l.strip()]
+
+
 def fresh_state_dir():
     """A new, empty state directory (see docs/reliability.md) under a temporary directory
     removed when the test exits. For a test that runs daemons side by side: each needs its

@@ -11,17 +11,14 @@ import os
 import re
 import time
 
-from gwtest import DEFAULT_RULE, check, run, tmpdir
+from gwtest import DEFAULT_RULE, check, run, tmpdir, write_file
 
 d = tmpdir()
 LIMIT_SLACK = 20  # seconds: the bound is a few seconds; ASan builds are slower
 
 
 def write(name, text):
-    p = os.path.join(d, name)
-    with open(p, "w") as f:
-        f.write(text)
-    return p
+    return write_file(d, name, text)
 
 
 slow = write("slow.conf", 's = "x"\nfor i = 1, 24 do s = s .. s end\nn = 0\n'

@@ -18,26 +18,16 @@ import json
 import os
 import urllib.parse
 
-from gwtest import (DEFAULT_RULE, Subscriber, check, http_get, http_post, need_env, run, tmpdir,
-                    unique, vm_export)
+from gwtest import (DEFAULT_RULE, Subscriber, check, http_get, http_post, need_env, read_jsonl,
+                    run, tmpdir, unique, vm_export, write_file)
 
 host, mport, vm, influx1 = need_env("IIOTGW_TEST_MQTT_HOST", "IIOTGW_TEST_MQTT_PORT",
                                     "IIOTGW_TEST_VM_URL", "IIOTGW_TEST_INFLUX1_URL")
 d = tmpdir()
 
 
-def deadletters(path):
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(l) for l in f if l.strip()]
-
-
 def write(name, text):
-    p = os.path.join(d, name)
-    with open(p, "w") as f:
-        f.write(text)
-    return p
+    return write_file(d, name, text)
 
 
 rule = write("point.lua", """
@@ -67,7 +57,7 @@ check(r.returncode == 0, "lp run exit %d\n%s" % (r.returncode, r.stderr[-3000:])
 series = vm_export(vm, '{__name__="%s_value"}' % M, expect=3)
 got = sorted((s["metric"].get("node"), s["metric"].get("site"), s["values"]) for s in series)
 want = [("n1", "plantA", [1]), ("n2", "plantA", [3]), ("n4", "plantA", [7])]
-recs = deadletters(dl)
+recs = read_jsonl(dl)
 errs = [x["error"] for x in recs if x["reason"] == "rule_error"]
 print("lp names: stored=%r dead-lettered=%d" % (got, len(errs)), flush=True)
 check(got == want, "VictoriaMetrics series %r, want %r" % (got, want))
@@ -90,10 +80,10 @@ check(r.returncode == 0, "number run exit %d\n%s" % (r.returncode, r.stderr[-300
 q = urllib.parse.urlencode({"db": db, "q": "SELECT value FROM %s" % M2})
 res = json.loads(http_get(influx1 + "/query?" + q))
 vals = [v[1] for v in res["results"][0].get("series", [{"values": []}])[0]["values"]]
-print("numbers: InfluxDB 1.6 stored %r, dead-letters %d" % (vals, len(deadletters(dl))),
+print("numbers: InfluxDB 1.6 stored %r, dead-letters %d" % (vals, len(read_jsonl(dl))),
       flush=True)
 check(vals == [20, 20.5, 21], "InfluxDB 1.6 stored %r, want [20, 20.5, 21]" % vals)
-check(not deadletters(dl), "dead-letters: %r" % deadletters(dl))
+check(not read_jsonl(dl), "dead-letters: %r" % read_jsonl(dl))
 
 # --- 3. 1e999 through the default rule's mapper -------------------------------------------
 prefix = unique("inf")
@@ -103,7 +93,7 @@ dl = os.path.join(d, "dl3.jsonl")
 r = run(["-r", DEFAULT_RULE, "-s", "file:" + inp, "--prefix", prefix, "--mqtt", "none",
          "--influx", vm, "--influx-org", "o", "--influx-bucket", "b", "--deadletter", dl,
          "-o", "influx.linger=0.2"])
-recs = deadletters(dl)
+recs = read_jsonl(dl)
 check(r.returncode == 0, "inf run exit %d\n%s" % (r.returncode, r.stderr[-3000:]))
 # NaN is not JSON: that line is invalid_json as a whole; 1e999 is JSON (a number too large).
 refused = [x for x in recs if x["reason"] == "value_refused"]
@@ -132,7 +122,7 @@ dl = os.path.join(d, "dl4.jsonl")
 r = run(["-r", rule, "-s", "file:" + inp, "--mqtt", "mqtt://%s:%s" % (host, mport),
          "--deadletter", dl])
 msgs = sub.stop()
-recs = deadletters(dl)
+recs = read_jsonl(dl)
 print("topics: delivered %r dead-letters %r" % ([m[0] for m in msgs],
                                                 [x["error"][-50:] for x in recs]), flush=True)
 check(r.returncode == 0, "topic run exit %d\n%s" % (r.returncode, r.stderr[-3000:]))

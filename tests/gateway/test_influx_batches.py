@@ -23,25 +23,15 @@ import subprocess
 import time
 import urllib.parse
 
-from gwtest import (check, http_get, http_post, iiotgw, need_env, stop_process, tmpdir, unique,
-                    vm_export)
+from gwtest import (check, http_get, http_post, iiotgw, need_env, read_jsonl, stop_process, tmpdir,
+                    unique, vm_export, write_file)
 
 vm, influx1 = need_env("IIOTGW_TEST_VM_URL", "IIOTGW_TEST_INFLUX1_URL")
 d = tmpdir()
 
 
-def deadletters(path):
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(l) for l in f if l.strip()]
-
-
 def write(name, text):
-    p = os.path.join(d, name)
-    with open(p, "w") as f:
-        f.write(text)
-    return p
+    return write_file(d, name, text)
 
 
 # --- 1. 400 partial write ---------------------------------------------------------------------
@@ -63,7 +53,7 @@ r = subprocess.run([iiotgw(), "-r", rule, "-s", "file:" + inp, "--mqtt", "none",
 q = urllib.parse.urlencode({"db": db, "q": "SELECT count(v) FROM %s WHERE n != 'pre'" % M})
 res = json.loads(http_get(influx1 + "/query?" + q))
 stored = res["results"][0].get("series", [{"values": [[0, 0]]}])[0]["values"][0][1]
-recs = [x for x in deadletters(dl) if x["reason"] == "influx_rejected"]
+recs = [x for x in read_jsonl(dl) if x["reason"] == "influx_rejected"]
 lines = [l for x in recs for l in x["data"].split("\n")]
 splits = r.stderr.count("event=influx_split")
 print("400 split: stored=%d dead-lettered lines=%d records=%d splits=%d exit=%d"
@@ -121,7 +111,7 @@ end
         rc = proc.wait(60)
     finally:
         stop_process(proc, 5)
-    return stored, hwm, [x for x in deadletters(dl) if x["reason"] == "influx_rejected"], rc
+    return stored, hwm, [x for x in read_jsonl(dl) if x["reason"] == "influx_rejected"], rc
 
 
 # the same run with 1-byte strings is the reference: what the process needs anyway

@@ -7,13 +7,12 @@ each must leave the spool through the dead-letter (reason mqtt_rejected, the bro
 the error, the payload as data) while the allowed ones arrive; the run exits 0 (nothing left
 pending) and a second run on the same spool replays nothing.
 """
-import json
 import os
 import socket
 import subprocess
 
-from gwtest import (Subscriber, check, free_port, iiotgw, stop_process, tmpdir, unique,
-                    wait_for)
+from gwtest import (Subscriber, check, free_port, iiotgw, read_jsonl, stop_process, tmpdir,
+                    unique, wait_for)
 
 if subprocess.run(["sh", "-c", "command -v mosquitto"], capture_output=True).returncode:
     print("SKIP: mosquitto not installed")
@@ -58,10 +57,7 @@ try:
             "mqtt.protocol=5", "--spool", spool, "--deadletter", dl, "-o", "drain_timeout=5"]
     r = subprocess.run(args + ["-s", "file:" + inp], capture_output=True, text=True, timeout=60)
     msgs = sub.stop()
-    recs = []
-    if os.path.exists(dl):
-        with open(dl) as f:
-            recs = [json.loads(l) for l in f if l.strip()]
+    recs = read_jsonl(dl)
     rej = [x for x in recs if x["reason"] == "mqtt_rejected"]
     print("refused by the broker: exit=%d delivered=%d dead-lettered=%d %r"
           % (r.returncode, len(msgs), len(rej), [x["error"] for x in rej[:1]]), flush=True)
