@@ -73,14 +73,15 @@ static int gw_out_publish(void *ud, const char *topic, const char *payload, size
                           bool retain)
 {
     struct gateway *gw = ud;
+    bool alert = alerts_match(&gw->alerts, topic);
     if (retain) {
         alerts_track(&gw->alerts, topic, payload, len);
-        if (gw->ha && alerts_match(&gw->alerts, topic))
+        if (gw->ha && alert)
             hadisc_seen_alert(gw->ha, topic);
     }
     if (!forward_has(gw->fw, FWD_MQTT))
         return 0; /* MQTT disabled (--mqtt none): nothing to do, not an error */
-    unsigned flags = alerts_match(&gw->alerts, topic) ? FWD_ALERT : 0;
+    unsigned flags = alert ? FWD_ALERT : 0;
     /* A replay must not overwrite a live site's retained state with old values: its retain
      * flags go unless replay.retain; replay.prefix moves every topic under its own level. */
     retain = retain && gw->replay_retain;
